@@ -1,0 +1,6 @@
+"""HTTP layer: routes, request/response schemas, the error -> HTTP table."""
+
+from app.api.errors import STATUS_BY_ERROR
+from app.api.schemas import ScoreRequest, ScoreResponse
+
+__all__ = ["STATUS_BY_ERROR", "ScoreRequest", "ScoreResponse"]

@@ -1,0 +1,99 @@
+"""Turn a raw `/v1/score` body into a validated `ScoreInput`, or a 4xx naming what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from app.api.schemas import MAX_ID_LENGTH, ScoreRequest
+from app.errors import ErrorDetail, InvalidRequest, PayloadTooLarge
+from app.serving.scorer import ScoreInput
+
+__all__ = ["decode_score_request", "validation_error"]
+
+_CANDIDATE_KEYS = frozenset({"id", "features", "attributes"})
+_EMPTY: dict[str, Any] = {}
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
+    """A pydantic error as an `InvalidRequest` whose details name each field path."""
+    details = []
+    for error in exc.errors(include_url=False):
+        path = prefix
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        index = error["loc"][1] if error["loc"][:1] == ("candidates",) and len(error["loc"]) > 1 else None
+        details.append(
+            ErrorDetail(
+                message=error["msg"], field=path or None,
+                candidate_index=index if isinstance(index, int) else None,
+                fix="correct this field (see the ScoreRequest schema at /docs)",
+            )
+        )
+    first = details[0]
+    return InvalidRequest(f"{first.field}: {first.message}", details=details)
+
+
+def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreRequest, ScoreInput]:
+    """Parse and check the envelope and the shape of every candidate (not yet its features)."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest.at("body", f"not valid JSON: {exc}", "send a JSON object (NaN and Infinity are not JSON)") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest.at("body", f"expected a JSON object, got {type(raw).__name__}", "send a ScoreRequest object")
+    try:
+        request = ScoreRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    candidates = request.candidates
+    if not candidates:
+        raise InvalidRequest.at("candidates", "empty batch", "send at least one candidate")
+    if len(candidates) > max_candidates:
+        raise PayloadTooLarge.at(
+            "candidates", f"{len(candidates)} candidates is more than the limit of {max_candidates}",
+            "split the batch, or raise FUSIONRANK_MAX_CANDIDATES",
+        )
+    ids = [c.get("id") for c in candidates]
+    if not all(type(i) is str and 0 < len(i) <= MAX_ID_LENGTH for i in ids):
+        index = next(i for i, v in enumerate(ids) if not (type(v) is str and 0 < len(v) <= MAX_ID_LENGTH))
+        raise InvalidRequest.at(
+            f"candidates[{index}].id", "missing, not a string, empty or longer than 256 characters",
+            "give every candidate a unique string id of 1-256 characters", candidate_index=index,
+        )
+    if len(set(ids)) != len(ids):
+        seen: dict[str, int] = {}
+        for index, cid in enumerate(ids):
+            if cid in seen:
+                raise InvalidRequest.at(
+                    f"candidates[{index}].id", f"duplicate candidate id {cid!r} (first at index {seen[cid]})",
+                    "send each candidate once", candidate_index=index,
+                )
+            seen[cid] = index
+    unknown = next((i for i, c in enumerate(candidates) if not c.keys() <= _CANDIDATE_KEYS), None)
+    if unknown is not None:
+        extra = sorted(candidates[unknown].keys() - _CANDIDATE_KEYS)
+        raise InvalidRequest.at(
+            f"candidates[{unknown}].{extra[0]}", "unknown candidate field",
+            "a candidate has only `id`, `features` and `attributes`", candidate_index=unknown,
+        )
+    features = [c.get("features", _EMPTY) for c in candidates]
+    attributes = [c.get("attributes", _EMPTY) for c in candidates]
+    for name, column in (("features", features), ("attributes", attributes)):
+        if not all(type(v) is dict for v in column):
+            index = next(i for i, v in enumerate(column) if type(v) is not dict)
+            raise InvalidRequest.at(
+                f"candidates[{index}].{name}", f"expected an object, got {type(column[index]).__name__}",
+                f"send `{name}` as a JSON object of name -> value", candidate_index=index,
+            )
+    context = request.context
+    return request, ScoreInput(
+        ids=ids,  # type: ignore[arg-type]  # checked to be str above
+        features=features,
+        attributes=attributes,
+        context_features=context.features,
+        context_attributes=context.attributes,
+        top_k=request.options.top_k,
+    )

@@ -1,0 +1,32 @@
+"""The service's mutable state: one reference to the current immutable snapshot, plus readiness."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from app.monitoring.metrics import ServiceMetrics
+from app.serving.bundle import ServingSnapshot
+from app.settings import Settings
+
+__all__ = ["ServiceState"]
+
+log = logging.getLogger("fusionrank.state")
+
+
+@dataclass(eq=False)
+class ServiceState:
+    """Swapping `snapshot` is one reference assignment: a request that read the old one keeps it."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    snapshot: ServingSnapshot = field(default_factory=lambda: ServingSnapshot(surfaces={}))
+    ready: bool = False
+
+    def install(self, snapshot: ServingSnapshot) -> None:
+        self.snapshot = snapshot
+        self.ready = bool(snapshot.surfaces)
+        self.metrics.observe_snapshot(snapshot)
+        self.metrics.ready.set(1 if self.ready else 0)
+        for surface, route in snapshot.surfaces.items():
+            log.info("serving surface %s: %s", surface, route.binding(None).versions())

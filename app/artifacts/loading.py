@@ -1,0 +1,229 @@
+"""Read artifact files and check their cross-references; every failure is an `ArtifactError`.
+
+Checks: a manifest's sha256 matches its model.onnx; a calibration names the same model name,
+version and sha and covers every task; a policy's tasks, attributes, guardrails and overrides exist
+in its model, calibration and attribute declarations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from app.artifacts.calibration import CalibrationFile
+from app.artifacts.common import sha256_file
+from app.artifacts.manifest import ModelManifest
+from app.artifacts.policy import PolicyFile
+from app.errors import ArtifactError, ErrorDetail, PolicyError
+
+__all__ = [
+    "check_calibration_for",
+    "check_policy_against",
+    "load_calibration",
+    "load_manifest",
+    "load_policy",
+    "parse_artifact",
+    "read_json",
+    "read_yaml",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(path, "", "file not found", "check the path and that the file was written") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(path, "", f"cannot read file: {exc}", "check permissions and encoding") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            path, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}", "fix the JSON syntax"
+        ) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArtifactError(path, "", "file not found", "check the path and that the file was written") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(path, "", f"cannot read file: {exc}", "check permissions and encoding") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ArtifactError(path, "", f"invalid YAML: {exc}", "fix the YAML syntax") from None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_artifact(model: type[M], data: Any, path: Path, *, error: type[ArtifactError] = ArtifactError) -> M:
+    """Validate `data` against `model`; a failure names the file and every field at fault."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            ErrorDetail(message=e["msg"], field=_loc(e["loc"]) or None, fix="correct this field")
+            for e in exc.errors(include_url=False)
+        ]
+        first = details[0]
+        raise error(
+            path,
+            first.field or "",
+            f"{first.message} ({len(details)} problem(s) in all)",
+            f"correct the field(s) to match the {model.__name__} schema",
+            details=details,
+        ) from None
+
+
+def load_manifest(bundle_dir: Path, *, verify_sha: bool = True) -> ModelManifest:
+    """Load `<bundle_dir>/manifest.json` and check that model.onnx is the file it describes."""
+    path = bundle_dir / MANIFEST
+    manifest = parse_artifact(ModelManifest, read_json(path), path)
+    model_path = bundle_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(model_path, "", "model file is missing", "export the model into this bundle folder")
+    if verify_sha:
+        actual = sha256_file(model_path)
+        if actual != manifest.model_sha256:
+            raise ArtifactError(
+                path,
+                "model_sha256",
+                f"{MODEL_FILE} has sha256 {actual}, the manifest says {manifest.model_sha256}",
+                "re-export the bundle; a changed or corrupted model.onnx is never served",
+            )
+    if (bundle_dir.parent.name, bundle_dir.name) != (manifest.name, manifest.version):
+        raise ArtifactError(
+            path,
+            "name/version",
+            f"manifest says {manifest.name}/{manifest.version} but lives in"
+            f" {bundle_dir.parent.name}/{bundle_dir.name}",
+            "store the bundle as model_store/<name>/<version>/",
+        )
+    return manifest
+
+
+def load_calibration(path: Path) -> CalibrationFile:
+    return parse_artifact(CalibrationFile, read_json(path), path)
+
+
+def check_calibration_for(calibration: CalibrationFile, manifest: ModelManifest, path: Path) -> None:
+    """Refuse a calibration that was not fitted for this exact model, or misses a task."""
+    fitted = calibration.model
+    if fitted is None:
+        raise ArtifactError(
+            path, "model", "this calibration was fitted without a model bundle",
+            "refit with `fusionrank calibrate fit --model <bundle dir>` so it names the model it belongs to",
+        )
+    if (fitted.name, fitted.version, fitted.sha256) != (manifest.name, manifest.version, manifest.model_sha256):
+        raise ArtifactError(
+            path, "model",
+            f"fitted for {fitted.name}/{fitted.version} (sha {fitted.sha256[:12]}), not for"
+            f" {manifest.name}/{manifest.version} (sha {manifest.model_sha256[:12]})",
+            "refit the calibration for the loaded model version",
+        )
+    tasks = manifest.task_names()
+    missing = [t for t in tasks if t not in calibration.tasks]
+    unknown = [t for t in calibration.tasks if t not in tasks]
+    if missing or unknown:
+        raise ArtifactError(
+            path, "tasks", f"tasks missing: {missing}, tasks unknown to the model: {unknown}",
+            f"calibrate exactly the model's tasks {tasks}",
+        )
+    categorical = set(manifest.features.categorical_names())
+    for task, cal in calibration.tasks.items():
+        for i, seg in enumerate(cal.segments):
+            if seg.feature not in categorical:
+                raise ArtifactError(
+                    path, f"tasks.{task}.segments[{i}].feature",
+                    f"segment feature {seg.feature!r} is not a categorical feature of the model",
+                    f"use one of {sorted(categorical)}",
+                )
+
+
+def load_policy(path: Path) -> PolicyFile:
+    """Load a policy and check it is stored where its surface and version say."""
+    policy = parse_artifact(PolicyFile, read_yaml(path), path, error=PolicyError)
+    if (path.parent.name, path.stem) != (policy.surface, policy.version):
+        raise PolicyError(
+            path, "surface/version",
+            f"file says surface {policy.surface!r} version {policy.version!r} but is stored as"
+            f" {path.parent.name}/{path.name}",
+            "store a policy as policies/<surface>/<version>.yaml",
+        )
+    return policy
+
+
+def check_policy_against(
+    policy: PolicyFile, manifest: ModelManifest, calibration_version: str, path: Path, *, serving: bool = True
+) -> None:
+    """Check every reference in `policy` against the model it runs on (raises `PolicyError`)."""
+
+    def fail(field: str, message: str, fix: str) -> None:
+        raise PolicyError(path, field, message, fix)
+
+    if (policy.model.name, policy.model.version) != (manifest.name, manifest.version):
+        fail("model", f"policy is for {policy.model.name}/{policy.model.version}, model is"
+             f" {manifest.name}/{manifest.version}", "point `model` at the served model version")
+    if policy.calibration_version != calibration_version:
+        fail("calibration_version", f"{policy.calibration_version!r} is not the loaded calibration"
+             f" {calibration_version!r}", "name a calibration version of this model")
+    tasks = {t.name: t for t in manifest.tasks}
+    declared = policy.attributes
+
+    def check_attribute(field: str, name: str, want: str | None = None) -> None:
+        if name not in declared:
+            fail(field, f"attribute {name!r} is not declared in `attributes`",
+                 f"declare it (e.g. `attributes: {{{name}: number}}`) or use one of {sorted(declared)}")
+        if want is not None and declared[name] != want:
+            fail(field, f"attribute {name!r} is declared {declared[name]}, this needs {want}",
+                 f"declare it as {want}")
+
+    def check_weight(field: str, task: str, weight: float) -> None:
+        if tasks[task].polarity == "negative" and weight > 0:
+            fail(field, f"task {task!r} is negative (manifest polarity) but has weight {weight}",
+                 "give a negative task a weight <= 0, so that it can only lower the utility")
+
+    for i, term in enumerate(policy.utility):
+        if term.task not in tasks:
+            fail(f"utility[{i}].task", f"unknown task {term.task!r}", f"use one of {list(tasks)}")
+        check_weight(f"utility[{i}].weight", term.task, term.weight)
+        if term.attribute is not None:
+            check_attribute(f"utility[{i}].attribute", term.attribute, "number")
+    for i, guard in enumerate(policy.guardrails):
+        if guard.task is not None and guard.task not in tasks:
+            fail(f"guardrails[{i}].task", f"unknown task {guard.task!r}", f"use one of {list(tasks)}")
+        if guard.attribute is not None:
+            check_attribute(f"guardrails[{i}].attribute", guard.attribute)
+    for i, rule in enumerate(policy.slate.max_per_value):
+        check_attribute(f"slate.max_per_value[{i}].attribute", rule.attribute)
+    for i, rule in enumerate(policy.slate.max_matching):
+        check_attribute(f"slate.max_matching[{i}].attribute", rule.attribute)
+    terms = {t.name: t for t in policy.utility}
+    prediction_guards = {g.name for g in policy.guardrails if g.task is not None}
+    for i, override in enumerate(policy.overrides):
+        for name, weight in override.weights.items():
+            if name not in terms:
+                fail(f"overrides[{i}].weights.{name}", f"no utility term named {name!r}",
+                     f"use one of {list(terms)}")
+            check_weight(f"overrides[{i}].weights.{name}", terms[name].task, weight)
+        for name in override.thresholds:
+            if name not in prediction_guards:
+                fail(f"overrides[{i}].thresholds.{name}", f"no prediction guardrail named {name!r}",
+                     f"use one of {sorted(prediction_guards)}")
+    if serving and not policy.governance.approved_by:
+        fail("governance.approved_by", "the policy has no approver (a draft)",
+             "have a reviewer add their name to `approved_by` before it is activated")

@@ -1,0 +1,85 @@
+"""`create_app()`: the FastAPI application. Nothing is loaded at import time; lifespan does it."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import anyio
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import probes, score
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestMetricsMiddleware
+from app.api.state import ServiceState
+from app.api.warmup import warm_up
+from app.monitoring.metrics import ServiceMetrics
+from app.serving.loader import load_snapshot
+from app.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("fusionrank")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings default to the environment, read when the app starts."""
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = settings or get_settings()
+        state = ServiceState(settings=resolved, metrics=metrics)
+        app.state.fusionrank = state
+        snapshot = await anyio.to_thread.run_sync(
+            lambda: load_snapshot(
+                resolved.model_store, resolved.policies, intra_op_threads=resolved.ort_intra_op_threads
+            )
+        )
+        problems = await anyio.to_thread.run_sync(lambda: warm_up(snapshot))
+        state.install(replace(snapshot, problems=snapshot.problems + tuple(problems)))
+        if not state.ready:
+            log.error("no surface is servable; /readyz answers 503 until a good bundle is loaded")
+        # Start-up objects (onnxruntime, pydantic schemas, numpy) live for the whole process: move
+        # them out of the collector's sight so that a full collection does not scan them per request.
+        gc.collect()
+        gc.freeze()
+        yield
+        state.ready = False
+
+    app = FastAPI(
+        title="fusionrank",
+        version=__version__,
+        summary="Calibrated multi-task ranking under versioned utility policies.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    routers = (score.router, probes.router)
+    for router in routers:
+        app.include_router(router)
+    routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
+    _extend_openapi(app)
+    return app
+
+
+def _extend_openapi(app: FastAPI) -> None:
+    """Add the ScoreRequest/Candidate schemas the hand-read score body refers to."""
+    build = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, body in score.openapi_components().items():
+                for sub, sub_schema in body.pop("$defs", {}).items():
+                    components.setdefault(sub, sub_schema)
+                components[name] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,56 @@
+"""Prometheus metrics of one service instance, on a registry of its own (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.serving.bundle import ServingSnapshot
+
+__all__ = ["LATENCY_BUCKETS", "ServiceMetrics"]
+
+# Seconds; dense where a scoring call lives (1-50 ms), sparse beyond.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5,
+)
+
+
+class ServiceMetrics:
+    """Request, stage, guardrail and version metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "fusionrank_http_requests", "HTTP requests by route and status code", ["route", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "fusionrank_http_request_duration_seconds", "HTTP request wall time by route", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_latency = Histogram(
+            "fusionrank_stage_duration_seconds",
+            "Wall time of each scoring stage (decode, features, inference, calibration, utility, encode)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.candidates = Counter(
+            "fusionrank_candidates_scored", "Candidates scored", ["surface"], registry=r
+        )
+        self.filtered = Counter(
+            "fusionrank_candidates_filtered", "Candidates removed, by surface, stage and rule",
+            ["surface", "stage", "rule"], registry=r,
+        )
+        self.active = Gauge(
+            "fusionrank_active_info", "1 for the (model, calibration, policy) each surface serves",
+            ["surface", "model", "model_version", "calibration_version", "policy_version"], registry=r,
+        )
+        self.ready = Gauge("fusionrank_ready", "1 when a snapshot is loaded and warmed", registry=r)
+        self.artifact_problems = Gauge(
+            "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
+        )
+
+    def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
+        self.active.clear()
+        for surface, route in snapshot.surfaces.items():
+            versions = route.binding(None).versions()
+            self.active.labels(surface=surface, **versions).set(1)
+        self.artifact_problems.set(len(snapshot.problems))

@@ -1,0 +1,77 @@
+"""Read the candidate attributes a policy declares, checking each against its declared JSON type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.policy import AttributeType
+from app.errors import InvalidRequest
+
+__all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "take"]
+
+# number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
+Column = npt.NDArray[np.float64] | list[Any]
+AttributeColumns = dict[str, Column]
+
+_ALLOWED: dict[str, frozenset[type]] = {
+    "number": frozenset({int, float, type(None)}),
+    "string": frozenset({str, type(None)}),
+    "boolean": frozenset({bool, type(None)}),
+}
+
+
+def extract_attributes(
+    attributes: Sequence[Mapping[str, Any]], declared: Mapping[str, AttributeType]
+) -> AttributeColumns:
+    """attributes: one mapping per candidate. Undeclared attributes are carried but not read."""
+    columns: AttributeColumns = {}
+    for name, kind in declared.items():
+        column = [a.get(name) for a in attributes]
+        allowed = _ALLOWED[kind]
+        if not allowed.issuperset(map(type, column)):
+            index = next(i for i, v in enumerate(column) if type(v) not in allowed)
+            raise InvalidRequest.at(
+                f"candidates[{index}].attributes.{name}",
+                f"expected a {kind}, got {type(column[index]).__name__}",
+                f"send `{name}` as a JSON {kind} (or leave it out)", candidate_index=index,
+            )
+        if kind == "number":
+            values = np.array(column, dtype=np.float64)
+            finite_or_missing = np.isfinite(values) | np.isnan(values)
+            if not finite_or_missing.all():
+                index = int(np.flatnonzero(~finite_or_missing)[0])
+                raise InvalidRequest.at(
+                    f"candidates[{index}].attributes.{name}", "value is not finite",
+                    "send a finite number", candidate_index=index,
+                )
+            columns[name] = values
+        else:
+            columns[name] = column
+    return columns
+
+
+def take(column: Column, index: npt.NDArray[np.intp]) -> Column:
+    """The column's values at `index`, keeping its representation."""
+    if isinstance(column, np.ndarray):
+        return column[index]
+    return [column[i] for i in index]
+
+
+def missing_mask(column: Column) -> npt.NDArray[np.bool_]:
+    if isinstance(column, np.ndarray):
+        return np.isnan(column)
+    return np.fromiter((v is None for v in column), np.bool_, count=len(column))
+
+
+def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
+    """True where the attribute equals `value` with the same JSON type (true never equals 1)."""
+    if isinstance(column, np.ndarray):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return np.zeros(len(column), dtype=np.bool_)
+        return np.asarray(column == float(value))
+    kind = type(value)
+    return np.fromiter((v == value and type(v) is kind for v in column), np.bool_, count=len(column))

@@ -1,0 +1,114 @@
+"""Apply a calibration file to a batch of logits: pure numpy, the same code offline and online.
+
+Everything happens in logit space: the global calibrator maps the model's logit z to a calibrated
+logit, each segment correction maps that affinely (a_v > 0), and one sigmoid at the end gives the
+probability. Knot tables (isotonic, histogram) are interpolated linearly in logit(y), and beyond the
+end knots extrapolated with the end slopes, so the map is strictly increasing everywhere: clipping
+at the ends would tie every candidate past the last knot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.calibration import (
+    CalibrationFile,
+    HistogramParams,
+    IsotonicParams,
+    PlattParams,
+    TaskCalibration,
+    TemperatureParams,
+)
+from app.artifacts.manifest import ModelManifest
+
+__all__ = ["CalibrationSet", "calibrated_logit", "logit", "sigmoid"]
+
+Array = npt.NDArray[np.float64]
+_EPS = 1e-15
+
+
+def sigmoid(z: Array) -> Array:
+    """Numerically safe logistic function."""
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64))))
+
+
+def logit(p: Array) -> Array:
+    """Inverse of `sigmoid`, with p clipped to [1e-15, 1 - 1e-15]."""
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.asarray(np.log(q) - np.log1p(-q))
+
+
+def _knot_logit(z: Array, x: Array, ly: Array) -> Array:
+    i = np.clip(np.searchsorted(x, z, side="right") - 1, 0, len(x) - 2)
+    slope = (ly[i + 1] - ly[i]) / (x[i + 1] - x[i])
+    return np.asarray(ly[i] + slope * (z - x[i]))
+
+
+def calibrated_logit(
+    params: PlattParams | TemperatureParams | IsotonicParams | HistogramParams, z: Array
+) -> Array:
+    """Global calibrator in logit space. z: float64 [B] raw logits -> float64 [B]."""
+    z = np.asarray(z, dtype=np.float64)
+    if isinstance(params, PlattParams):
+        return params.a * z + params.b
+    if isinstance(params, TemperatureParams):
+        return z / params.temperature
+    x = np.asarray(params.x, dtype=np.float64)
+    ly = logit(np.asarray(params.y, dtype=np.float64))
+    return _knot_logit(z, x, ly)
+
+
+@dataclass(frozen=True, slots=True)
+class _SegmentTable:
+    column: int  # index of the segment feature in the categorical input matrix
+    a: Array  # [vocabulary size + 1], identity (1.0) for OOV and values without a correction
+    b: Array
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskApplier:
+    params: PlattParams | TemperatureParams | IsotonicParams | HistogramParams
+    segments: tuple[_SegmentTable, ...]
+
+
+class CalibrationSet:
+    """A calibration file compiled against one manifest for vectorised application."""
+
+    def __init__(self, calibration: CalibrationFile, manifest: ModelManifest) -> None:
+        self.version = calibration.version
+        self.file = calibration
+        columns = {f.name: j for j, f in enumerate(manifest.features.categorical)}
+        vocabularies = {f.name: f.vocabulary for f in manifest.features.categorical}
+        self._tasks = tuple(
+            _compile_task(calibration.tasks[task], columns, vocabularies) for task in manifest.task_names()
+        )
+
+    def apply(self, logits: npt.NDArray[np.floating], categorical: npt.NDArray[np.int64]) -> Array:
+        """logits: [B, T] in manifest task order; categorical: [B, C] encoded inputs -> p [B, T]."""
+        out = np.empty(logits.shape, dtype=np.float64)
+        for t, task in enumerate(self._tasks):
+            z = calibrated_logit(task.params, logits[:, t])
+            for seg in task.segments:
+                codes = categorical[:, seg.column]
+                z = seg.a[codes] * z + seg.b[codes]
+            out[:, t] = sigmoid(z)
+        return out
+
+
+def _compile_task(
+    cal: TaskCalibration, columns: dict[str, int], vocabularies: dict[str, list[str]]
+) -> _TaskApplier:
+    tables = []
+    for seg in cal.segments:
+        vocabulary = vocabularies[seg.feature]
+        a = np.ones(len(vocabulary) + 1, dtype=np.float64)
+        b = np.zeros(len(vocabulary) + 1, dtype=np.float64)
+        for i, value in enumerate(vocabulary):
+            params = seg.values.get(value)
+            if params is not None:
+                a[i + 1], b[i + 1] = params.a, params.b
+        tables.append(_SegmentTable(column=columns[seg.feature], a=a, b=b))
+    return _TaskApplier(params=cal.calibrator, segments=tuple(tables))

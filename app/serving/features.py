@@ -1,0 +1,125 @@
+"""Turn JSON candidates into the model's input matrices, column by column.
+
+The fast path assumes well-formed input and converts each feature column with one numpy call;
+only when a column fails does a slow scan find the first candidate at fault to name it.
+Lookup order for a feature: the candidate's `features`, then the request context's `features`,
+then the manifest default; a numeric feature without a default is required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.manifest import OOV_INDEX, FeatureSchema
+from app.errors import InvalidRequest
+
+__all__ = ["EncodedFeatures", "FeatureEncoder"]
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_CATEGORY_TYPES = frozenset({str, type(None)})
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFeatures:
+    """numeric: float32 [B, N]; categorical: int64 [B, C] (0 = out of vocabulary)."""
+
+    numeric: npt.NDArray[np.float32]
+    categorical: npt.NDArray[np.int64]
+
+
+class FeatureEncoder:
+    """Encodes candidates by a manifest's feature schema; built once per bundle."""
+
+    def __init__(self, schema: FeatureSchema) -> None:
+        self.numeric_names = [f.name for f in schema.numeric]
+        self.numeric_defaults = np.array(
+            [np.nan if f.default is None else f.default for f in schema.numeric], dtype=np.float64
+        )
+        self.categorical_names = [f.name for f in schema.categorical]
+        # value -> index; index 0 is reserved for unknown values (ONNX Gather wraps negatives).
+        self.vocabularies = [
+            {value: i + 1 for i, value in enumerate(f.vocabulary)} for f in schema.categorical
+        ]
+
+    def encode(
+        self, features: Sequence[Mapping[str, Any]], context_features: Mapping[str, Any]
+    ) -> EncodedFeatures:
+        """features: one mapping per candidate (already checked to be dicts)."""
+        n = len(features)
+        numeric = np.empty((n, len(self.numeric_names)), dtype=np.float64)
+        for j, name in enumerate(self.numeric_names):
+            numeric[:, j] = self._numeric_column(name, j, features, context_features)
+        categorical = np.empty((n, len(self.categorical_names)), dtype=np.int64)
+        for j, name in enumerate(self.categorical_names):
+            categorical[:, j] = self._categorical_column(name, j, features, context_features)
+        return EncodedFeatures(numeric.astype(np.float32), categorical)
+
+    def _numeric_column(
+        self, name: str, j: int, features: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+    ) -> npt.NDArray[np.float64]:
+        column = [f.get(name) for f in features]
+        if not _NUMBER_TYPES.issuperset(map(type, column)):
+            raise _bad_number(name, column)
+        values = np.array(column, dtype=np.float64)  # None -> nan: missing
+        missing = np.isnan(values)
+        if missing.any():
+            fill = context.get(name, None)
+            if fill is None:
+                fill = self.numeric_defaults[j]
+            elif type(fill) not in (int, float):
+                raise InvalidRequest.at(
+                    f"context.features.{name}", f"expected a number, got {type(fill).__name__}",
+                    "send a JSON number",
+                )
+            if np.isnan(fill):
+                index = int(np.flatnonzero(missing)[0])
+                raise InvalidRequest.at(
+                    f"candidates[{index}].features.{name}", "required numeric feature is missing",
+                    f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
+                )
+            values[missing] = fill
+        if not np.isfinite(values).all():
+            index = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise InvalidRequest.at(
+                f"candidates[{index}].features.{name}", "value is not finite",
+                "send a finite number (NaN and infinity are not features)", candidate_index=index,
+            )
+        return values
+
+    def _categorical_column(
+        self, name: str, j: int, features: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+    ) -> npt.NDArray[np.int64]:
+        vocabulary = self.vocabularies[j]
+        column = [f.get(name) for f in features]
+        if not _CATEGORY_TYPES.issuperset(map(type, column)):
+            index = next(i for i, v in enumerate(column) if type(v) not in _CATEGORY_TYPES)
+            raise InvalidRequest.at(
+                f"candidates[{index}].features.{name}",
+                f"expected a string category, got {type(column[index]).__name__}",
+                "send categorical values as JSON strings", candidate_index=index,
+            )
+        fallback = context.get(name)
+        if fallback is not None and not isinstance(fallback, str):
+            raise InvalidRequest.at(
+                f"context.features.{name}", f"expected a string category, got {type(fallback).__name__}",
+                "send categorical values as JSON strings",
+            )
+        default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
+        get = vocabulary.get
+        return np.fromiter(
+            (default if v is None else get(v, OOV_INDEX) for v in column), dtype=np.int64, count=len(column)
+        )
+
+
+def _bad_number(name: str, column: list[Any]) -> InvalidRequest:
+    index = next(i for i, v in enumerate(column) if type(v) not in _NUMBER_TYPES)
+    value = column[index]
+    return InvalidRequest.at(
+        f"candidates[{index}].features.{name}", f"expected a number, got {type(value).__name__}",
+        "send a JSON number (strings and booleans are not numeric features)", candidate_index=index,
+    )

@@ -1,0 +1,132 @@
+"""Build a `ServingSnapshot` from the model store and the policies folder.
+
+Layout: `policies/<surface>/<version>.yaml` and `policies/<surface>/active` (one line: the active
+version); `model_store/<model>/<version>/{manifest.json, model.onnx, calibration/<cal>.json}`.
+A policy version that fails any check is left out and reported in `problems`; a surface whose
+active version fails is not served at all (never a silent fallback to another version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from app.artifacts.loading import (
+    check_calibration_for,
+    check_policy_against,
+    load_calibration,
+    load_manifest,
+    load_policy,
+)
+from app.errors import ArtifactError
+from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
+from app.serving.calibration import CalibrationSet
+from app.serving.features import FeatureEncoder
+from app.serving.model_runner import ModelRunner
+from app.serving.policy import CompiledPolicy
+
+__all__ = ["ACTIVE_FILE", "BundleCache", "load_snapshot", "read_active_version"]
+
+log = logging.getLogger("fusionrank.loader")
+
+ACTIVE_FILE = "active"
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def read_active_version(surface_dir: Path) -> str:
+    path = surface_dir / ACTIVE_FILE
+    try:
+        version = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ArtifactError(path, "", "no active-version pointer", "write the active version into this file") from None
+    if not _VERSION.match(version):
+        raise ArtifactError(path, "", f"{version!r} is not a version name", "write one version, e.g. `3`")
+    return version
+
+
+class BundleCache:
+    """Model bundles and calibrations loaded so far, so versions shared by policies load once."""
+
+    def __init__(self, model_store: Path, intra_op_threads: int) -> None:
+        self.model_store = model_store
+        self.intra_op_threads = intra_op_threads
+        self.bundles: dict[str, ModelBundle] = {}
+
+    def bundle(self, name: str, version: str) -> ModelBundle:
+        key = f"{name}/{version}"
+        if key not in self.bundles:
+            path = self.model_store / name / version
+            manifest = load_manifest(path)
+            runner = ModelRunner(path / "model.onnx", manifest, intra_op_threads=self.intra_op_threads)
+            self.bundles[key] = ModelBundle(
+                path=path, manifest=manifest, runner=runner, encoder=FeatureEncoder(manifest.features),
+                calibrations={}, sample_request=_sample_request(path),
+            )
+        return self.bundles[key]
+
+    def calibration(self, bundle: ModelBundle, version: str) -> CalibrationSet:
+        cached = bundle.calibrations.get(version)
+        if cached is not None:
+            return cached
+        path = bundle.path / "calibration" / f"{version}.json"
+        calibration = load_calibration(path)
+        check_calibration_for(calibration, bundle.manifest, path)
+        compiled = CalibrationSet(calibration, bundle.manifest)
+        bundle.calibrations[version] = compiled
+        return compiled
+
+    def bind(self, policy_path: Path) -> PolicyBinding:
+        policy = load_policy(policy_path)
+        bundle = self.bundle(policy.model.name, policy.model.version)
+        calibration = self.calibration(bundle, policy.calibration_version)
+        check_policy_against(policy, bundle.manifest, calibration.version, policy_path)
+        return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration)
+
+
+def load_snapshot(model_store: Path, policies: Path, *, intra_op_threads: int = 1) -> ServingSnapshot:
+    """Load every surface under `policies`; problems are collected, not raised."""
+    cache = BundleCache(model_store, intra_op_threads)
+    surfaces: dict[str, SurfaceRoute] = {}
+    problems: list[str] = []
+    if not policies.is_dir():
+        problems.append(f"{policies}: policies folder not found (fix: point FUSIONRANK_POLICIES at it)")
+        return ServingSnapshot(surfaces={}, problems=tuple(problems), loaded_at=time.time())
+    for surface_dir in sorted(p for p in policies.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            active = read_active_version(surface_dir)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+            continue
+        versions: dict[str, PolicyBinding] = {}
+        for policy_path in sorted(surface_dir.glob("*.yaml")):
+            try:
+                versions[policy_path.stem] = cache.bind(policy_path)
+            except ArtifactError as exc:
+                problems.append(str(exc))
+        if active not in versions:
+            problems.append(
+                f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
+                f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
+            )
+            continue
+        surfaces[surface_dir.name] = SurfaceRoute(surface_dir.name, active, versions)
+    for problem in problems:
+        log.error("artifact problem: %s", problem)
+    return ServingSnapshot(
+        surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=dict(cache.bundles)
+    )
+
+
+def _sample_request(bundle_dir: Path) -> dict[str, Any] | None:
+    path = bundle_dir / "sample_request.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(path, "", f"unreadable sample request: {exc}", "rewrite it as a /v1/score body") from None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,107 @@
+"""The scoring pipeline: features -> model -> calibration -> utility -> guardrails -> slate.
+
+Inputs arrive validated at the edge (`app.api`); this module trusts them and works on whole
+columns. Per-stage wall times are returned so the API can export them as latency histograms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.serving.attributes import AttributeColumns, extract_attributes
+from app.serving.bundle import PolicyBinding
+from app.serving.calibration import sigmoid
+from app.serving.guardrails import evaluate_guardrails
+from app.serving.policy import EffectivePolicy
+from app.serving.slate import apply_slate
+from app.serving.utility import compose_utility
+
+__all__ = ["Filtered", "ScoreInput", "ScoreOutcome", "score"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreInput:
+    """A validated scoring request, candidates as parallel lists."""
+
+    ids: Sequence[str]
+    features: Sequence[Mapping[str, Any]]
+    attributes: Sequence[Mapping[str, Any]]
+    context_features: Mapping[str, Any] = field(default_factory=dict)
+    context_attributes: Mapping[str, Any] = field(default_factory=dict)
+    top_k: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered:
+    """Candidates removed by one rule at one stage (`guardrail` or `slate`)."""
+
+    indices: npt.NDArray[np.intp]
+    stage: str
+    rule: str
+
+
+@dataclass(slots=True)
+class ScoreOutcome:
+    binding: PolicyBinding
+    effective: EffectivePolicy
+    logits: npt.NDArray[np.float32]  # [B, T]
+    probabilities: npt.NDArray[np.float64]  # [B, T] calibrated
+    contributions: npt.NDArray[np.float64]  # [B, K]
+    utility: npt.NDArray[np.float64]  # [B]
+    triggered: npt.NDArray[np.bool_]  # [B, G] every guardrail decision
+    attributes: AttributeColumns  # the declared attributes, as read
+    ranked: npt.NDArray[np.intp]  # answer order
+    filtered: list[Filtered]
+    timings: dict[str, float]  # stage -> seconds
+
+    def raw_probabilities(self) -> npt.NDArray[np.float64]:
+        return sigmoid(self.logits.astype(np.float64))
+
+
+def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
+    """Score one request on one immutable binding."""
+    bundle, policy = binding.bundle, binding.policy
+    clock = time.perf_counter
+    t0 = clock()
+    encoded = bundle.encoder.encode(request.features, request.context_features)
+    attributes = extract_attributes(request.attributes, policy.file.attributes)
+    t1 = clock()
+    logits = bundle.runner.run(encoded.numeric, encoded.categorical)
+    t2 = clock()
+    probabilities = binding.calibration.apply(logits, encoded.categorical)
+    t3 = clock()
+    effective = policy.resolve(request.context_attributes)
+    contributions, utility = compose_utility(probabilities, attributes, policy, effective.weights)
+    triggered = evaluate_guardrails(probabilities, attributes, policy, effective)
+    removed = triggered.any(axis=1)
+    filtered: list[Filtered] = []
+    if removed.any():
+        # The reason is the first guardrail (in file order) that matched; debug shows all of them.
+        first = np.argmax(triggered, axis=1)
+        for g, guard in enumerate(policy.guardrails):
+            hit = np.flatnonzero(removed & (first == g))
+            if hit.size:
+                filtered.append(Filtered(hit, "guardrail", guard.name))
+    kept = np.flatnonzero(~removed)
+    top_k = _min_defined(request.top_k, policy.file.slate.top_k)
+    slate = apply_slate(kept, utility, attributes, policy.file.slate, top_k)
+    filtered.extend(Filtered(idx, "slate", rule) for idx, rule in slate.dropped)
+    t4 = clock()
+    timings = {"features": t1 - t0, "inference": t2 - t1, "calibration": t3 - t2, "utility": t4 - t3}
+    return ScoreOutcome(
+        binding=binding, effective=effective, logits=logits, probabilities=probabilities,
+        contributions=contributions, utility=utility, triggered=triggered, attributes=attributes,
+        ranked=slate.ranked,
+        filtered=filtered, timings=timings,
+    )
+
+
+def _min_defined(*values: int | None) -> int | None:
+    defined = [v for v in values if v is not None]
+    return min(defined) if defined else None

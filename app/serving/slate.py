@@ -1,0 +1,82 @@
+"""Order the surviving candidates by utility and apply the slate rules, then top_k.
+
+Rules run in file order (max_per_value rules, then max_matching rules), each over the survivors of
+the previous rules; a candidate a rule drops comes back as filtered with the rule's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.policy import SlateRules
+from app.serving.attributes import AttributeColumns, equals_mask, take
+
+__all__ = ["SlateResult", "apply_slate", "occurrence_rank"]
+
+IntArray = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True)
+class SlateResult:
+    ranked: IntArray  # candidate indices in answer order, at most top_k
+    dropped: list[tuple[IntArray, str]]  # (candidate indices, rule name) per rule that dropped any
+    truncated: IntArray  # survivors past top_k, in order
+
+
+def occurrence_rank(values: Sequence[Any]) -> IntArray:
+    """For each position, how many earlier positions hold the same value (0 for the first).
+
+    None never counts: a candidate without the attribute is not limited by the rule.
+    """
+    lookup: dict[Any, int] = {}
+    codes = np.fromiter(
+        (-1 if v is None else lookup.setdefault(v, len(lookup)) for v in values), np.intp, count=len(values)
+    )
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    sizes = np.diff(np.r_[starts, len(codes)])
+    rank_sorted = np.arange(len(codes)) - np.repeat(starts, sizes)
+    rank = np.empty(len(codes), dtype=np.intp)
+    rank[order] = rank_sorted
+    rank[codes < 0] = 0
+    return rank
+
+
+def apply_slate(
+    kept: IntArray,
+    utility: npt.NDArray[np.float64],
+    attributes: AttributeColumns,
+    rules: SlateRules,
+    top_k: int | None,
+) -> SlateResult:
+    """kept: indices that passed the guardrails. Ties in utility keep request order."""
+    order = kept[np.argsort(-utility[kept], kind="stable")]
+    dropped: list[tuple[IntArray, str]] = []
+    for per_value in rules.max_per_value:
+        values = [_py(v) for v in take(attributes[per_value.attribute], order)]
+        over = occurrence_rank(values) >= per_value.max
+        if over.any():
+            dropped.append((order[over], per_value.name))
+            order = order[~over]
+    for matching in rules.max_matching:
+        hits = equals_mask(take(attributes[matching.attribute], order), matching.equals)
+        over = hits & (np.cumsum(hits) > matching.max)
+        if over.any():
+            dropped.append((order[over], matching.name))
+            order = order[~over]
+    if top_k is not None and len(order) > top_k:
+        return SlateResult(order[:top_k], dropped, order[top_k:])
+    return SlateResult(order, dropped, np.empty(0, dtype=np.intp))
+
+
+def _py(value: Any) -> Any:
+    """NaN (a missing number) -> None; numpy scalars -> Python scalars."""
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    return value

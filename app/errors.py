@@ -8,6 +8,7 @@ fault, the file when a file is, and a sentence saying what would fix it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 __all__ = [
     "ArtifactError",
@@ -61,7 +62,7 @@ class InvalidRequest(FusionrankError):
     @classmethod
     def at(
         cls, field: str, message: str, fix: str, *, candidate_index: int | None = None
-    ) -> InvalidRequest:
+    ) -> Self:
         """One-problem shortcut: the message names the field, the detail carries the fix."""
         detail = ErrorDetail(message=message, field=field, candidate_index=candidate_index, fix=fix)
         return cls(f"{field}: {message}", details=[detail])

@@ -33,4 +33,4 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     """Read settings from the environment now (not at import time)."""
-    return Settings()  # type: ignore[call-arg]  # required fields come from the environment
+    return Settings()  # required fields come from the environment

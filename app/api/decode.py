@@ -41,9 +41,13 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreRequ
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest.at("body", f"not valid JSON: {exc}", "send a JSON object (NaN and Infinity are not JSON)") from None
+        raise InvalidRequest.at(
+            "body", f"not valid JSON: {exc}", "send a JSON object (NaN and Infinity are not JSON)"
+        ) from None
     if not isinstance(raw, dict):
-        raise InvalidRequest.at("body", f"expected a JSON object, got {type(raw).__name__}", "send a ScoreRequest object")
+        raise InvalidRequest.at(
+            "body", f"expected a JSON object, got {type(raw).__name__}", "send a ScoreRequest object"
+        )
     try:
         request = ScoreRequest.model_validate(raw)
     except ValidationError as exc:
@@ -56,7 +60,7 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreRequ
             "candidates", f"{len(candidates)} candidates is more than the limit of {max_candidates}",
             "split the batch, or raise FUSIONRANK_MAX_CANDIDATES",
         )
-    ids = [c.get("id") for c in candidates]
+    ids: list[Any] = [c.get("id") for c in candidates]
     if not all(type(i) is str and 0 < len(i) <= MAX_ID_LENGTH for i in ids):
         index = next(i for i, v in enumerate(ids) if not (type(v) is str and 0 < len(v) <= MAX_ID_LENGTH))
         raise InvalidRequest.at(
@@ -90,7 +94,7 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreRequ
             )
     context = request.context
     return request, ScoreInput(
-        ids=ids,  # type: ignore[arg-type]  # checked to be str above
+        ids=ids,  # checked to be str above
         features=features,
         attributes=attributes,
         context_features=context.features,

@@ -24,7 +24,9 @@ def score_response(request: ScoreRequest, scored: ScoreInput, outcome: ScoreOutc
     debug = _Debug(outcome, tasks) if options.debug else None
     candidates = []
     for rank, (index, u, p) in enumerate(zip(ranked.tolist(), utility, probabilities, strict=True), start=1):
-        row: dict[str, Any] = {"id": ids[index], "rank": rank, "utility": u, "predictions": dict(zip(tasks, p))}
+        row: dict[str, Any] = {
+            "id": ids[index], "rank": rank, "utility": u, "predictions": dict(zip(tasks, p, strict=True))
+        }
         if debug is not None:
             row["debug"] = debug.row(index)
         candidates.append(row)

@@ -80,7 +80,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         status = HTTPStatus(exc.status_code)
-        return error_response(status, status.name.lower(), str(exc.detail), [], exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(status, status.name.lower(), str(exc.detail), [], headers)
 
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unexpected error")

@@ -14,6 +14,7 @@ Segment corrections are applied in file order, each on the output of the previou
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -55,9 +56,9 @@ class _KnotTable(StrictModel):
     def _strictly_increasing(self) -> _KnotTable:
         if len(self.x) != len(self.y):
             raise ValueError(f"x and y need the same length (got {len(self.x)} and {len(self.y)})")
-        if any(b <= a for a, b in zip(self.x, self.x[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(self.x)):
             raise ValueError("x must be strictly increasing")
-        if any(b <= a for a, b in zip(self.y, self.y[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(self.y)):
             raise ValueError("y must be strictly increasing (a flat or falling table ties or flips ranks)")
         if self.y[0] <= 0.0 or self.y[-1] >= 1.0:
             raise ValueError("y must lie strictly inside (0, 1)")
@@ -125,7 +126,7 @@ class TaskCalibration(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> TaskCalibration:
         edges = self.bucket_edges
-        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[0] <= 0 or edges[-1] >= 1:
+        if any(b <= a for a, b in pairwise(edges)) or edges[0] <= 0 or edges[-1] >= 1:
             raise ValueError("bucket_edges must be strictly increasing inside (0, 1)")
         if len(self.reference.fractions) != len(edges) + 1:
             raise ValueError(

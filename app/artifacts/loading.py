@@ -210,8 +210,8 @@ def check_policy_against(
             check_attribute(f"guardrails[{i}].attribute", guard.attribute)
     for i, rule in enumerate(policy.slate.max_per_value):
         check_attribute(f"slate.max_per_value[{i}].attribute", rule.attribute)
-    for i, rule in enumerate(policy.slate.max_matching):
-        check_attribute(f"slate.max_matching[{i}].attribute", rule.attribute)
+    for i, cap in enumerate(policy.slate.max_matching):
+        check_attribute(f"slate.max_matching[{i}].attribute", cap.attribute)
     terms = {t.name: t for t in policy.utility}
     prediction_guards = {g.name for g in policy.guardrails if g.task is not None}
     for i, override in enumerate(policy.overrides):

@@ -29,7 +29,7 @@ __all__ = [
     "TrainingWindow",
 ]
 
-OOV_INDEX = 0
+OOV_INDEX: Literal[0] = 0
 
 
 class TaskSpec(StrictModel):

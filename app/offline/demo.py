@@ -104,7 +104,7 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     calib_logits = predict_logits(model, *_inputs(encode(calib))).astype(np.float64)
     manifest = ModelManifest(
         schema_version=1, name=MODEL_NAME, version=MODEL_VERSION,
-        tasks=[TaskSpec(name=t, polarity=syn.POLARITY[t],  # type: ignore[arg-type]
+        tasks=[TaskSpec(name=t, polarity=syn.POLARITY[t],
                         label_window_hours=syn.LABEL_WINDOW_HOURS[t]) for t in syn.TASKS],
         features=FeatureSchema(
             numeric=[NumericFeature(name=n, default=None if n in USER_FEATURES else 0.0) for n in syn.NUMERIC],
@@ -163,11 +163,12 @@ def _fit_calibration(
     for i, task in enumerate(syn.TASKS):
         observed = calib.mask[:, i] > 0
         platt = PlattCalibrator().fit(calib_logits[observed, i], calib.labels[observed, i])
-        edges = drift_edges(platt.apply(calib_logits[observed, i]))
+        calibrated = platt.apply(calib_logits[observed, i])
+        edges = drift_edges(calibrated)
         tasks[task] = TaskCalibration(
             calibrator=platt.to_params(),
             bucket_edges=edges,
-            reference=ReferenceDistribution(fractions=reference_fractions(platt.apply(calib_logits[observed, i]), edges)),
+            reference=ReferenceDistribution(fractions=reference_fractions(calibrated, edges)),
             metrics=BeforeAfter(
                 before=_masked_summary(sigmoid(holdout_logits[:, i]), holdout, i),
                 after=_masked_summary(platt.apply(holdout_logits[:, i]), holdout, i),

@@ -34,7 +34,7 @@ def normalised_entropy(p: Array, y: Array) -> float:
     if base <= 0 or base >= 1:
         return float("nan")
     entropy = -(base * np.log(base) + (1 - base) * np.log1p(-base))
-    return logloss(p, y) / entropy
+    return logloss(p, y) / float(entropy)
 
 
 def brier(p: Array, y: Array) -> float:

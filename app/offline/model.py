@@ -19,6 +19,10 @@ __all__ = ["MultiTaskRanker"]
 class MultiTaskRanker(nn.Module):
     """Shared-bottom multi-task model; one linear head per task on a shared MLP trunk."""
 
+    numeric_mean: torch.Tensor
+    numeric_std: torch.Tensor
+    log_numeric: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -54,4 +58,5 @@ class MultiTaskRanker(nn.Module):
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         parts = [self.normalise(numeric)]
         parts += [table(categorical[:, j]) for j, table in enumerate(self.embeddings)]
-        return self.heads(self.trunk(torch.cat(parts, dim=1)))
+        logits: torch.Tensor = self.heads(self.trunk(torch.cat(parts, dim=1)))
+        return logits

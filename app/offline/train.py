@@ -16,7 +16,7 @@ from app.offline.losses import masked_bce
 from app.offline.model import MultiTaskRanker
 from app.offline.progress import progress_bar
 
-__all__ = ["TrainConfig", "TrainingArrays", "TrainResult", "fit_ranker", "predict_logits"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingArrays", "fit_ranker", "predict_logits"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def fit_ranker(
                 per_task = masked_bce(model(numeric[idx], categorical[idx]), labels[idx], mask[idx], pos_weight)
                 loss = (per_task * weights).sum()
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimiser.step()
                 totals += per_task.detach()
                 progress.update(

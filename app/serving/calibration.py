@@ -48,10 +48,10 @@ def _knot_logit(z: Array, x: Array, ly: Array) -> Array:
 
 
 def calibrated_logit(
-    params: PlattParams | TemperatureParams | IsotonicParams | HistogramParams, z: Array
+    params: PlattParams | TemperatureParams | IsotonicParams | HistogramParams, z: npt.ArrayLike
 ) -> Array:
     """Global calibrator in logit space. z: float64 [B] raw logits -> float64 [B]."""
-    z = np.asarray(z, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)  # float32 model logits are widened once, here
     if isinstance(params, PlattParams):
         return params.a * z + params.b
     if isinstance(params, TemperatureParams):

@@ -51,12 +51,25 @@ class FeatureEncoder:
     ) -> EncodedFeatures:
         """features: one mapping per candidate (already checked to be dicts)."""
         n = len(features)
+        problems: list[InvalidRequest] = []  # one per bad column, so a client fixes them all at once
         numeric = np.empty((n, len(self.numeric_names)), dtype=np.float64)
         for j, name in enumerate(self.numeric_names):
-            numeric[:, j] = self._numeric_column(name, j, features, context_features)
+            try:
+                numeric[:, j] = self._numeric_column(name, j, features, context_features)
+            except InvalidRequest as problem:
+                problems.append(problem)
         categorical = np.empty((n, len(self.categorical_names)), dtype=np.int64)
         for j, name in enumerate(self.categorical_names):
-            categorical[:, j] = self._categorical_column(name, j, features, context_features)
+            try:
+                categorical[:, j] = self._categorical_column(name, j, features, context_features)
+            except InvalidRequest as problem:
+                problems.append(problem)
+        if problems:
+            details = [d for problem in problems for d in problem.details]
+            raise InvalidRequest(
+                problems[0].message + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                details=details,
+            )
         return EncodedFeatures(numeric.astype(np.float32), categorical)
 
     def _numeric_column(

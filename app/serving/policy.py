@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.artifacts.policy import Guardrail, Override, PolicyFile
 from app.artifacts.manifest import ModelManifest
+from app.artifacts.policy import Guardrail, Override, PolicyFile
 
 __all__ = ["CompiledPolicy", "EffectivePolicy"]
 

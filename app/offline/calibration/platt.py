@@ -1,4 +1,9 @@
-"""Platt scaling: p = sigmoid(a * z + b), fitted by Newton's method on the (weighted) log-loss."""
+"""Platt scaling: p = sigmoid(a * z + b), fitted by Newton's method on the (weighted) log-loss.
+
+As in Platt (1999), targets are smoothed to (N+ + 1) / (N+ + 2) and 1 / (N- + 2), and a weak
+Gaussian prior pulls (a, b) toward the identity (1, 0): a rare task with a handful of positives
+(or none, in a small window) still gets a finite, order-preserving fit instead of a = 0.
+"""
 
 from __future__ import annotations
 
@@ -16,27 +21,33 @@ Array = npt.NDArray[np.float64]
 class PlattCalibrator:
     """scikit-learn shaped: parameters in __init__, fit() -> self, fitted state a_, b_."""
 
-    def __init__(self, *, max_iter: int = 100, tol: float = 1e-12, l2: float = 1e-9) -> None:
+    def __init__(
+        self, *, smoothing: bool = True, prior_strength: float = 1.0, max_iter: int = 100, tol: float = 1e-12
+    ) -> None:
+        self.smoothing = smoothing
+        self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.tol = tol
-        self.l2 = l2
 
     def fit(self, logits: Array, labels: Array, sample_weight: Array | None = None) -> PlattCalibrator:
         """logits, labels, sample_weight: [R]. Rows with weight 0 (masked labels) are ignored."""
         z = np.asarray(logits, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float64)
         w = np.ones_like(z) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if w.sum() <= 0 or not (0 < np.sum(w * y) < w.sum()):
-            raise ValueError("Platt scaling needs observed positives and negatives")
+        if z.shape != y.shape or z.shape != w.shape or w.sum() <= 0:
+            raise ValueError("logits, labels and weights need the same length and some positive weight")
+        if self.smoothing:
+            positives = float(np.sum(w * y))
+            negatives = float(np.sum(w * (1 - y)))
+            y = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+        lam = self.prior_strength
         a, b = 1.0, 0.0
         for _ in range(self.max_iter):
             p = sigmoid(a * z + b)
             r = w * (p - y)
             s = w * p * (1 - p)
-            gradient = np.array([np.dot(r, z) + self.l2 * (a - 1.0), r.sum()])
-            hessian = np.array(
-                [[np.dot(s, z * z) + self.l2, np.dot(s, z)], [np.dot(s, z), s.sum() + 1e-12]]
-            )
+            gradient = np.array([np.dot(r, z) + lam * (a - 1.0), r.sum() + lam * b * 1e-3])
+            hessian = np.array([[np.dot(s, z * z) + lam, np.dot(s, z)], [np.dot(s, z), s.sum() + lam * 1e-3]])
             step = np.linalg.solve(hessian, gradient)
             a, b = a - step[0], b - step[1]
             if np.max(np.abs(step)) < self.tol:
@@ -50,5 +61,5 @@ class PlattCalibrator:
         return PlattParams(a=self.a_, b=self.b_)
 
     def apply(self, logits: Array) -> Array:
-        """Calibrated probabilities, by the serving code itself."""
+        """Calibrated probabilities, computed by the serving code itself."""
         return sigmoid(calibrated_logit(self.to_params(), logits))

@@ -1,0 +1,106 @@
+"""`fusionrank demo` end to end on a small log: bundle, parity, determinism, served by the app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from app.artifacts import check_calibration_for, load_calibration, load_manifest, sha256_file
+from app.cli import app as cli
+from app.main import create_app
+from app.offline import synthetic as syn
+from app.offline.demo import DemoConfig, run_demo
+from app.offline.export import parity_max_abs_diff
+from tests.conftest import make_settings
+
+SMALL = DemoConfig(seed=3, rows=12_000, epochs=1, show_progress=False)  # as the CLI call below
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(
+        cli, ["demo", "--out", str(out), "--seed", "3", "--rows", "12000", "--epochs", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "parity torch vs onnxruntime" in result.output
+    return out
+
+
+def test_demo_writes_a_loadable_bundle_and_policy(demo_out: Path) -> None:
+    bundle = demo_out / "model_store" / "demo_ranker" / "1"
+    manifest = load_manifest(bundle)
+    assert manifest.task_names() == list(syn.TASKS)
+    assert {t.name: t.polarity for t in manifest.tasks}["hide"] == "negative"
+    assert manifest.parity is not None and manifest.parity.max_abs_diff < 1e-4
+    assert manifest.parity.batch_sizes == [1, 7, 1000]
+    path = bundle / "calibration" / "1.json"
+    check_calibration_for(load_calibration(path), manifest, path)
+    assert (demo_out / "policies" / "home" / "active").read_text().strip() == "1"
+    assert (demo_out / "demo_data" / "predictions.parquet").is_file()
+    total = sum(f.stat().st_size for f in (demo_out / "model_store").rglob("*") if f.is_file())
+    assert total < 5_000_000
+
+
+def test_onnx_contract_logits_with_dynamic_batch(demo_out: Path) -> None:
+    session = ort.InferenceSession(str(demo_out / "model_store" / "demo_ranker" / "1" / "model.onnx"))
+    inputs = {i.name: i for i in session.get_inputs()}
+    assert inputs["numeric"].type == "tensor(float)" and inputs["categorical"].type == "tensor(int64)"
+    assert isinstance(inputs["numeric"].shape[0], str)  # symbolic batch axis
+    (output,) = session.get_outputs()
+    assert output.name == "logits" and output.shape[1] == len(syn.TASKS)
+    for batch in (1, 3, 257):
+        numeric = np.zeros((batch, len(syn.NUMERIC)), np.float32)
+        categorical = np.zeros((batch, len(syn.CATEGORICAL)), np.int64)  # all out of vocabulary
+        (logits,) = session.run(None, {"numeric": numeric, "categorical": categorical})
+        assert logits.shape == (batch, len(syn.TASKS)) and np.isfinite(logits).all()
+
+
+def test_parity_check_detects_a_different_model(demo_out: Path, tmp_path: Path) -> None:
+    from app.offline.model import MultiTaskRanker
+
+    torch.manual_seed(0)
+    other = MultiTaskRanker(
+        numeric_mean=np.zeros(len(syn.NUMERIC)), numeric_std=np.ones(len(syn.NUMERIC)),
+        vocabulary_sizes=[len(v) for v in syn.CATEGORICAL.values()], n_tasks=len(syn.TASKS),
+    )
+    rng = np.random.default_rng(0)
+    numeric = rng.normal(size=(1000, len(syn.NUMERIC))).astype(np.float32)
+    categorical = rng.integers(0, 3, size=(1000, len(syn.CATEGORICAL)))
+    from app.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="differs from torch"):
+        parity_max_abs_diff(other, demo_out / "model_store" / "demo_ranker" / "1" / "model.onnx", numeric, categorical)
+
+
+def test_same_seed_same_bundle_bytes(demo_out: Path, tmp_path: Path) -> None:
+    run_demo(tmp_path, SMALL)
+    for name in ("model.onnx", "manifest.json", "calibration/1.json", "sample_request.json"):
+        a = demo_out / "model_store" / "demo_ranker" / "1" / name
+        b = tmp_path / "model_store" / "demo_ranker" / "1" / name
+        assert sha256_file(a) == sha256_file(b), name
+
+
+def test_demo_bundle_is_served_and_sample_request_filters(demo_out: Path) -> None:
+    settings = make_settings(store=demo_out / "model_store", policies=demo_out / "policies")
+    body = json.loads((demo_out / "model_store" / "demo_ranker" / "1" / "sample_request.json").read_text())
+    assert len(body["candidates"]) == 40
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        answer = client.post("/v1/score", json=body).json()
+    assert answer["candidates"] and answer["versions"]["model"] == "demo_ranker"
+    assert any(f["rule"] == "not_eligible" for f in answer["filtered"])
+
+
+def test_calibration_improves_the_rare_tasks_ratio(demo_out: Path) -> None:
+    calibration = load_calibration(demo_out / "model_store" / "demo_ranker" / "1" / "calibration" / "1.json")
+    click = calibration.tasks["click"].metrics
+    # class-weighted training over-predicts; Platt brings the ratio back toward 1
+    assert abs(click.after["calibration_ratio"] - 1) < abs(click.before["calibration_ratio"] - 1)

@@ -1,0 +1,37 @@
+"""Pin the public names of each package, so that a change to them is a decision, not an accident."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "app.artifacts": 30,
+    "app.serving": 18,
+    "app.monitoring": 2,
+    "app.api": 3,
+    "app.errors": 9,
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_every_exported_name_exists(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    names = module.__all__
+    assert len(names) == len(set(names)) == PUBLIC[module_name]
+    for name in names:
+        assert hasattr(module, name), f"{module_name}.{name}"
+
+
+def test_serving_side_never_imports_torch_or_offline() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app.main, app.serving, app.api, app.monitoring, app.artifacts; "
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'app.offline'))); "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -87,10 +87,9 @@ def served(port: int, env: dict[str, str] | None = None, timeout_s: float = 60.0
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as answer:  # noqa: S310 (loopback)
-                    if answer.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    break
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the service did not become ready")
             time.sleep(0.2)

@@ -24,11 +24,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.api.decode import decode_score_request  # noqa: E402
-from app.api.encode import score_response  # noqa: E402
-from app.serving.loader import load_snapshot  # noqa: E402
-from app.serving.scorer import score  # noqa: E402
-from bench.common import (  # noqa: E402
+from app.api.decode import decode_score_request
+from app.api.encode import score_response
+from app.serving.loader import load_snapshot
+from app.serving.scorer import score
+from bench.common import (
     ROOT,
     append_results,
     free_port,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,12 +14,13 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import probes, score
+from app.api import feedback, probes, score
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestMetricsMiddleware
 from app.api.state import ServiceState
 from app.api.warmup import warm_up
 from app.monitoring.metrics import ServiceMetrics
+from app.monitoring.psi import run_psi_updates
 from app.serving.loader import load_snapshot
 from app.settings import Settings, get_settings
 
@@ -48,8 +51,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # them out of the collector's sight so that a full collection does not scan them per request.
         gc.collect()
         gc.freeze()
+        psi_updates = asyncio.create_task(
+            run_psi_updates(
+                metrics.served, interval_seconds=resolved.drift_psi_interval_seconds,
+                window_slots=resolved.drift_psi_window_slots, min_predictions=resolved.drift_psi_min_predictions,
+            ),
+            name="fusionrank-psi-updates",
+        )
         yield
         state.ready = False
+        psi_updates.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await psi_updates
 
     app = FastAPI(
         title="fusionrank",
@@ -58,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (score.router, probes.router)
+    routers = (score.router, feedback.router, probes.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
@@ -68,14 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _extend_openapi(app: FastAPI) -> None:
-    """Add the ScoreRequest/Candidate schemas the hand-read score body refers to."""
+    """Add the ScoreRequest/FeedbackRequest schemas the hand-read bodies refer to."""
     build = app.openapi
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for name, body in score.openapi_components().items():
+            for name, body in {**score.openapi_components(), **feedback.openapi_components()}.items():
                 for sub, sub_schema in body.pop("$defs", {}).items():
                     components.setdefault(sub, sub_schema)
                 components[name] = body

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     default_top_k: int | None = Field(default=None, ge=1)
     admin_token: SecretStr | None = None
+    # POST /v1/feedback: most outcome events one request may carry (more: 413).
+    feedback_max_events: int = Field(default=10_000, ge=1)
+    # Served-prediction PSI: recomputed every interval over the last `slots` intervals (15 x 60 s),
+    # published once that window holds at least `min_predictions` predictions of a task.
+    drift_psi_interval_seconds: float = Field(default=60.0, gt=0)
+    drift_psi_window_slots: int = Field(default=15, ge=1, le=10_000)
+    drift_psi_min_predictions: int = Field(default=1000, ge=1)
     log_level: str = "info"
 
 

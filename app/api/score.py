@@ -57,6 +57,7 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
         stage.labels(name).observe(seconds)
     stage.labels("encode").observe(t3 - t2)
     metrics.candidates.labels(envelope.surface).inc(len(scored.ids))
+    metrics.observe_served(binding, outcome.probabilities)  # every scored candidate, before filters
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
     return Response(content, media_type="application/json")

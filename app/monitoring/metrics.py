@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from app.serving.bundle import ServingSnapshot
+from app.monitoring.catalog import SchemeCatalog
+from app.monitoring.feedback import FeedbackCounters
+from app.monitoring.psi import ServedPredictions
+from app.serving.bundle import PolicyBinding, ServingSnapshot
 
 __all__ = ["LATENCY_BUCKETS", "ServiceMetrics"]
 
@@ -15,7 +20,7 @@ LATENCY_BUCKETS = (
 
 
 class ServiceMetrics:
-    """Request, stage, guardrail and version metrics."""
+    """Request, stage, guardrail, version and calibration-drift metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -47,6 +52,10 @@ class ServiceMetrics:
         self.artifact_problems = Gauge(
             "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
         )
+        self.schemes = SchemeCatalog()
+        self.feedback = FeedbackCounters(r)
+        self.served = ServedPredictions()
+        r.register(self.served)
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
         self.active.clear()
@@ -54,3 +63,13 @@ class ServiceMetrics:
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
+        # Every servable binding's drift series exist from the start, at zero (see FeedbackCounters.prime).
+        for route in snapshot.surfaces.values():
+            for binding in route.versions.values():
+                scheme = self.schemes.of(binding.bundle.manifest, binding.calibration.file)
+                self.feedback.prime(scheme)
+                self.served.prime(scheme)
+
+    def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
+        """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""
+        self.served.observe(self.schemes.of(binding.bundle.manifest, binding.calibration.file), probabilities)

@@ -1,0 +1,63 @@
+"""`POST /v1/feedback`: observed outcomes of served predictions, counted for calibration-drift metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+
+from app.api.body import read_json_body
+from app.api.deps import StateDep
+from app.api.feedback_decode import admit, decode_feedback
+from app.api.feedback_schemas import FeedbackEvent, FeedbackRequest, FeedbackResponse
+from app.monitoring.catalog import SchemeKey, SchemeMiss
+from app.monitoring.scheme import DriftScheme
+
+__all__ = ["openapi_components", "router"]
+
+router = APIRouter(tags=["monitoring"])
+
+_ERROR_DOC = {"description": "error body: {error: {code, message, details: [{field, fix}]}}"}
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    responses={413: _ERROR_DOC, 422: _ERROR_DOC},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+        }
+    },
+)
+async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse:
+    """Count outcome events per task x bucket and task x segment; bad events are rejected by index."""
+    settings, metrics = state.settings, state.metrics
+    body = await read_json_body(request, settings.max_body_bytes)
+    events, rejected = decode_feedback(body, max_events=settings.feedback_max_events)
+    schemes: dict[SchemeKey, DriftScheme | SchemeMiss] = {}
+    for _, event in events:
+        key = (event.model, event.model_version, event.calibration_version)
+        if key not in schemes:
+            cached = metrics.schemes.cached(key)
+            if cached is None:  # versions not seen yet: read them from the model store, off the loop
+                cached = await anyio.to_thread.run_sync(metrics.schemes.load, settings.model_store, key)
+            schemes[key] = cached
+    groups, refused = admit(events, schemes)
+    accepted = 0
+    for group in groups:
+        predictions, labels = group.columns()
+        metrics.feedback.record(group.scheme, group.task, predictions, labels, group.segments)
+        accepted += len(predictions)
+    rejected = sorted(rejected + refused, key=lambda r: r.index)
+    for item in rejected:
+        top = item.field.split(".")[0]  # bounded label values: a client may send any unknown key
+        metrics.feedback.rejected.labels(top if top in FeedbackEvent.model_fields else "other").inc()
+    return FeedbackResponse(accepted=accepted, rejected=rejected)
+
+
+def openapi_components() -> dict[str, Any]:
+    """Schemas referenced by the hand-declared request body."""
+    return {"FeedbackRequest": FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")}

@@ -108,7 +108,8 @@ def test_served_histogram_and_psi_window(scheme: DriftScheme) -> None:
     probabilities[:100, 0] = edges[0] / 2  # 100 clicks in the first bucket
     served.observe(scheme, probabilities)
     labels = dict(zip(["model", "model_version", "calibration_version", "task"], key, strict=True))
-    assert registry.get_sample_value("fusionrank_served_prediction_bucket", {**labels, "le": repr(float(edges[0]))}) == 100
+    first_edge = repr(float(edges[0]))
+    assert registry.get_sample_value("fusionrank_served_prediction_bucket", {**labels, "le": first_edge}) == 100
     assert registry.get_sample_value("fusionrank_served_prediction_bucket", {**labels, "le": "+Inf"}) == 400
     assert registry.get_sample_value("fusionrank_served_prediction_sum", labels) == pytest.approx(
         100 * edges[0] / 2 + 300 * 0.5

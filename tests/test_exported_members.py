@@ -9,8 +9,8 @@ import pytest
 PUBLIC = {
     "app.artifacts": 30,
     "app.serving": 18,
-    "app.monitoring": 2,
-    "app.api": 3,
+    "app.monitoring": 12,
+    "app.api": 5,
     "app.errors": 9,
 }
 

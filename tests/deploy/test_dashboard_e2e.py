@@ -1,0 +1,222 @@
+"""End to end: a real Prometheus scrapes a real service; every dashboard query answers, the rules are right.
+
+The service (uvicorn, `python -m app.cli serve`) and Prometheus (Debian's binary, 1 s scrape and rule
+interval, storage in tmp) listen on 127.0.0.1 only and are stopped afterwards. The traffic is bounded:
+SCORE_REQUESTS /v1/score calls, then outcome events for every ranked candidate with labels drawn at
+0.8 x the served prediction (a known miscalibration: predicted / observed = 1.25), seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import BUNDLE, MODEL_STORE, POLICIES
+from tests.deploy.conftest import DEPLOY, ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+SCORE_REQUESTS = 200
+CLICK_OUTCOMES_PER_CANDIDATE = 20  # ~4000 ranked candidates x 20 -> ~80k click events, ~7k positives
+OTHER_OUTCOMES_PER_CANDIDATE = 2
+BATCH = 5000
+MISCALIBRATION = 0.8
+DEADLINE_SECONDS = 90
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("service") / "service.log").open("wb")
+    env = {
+        **os.environ,
+        "FUSIONRANK_DRIFT_PSI_INTERVAL_SECONDS": "1",
+        "FUSIONRANK_DRIFT_PSI_MIN_PREDICTIONS": "200",
+    }
+    command = [
+        sys.executable, "-m", "app.cli", "serve", "--model-store", str(MODEL_STORE), "--policies", str(POLICIES),
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the service's /readyz", lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200)
+        yield url
+    finally:
+        stop(process)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    service: str, prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    rules = sorted(str(p) for p in (DEPLOY / "prometheus" / "rules").glob("*.yml"))
+    # The shipped scrape job, pointed at the test service, every second.
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": rules,
+        "scrape_configs": [{"job_name": "fusionrank", "static_configs": [{"targets": [service.split("//")[1]]}]}],
+    }
+    (work / "prometheus.yml").write_text(json.dumps(config))
+    log = (work / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [prometheus_binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("Prometheus /-/ready", lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200)
+        yield url
+    finally:
+        stop(process)
+        log.close()
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def scalar(prometheus: str, expr: str) -> float:
+    result = query(prometheus, expr)
+    assert len(result) == 1, (expr, result)
+    return float(result[0]["value"][1])
+
+
+def score_traffic(service: str, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Score SCORE_REQUESTS varied requests; returns one record per ranked candidate."""
+    sample = json.loads((BUNDLE / "sample_request.json").read_text())
+    served = []
+    with httpx.Client(base_url=service, timeout=10) as client:
+        for i in range(SCORE_REQUESTS):
+            body = json.loads(json.dumps(sample))
+            body["request_id"] = f"e2e-{i}"
+            context = body["context"]["features"]
+            context["device"] = str(rng.choice(["android", "ios", "web", "smart-tv"]))  # smart-tv: __other__
+            context["user_tenure"] = str(rng.choice(["casual", "new", "power", "regular"]))
+            context["user_activity"] = float(rng.gamma(2.0, 4.0))
+            for candidate in body["candidates"]:
+                candidate["features"]["affinity"] += float(rng.normal(0, 0.7))
+                candidate["features"]["item_quality"] += float(rng.normal(0, 0.5))
+            response = client.post("/v1/score", json=body)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            features = {c["id"]: {**context, **c["features"]} for c in body["candidates"]}
+            for ranked in answer["candidates"]:
+                f = features[ranked["id"]]
+                segment = {k: f[k] for k in ("device", "user_tenure", "item_type", "item_category")}
+                served.append({"predictions": ranked["predictions"], "segment": segment, **answer["versions"]})
+    return served
+
+
+def outcome_events(served: list[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
+    events = []
+    for i, record in enumerate(served):
+        for task, p in record["predictions"].items():
+            repeats = CLICK_OUTCOMES_PER_CANDIDATE if task == "click" else OTHER_OUTCOMES_PER_CANDIDATE
+            for r in range(repeats):
+                events.append({
+                    "event_id": f"{i}-{task}-{r}", "task": task, "prediction": p,
+                    "label": int(rng.random() < MISCALIBRATION * p), "segment": record["segment"],
+                    "model": record["model"], "model_version": record["model_version"],
+                    "calibration_version": record["calibration_version"], "event_time": "2026-11-26T07:00:00Z",
+                })
+    return events
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "fusionrank.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheus: str) -> None:
+    started = time.monotonic()
+    rng = np.random.default_rng(20261126)
+    # The primed zero-valued counters must be scraped before the first event, or increase() misses it.
+    wait_for("a first scrape", lambda: bool(query(prometheus, 'fusionrank_feedback_events_total{task="click"}')))
+    served = score_traffic(service, rng)
+    events = outcome_events(served, rng)
+    with httpx.Client(base_url=service, timeout=30) as client:
+        for start in range(0, len(events), BATCH):
+            response = client.post("/v1/feedback", json={"events": events[start : start + BATCH]})
+            assert response.json() == {"accepted": len(events[start : start + BATCH]), "rejected": []}
+        bad = {**events[0], "event_id": "bad", "prediction": 2.0}
+        assert client.post("/v1/feedback", json={"events": [bad]}).json()["accepted"] == 0
+    assert time.monotonic() - started < DEADLINE_SECONDS
+
+    sent: dict[str, dict[str, float]] = {}
+    for e in events:
+        totals = sent.setdefault(e["task"], {"n": 0, "p": 0.0, "y": 0})
+        totals["n"] += 1
+        totals["p"] += e["prediction"]
+        totals["y"] += e["label"]
+    # Every event has been scraped, and the rules evaluated after that scrape.
+    wait_for("the last feedback in Prometheus", lambda: scalar(
+        prometheus, 'sum(fusionrank_feedback_events_total{task="click"})') == sent["click"]["n"])
+    time.sleep(3)
+
+    ratios = {r["metric"]["task"]: float(r["value"][1])
+              for r in query(prometheus, "model_task:fusionrank_calibration_ratio:1h")}
+    click = ratios["click"]
+    assert click == pytest.approx(1 / MISCALIBRATION, abs=0.05), ratios
+    # Exact accounting for every task with positives: the rule is the ratio of what was sent.
+    for task, totals in sent.items():
+        if totals["y"] > 0:
+            assert ratios[task] == pytest.approx(totals["p"] / totals["y"], rel=1e-6), task
+    assert sent["click"]["y"] > 5000  # enough positives for the +/- 0.05 above to be 3+ standard errors
+    assert ratios.keys() == {t for t, s in sent.items() if s["y"] > 0}
+
+    empty = []
+    for title, expr in dashboard_queries():
+        concrete = expr.replace("$task", ".*").replace("$window", "1h")
+        if not query(prometheus, concrete):
+            empty.append(f"{title}: {concrete}")
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    psi = query(prometheus, "fusionrank_prediction_psi")
+    assert {r["metric"]["task"] for r in psi} == {"click", "purchase", "hide", "report"}
+    assert all(np.isfinite(float(r["value"][1])) for r in psi)
+
+
+def test_shipped_rule_files_are_the_ones_loaded(prometheus: str) -> None:
+    groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    loaded = {Path(g["file"]).name for g in groups}
+    assert loaded == {"recording.yml", "alerts.yml"}
+    health = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
+    assert len(health) == 24 and set(health.values()) <= {"ok", "unknown"}

@@ -9,7 +9,7 @@ import pytest
 PUBLIC = {
     "app.artifacts": 30,
     "app.serving": 18,
-    "app.monitoring": 12,
+    "app.monitoring": 11,
     "app.api": 5,
     "app.errors": 9,
 }

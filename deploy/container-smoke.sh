@@ -85,4 +85,20 @@ assert body["candidates"], "no ranked candidates"
 print("versions:", json.dumps(body["versions"]))
 print("ranked:", len(body["candidates"]), "top:", body["candidates"][0]["id"], "utility:", round(body["candidates"][0]["utility"], 6))
 PY
+step "POST /v1/feedback (one outcome of the top candidate) and GET /metrics"
+python3 - "$WORK/score.json" >"$WORK/feedback.json" <<'PY'
+import json, sys
+body = json.load(open(sys.argv[1]))
+top = body["candidates"][0]
+event = {"event_id": "smoke-1", "task": "click", "prediction": top["predictions"]["click"], "label": 1,
+         "segment": {"device": "ios"}, "event_time": "2026-01-01T00:00:00Z", **{k: v for k, v in body["versions"].items() if k != "policy_version"}}
+print(json.dumps({"events": [event]}))
+PY
+curl -sS --fail -X POST "http://127.0.0.1:$PORT/v1/feedback" -H 'content-type: application/json' -d @"$WORK/feedback.json"
+echo
+curl -sS --fail "http://127.0.0.1:$PORT/metrics" >"$WORK/metrics.txt"
+grep -E '^fusionrank_feedback_segment_events_total\{[^}]*task="click"[^}]*value="ios"' "$WORK/metrics.txt"
+grep -E '^fusionrank_served_prediction_count\{[^}]*task="click"' "$WORK/metrics.txt"
+grep -qE '^fusionrank_feedback_segment_events_total\{[^}]*task="click"[^}]*value="ios"\} 1\.0$' "$WORK/metrics.txt" \
+    || { echo "the feedback event is not in /metrics" >&2; exit 1; }
 step "container smoke: OK"

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from app.artifacts.loading import load_calibration, load_manifest
-from app.monitoring import OTHER, DriftScheme, FeedbackCounters, ServedPredictions, log_loss, population_stability_index
+from app.monitoring import (
+    OTHER,
+    DriftScheme,
+    FeedbackCounters,
+    SchemeCatalog,
+    SchemeMiss,
+    ServedPredictions,
+    log_loss,
+    population_stability_index,
+)
 from tests.conftest import BUNDLE
 
 
@@ -127,3 +137,22 @@ def test_served_histogram_and_psi_window(scheme: DriftScheme) -> None:
     served.tick(window_slots=2, min_predictions=100)
     assert served.psi(*key) is None
     assert registry.get_sample_value("fusionrank_served_prediction_count", labels) == 400
+
+
+def test_catalog_reads_older_versions_and_remembers_misses_briefly(store_copy: tuple[Path, Path]) -> None:
+    store, _ = store_copy
+    catalog = SchemeCatalog(miss_ttl=60.0)
+    key = ("demo_ranker", "1", "0")
+    miss = catalog.load(store, key)
+    assert isinstance(miss, SchemeMiss) and miss.field == "calibration_version"
+    calibrations = store / "demo_ranker" / "1" / "calibration"
+    text = (calibrations / "1.json").read_text()
+    (calibrations / "0.json").write_text(text.replace('"version": "1"', '"version": "0"', 1))
+    assert catalog.cached(key) == miss  # within the TTL the miss is remembered, no disk read
+    catalog.miss_ttl = 0.0
+    assert catalog.cached(key) is None
+    scheme = catalog.load(store, key)
+    assert isinstance(scheme, DriftScheme) and scheme.calibration_version == "0"
+    assert catalog.cached(key) is scheme
+    unknown = catalog.load(store, ("demo_ranker", "2", "1"))
+    assert isinstance(unknown, SchemeMiss) and unknown.field == "model_version"

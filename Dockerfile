@@ -9,11 +9,15 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
-# Only what `pip install .` needs; the service's dependencies, never the train/dev extras.
+# The service's dependencies only, never the train/dev extras. Installed against an empty `app`
+# package first, so that a code change rebuilds the last layer only, not the dependencies.
 COPY pyproject.toml README.md ./
-COPY app ./app
 RUN python3 -m venv /opt/fusionrank \
+    && mkdir app && touch app/__init__.py \
     && /opt/fusionrank/bin/python -m pip install --no-cache-dir --disable-pip-version-check . \
+    && rm -rf app build
+COPY app ./app
+RUN /opt/fusionrank/bin/python -m pip install --no-cache-dir --disable-pip-version-check --no-deps . \
     && /opt/fusionrank/bin/python -c "import app.main, onnxruntime, numpy"
 
 FROM ${BASE_IMAGE} AS runtime

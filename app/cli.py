@@ -146,9 +146,8 @@ def policy_diff(
         console.print(f"no differences between {old} and {new}", highlight=False)
         return
     table = Table(title=f"{old} -> {new}", title_justify="left")
-    for column in ("section", "item", "field", "change"):
-        table.add_column(column)
-    table.add_column("old -> new", overflow="fold")
+    for column in ("section", "item", "field", "change", "old -> new"):
+        table.add_column(column, overflow="fold")
     colour = {"added": "green", "removed": "red", "changed": "yellow"}
     for d in deltas:
         table.add_row(d.section, d.item, d.field, f"[{colour[d.change]}]{d.change}[/]", f"{d.old} -> {d.new}")

@@ -26,7 +26,7 @@ from app.artifacts.loading import (
     load_manifest,
     load_policy,
 )
-from app.errors import ArtifactError
+from app.errors import ArtifactError, PolicyError
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
@@ -93,7 +93,21 @@ class BundleCache:
 
     def bind(self, policy_path: Path) -> PolicyBinding:
         policy = load_policy(policy_path)
-        bundle = self.bundle(policy.model.name, policy.model.version)
+        name, version = policy.model.name, policy.model.version
+        if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():
+            raise PolicyError(
+                policy_path, "model", f"model {name}/{version} is not in the model store {self.model_store}",
+                f"point `model` at a bundle of the store (e.g. {_bundles_in(self.model_store)})",
+            )
+        bundle = self.bundle(name, version)
+        calibration_path = bundle.path / "calibration" / f"{policy.calibration_version}.json"
+        if policy.calibration_version not in bundle.calibrations and not calibration_path.is_file():
+            on_disk = sorted(p.stem for p in (bundle.path / "calibration").glob("*.json"))
+            raise PolicyError(
+                policy_path, "calibration_version",
+                f"calibration {policy.calibration_version!r} of {bundle.key} does not exist ({calibration_path})",
+                f"name one of the bundle's calibrations {on_disk}",
+            )
         calibration = self.calibration(bundle, policy.calibration_version)
         check_policy_against(policy, bundle.manifest, calibration.version, policy_path)
         return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration)
@@ -135,6 +149,12 @@ def load_snapshot(
     return ServingSnapshot(
         surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=dict(cache.bundles)
     )
+
+
+def _bundles_in(model_store: Path) -> list[str]:
+    if not model_store.is_dir():
+        return []
+    return sorted(f"{m.name}/{v.name}" for m in model_store.iterdir() if m.is_dir() for v in m.iterdir() if v.is_dir())
 
 
 def _shadow(surface_dir: Path, versions: Mapping[str, PolicyBinding], active: str, problems: list[str]) -> str | None:

@@ -86,10 +86,12 @@ def dry_run(binding: PolicyBinding, surface: str, policy_path: Path) -> DryRun:
         try:
             outcome = score(binding, request)
         except FusionrankError as exc:
-            detail = exc.details[0] if exc.details else None
-            where = f" at {detail.field}" if detail is not None and detail.field else ""
+            at = exc.details[0].field or "" if exc.details else ""
+            where = f" at {at}" if at else ""
+            # candidates[3].attributes.margin -> the declaration to fix is `attributes.margin`
+            field = "attributes." + at.split(".attributes.", 1)[1] if ".attributes." in at else "attributes"
             raise PolicyError(
-                policy_path, "attributes",
+                policy_path, field,
                 f"dry run on the golden batch ({sample_path}, {label}) failed{where}: {exc.message}",
                 "declare each attribute with the JSON type the ranking backend sends (see the golden batch)",
             ) from None

@@ -75,7 +75,7 @@ def test_each_validation_failure_names_file_field_and_fix(
     ("edit", "field", "words"),
     [
         # schema-valid, but the golden batch sends creator_id as a string
-        (lambda p: p["attributes"].update(creator_id="number"), "attributes", "creator_id"),
+        (lambda p: p["attributes"].update(creator_id="number"), "attributes.creator_id", "creator_id"),
         # schema-valid, but every golden candidate is filtered
         (lambda p: _guard(p, 0, above=0.0), "guardrails", "report_risk"),
         # only the override context filters everything: each override's context is dry-run too

@@ -59,14 +59,14 @@ class PolicyRegistry:
     def rollback(self, surface: str, *, who: str) -> PolicyChange:
         """Serve the version that was active before the last activation (validated and dry-run again)."""
         with self._lock:
-            self._state.snapshot.route(surface)
+            route = self._state.snapshot.route(surface)
             history = self._history.get(surface)
             if not history:
                 error = Conflict(
                     f"surface {surface!r} has no previous policy version in this process to roll back to;"
                     " activate a version by name instead"
                 )
-                self._refused(surface, "rollback", "api", who, None, error)
+                self._refused(surface, "rollback", "api", who, route.active, error)
                 raise error
             change = self._api_switch(surface, history[-1], who=who, action="rollback")
             history.pop()  # only once the rollback is served
@@ -242,8 +242,14 @@ class _SurfaceSync:
         if self.active is None:
             log.error("surface %r has no servable active policy yet; not served", self.surface)
             return self.changes
-        route = SurfaceRoute(self.surface, self.active, self.versions, self.shadow)
-        reg._install(self.snapshot, route, self.cache.bundles)
+        route = self.route
+        unchanged = route is not None and (route.active, route.shadow) == (self.active, self.shadow) and (
+            route.versions.keys() == self.versions.keys()
+            and all(route.versions[v] is b for v, b in self.versions.items())
+        )
+        if not unchanged:
+            reg._install(self.snapshot, SurfaceRoute(self.surface, self.active, self.versions, self.shadow),
+                         self.cache.bundles)
         return self.changes
 
     def _read_active(self) -> str | None:
@@ -280,6 +286,7 @@ class _SurfaceSync:
     def _follow(self, pointer: str, action: str, read: Callable[[], str | None]) -> None:
         reg = self.registry
         before = self.active if pointer == ACTIVE_FILE else self.shadow
+        wanted: str | None = None
         try:
             wanted = read()
             if wanted is not None and wanted not in self.versions:
@@ -290,7 +297,7 @@ class _SurfaceSync:
                 binding = self.versions[wanted]
                 dry_run(binding, self.surface, self.dir / f"{wanted}.yaml")
         except FusionrankError as exc:
-            self.changes.append(reg._refused(self.surface, action, "watch", WATCHER, before, exc))
+            self.changes.append(reg._refused(self.surface, action, "watch", WATCHER, before, exc, after=wanted))
             log.error("pointer change refused, %r stays: %s", before, exc.message)
             return
         if wanted == before:

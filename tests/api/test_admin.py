@@ -114,7 +114,7 @@ def test_activate_then_rollback_switches_what_is_served_and_audits_who(
     lines = _audit(caplog)
     assert [(a["who"], a["action"], a["from"], a["to"], a["outcome"]) for a in lines] == [
         ("alice", "activate", "1", "2", "applied"), ("bob", "rollback", "2", "1", "applied"),
-        ("alice", "rollback", None, None, "refused"),
+        ("alice", "rollback", "1", None, "refused"),
     ]
     assert all(a["at"].endswith("+00:00") for a in lines)
     metrics = client.get("/metrics").text

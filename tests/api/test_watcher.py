@@ -45,17 +45,20 @@ def test_a_broken_file_dropped_in_never_changes_what_is_served(
     client = _start(client_factory, store, policies)
     watcher, home = _watcher(client), policies / "home"
     served = _answer(client, sample_request)
+    state = client.app.state.fusionrank  # type: ignore[attr-defined]
+    snapshot = state.snapshot
 
     (home / "3.yaml").write_text("utility: [\n")  # not even YAML
     assert _outcomes(watcher.poll_once()) == [("load", None, "3", "refused")]
     write_policy(policies, "4", lambda p: p["utility"][3].update(weight=3.0))  # positive weight on `report`
     assert _outcomes(watcher.poll_once()) == [("load", None, "4", "refused")]
     (home / "active").write_text("3\n")  # and point at a broken one
-    assert _outcomes(watcher.poll_once()) == [("activate", "1", None, "refused")]
+    assert _outcomes(watcher.poll_once()) == [("activate", "1", "3", "refused")]
     # the served policy's own file is overwritten with a broken version of itself
     write_policy(policies, "1", lambda p: p["utility"][2].update(weight=4.0))
     assert _outcomes(watcher.poll_once()) == [("load", "1", "1", "refused")]
     assert _answer(client, sample_request) == served  # same versions, ranks, utilities and terms
+    assert state.snapshot is snapshot  # not even rebuilt: the very same objects serve
 
     listing = client.get("/admin/policies", headers=ADMIN).json()["surfaces"]["home"]
     assert listing["active"] == "1" and listing["servable"] == ["1", "2"]

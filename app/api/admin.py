@@ -41,7 +41,7 @@ class ShadowBody(BaseModel):
 @router.get("", responses=_ERRORS)
 async def list_policies(_: AdminDep, registry: RegistryDep) -> dict[str, Any]:
     """List each surface's servable, active, previous and shadow policy versions."""
-    return registry.describe()
+    return await anyio.to_thread.run_sync(registry.describe)
 
 
 @router.post("/{surface}/validate", responses=_ERRORS)

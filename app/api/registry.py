@@ -99,6 +99,10 @@ class PolicyRegistry:
 
     def describe(self) -> dict[str, object]:
         """Surfaces with their servable, active, previous and shadow versions, and refused files."""
+        with self._lock:  # the history and refusals change under this lock
+            return self._describe()
+
+    def _describe(self) -> dict[str, object]:
         snapshot = self._state.snapshot
         surfaces: dict[str, object] = {}
         for name, route in sorted(snapshot.surfaces.items()):

@@ -122,6 +122,8 @@ def test_activate_then_rollback_switches_what_is_served_and_audits_who(
     assert 'fusionrank_policy_activation_failures_total{source="api",surface="home"} 1.0' in metrics
     assert 'fusionrank_policy_active_info{surface="home",version="1"} 1.0' in metrics
     assert 'fusionrank_policy_active_info{surface="home",version="2"}' not in metrics
+    # admin routes are labelled by their template (bounded), not counted as "other"
+    assert 'fusionrank_http_requests_total{route="/admin/policies/{surface}/activate",status="200"} 1.0' in metrics
 
 
 def test_a_broken_version_is_refused_with_422_and_the_old_one_stays(

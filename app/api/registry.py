@@ -165,12 +165,17 @@ class PolicyRegistry:
         except FusionrankError as exc:
             self._refused(surface, action, "api", who, route.active, exc, after=version)
             raise
-        versions = {**route.versions, version: binding}
-        self._install(snapshot, SurfaceRoute(surface, version, versions, route.shadow), bundles)
+        loaded = route.versions.get(version)
+        if loaded is not None and _same(loaded, binding):
+            binding = loaded  # the file did not change since it was loaded: keep serving that object
+        changed = version != route.active or binding is not loaded
+        if changed:
+            versions = {**route.versions, version: binding}
+            self._install(snapshot, SurfaceRoute(surface, version, versions, route.shadow), bundles)
         if action == "activate" and version != route.active:
             self._remember(surface, route.active)
         persisted = self._persist(surface, ACTIVE_FILE, version)
-        return self._applied(surface, action, "api", who, route.active, version, persisted=persisted)
+        return self._applied(surface, action, "api", who, route.active, version, persisted=persisted, changed=changed)
 
     def _remember(self, surface: str, previous: str) -> None:
         history = self._history.setdefault(surface, [])
@@ -200,12 +205,13 @@ class PolicyRegistry:
 
     def _applied(
         self, surface: str, action: str, source: str, who: str, before: str | None, after: str | None,
-        *, persisted: bool | None = None,
+        *, persisted: bool | None = None, changed: bool | None = None,
     ) -> PolicyChange:
-        outcome = "applied" if before != after or action == "reload" else "unchanged"
-        metrics = self._state.metrics
-        if outcome == "applied":
-            metrics.policy_activations.labels(surface, source).inc()
+        """Audit a change; count it when it changed what a surface serves unpinned."""
+        served = before != after if changed is None else changed
+        if served and action != "load":
+            self._state.metrics.policy_activations.labels(surface, source).inc()
+        outcome = "applied" if served else "unchanged"
         return audit(PolicyChange(surface, action, source, who, before, after, outcome, persisted))
 
     def _refused(
@@ -214,6 +220,10 @@ class PolicyRegistry:
     ) -> PolicyChange:
         self._state.metrics.policy_activation_failures.labels(surface, source).inc()
         return audit(PolicyChange(surface, action, source, who, before, after, "refused", error=error.message))
+
+
+def _same(a: PolicyBinding, b: PolicyBinding) -> bool:
+    return a.policy.file == b.policy.file and a.bundle is b.bundle and a.calibration is b.calibration
 
 
 class _SurfaceSync:
@@ -283,9 +293,12 @@ class _SurfaceSync:
             )))
             return
         reg._rejected.get(self.surface, {}).pop(version, None)
+        before = version if version in self.versions else None
         self.versions[version] = binding
-        if version == self.active:  # the served policy's content changed: that is a switch too
-            self.changes.append(reg._applied(self.surface, "reload", "watch", WATCHER, version, version))
+        # The served policy's content changed: that is a switch too. Another version only becomes
+        # servable (pinnable) in its new form: audited, not counted as an activation.
+        action = "reload" if version == self.active else "load"
+        self.changes.append(reg._applied(self.surface, action, "watch", WATCHER, before, version, changed=True))
 
     def _follow(self, pointer: str, action: str, read: Callable[[], str | None]) -> None:
         reg = self.registry

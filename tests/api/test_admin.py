@@ -150,6 +150,22 @@ def test_a_broken_version_is_refused_with_422_and_the_old_one_stays(
         "/metrics").text
 
 
+def test_reactivating_the_served_version_changes_nothing_unless_its_file_changed(
+    admin_client: tuple[TestClient, Path], sample_request: dict[str, Any]
+) -> None:
+    client, policies = admin_client
+    state = client.app.state.fusionrank  # type: ignore[attr-defined]
+    snapshot = state.snapshot
+    response = client.post("/admin/policies/home/activate", json={"version": "1"}, headers=ADMIN)
+    assert response.json()["outcome"] == "unchanged" and state.snapshot is snapshot
+    write_policy(policies, "1", lambda p: p["utility"][0].update(weight=1.25))  # edited in place
+    response = client.post("/admin/policies/home/activate", json={"version": "1"}, headers=ADMIN)
+    assert response.json()["outcome"] == "applied" and state.snapshot is not snapshot
+    body = client.post("/v1/score", json=dict(sample_request, options={"debug": True})).json()
+    assert body["candidates"][0]["debug"]["terms"][0]["weight"] == 1.25
+    assert client.get("/admin/policies", headers=ADMIN).json()["surfaces"]["home"]["previous"] is None
+
+
 def test_validate_route_checks_without_activating(
     admin_client: tuple[TestClient, Path], sample_request: dict[str, Any]
 ) -> None:

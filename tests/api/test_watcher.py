@@ -99,7 +99,7 @@ def test_removed_files_and_new_surfaces(
     text = (POLICIES / "home" / "1.yaml").read_text().replace("surface: home", "surface: search")
     (search / "1.yaml").write_text(text)
     (search / "active").write_text("1\n")
-    assert _outcomes(watcher.poll_once()) == [("activate", None, "1", "applied")]
+    assert _outcomes(watcher.poll_once()) == [("load", None, "1", "applied"), ("activate", None, "1", "applied")]
     assert _answer(client, dict(sample_request, surface="search"))["surface"] == "search"
 
 
@@ -162,7 +162,9 @@ def test_a_configmap_update_swapping_the_data_symlink_is_applied(
     assert _answer(client, sample_request)["versions"]["policy_version"] == "1"
     _configmap(home, "2026_11_26_b", {"1.yaml": one, "2.yaml": two, "active": "2\n"})
     shutil.rmtree(home / "..2026_11_26_a")  # kubelet removes the old generation
-    assert _outcomes(_watcher(client).poll_once()) == [("activate", "1", "2", "applied")]
+    assert _outcomes(_watcher(client).poll_once()) == [
+        ("load", None, "2", "applied"), ("activate", "1", "2", "applied"),
+    ]
     assert _answer(client, sample_request)["versions"]["policy_version"] == "2"
 
 

@@ -183,10 +183,11 @@ class PolicyRegistry:
         del history[:-_HISTORY]
 
     def _install(
-        self, snapshot: ServingSnapshot, route: SurfaceRoute, bundles: Mapping[str, ModelBundle]
+        self, snapshot: ServingSnapshot, route: SurfaceRoute, bundles: Mapping[str, ModelBundle],
+        problems: tuple[str, ...] | None = None,
     ) -> None:
         # The one reference assignment: requests that already read `snapshot` keep it.
-        self._state.install(snapshot.with_route(route, bundles))
+        self._state.install(snapshot.with_route(route, bundles, problems))
 
     def _persist(self, surface: str, pointer: str, version: str | None) -> bool:
         if not self._settings.persist_pointers:
@@ -261,9 +262,14 @@ class _SurfaceSync:
             route.versions.keys() == self.versions.keys()
             and all(route.versions[v] is b for v, b in self.versions.items())
         )
-        if not unchanged:
-            reg._install(self.snapshot, SurfaceRoute(self.surface, self.active, self.versions, self.shadow),
-                         self.cache.bundles)
+        # This surface's load problems (shown by /readyz) are now its refused files, nothing older.
+        prefix = f"{self.dir}/"
+        problems = tuple(p for p in self.snapshot.problems if not p.startswith(prefix)) + tuple(
+            reg._rejected.get(self.surface, {}).values()
+        )
+        if not unchanged or problems != self.snapshot.problems:
+            route = SurfaceRoute(self.surface, self.active, self.versions, self.shadow)
+            reg._install(self.snapshot, route, self.cache.bundles, problems)
         return self.changes
 
     def _read_active(self) -> str | None:

@@ -91,11 +91,14 @@ class ServingSnapshot:
     loaded_at: float = 0.0
     bundles: Mapping[str, ModelBundle] = field(default_factory=dict)
 
-    def with_route(self, route: SurfaceRoute, bundles: Mapping[str, ModelBundle]) -> ServingSnapshot:
-        """A new snapshot with one surface's route replaced (or added); this one is left untouched."""
+    def with_route(
+        self, route: SurfaceRoute, bundles: Mapping[str, ModelBundle], problems: tuple[str, ...] | None = None
+    ) -> ServingSnapshot:
+        """A new snapshot with one surface's route (and optionally the problems) replaced; this one is untouched."""
         return ServingSnapshot(
-            surfaces={**self.surfaces, route.surface: route}, problems=self.problems, loaded_at=self.loaded_at,
-            bundles={**self.bundles, **bundles},
+            surfaces={**self.surfaces, route.surface: route},
+            problems=self.problems if problems is None else problems,
+            loaded_at=self.loaded_at, bundles={**self.bundles, **bundles},
         )
 
     def route(self, surface: str) -> SurfaceRoute:

@@ -58,7 +58,11 @@ def test_a_broken_file_dropped_in_never_changes_what_is_served(
     write_policy(policies, "1", lambda p: p["utility"][2].update(weight=4.0))
     assert _outcomes(watcher.poll_once()) == [("load", "1", "1", "refused")]
     assert _answer(client, sample_request) == served  # same versions, ranks, utilities and terms
-    assert state.snapshot is snapshot  # not even rebuilt: the very same objects serve
+    now = state.snapshot.route("home")  # the very same binding objects serve (only `problems` moved on)
+    assert now.active == "1" and dict(now.versions) == dict(snapshot.route("home").versions)
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and len(ready["problems"]) == 3  # the refused files, named
+    assert all(p.startswith(str(home)) for p in ready["problems"])
 
     listing = client.get("/admin/policies", headers=ADMIN).json()["surfaces"]["home"]
     assert listing["active"] == "1" and listing["servable"] == ["1", "2"]
@@ -68,10 +72,15 @@ def test_a_broken_file_dropped_in_never_changes_what_is_served(
     assert 'fusionrank_policy_activation_failures_total{source="watch",surface="home"} 1.0' in metrics
     assert 'fusionrank_policy_active_info{surface="home",version="1"} 1.0' in metrics
 
+    write_policy(policies, "3")  # repaired: it loads, and is no longer a problem
+    write_policy(policies, "4")
     (home / "active").write_text("2\n")  # a good pointer is applied
-    assert _outcomes(watcher.poll_once()) == [("activate", "1", "2", "applied")]
+    assert _outcomes(watcher.poll_once()) == [
+        ("load", None, "3", "applied"), ("load", None, "4", "applied"), ("activate", "1", "2", "applied"),
+    ]
     assert _answer(client, sample_request)["versions"]["policy_version"] == "2"
     assert 'fusionrank_policy_activations_total{source="watch",surface="home"} 1.0' in client.get("/metrics").text
+    assert [p for p in client.get("/readyz").json()["problems"] if "1.yaml" not in p] == []
 
 
 def test_a_valid_change_to_the_active_file_is_reloaded(
@@ -198,3 +207,17 @@ def test_no_watcher_when_the_interval_is_zero(
 ) -> None:
     client = _start(client_factory, *store_copy, policy_watch_interval=0)
     assert client.app.state.policy_watcher is None  # type: ignore[attr-defined]
+
+
+def test_a_file_broken_at_start_up_and_repaired_later_becomes_servable(
+    client_factory: Callable[..., TestClient], store_copy: tuple[Path, Path], sample_request: dict[str, Any]
+) -> None:
+    store, policies = store_copy
+    write_policy(policies, "3", lambda p: p["governance"].update(approved_by=[]))  # a draft
+    client = _start(client_factory, store, policies)
+    assert any("3.yaml" in p for p in client.get("/readyz").json()["problems"])
+    write_policy(policies, "3")  # approved now
+    assert _outcomes(_watcher(client).poll_once()) == [("load", None, "3", "applied")]
+    assert client.get("/readyz").json()["problems"] == []
+    pinned = client.post("/v1/score", json=dict(sample_request, policy_version="3"))
+    assert pinned.status_code == 200 and pinned.json()["versions"]["policy_version"] == "3"

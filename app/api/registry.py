@@ -85,7 +85,10 @@ class PolicyRegistry:
                 except FusionrankError as exc:
                     self._refused(surface, "shadow", "api", who, route.shadow, exc, after=version)
                     raise
-                versions = {**route.versions, version: binding}
+                loaded = route.versions.get(version)
+                # The active binding is only ever replaced by an activation, never by a shadow change.
+                if loaded is None or (version != route.active and not _same(loaded, binding)):
+                    versions = {**route.versions, version: binding}
             self._install(snapshot, SurfaceRoute(surface, route.active, versions, version), bundles)
             persisted = self._persist(surface, SHADOW_FILE, version)
             return self._applied(surface, "shadow", "api", who, route.shadow, version, persisted=persisted)

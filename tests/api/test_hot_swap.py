@@ -1,12 +1,14 @@
 """Hot swap under load against a real uvicorn on 127.0.0.1: no request fails, none mixes versions.
 
 Client threads hammer /v1/score (debug on) while the admin API flips the active policy between
-versions 1 and 2 a hundred times (the file watcher runs too, and sees every persisted pointer).
+versions 1 and 2 a hundred times (the file watcher runs too, and sees every persisted pointer);
+then, in a second test, while the `active` pointer file is flipped 20 times for the watcher.
 Every response must recompute exactly from the weights of the policy version it names.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -24,6 +26,7 @@ from app.main import create_app
 from tests.conftest import ADMIN, ADMIN_TOKEN, make_settings
 
 FLIPS = 100
+WATCH_FLIPS = 20
 CLIENTS = 3
 MAX_REQUESTS_PER_CLIENT = 3000
 DEADLINE_SECONDS = 120.0
@@ -33,7 +36,7 @@ DEADLINE_SECONDS = 120.0
 def live_server(store_copy: tuple[Path, Path]) -> Iterator[str]:
     """The app under uvicorn in a thread, on a free port of 127.0.0.1; stopped after the test."""
     store, policies = store_copy
-    settings = make_settings(store, policies, admin_tokens={"ops": ADMIN_TOKEN}, policy_watch_interval=0.2)
+    settings = make_settings(store, policies, admin_tokens={"ops": ADMIN_TOKEN}, policy_watch_interval=0.1)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", ws="none", lifespan="on"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -83,57 +86,73 @@ def _check(body: dict[str, Any], terms_by_version: dict[str, dict[str, dict[str,
     return version
 
 
-@pytest.mark.slow
-def test_flipping_the_active_policy_under_load_drops_and_mixes_nothing(
-    live_server: str, store_copy: tuple[Path, Path], sample_request: dict[str, Any]
-) -> None:
-    terms_by_version = _weights(store_copy[1])
-    assert terms_by_version["1"]["purchase_margin"]["weight"] != terms_by_version["2"]["purchase_margin"]["weight"]
-    attributes = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
-    body = dict(sample_request, options={"debug": True})
-    flipping = threading.Event()
-    flipping.set()
-    start = time.monotonic()
-    results: list[list[tuple[int, Any]]] = [[] for _ in range(CLIENTS)]
+class _Load:
+    """Client threads posting the golden batch (debug on) until stopped, bounded in count and time."""
 
-    def hammer(out: list[tuple[int, Any]]) -> None:
-        with httpx.Client(base_url=live_server, timeout=30) as http:
-            while flipping.is_set() and len(out) < MAX_REQUESTS_PER_CLIENT:
-                if time.monotonic() - start > DEADLINE_SECONDS:
+    def __init__(self, base_url: str, body: dict[str, Any]) -> None:
+        self.base_url, self.body = base_url, body
+        self.running = threading.Event()
+        self.results: list[list[tuple[int, Any]]] = [[] for _ in range(CLIENTS)]
+        self.threads = [threading.Thread(target=self._hammer, args=(out,)) for out in self.results]
+        self.start = time.monotonic()
+        self.elapsed = 0.0
+
+    def __enter__(self) -> _Load:
+        self.running.set()
+        for thread in self.threads:
+            thread.start()
+        time.sleep(0.2)  # let the clients get going
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.running.clear()
+        for thread in self.threads:
+            thread.join(60)
+        self.elapsed = time.monotonic() - self.start
+
+    def _hammer(self, out: list[tuple[int, Any]]) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            while self.running.is_set() and len(out) < MAX_REQUESTS_PER_CLIENT:
+                if time.monotonic() - self.start > DEADLINE_SECONDS:
                     break
                 try:
-                    response = http.post("/v1/score", json=body)
+                    response = http.post("/v1/score", json=self.body)
                     out.append((response.status_code, response.json()))
                 except Exception as exc:  # a dropped connection is a failed request too
                     out.append((0, repr(exc)))
 
-    threads = [threading.Thread(target=hammer, args=(out,)) for out in results]
-    for thread in threads:
-        thread.start()
-    flips: list[int] = []
-    try:
-        with httpx.Client(base_url=live_server, timeout=30, headers=ADMIN) as admin:
-            time.sleep(0.2)  # let the clients get going
-            for i in range(FLIPS):
-                version = "2" if i % 2 == 0 else "1"
-                response = admin.post("/admin/policies/home/activate", json={"version": version})
-                flips.append(response.status_code)
-                assert response.json()["to"] == version
-    finally:
-        flipping.clear()
-        for thread in threads:
-            thread.join(60)
-    elapsed = time.monotonic() - start
+    def responses(self) -> list[tuple[int, Any]]:
+        return [r for out in self.results for r in out]
 
-    responses = [r for out in results for r in out]
+
+def _verify(load: _Load, policies: Path, sample_request: dict[str, Any], flips: int, how: str) -> None:
+    terms_by_version = _weights(policies)
+    assert terms_by_version["1"]["purchase_margin"]["weight"] != terms_by_version["2"]["purchase_margin"]["weight"]
+    attributes = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
+    responses = load.responses()
     failures = [r for r in responses if r[0] != 200]
     versions = Counter(_check(r[1], terms_by_version, attributes) for r in responses if r[0] == 200)
-    print(f"\nhot swap: {len(responses)} requests, {flips.count(200)}/{FLIPS} flips, {len(failures)} failed,"
-          f" by version {dict(versions)}, {elapsed:.1f} s")
-    assert flips == [200] * FLIPS
+    print(f"\nhot swap ({how}): {len(responses)} requests, {flips} flips, {len(failures)} failed,"
+          f" by version {dict(versions)}, {load.elapsed:.1f} s")
     assert failures == []
     assert versions["1"] > 0 and versions["2"] > 0  # requests really ran across the flips
-    assert len(responses) >= 2 * FLIPS
+    assert len(responses) >= 2 * flips
+
+
+@pytest.mark.slow
+def test_flipping_the_active_policy_under_load_drops_and_mixes_nothing(
+    live_server: str, store_copy: tuple[Path, Path], sample_request: dict[str, Any]
+) -> None:
+    body = dict(sample_request, options={"debug": True})
+    flips: list[int] = []
+    with _Load(live_server, body) as load, httpx.Client(base_url=live_server, timeout=30, headers=ADMIN) as admin:
+        for i in range(FLIPS):
+            version = "2" if i % 2 == 0 else "1"
+            response = admin.post("/admin/policies/home/activate", json={"version": version})
+            flips.append(response.status_code)
+            assert response.json()["to"] == version
+    assert flips == [200] * FLIPS
+    _verify(load, store_copy[1], sample_request, flips.count(200), "admin API")
     with httpx.Client(base_url=live_server, timeout=30, headers=ADMIN) as admin:
         listing = admin.get("/admin/policies").json()["surfaces"]["home"]
         metrics = admin.get("/metrics").text
@@ -141,3 +160,27 @@ def test_flipping_the_active_policy_under_load_drops_and_mixes_nothing(
     assert f'fusionrank_policy_activations_total{{source="api",surface="home"}} {float(FLIPS)}' in metrics
     assert 'fusionrank_policy_activations_total{source="watch"' not in metrics  # it saw only its own writes
     assert "fusionrank_policy_activation_failures_total{" not in metrics  # no refused flip
+
+
+@pytest.mark.slow
+def test_flipping_the_pointer_file_under_load_drops_and_mixes_nothing(
+    live_server: str, store_copy: tuple[Path, Path], sample_request: dict[str, Any]
+) -> None:
+    pointer = store_copy[1] / "home" / "active"
+    body = dict(sample_request, options={"debug": True})
+    flips = 0
+    with _Load(live_server, body) as load, httpx.Client(base_url=live_server, timeout=30, headers=ADMIN) as admin:
+        for i in range(WATCH_FLIPS):
+            version = "2" if i % 2 == 0 else "1"
+            tmp = pointer.with_name(".active.tmp")
+            tmp.write_text(version + "\n")
+            os.replace(tmp, pointer)  # as an operator (or kubelet) would: atomically
+            deadline = time.monotonic() + 10
+            while admin.get("/admin/policies").json()["surfaces"]["home"]["active"] != version:
+                assert time.monotonic() < deadline, "the watcher did not apply the pointer within 10 s"
+                time.sleep(0.05)
+            flips += 1
+    _verify(load, store_copy[1], sample_request, flips, "file watcher")
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        metrics = http.get("/metrics").text
+    assert f'fusionrank_policy_activations_total{{source="watch",surface="home"}} {float(WATCH_FLIPS)}' in metrics

@@ -2,7 +2,8 @@
 
 Client threads hammer /v1/score (debug on) while the admin API flips the active policy between
 versions 1 and 2 a hundred times (the file watcher runs too, and sees every persisted pointer);
-then, in a second test, while the `active` pointer file is flipped 20 times for the watcher.
+then, in a second test, while the `active` pointer file is flipped 20 times for the watcher; and,
+deterministically, a request paused mid-scoring finishes on the snapshot it read before a switch.
 Every response must recompute exactly from the weights of the policy version it names.
 """
 
@@ -184,3 +185,39 @@ def test_flipping_the_pointer_file_under_load_drops_and_mixes_nothing(
     with httpx.Client(base_url=live_server, timeout=30) as http:
         metrics = http.get("/metrics").text
     assert f'fusionrank_policy_activations_total{{source="watch",surface="home"}} {float(WATCH_FLIPS)}' in metrics
+
+
+def test_a_request_in_flight_finishes_on_the_snapshot_it_started_with(
+    client_factory: Any, store_copy: tuple[Path, Path], sample_request: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.api import score as score_route
+
+    store, policies = store_copy
+    client = client_factory(store=store, policies=policies, policy_watch_interval=0, admin_token=ADMIN_TOKEN)
+    entered, release = threading.Event(), threading.Event()
+    real_score = score_route.score
+
+    def paused_score(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(10), "the test never released the request"
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(score_route, "score", paused_score)
+    answers: list[dict[str, Any]] = []
+    body = dict(sample_request, options={"debug": True})
+    request = threading.Thread(target=lambda: answers.append(client.post("/v1/score", json=body).json()))
+    request.start()
+    try:
+        assert entered.wait(10)
+        # the request has read the snapshot and is scoring: switch to version 2 under its feet
+        registry = client.app.state.policy_registry
+        assert registry.activate("home", "2", who="test").after == "2"
+    finally:
+        release.set()
+        request.join(10)
+    terms = _weights(policies)
+    attributes = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
+    assert _check(answers[0], terms, attributes) == "1"  # finished, whole, on version 1
+    monkeypatch.setattr(score_route, "score", real_score)
+    assert _check(client.post("/v1/score", json=body).json(), terms, attributes) == "2"

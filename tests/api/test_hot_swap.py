@@ -137,7 +137,7 @@ def _verify(load: _Load, policies: Path, sample_request: dict[str, Any], flips: 
           f" by version {dict(versions)}, {load.elapsed:.1f} s")
     assert failures == []
     assert versions["1"] > 0 and versions["2"] > 0  # requests really ran across the flips
-    assert len(responses) >= 2 * flips
+    assert len(responses) >= flips  # load ran all along (typically 10x more)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ PUBLIC = {
     "app.serving": 18,
     "app.monitoring": 2,
     "app.api": 3,
-    "app.errors": 9,
+    "app.errors": 10,
 }
 
 

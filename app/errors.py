@@ -12,6 +12,7 @@ from typing import Self
 
 __all__ = [
     "ArtifactError",
+    "Conflict",
     "ErrorDetail",
     "FusionrankError",
     "InvalidRequest",
@@ -90,6 +91,12 @@ class Unauthorized(FusionrankError):
     """A missing or wrong admin token (HTTP 401)."""
 
     code = "unauthorized"
+
+
+class Conflict(FusionrankError):
+    """A change that the current state does not allow, e.g. a rollback with no history (HTTP 409)."""
+
+    code = "conflict"
 
 
 class ArtifactError(FusionrankError):

@@ -14,11 +14,13 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import feedback, probes, score
+from app.api import admin, feedback, probes, score
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestMetricsMiddleware
+from app.api.registry import PolicyRegistry
 from app.api.state import ServiceState
 from app.api.warmup import warm_up
+from app.api.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
 from app.serving.loader import load_snapshot
@@ -36,8 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
+        _configure_logging(resolved.log_level)
         state = ServiceState(settings=resolved, metrics=metrics)
         app.state.fusionrank = state
+        # Fingerprint before loading: a file changed while the snapshot loads is seen at the first poll.
+        baseline = fingerprint(resolved.policies)
         snapshot = await anyio.to_thread.run_sync(
             lambda: load_snapshot(
                 resolved.model_store, resolved.policies, intra_op_threads=resolved.ort_intra_op_threads
@@ -51,6 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # them out of the collector's sight so that a full collection does not scan them per request.
         gc.collect()
         gc.freeze()
+        registry = PolicyRegistry(state)
+        app.state.policy_registry = registry
+        watcher = None
+        if resolved.policy_watch_interval > 0:
+            watcher = PolicyWatcher(registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline)
+            watcher.start()
+        app.state.policy_watcher = watcher
+        admin_names = sorted(resolved.admin_credentials())
+        log.info("admin API %s", f"enabled for tokens {admin_names}" if admin_names else "disabled (no token)")
         psi_updates = asyncio.create_task(
             run_psi_updates(
                 metrics.served, interval_seconds=resolved.drift_psi_interval_seconds,
@@ -58,11 +72,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="fusionrank-psi-updates",
         )
-        yield
-        state.ready = False
-        psi_updates.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await psi_updates
+        try:
+            yield
+        finally:
+            state.ready = False
+            if watcher is not None:
+                watcher.stop()
+            psi_updates.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await psi_updates
 
     app = FastAPI(
         title="fusionrank",
@@ -71,13 +89,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (score.router, feedback.router, probes.router)
+    routers = (score.router, feedback.router, probes.router, admin.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
     _extend_openapi(app)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """Give fusionrank's loggers (audit lines included) a handler when nobody else configured one."""
+    logger = logging.getLogger("fusionrank")
+    logger.setLevel(level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
 
 
 def _extend_openapi(app: FastAPI) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
+
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
+_MIN_TOKEN_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -27,6 +31,8 @@ class Settings(BaseSettings):
     max_candidates: int = Field(default=5000, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     default_top_k: int | None = Field(default=None, ge=1)
+    # Admin API bearer tokens. Named tokens (JSON: {"alice": "<secret>"}) let the audit log say who
+    # made a change; `admin_token` alone is the token named "admin". None configured: admin API off.
     admin_token: SecretStr | None = None
     # POST /v1/feedback: most outcome events one request may carry (more: 413).
     feedback_max_events: int = Field(default=10_000, ge=1)
@@ -35,7 +41,36 @@ class Settings(BaseSettings):
     drift_psi_interval_seconds: float = Field(default=60.0, gt=0)
     drift_psi_window_slots: int = Field(default=15, ge=1, le=10_000)
     drift_psi_min_predictions: int = Field(default=1000, ge=1)
+    admin_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    # Seconds between two polls of the policies folder; 0 turns the file watcher off.
+    policy_watch_interval: float = Field(default=5.0, ge=0, le=3600)
+    # Write the active/shadow pointer file when the admin API changes it (if the folder is writable).
+    persist_pointers: bool = True
     log_level: str = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < _MIN_TOKEN_LENGTH:
+            raise ValueError(f"the admin token is shorter than {_MIN_TOKEN_LENGTH} characters")
+        return token
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _named_tokens(cls, tokens: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, token in tokens.items():
+            if not _TOKEN_NAME.match(name):
+                raise ValueError(f"admin token name {name!r} must match {_TOKEN_NAME.pattern}")
+            if len(token.get_secret_value()) < _MIN_TOKEN_LENGTH:
+                raise ValueError(f"admin token {name!r} is shorter than {_MIN_TOKEN_LENGTH} characters")
+        return tokens
+
+    def admin_credentials(self) -> dict[str, SecretStr]:
+        """Token name -> secret, `admin_token` included as "admin"; empty when the admin API is off."""
+        named = dict(self.admin_tokens)
+        if self.admin_token is not None:
+            named.setdefault("admin", self.admin_token)
+        return named
 
 
 def get_settings() -> Settings:

@@ -67,3 +67,20 @@ def client_factory() -> Iterator[Callable[..., TestClient]]:
     yield factory
     for test_client in opened:
         test_client.__exit__(None, None, None)
+
+
+ADMIN_TOKEN = "alice-token-0123456789abcdef"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def write_policy(policies: Path, version: str, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Write `policies/home/<version>.yaml` as a copy of the shipped version 1, edited."""
+    import yaml
+
+    data: dict[str, Any] = yaml.safe_load((POLICIES / "home" / "1.yaml").read_text())
+    data["version"] = version
+    if edit is not None:
+        edit(data)
+    path = policies / "home" / f"{version}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

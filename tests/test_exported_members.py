@@ -11,7 +11,7 @@ PUBLIC = {
     "app.serving": 18,
     "app.monitoring": 11,
     "app.api": 5,
-    "app.errors": 9,
+    "app.errors": 10,
 }
 
 

@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.auth import authenticate
+from app.api.registry import PolicyRegistry
 from app.api.state import ServiceState
+from app.errors import NotReady
 
-__all__ = ["StateDep", "get_state"]
+__all__ = ["AdminDep", "RegistryDep", "StateDep", "get_admin", "get_registry", "get_state"]
 
 
 def get_state(request: Request) -> ServiceState:
@@ -17,3 +20,21 @@ def get_state(request: Request) -> ServiceState:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_admin(request: Request, state: StateDep) -> str:
+    """The name of the admin token the request presents (404 when the admin API is off, 401 if wrong)."""
+    return authenticate(request.headers.get("authorization"), state.settings.admin_credentials(), state.metrics)
+
+
+AdminDep = Annotated[str, Depends(get_admin)]
+
+
+def get_registry(request: Request) -> PolicyRegistry:
+    registry: PolicyRegistry | None = getattr(request.app.state, "policy_registry", None)
+    if registry is None:
+        raise NotReady("the policy registry is not started yet")
+    return registry
+
+
+RegistryDep = Annotated[PolicyRegistry, Depends(get_registry)]

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from app.errors import (
     ArtifactError,
+    Conflict,
     ErrorDetail,
     FusionrankError,
     InvalidRequest,
@@ -37,10 +38,18 @@ STATUS_BY_ERROR: tuple[tuple[type[FusionrankError], HTTPStatus], ...] = (
     (NotFound, HTTPStatus.NOT_FOUND),
     (NotReady, HTTPStatus.SERVICE_UNAVAILABLE),
     (Unauthorized, HTTPStatus.UNAUTHORIZED),
+    (Conflict, HTTPStatus.CONFLICT),
     (PolicyError, HTTPStatus.UNPROCESSABLE_ENTITY),
     (ArtifactError, HTTPStatus.UNPROCESSABLE_ENTITY),
     (FusionrankError, HTTPStatus.INTERNAL_SERVER_ERROR),
 )
+
+
+# Headers the status needs: when to retry, and how to authenticate (RFC 9110).
+_HEADERS: dict[HTTPStatus, dict[str, str]] = {
+    HTTPStatus.SERVICE_UNAVAILABLE: {"Retry-After": "1"},
+    HTTPStatus.UNAUTHORIZED: {"WWW-Authenticate": "Bearer"},
+}
 
 
 def status_for(error: FusionrankError) -> HTTPStatus:
@@ -59,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def fusionrank_error(_: Request, exc: FusionrankError) -> Response:
         status = status_for(exc)
-        headers = {"Retry-After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else None
+        headers = _HEADERS.get(status)
         if status >= 500:
             log.error("internal error: %s", exc.message)
         return error_response(status, exc.code, exc.message, exc.details, headers)

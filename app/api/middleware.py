@@ -35,5 +35,9 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            # A templated route (/admin/policies/{surface}/activate) is labelled by its template.
+            template = getattr(scope.get("route"), "path", None)
+            if route == "other" and template in self.routes:
+                route = template
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_latency.labels(route).observe(time.perf_counter() - start)

@@ -19,6 +19,7 @@ __all__ = [
     "ScoreOptions",
     "ScoreRequest",
     "ScoreResponse",
+    "ShadowReport",
     "Versions",
 ]
 
@@ -113,6 +114,17 @@ class FilteredCandidate(_Body):
     debug: CandidateDebug | None = None
 
 
+class ShadowReport(_Body):
+    """Debug only: the surface's shadow policy ranked the same request; the answer is unchanged."""
+
+    policy_version: str
+    topk_overlap: float | None = Field(default=None, description="share of answered ids the shadow answers too")
+    mean_rank_shift: float | None = Field(default=None, description="mean |rank - shadow rank| of shared ids")
+    missing: int | None = Field(default=None, description="answered ids the shadow does not answer")
+    ranked_ids: list[str] | None = None
+    error: str | None = Field(default=None, description="why the shadow could not rank this request")
+
+
 class ScoreResponse(_Body):
     request_id: str
     surface: str
@@ -121,3 +133,4 @@ class ScoreResponse(_Body):
     filtered: list[FilteredCandidate] | None = None
     overrides: list[str] | None = Field(default=None, description="debug: policy overrides that matched")
     timings_ms: dict[str, float] | None = Field(default=None, description="debug: per-stage wall time")
+    shadow: ShadowReport | None = Field(default=None, description="debug: comparison with the shadow policy")

@@ -14,8 +14,11 @@ from app.api.decode import decode_score_request
 from app.api.deps import StateDep
 from app.api.encode import score_response
 from app.api.schemas import ScoreRequest, ScoreResponse
-from app.errors import NotReady
-from app.serving.scorer import score
+from app.errors import FusionrankError, NotReady
+from app.monitoring.metrics import ServiceMetrics
+from app.serving.bundle import PolicyBinding, SurfaceRoute
+from app.serving.scorer import ScoreInput, ScoreOutcome, score
+from app.serving.shadow import compare_rankings, shadow_rank
 
 __all__ = ["router"]
 
@@ -45,12 +48,23 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
     envelope, scored = decode_score_request(body, max_candidates=settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot
-    binding = snapshot.route(envelope.surface).binding(envelope.policy_version)
+    route = snapshot.route(envelope.surface)
+    binding = route.binding(envelope.policy_version)
     t1 = time.perf_counter()
     outcome = score(binding, scored)
     t2 = time.perf_counter()
-    content = orjson.dumps(score_response(envelope, scored, outcome))
-    t3 = time.perf_counter()
+    answer = score_response(envelope, scored, outcome)
+    shadow_seconds = 0.0
+    shadow = route.shadow_binding() if envelope.policy_version is None else None
+    if shadow is not None and shadow is not binding:
+        s0 = time.perf_counter()
+        report = _shadow(route, shadow, outcome, scored, metrics)
+        if envelope.options.debug:
+            answer["shadow"] = report
+        shadow_seconds = time.perf_counter() - s0
+        metrics.stage_latency.labels("shadow").observe(shadow_seconds)
+    content = orjson.dumps(answer)
+    t3 = time.perf_counter() - shadow_seconds
     stage = metrics.stage_latency
     stage.labels("decode").observe(t1 - t0)
     for name, seconds in outcome.timings.items():
@@ -61,6 +75,30 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
     return Response(content, media_type="application/json")
+
+
+def _shadow(
+    route: SurfaceRoute, shadow: PolicyBinding, outcome: ScoreOutcome, scored: ScoreInput, metrics: ServiceMetrics
+) -> dict[str, Any]:
+    """Rank under the shadow policy, export the comparison; a shadow failure never fails the request."""
+    labels = (route.surface, shadow.policy.version)
+    try:
+        ranked = shadow_rank(outcome, shadow, scored)
+    except FusionrankError as exc:
+        metrics.shadow_errors.labels(*labels).inc()
+        return {"policy_version": shadow.policy.version, "error": exc.message}
+    comparison = compare_rankings(outcome.ranked, ranked, len(scored.ids))
+    metrics.shadow_scored.labels(*labels).inc()
+    metrics.shadow_overlap.labels(*labels).observe(comparison.overlap)
+    if comparison.mean_rank_shift is not None:
+        metrics.shadow_rank_shift.labels(*labels).observe(comparison.mean_rank_shift)
+    return {
+        "policy_version": shadow.policy.version,
+        "topk_overlap": comparison.overlap,
+        "mean_rank_shift": comparison.mean_rank_shift,
+        "missing": comparison.missing,
+        "ranked_ids": [scored.ids[i] for i in ranked.tolist()],
+    }
 
 
 def openapi_components() -> dict[str, Any]:

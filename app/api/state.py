@@ -24,9 +24,12 @@ class ServiceState:
     ready: bool = False
 
     def install(self, snapshot: ServingSnapshot) -> None:
+        before = self.snapshot.surfaces
         self.snapshot = snapshot
         self.ready = bool(snapshot.surfaces)
         self.metrics.observe_snapshot(snapshot)
         self.metrics.ready.set(1 if self.ready else 0)
         for surface, route in snapshot.surfaces.items():
-            log.info("serving surface %s: %s", surface, route.binding(None).versions())
+            served = route.binding(None)
+            if surface not in before or before[surface].binding(None) is not served:
+                log.info("serving surface %s: %s", surface, served.versions())

@@ -11,12 +11,17 @@ from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.psi import ServedPredictions
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
-__all__ = ["LATENCY_BUCKETS", "ServiceMetrics"]
+__all__ = ["LATENCY_BUCKETS", "OVERLAP_BUCKETS", "RANK_SHIFT_BUCKETS", "ServiceMetrics"]
 
 # Seconds; dense where a scoring call lives (1-50 ms), sparse beyond.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5,
 )
+
+# Shadow comparison: share of the answered top-k both policies answer (1 = same set) ...
+OVERLAP_BUCKETS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+# ... and mean |rank under active - rank under shadow| over the candidates both answer.
+RANK_SHIFT_BUCKETS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 
 
 class ServiceMetrics:
@@ -56,6 +61,50 @@ class ServiceMetrics:
         self.feedback = FeedbackCounters(r)
         self.served = ServedPredictions()
         r.register(self.served)
+        self._policies(r)
+
+    def _policies(self, r: CollectorRegistry) -> None:
+        """Policy registry, admin API and shadow metrics (labels: surfaces and versions, both bounded)."""
+        self.policy_active = Gauge(
+            "fusionrank_policy_active_info", "1 for the policy version each surface serves", ["surface", "version"],
+            registry=r,
+        )
+        self.policy_shadow = Gauge(
+            "fusionrank_policy_shadow_info", "1 for the shadow policy version of a surface", ["surface", "version"],
+            registry=r,
+        )
+        self.policy_activations = Counter(
+            "fusionrank_policy_activations", "Policy changes applied (activate, rollback, reload, shadow)",
+            ["surface", "source"], registry=r,
+        )
+        self.policy_activation_failures = Counter(
+            "fusionrank_policy_activation_failures", "Policy changes refused; the old policy stayed active",
+            ["surface", "source"], registry=r,
+        )
+        self.policy_file_rejections = Counter(
+            "fusionrank_policy_file_rejections", "New or changed policy files the watcher found invalid",
+            ["surface"], registry=r,
+        )
+        self.admin_auth_failures = Counter(
+            "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
+            registry=r,
+        )
+        self.shadow_scored = Counter(
+            "fusionrank_shadow_requests", "Requests also ranked under the surface's shadow policy",
+            ["surface", "shadow_version"], registry=r,
+        )
+        self.shadow_errors = Counter(
+            "fusionrank_shadow_errors", "Requests the shadow policy could not rank (the answer is unaffected)",
+            ["surface", "shadow_version"], registry=r,
+        )
+        self.shadow_overlap = Histogram(
+            "fusionrank_shadow_topk_overlap", "Share of the answered candidates the shadow policy also answers",
+            ["surface", "shadow_version"], buckets=OVERLAP_BUCKETS, registry=r,
+        )
+        self.shadow_rank_shift = Histogram(
+            "fusionrank_shadow_mean_rank_shift", "Mean absolute rank difference, active vs shadow policy",
+            ["surface", "shadow_version"], buckets=RANK_SHIFT_BUCKETS, registry=r,
+        )
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
         self.active.clear()
@@ -63,6 +112,12 @@ class ServiceMetrics:
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
+        self.policy_active.clear()
+        self.policy_shadow.clear()
+        for surface, route in snapshot.surfaces.items():
+            self.policy_active.labels(surface, route.active).set(1)
+            if route.shadow is not None:
+                self.policy_shadow.labels(surface, route.shadow).set(1)
         # Every servable binding's drift series exist from the start, at zero (see FeedbackCounters.prime).
         for route in snapshot.surfaces.values():
             for binding in route.versions.values():

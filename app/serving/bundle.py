@@ -58,11 +58,18 @@ class PolicyBinding:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class SurfaceRoute:
-    """A surface's active policy version and every version a request may pin."""
+    """A surface's active policy version, every version a request may pin, and an optional shadow.
+
+    A shadow version is ranked alongside the active one for comparison; it never changes the answer.
+    """
 
     surface: str
     active: str
     versions: Mapping[str, PolicyBinding]
+    shadow: str | None = None
+
+    def shadow_binding(self) -> PolicyBinding | None:
+        return None if self.shadow is None else self.versions.get(self.shadow)
 
     def binding(self, version: str | None) -> PolicyBinding:
         chosen = self.active if version is None else version
@@ -83,6 +90,16 @@ class ServingSnapshot:
     problems: tuple[str, ...] = ()
     loaded_at: float = 0.0
     bundles: Mapping[str, ModelBundle] = field(default_factory=dict)
+
+    def with_route(
+        self, route: SurfaceRoute, bundles: Mapping[str, ModelBundle], problems: tuple[str, ...] | None = None
+    ) -> ServingSnapshot:
+        """A new snapshot with one surface's route (and optionally the problems) replaced; this one is untouched."""
+        return ServingSnapshot(
+            surfaces={**self.surfaces, route.surface: route},
+            problems=self.problems if problems is None else problems,
+            loaded_at=self.loaded_at, bundles={**self.bundles, **bundles},
+        )
 
     def route(self, surface: str) -> SurfaceRoute:
         route = self.surfaces.get(surface)

@@ -1,17 +1,21 @@
 """Build a `ServingSnapshot` from the model store and the policies folder.
 
-Layout: `policies/<surface>/<version>.yaml` and `policies/<surface>/active` (one line: the active
-version); `model_store/<model>/<version>/{manifest.json, model.onnx, calibration/<cal>.json}`.
+Layout: `policies/<surface>/<version>.yaml`, `policies/<surface>/active` (one line: the active
+version) and optionally `policies/<surface>/shadow` (a version ranked alongside, for comparison);
+`model_store/<model>/<version>/{manifest.json, model.onnx, calibration/<cal>.json}`.
 A policy version that fails any check is left out and reported in `problems`; a surface whose
-active version fails is not served at all (never a silent fallback to another version).
+active version fails is not served at all (never a silent fallback to another version); a shadow
+pointer to a version that fails is reported and ignored.
+
+Bundles already loaded (`reuse`) are not loaded again: a policy change never reloads ONNX.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,39 +26,47 @@ from app.artifacts.loading import (
     load_manifest,
     load_policy,
 )
-from app.errors import ArtifactError
+from app.errors import ArtifactError, PolicyError
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
+from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.serving.policy import CompiledPolicy
 
-__all__ = ["ACTIVE_FILE", "BundleCache", "load_snapshot", "read_active_version"]
+__all__ = ["ACTIVE_FILE", "BundleCache", "load_snapshot", "read_active_version", "surface_dirs"]
 
 log = logging.getLogger("fusionrank.loader")
 
-ACTIVE_FILE = "active"
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-
 
 def read_active_version(surface_dir: Path) -> str:
-    path = surface_dir / ACTIVE_FILE
-    try:
-        version = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise ArtifactError(path, "", "no active-version pointer", "write the active version into this file") from None
-    if not _VERSION.match(version):
-        raise ArtifactError(path, "", f"{version!r} is not a version name", "write one version, e.g. `3`")
+    version = read_pointer(surface_dir, ACTIVE_FILE)
+    if version is None:
+        raise ArtifactError(
+            surface_dir / ACTIVE_FILE, "", "no active-version pointer (missing or empty)",
+            "write the active version into this file",
+        )
     return version
 
 
-class BundleCache:
-    """Model bundles and calibrations loaded so far, so versions shared by policies load once."""
+def surface_dirs(policies: Path) -> list[Path]:
+    """The surface folders under `policies` (hidden entries, such as a ConfigMap's `..data`, skipped)."""
+    return sorted(p for p in policies.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def __init__(self, model_store: Path, intra_op_threads: int) -> None:
+
+class BundleCache:
+    """Model bundles and calibrations loaded so far, so versions shared by policies load once.
+
+    `bundles` seeds the cache with bundles a serving snapshot already holds (their ONNX sessions
+    are reused as they are).
+    """
+
+    def __init__(
+        self, model_store: Path, intra_op_threads: int, bundles: Mapping[str, ModelBundle] | None = None
+    ) -> None:
         self.model_store = model_store
         self.intra_op_threads = intra_op_threads
-        self.bundles: dict[str, ModelBundle] = {}
+        self.bundles: dict[str, ModelBundle] = dict(bundles or {})
 
     def bundle(self, name: str, version: str) -> ModelBundle:
         key = f"{name}/{version}"
@@ -81,21 +93,37 @@ class BundleCache:
 
     def bind(self, policy_path: Path) -> PolicyBinding:
         policy = load_policy(policy_path)
-        bundle = self.bundle(policy.model.name, policy.model.version)
+        name, version = policy.model.name, policy.model.version
+        if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():
+            raise PolicyError(
+                policy_path, "model", f"model {name}/{version} is not in the model store {self.model_store}",
+                f"point `model` at a bundle of the store (e.g. {_bundles_in(self.model_store)})",
+            )
+        bundle = self.bundle(name, version)
+        calibration_path = bundle.path / "calibration" / f"{policy.calibration_version}.json"
+        if policy.calibration_version not in bundle.calibrations and not calibration_path.is_file():
+            on_disk = sorted(p.stem for p in (bundle.path / "calibration").glob("*.json"))
+            raise PolicyError(
+                policy_path, "calibration_version",
+                f"calibration {policy.calibration_version!r} of {bundle.key} does not exist ({calibration_path})",
+                f"name one of the bundle's calibrations {on_disk}",
+            )
         calibration = self.calibration(bundle, policy.calibration_version)
         check_policy_against(policy, bundle.manifest, calibration.version, policy_path)
         return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration)
 
 
-def load_snapshot(model_store: Path, policies: Path, *, intra_op_threads: int = 1) -> ServingSnapshot:
+def load_snapshot(
+    model_store: Path, policies: Path, *, intra_op_threads: int = 1, reuse: Mapping[str, ModelBundle] | None = None
+) -> ServingSnapshot:
     """Load every surface under `policies`; problems are collected, not raised."""
-    cache = BundleCache(model_store, intra_op_threads)
+    cache = BundleCache(model_store, intra_op_threads, reuse)
     surfaces: dict[str, SurfaceRoute] = {}
     problems: list[str] = []
     if not policies.is_dir():
         problems.append(f"{policies}: policies folder not found (fix: point FUSIONRANK_POLICIES at it)")
         return ServingSnapshot(surfaces={}, problems=tuple(problems), loaded_at=time.time())
-    for surface_dir in sorted(p for p in policies.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for surface_dir in surface_dirs(policies):
         try:
             active = read_active_version(surface_dir)
         except ArtifactError as exc:
@@ -113,12 +141,37 @@ def load_snapshot(model_store: Path, policies: Path, *, intra_op_threads: int = 
                 f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
             )
             continue
-        surfaces[surface_dir.name] = SurfaceRoute(surface_dir.name, active, versions)
+        surfaces[surface_dir.name] = SurfaceRoute(
+            surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems)
+        )
     for problem in problems:
         log.error("artifact problem: %s", problem)
     return ServingSnapshot(
         surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=dict(cache.bundles)
     )
+
+
+def _bundles_in(model_store: Path) -> list[str]:
+    if not model_store.is_dir():
+        return []
+    return sorted(f"{m.name}/{v.name}" for m in model_store.iterdir() if m.is_dir() for v in m.iterdir() if v.is_dir())
+
+
+def _shadow(surface_dir: Path, versions: Mapping[str, PolicyBinding], active: str, problems: list[str]) -> str | None:
+    try:
+        shadow = read_pointer(surface_dir, SHADOW_FILE)
+    except ArtifactError as exc:
+        problems.append(str(exc))
+        return None
+    if shadow is None or shadow == active:
+        return None
+    if shadow not in versions:
+        problems.append(
+            f"{surface_dir / SHADOW_FILE}: shadow version {shadow!r} is not loadable; no shadow on surface"
+            f" {surface_dir.name!r} (fix: repair {shadow}.yaml or remove the shadow pointer)"
+        )
+        return None
+    return shadow
 
 
 def _sample_request(bundle_dir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,71 @@
+"""Admin API of the policy registry: list, validate, activate, roll back and shadow policy versions.
+
+Every route needs `Authorization: Bearer <token>` (see `app.api.auth`); with no token configured
+they all answer 404. Changes run in a worker thread (they read YAML and dry-run the golden batch)
+and are audited; a refused change answers 422 (or 404/409) and leaves the served policy as it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import AdminDep, RegistryDep
+
+__all__ = ["ShadowBody", "VersionBody", "router"]
+
+router = APIRouter(prefix="/admin/policies", tags=["admin"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong admin token"},
+    404: {"description": "admin API disabled (no token configured), unknown surface or version"},
+    422: {"description": "the policy failed validation or the golden-batch dry run; nothing changed"},
+}
+
+
+class VersionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=64, description="policy version, e.g. `2`")
+
+
+class ShadowBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(max_length=64, description="version to rank alongside; null stops shadowing")
+
+
+@router.get("", responses=_ERRORS)
+async def list_policies(_: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """List each surface's servable, active, previous and shadow policy versions."""
+    return await anyio.to_thread.run_sync(registry.describe)
+
+
+@router.post("/{surface}/validate", responses=_ERRORS)
+async def validate_policy(surface: str, body: VersionBody, _: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """Validate and dry-run a policy version without activating it."""
+    return await anyio.to_thread.run_sync(lambda: registry.check(surface, body.version))
+
+
+@router.post("/{surface}/activate", responses=_ERRORS)
+async def activate_policy(surface: str, body: VersionBody, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """Validate, dry-run and activate a policy version; the old one stays on any failure."""
+    change = await anyio.to_thread.run_sync(lambda: registry.activate(surface, body.version, who=who))
+    return change.to_dict()
+
+
+@router.post("/{surface}/rollback", responses={**_ERRORS, 409: {"description": "no previous version"}})
+async def rollback_policy(surface: str, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """Re-activate the version that was active before the last activation."""
+    change = await anyio.to_thread.run_sync(lambda: registry.rollback(surface, who=who))
+    return change.to_dict()
+
+
+@router.post("/{surface}/shadow", responses=_ERRORS)
+async def shadow_policy(surface: str, body: ShadowBody, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """Rank a version alongside the active one (metrics, and debug responses); null stops it."""
+    change = await anyio.to_thread.run_sync(lambda: registry.set_shadow(surface, body.version, who=who))
+    return change.to_dict()

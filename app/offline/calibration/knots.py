@@ -36,8 +36,9 @@ def pool_adjacent_violators(y: Array, w: Array) -> tuple[npt.NDArray[np.intp], A
         sums.append(yi * wi)
         # Pool while the last block's mean is not above the one before it.
         while len(weights) > 1 and sums[-1] * weights[-2] <= sums[-2] * weights[-1]:
-            weights[-2] += weights.pop()
-            sums[-2] += sums.pop()
+            last_w, last_sum = weights.pop(), sums.pop()
+            weights[-1] += last_w
+            sums[-1] += last_sum
             starts.pop()
     block_w = np.asarray(weights, dtype=np.float64)
     return np.asarray(starts, dtype=np.intp), block_w, np.asarray(sums, dtype=np.float64) / block_w

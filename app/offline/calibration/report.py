@@ -167,6 +167,7 @@ def _reliability_png(table: list[Bucket], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
 
     pred = np.array([b.avg_pred for b in table])
     rate = np.array([b.avg_label for b in table])
@@ -181,13 +182,16 @@ def _reliability_png(table: list[Bucket], path: Path, title: str) -> None:
                 color="tab:blue", markersize=4, linewidth=1, capsize=2, label="avg(label) per bucket, 95% CI")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(LogFormatterSciNotation())
+        axis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short log axis
     ax.set_xlim(floor, top)
     ax.set_ylim(floor, top)
     ax.set_xlabel("avg(prediction) in bucket")
     ax.set_ylabel("avg(label) in bucket")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

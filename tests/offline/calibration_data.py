@@ -24,7 +24,7 @@ def predictions_columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
     for task, base, slope in (("click", -2.6, 0.8), ("purchase", -4.8, 1.2)):
         z = rng.normal(base, 1.0, rows)
-        truth = slope * (z - base) + base - 0.4 + shift  # over-predicts, wrong slope, segment shifts
+        truth = slope * (z - base) + base - 0.9 + shift  # over-predicts, wrong slope, segment shifts
         columns[f"logit_{task}"] = z
         columns[f"label_{task}"] = (rng.random(rows) < sigmoid(truth)).astype(np.int8)
         columns[f"mask_{task}"] = (rng.random(rows) > 0.1).astype(np.int8)

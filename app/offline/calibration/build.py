@@ -76,7 +76,7 @@ def fit_predictions(
             fitted[columns.task] = fit_task(stats.per_task[columns.task], stats.cells, config.segments, config)
         except ValueError as exc:
             raise ArtifactError(source.path, columns.raw, f"cannot fit task {columns.task!r}: {exc}",
-                                "check that the task has observed rows in the fit split") from None
+                                "check the task's predictions and labels in the fit split") from None
     created = datetime.now(UTC).replace(microsecond=0)
     draft = CalibrationFile(
         schema_version=1, version=version, created_at=created, tasks=fitted,

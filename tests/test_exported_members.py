@@ -12,7 +12,7 @@ PUBLIC = {
     "app.monitoring": 2,
     "app.api": 3,
     "app.errors": 9,
-    "app.offline.calibration": 27,
+    "app.offline.calibration": 25,
 }
 
 

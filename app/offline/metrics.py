@@ -59,8 +59,9 @@ def brier(p: Array, y: Array) -> float:
     return float(np.mean((p - y) ** 2))
 
 
-def ece_equal_mass(p: Array, y: Array, bins: int = 10) -> float:
-    order = np.argsort(p, kind="stable")
+def ece_equal_mass(p: Array, y: Array, bins: int = 10, *, order: npt.NDArray[np.intp] | None = None) -> float:
+    """`order`: np.argsort(p, kind="stable") when the caller has it already (sorting dominates the cost)."""
+    order = np.argsort(p, kind="stable") if order is None else order
     total = len(p)
     ece = 0.0
     for chunk in np.array_split(order, bins):
@@ -83,19 +84,23 @@ def field_rce(p: Array, y: Array, values: npt.NDArray[np.generic]) -> float:
     positives = float(np.sum(y))
     if positives <= 0:
         return float("nan")
-    _, codes = np.unique(values, return_inverse=True)
-    codes = codes.reshape(-1)
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer) and (values.size == 0 or values.min() >= 0):
+        codes = values.astype(np.intp)  # already codes: skip the sort
+    else:
+        codes = np.unique(values, return_inverse=True)[1].reshape(-1)
     sum_p = np.bincount(codes, weights=p)
     sum_y = np.bincount(codes, weights=y)
     return float(np.sum(np.abs(sum_p - sum_y)) / positives)
 
 
-def auc(p: Array, y: Array) -> float:
+def auc(p: Array, y: Array, *, order: npt.NDArray[np.intp] | None = None) -> float:
+    """`order`: any argsort of p (ties are averaged whatever their order)."""
     positives = float(np.sum(y))
     negatives = len(y) - positives
     if positives == 0 or negatives == 0:
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
+    order = np.argsort(p, kind="stable") if order is None else order
     sorted_p = p[order]
     ranks = np.empty(len(p), dtype=np.float64)
     # average ranks over ties
@@ -108,14 +113,15 @@ def auc(p: Array, y: Array) -> float:
 
 def summary(p: Array, y: Array) -> dict[str, float]:
     """The metric set stored in manifests and calibration files."""
+    order = np.argsort(p, kind="stable")  # shared by the equal-mass ECE and the AUC
     return {
         "count": float(len(y)),
         "positives": float(np.sum(y)),
         "calibration_ratio": calibration_ratio(p, y),
-        "ece": ece_equal_mass(p, y),
+        "ece": ece_equal_mass(p, y, order=order),
         "ece_equal_width": ece_equal_width(p, y),
         "logloss": logloss(p, y),
         "normalised_entropy": normalised_entropy(p, y),
         "brier": brier(p, y),
-        "auc": auc(p, y),
+        "auc": auc(p, y, order=order),
     }

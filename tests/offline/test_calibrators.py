@@ -55,7 +55,7 @@ def test_knot_tables_are_strictly_increasing_and_calibrated(calibrator: Isotonic
     z, y = _data()
     fitted = calibrator.fit(z, y)
     assert np.all(np.diff(fitted.x_) > 0) and np.all(np.diff(fitted.y_) > 0)
-    assert 0 < fitted.y_[0] and fitted.y_[-1] < 1
+    assert fitted.y_[0] > 0 and fitted.y_[-1] < 1
     p = fitted.apply(z)
     assert p.sum() / y.sum() == pytest.approx(1.0, abs=0.01)
     params = fitted.to_params()
@@ -94,7 +94,7 @@ def test_histogram_uses_equal_mass_buckets_and_caps_them_by_positives() -> None:
 
 
 def test_strict_knots_break_ties_and_clip_rates() -> None:
-    x, y = strict_knots(np.array([-3.0, -1.0, 2.0]), np.array([0.0, 0.0, 1.0]))
+    _x, y = strict_knots(np.array([-3.0, -1.0, 2.0]), np.array([0.0, 0.0, 1.0]))
     assert np.all(np.diff(y) > 0) and y[0] > 0 and y[-1] < 1
     x1, y1 = strict_knots(np.array([0.5]), np.array([0.2]))
     assert len(x1) == 2 and y1[0] < 0.2 < y1[1]

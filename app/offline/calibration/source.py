@@ -181,9 +181,12 @@ def encode_column(batch: pa.RecordBatch, column: str) -> tuple[npt.NDArray[np.in
     import pyarrow as pa
 
     array = batch.column(column)
-    if not pa.types.is_string(array.type):
-        array = array.cast(pa.string())
-    encoded = array.dictionary_encode()
+    if pa.types.is_dictionary(array.type) and pa.types.is_string(array.type.value_type):
+        encoded = array  # Parquet keeps low-cardinality strings dictionary-encoded: use that as is
+    else:
+        if not pa.types.is_string(array.type):
+            array = array.cast(pa.string())
+        encoded = array.dictionary_encode()
     dictionary = [str(v) for v in encoded.dictionary.to_pylist()] + [MISSING]
     codes = encoded.indices.fill_null(len(dictionary) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
     return codes, dictionary

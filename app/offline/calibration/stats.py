@@ -39,7 +39,8 @@ class LogitGrid:
     def index(self, z: Array) -> npt.NDArray[np.intp]:
         """z: [R] logits -> bin index [R] in [0, bins)."""
         scaled = (np.asarray(z, dtype=np.float64) - self.lo) * (self.bins / (self.hi - self.lo))
-        return np.clip(np.floor(scaled), 0, self.bins - 1).astype(np.intp)
+        # Clipped to [0, bins) first, the truncating cast is the floor.
+        return np.clip(scaled, 0.0, self.bins - 0.5).astype(np.intp)
 
 
 @dataclass(frozen=True, slots=True)

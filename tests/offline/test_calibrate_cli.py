@@ -182,3 +182,18 @@ def test_unknown_method_and_missing_destination_are_refused(predictions: Path) -
 
 def test_calibration_file_is_valid_json(fitted: Path) -> None:
     json.loads(fitted.read_text())
+
+
+def test_calibrate_runs_without_importing_torch(predictions: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from app.cli import app; "
+        f"r = CliRunner().invoke(app, ['calibrate', 'fit', '--predictions', {str(predictions)!r}, "
+        f"'--segment', 'user_tenure', '--out', {str(tmp_path / 'c.json')!r}, '--no-progress']); "
+        "assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -63,13 +63,16 @@ def demo(
     result = run_demo(out, DemoConfig(seed=seed, rows=rows, epochs=epochs, show_progress=progress))
     console = Console()
     table = Table(title=f"{result.manifest.name}/{result.manifest.version} on held-out days")
-    for column in ("task", "AUC", "ratio raw", "ratio calibrated", "logloss raw", "logloss calibrated"):
+    features = [s.feature for s in next(iter(result.calibration.tasks.values())).segments]
+    for column in ("task", "AUC", "ratio raw", "ratio calibrated", "logloss raw", "logloss calibrated",
+                   *(f"Field-RCE {f} raw → cal." for f in features)):
         table.add_column(column)
     for task, cal in result.calibration.tasks.items():
         before, after = cal.metrics.before, cal.metrics.after
         table.add_row(
             task, f"{before['auc']:.3f}", f"{before['calibration_ratio']:.3f}", f"{after['calibration_ratio']:.3f}",
             f"{before['logloss']:.5f}", f"{after['logloss']:.5f}",
+            *(f"{before[f'field_rce.{f}']:.3f} → {after[f'field_rce.{f}']:.3f}" for f in features),
         )
     console.print(table)
     if result.manifest.parity is not None:

@@ -9,7 +9,7 @@ from sklearn.isotonic import IsotonicRegression
 from app.artifacts import HistogramParams, IsotonicParams, TemperatureParams
 from app.offline.calibration import HistogramCalibrator, IsotonicCalibrator, TemperatureCalibrator
 from app.offline.calibration.knots import pool_adjacent_violators, strict_knots
-from app.serving.calibration import calibrated_logit, sigmoid
+from app.serving.calibration import calibrated_logit, logit, sigmoid
 
 
 def _data(n: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +74,9 @@ def test_isotonic_knots_are_the_pooled_rates() -> None:
     y[2000:2300] = 1  # 0.3 at 0
     y[3000:3600] = 1  # 0.6 at 1
     fitted = IsotonicCalibrator().fit(z, y)
-    np.testing.assert_allclose(fitted.x_, [-1.5, 0.0, 1.0])
-    np.testing.assert_allclose(fitted.y_, [0.075, 0.3, 0.6], rtol=1e-5)
+    np.testing.assert_allclose(fitted.x_[1:-1], [-1.5, 0.0, 1.0])  # plus one guard knot at each end
+    np.testing.assert_allclose(fitted.y_[1:-1], [0.075, 0.3, 0.6], rtol=1e-5)
+    assert (fitted.x_[0], fitted.x_[-1]) == (-2.5, 2.0)
     assert isinstance(fitted.to_params(), IsotonicParams)
 
 
@@ -86,10 +87,10 @@ def test_histogram_uses_equal_mass_buckets_and_caps_them_by_positives() -> None:
     fitted = HistogramCalibrator(bins=10).fit(z, y)
     # ten buckets of 10% each: the first knot is the mean logit of the lowest decile
     lowest = np.sort(z)[:10_000]
-    assert fitted.x_[0] == pytest.approx(lowest.mean(), abs=1e-3)
-    assert len(fitted.x_) == 10
+    assert fitted.x_[1] == pytest.approx(lowest.mean(), abs=1e-3)  # x_[0] is the guard knot
+    assert len(fitted.x_) == 10 + 2
     rare = (rng.random(z.size) < 0.0005).astype(float)  # ~50 positives: at most 2 buckets of >= 20
-    assert len(HistogramCalibrator(bins=10).fit(z, rare).x_) <= 2
+    assert len(HistogramCalibrator(bins=10).fit(z, rare).x_) <= 2 + 2
     assert isinstance(fitted.to_params(), HistogramParams)
 
 
@@ -97,4 +98,16 @@ def test_strict_knots_break_ties_and_clip_rates() -> None:
     _x, y = strict_knots(np.array([-3.0, -1.0, 2.0]), np.array([0.0, 0.0, 1.0]))
     assert np.all(np.diff(y) > 0) and y[0] > 0 and y[-1] < 1
     x1, y1 = strict_knots(np.array([0.5]), np.array([0.2]))
-    assert len(x1) == 2 and y1[0] < 0.2 < y1[1]
+    assert len(x1) == 4 and y1[1] < 0.2 < y1[2]
+
+
+def test_extrapolation_slopes_are_bounded_beyond_the_data() -> None:
+    # neighbouring blocks 0.1 logit apart with very different rates: an end slope of ~50
+    x, y = strict_knots(np.array([-3.0, -2.9, 0.0, 0.1]), np.array([0.001, 0.1, 0.2, 0.9]))
+    ly = logit(np.array(y))
+    slopes = np.diff(ly) / np.diff(x)
+    assert 0.05 - 1e-9 <= slopes[0] <= 2.0 + 1e-9 and 0.05 - 1e-9 <= slopes[-1] <= 2.0 + 1e-9
+    assert slopes[-1] == pytest.approx(2.0)
+    assert slopes[1] > 40  # inside the data the table is unchanged
+    p = sigmoid(calibrated_logit(IsotonicParams(x=x, y=y), np.array([1.1, 3.0])))
+    assert p[1] < sigmoid(np.array([logit(np.array([0.9]))[0] + 2.0 * 2.9]))[0] + 1e-12

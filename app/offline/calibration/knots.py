@@ -5,7 +5,10 @@ slopes, so a table is usable only when x and y are both strictly increasing (a f
 candidates, a falling one flip them). `strict_knots` guarantees that:
 1. rates are clipped to [1e-7, 1 - 1e-7] (a pooled block without positives has rate 0);
 2. in logit space each knot is raised to at least the previous one + `min_step` (1e-6 by default),
-   which moves a probability by at most ~1e-6 relative per knot: far below any measurable effect.
+   which moves a probability by at most ~1e-6 relative per knot: far below any measurable effect;
+3. one guard knot is added 1 logit beyond each end, so that the extrapolation slope (calibrated
+   logit per raw logit) lies in [0.05, 2]: the slope between two neighbouring pooled blocks can be
+   30 or more, and extrapolating that would send every candidate just past the last knot to p ~ 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = ["pool_adjacent_violators", "strict_knots"]
 
 Array = npt.NDArray[np.float64]
 RATE_CLIP = 1e-7
+END_SLOPES = (0.05, 2.0)  # bounds of the extrapolation slope beyond the data
 
 
 def pool_adjacent_violators(y: Array, w: Array) -> tuple[npt.NDArray[np.intp], Array, Array]:
@@ -47,7 +51,7 @@ def pool_adjacent_violators(y: Array, w: Array) -> tuple[npt.NDArray[np.intp], A
 def strict_knots(x: Array, y: Array, *, min_step: float = 1e-6) -> tuple[list[float], list[float]]:
     """x strictly increasing logits [M >= 1], y non-decreasing rates [M] -> a valid knot table.
 
-    A single knot becomes two (x -/+ 0.5, identity slope), so the table always has >= 2 knots.
+    A single knot becomes two (x -/+ 0.5, identity slope); with the guard knots the table has M + 2.
     """
     x = np.asarray(x, dtype=np.float64)
     ly = logit(np.clip(np.asarray(y, dtype=np.float64), RATE_CLIP, 1.0 - RATE_CLIP))
@@ -57,6 +61,10 @@ def strict_knots(x: Array, y: Array, *, min_step: float = 1e-6) -> tuple[list[fl
     out = ly.copy()
     for k in range(1, out.size):
         out[k] = max(out[k], out[k - 1] + min_step)
+    low = float(np.clip((out[1] - out[0]) / (x[1] - x[0]), *END_SLOPES))
+    high = float(np.clip((out[-1] - out[-2]) / (x[-1] - x[-2]), *END_SLOPES))
+    x = np.r_[x[0] - 1.0, x, x[-1] + 1.0]
+    out = np.r_[out[0] - low, out, out[-1] + high]
     probabilities = sigmoid(out)
     # Far in the tails sigmoid can round two distinct logits to one float; drop such knots.
     keep = np.r_[True, np.diff(probabilities) > 0] & (probabilities > 0) & (probabilities < 1)

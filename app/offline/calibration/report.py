@@ -167,7 +167,7 @@ def _reliability_png(table: list[Bucket], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     pred = np.array([b.avg_pred for b in table])
     rate = np.array([b.avg_label for b in table])
@@ -183,8 +183,10 @@ def _reliability_png(table: list[Bucket], path: Path, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(LogFormatterSciNotation())
-        axis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short log axis
+        # Labels at 1, 2 and 5 x 10^k, as plain numbers; unlabelled minor ticks (labels would overlap).
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlim(floor, top)
     ax.set_ylim(floor, top)
     ax.set_xlabel("avg(prediction) in bucket")

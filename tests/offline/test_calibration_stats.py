@@ -69,3 +69,12 @@ def test_grid_clamps_extreme_logits_into_the_end_bins() -> None:
     grid = LogitGrid(lo=-4, hi=4, bins=8)
     np.testing.assert_array_equal(grid.index(np.array([-100.0, -4.0, -3.5, 0.0, 3.99, 4.0, 1e9])),
                                   [0, 0, 0, 4, 7, 7, 7])
+
+
+def test_too_many_segment_cells_are_refused_with_the_features_named() -> None:
+    from app.offline.calibration.stats import MAX_CELLS
+
+    stats = CalibrationStats(tasks=("click",), segment_features=("user_id",))
+    ids = np.array([f"u{i}" for i in range(MAX_CELLS + 1)])
+    with pytest.raises(ValueError, match=r"more than 1024 combinations of the segment features \['user_id'\]"):
+        stats.cell_ids({"user_id": ids}, ids.size)

@@ -89,7 +89,11 @@ def collect(
                 keys = np.arange(out.rows, out.rows + n, dtype=np.int64)
             held = holdout_mask(keys, holdout_fraction)
             encoded = [encode_column(batch, s) for s in segments]
-            cells = stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], n)
+            try:
+                cells = stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], n)
+            except ValueError as exc:
+                raise ArtifactError(source.path, ", ".join(segments), str(exc),
+                                    "segment by fewer or lower-cardinality features (not ids)") from None
             for columns_of in tasks:
                 z = source.raw_logits(batch, columns_of, out.rows)
                 y, w = source.observed(batch, columns_of, z, out.rows)

@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BinnedRows", "CalibrationStats", "LogitGrid", "TaskStats"]
+__all__ = ["MAX_CELLS", "BinnedRows", "CalibrationStats", "LogitGrid", "TaskStats"]
 
 Array = npt.NDArray[np.float64]
 Cell = tuple[str, ...]
+# 1024 cells x 4096 bins x 3 sums x 8 bytes = 100 MB per task: segment features are meant to be few
+# and of low cardinality (tenure, item type, country), not ids.
+MAX_CELLS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,9 @@ class CalibrationStats:
     ) -> npt.NDArray[np.intp]:
         """Cell index per row from dictionary-encoded segment columns: codes[j] [R] index dictionaries[j]."""
         if not self.segment_features:
-            return np.full(rows, self._register(()), dtype=np.intp)
+            cell = self._register(())
+            self._grow()
+            return np.full(rows, cell, dtype=np.intp)
         combined = np.zeros(rows, dtype=np.int64)
         for column, dictionary in zip(codes, dictionaries, strict=True):
             combined = combined * len(dictionary) + column  # mixed radix: one integer per combination
@@ -147,17 +152,25 @@ class CalibrationStats:
                 key, code = divmod(key, len(dictionary))
                 parts.append(dictionary[code])
             ids[k] = self._register(tuple(reversed(parts)))
+        self._grow()  # once per batch: growing per new cell would copy the tables again and again
         return ids[inverse.reshape(-1)]
 
     def _register(self, cell: Cell) -> int:
+        """Id of a cell, new cells appended; call `_grow` after a run of registrations."""
         known = self._cell_ids.get(cell)
         if known is not None:
             return known
+        if len(self.cells) >= MAX_CELLS:
+            raise ValueError(
+                f"more than {MAX_CELLS} combinations of the segment features {list(self.segment_features)}"
+            )
         self._cell_ids[cell] = len(self.cells)
         self.cells.append(cell)
+        return len(self.cells) - 1
+
+    def _grow(self) -> None:
         for stats in self.per_task.values():
             stats.grow(len(self.cells))
-        return len(self.cells) - 1
 
     def add(self, task: str, logits: Array, labels: Array, weights: Array, cells: npt.NDArray[np.intp]) -> None:
         """Accumulate rows of one task: logits, labels, weights (0 = masked) and cell ids, all [R]."""
@@ -178,6 +191,7 @@ class CalibrationStats:
         if (other.tasks, other.segment_features, other.grid) != (self.tasks, self.segment_features, self.grid):
             raise ValueError("statistics with different tasks, segment features or grids do not merge")
         ids = np.array([self._register(cell) for cell in other.cells], dtype=np.intp)
+        self._grow()
         for task in self.tasks:
             mine, theirs = self.per_task[task], other.per_task[task]
             np.add.at(mine.weight, ids, theirs.weight)

@@ -12,6 +12,7 @@ PUBLIC = {
     "app.monitoring": 11,
     "app.api": 5,
     "app.errors": 10,
+    "app.offline.calibration": 25,
 }
 
 

@@ -1,7 +1,8 @@
 """Read artifact files and check their cross-references; every failure is an `ArtifactError`.
 
 Checks: a manifest's sha256 matches its model.onnx; a calibration names the same model name,
-version and sha and covers every task; a policy's tasks, attributes, guardrails and overrides exist
+version and sha, covers every task, and corrects only segment values in the model's vocabulary;
+a policy's tasks, attributes, guardrails and overrides exist
 in its model, calibration and attribute declarations.
 """
 
@@ -143,14 +144,22 @@ def check_calibration_for(calibration: CalibrationFile, manifest: ModelManifest,
             path, "tasks", f"tasks missing: {missing}, tasks unknown to the model: {unknown}",
             f"calibrate exactly the model's tasks {tasks}",
         )
-    categorical = set(manifest.features.categorical_names())
+    vocabularies = {f.name: f.vocabulary for f in manifest.features.categorical}
     for task, cal in calibration.tasks.items():
         for i, seg in enumerate(cal.segments):
-            if seg.feature not in categorical:
+            if seg.feature not in vocabularies:
                 raise ArtifactError(
                     path, f"tasks.{task}.segments[{i}].feature",
                     f"segment feature {seg.feature!r} is not a categorical feature of the model",
-                    f"use one of {sorted(categorical)}",
+                    f"use one of {sorted(vocabularies)}",
+                )
+            # A value outside the vocabulary is encoded as out-of-vocabulary: its correction would never apply.
+            unknown_values = sorted(set(seg.values) - set(vocabularies[seg.feature]))
+            if unknown_values:
+                raise ArtifactError(
+                    path, f"tasks.{task}.segments[{i}].values",
+                    f"values {unknown_values[:5]} are not in the vocabulary of {seg.feature!r}",
+                    "refit with `fusionrank calibrate fit --model <bundle dir>`, which keeps only the model's values",
                 )
 
 

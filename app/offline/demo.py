@@ -1,4 +1,4 @@
-"""`fusionrank demo`: synthetic log -> trained multi-task model -> ONNX -> Platt calibration -> bundle.
+"""`fusionrank demo`: synthetic log -> trained multi-task model -> ONNX -> calibration -> bundle.
 
 Periods of the synthetic log: train on days [0, 21), fit calibration on [21, 25), hold out [25, 28).
 Everything is seeded, and timestamps come from the data, so a seed reproduces the bundle byte for byte.
@@ -17,13 +17,7 @@ import torch
 import yaml
 
 from app import __version__
-from app.artifacts.calibration import (
-    BeforeAfter,
-    CalibrationFile,
-    FittedFor,
-    ReferenceDistribution,
-    TaskCalibration,
-)
+from app.artifacts.calibration import BeforeAfter, CalibrationFile, FittedFor
 from app.artifacts.common import sha256_file
 from app.artifacts.manifest import (
     CategoricalFeature,
@@ -35,7 +29,13 @@ from app.artifacts.manifest import (
     TrainingWindow,
 )
 from app.offline import synthetic as syn
-from app.offline.calibration import PlattCalibrator, drift_edges, reference_fractions
+from app.offline.calibration import (
+    CalibrationStats,
+    FitConfig,
+    OfflineCalibration,
+    fit_task,
+    held_out_metrics,
+)
 from app.offline.export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.offline.metrics import summary
 from app.offline.model import MultiTaskRanker
@@ -159,27 +159,38 @@ def _fit_calibration(
     manifest: ModelManifest, calib: syn.DemoLog, calib_logits: npt.NDArray[np.float64],
     holdout: syn.DemoLog, holdout_logits: npt.NDArray[np.float64],
 ) -> CalibrationFile:
-    tasks = {}
+    """Per task: global Platt + segment corrections on SEGMENTS, fitted on days 21-25 with the same
+    statistics and fitter as `calibrate fit`; metrics on days 25-28 through the service's apply."""
+    segments = tuple(syn.SEGMENTS)
+    vocabularies = {f.name: f.vocabulary for f in manifest.features.categorical if f.name in segments}
+    config = FitConfig(method="platt", segments=segments, vocabularies=vocabularies)
+    stats = CalibrationStats(tasks=tuple(syn.TASKS), segment_features=segments)
+    cells = stats.cell_ids({f: calib.categorical[f] for f in segments}, len(calib))
     for i, task in enumerate(syn.TASKS):
-        observed = calib.mask[:, i] > 0
-        platt = PlattCalibrator().fit(calib_logits[observed, i], calib.labels[observed, i])
-        calibrated = platt.apply(calib_logits[observed, i])
-        edges = drift_edges(calibrated)
-        tasks[task] = TaskCalibration(
-            calibrator=platt.to_params(),
-            bucket_edges=edges,
-            reference=ReferenceDistribution(fractions=reference_fractions(calibrated, edges)),
-            metrics=BeforeAfter(
-                before=_masked_summary(sigmoid(holdout_logits[:, i]), holdout, i),
-                after=_masked_summary(platt.apply(holdout_logits[:, i]), holdout, i),
-            ),
-        )
-    return CalibrationFile(
+        stats.add(task, calib_logits[:, i], calib.labels[:, i], calib.mask[:, i], cells)
+    tasks = {task: fit_task(stats.per_task[task], stats.cells, segments, config) for task in syn.TASKS}
+    draft = CalibrationFile(
         schema_version=1, version=CALIBRATION_VERSION,
         model=FittedFor(name=manifest.name, version=manifest.version, sha256=manifest.model_sha256),
         created_at=syn.event_time(syn.DAYS * 24), tasks=tasks,
-        notes="Global Platt scaling per task, fitted on days 21-25 of the demo log; metrics on days 25-28.",
+        notes=("Global Platt scaling per task plus per-value corrections for user_tenure and item_type"
+               " (shrunk toward identity), fitted on days 21-25 of the demo log; metrics on days 25-28."),
     )
+    applier = OfflineCalibration(draft, list(syn.TASKS), vocabularies)
+    categorical = np.stack(
+        [applier.codes(f, holdout.categorical[f].tolist()) for f in applier.features], axis=1
+    ) if len(holdout) else np.zeros((0, len(applier.features)), dtype=np.int64)
+    calibrated = applier.apply(holdout_logits, categorical)
+    codes = {f: np.unique(holdout.categorical[f], return_inverse=True)[1].reshape(-1) for f in segments}
+    for i, task in enumerate(syn.TASKS):
+        observed = holdout.mask[:, i] > 0
+        y = holdout.labels[observed, i]
+        seg = {f: c[observed] for f, c in codes.items()}
+        tasks[task] = tasks[task].model_copy(update={"metrics": BeforeAfter(
+            before=held_out_metrics(sigmoid(holdout_logits[observed, i]), y, seg),
+            after=held_out_metrics(calibrated[observed, i], y, seg),
+        )})
+    return draft.model_copy(update={"tasks": tasks})
 
 
 def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:

@@ -78,13 +78,27 @@ class CalibrationSet:
     """A calibration file compiled against one manifest for vectorised application."""
 
     def __init__(self, calibration: CalibrationFile, manifest: ModelManifest) -> None:
+        categorical = [(f.name, f.vocabulary) for f in manifest.features.categorical]
+        self._compile(calibration, manifest.task_names(), categorical)
+
+    @classmethod
+    def for_vocabularies(
+        cls, calibration: CalibrationFile, tasks: list[str], categorical: list[tuple[str, list[str]]]
+    ) -> CalibrationSet:
+        """Without a manifest (offline): `tasks` in column order, `categorical` (feature, vocabulary)
+        in column order of the codes passed to `apply` (code = 1 + position, 0 = unknown)."""
+        compiled = cls.__new__(cls)
+        compiled._compile(calibration, tasks, categorical)
+        return compiled
+
+    def _compile(
+        self, calibration: CalibrationFile, tasks: list[str], categorical: list[tuple[str, list[str]]]
+    ) -> None:
         self.version = calibration.version
         self.file = calibration
-        columns = {f.name: j for j, f in enumerate(manifest.features.categorical)}
-        vocabularies = {f.name: f.vocabulary for f in manifest.features.categorical}
-        self._tasks = tuple(
-            _compile_task(calibration.tasks[task], columns, vocabularies) for task in manifest.task_names()
-        )
+        columns = {name: j for j, (name, _) in enumerate(categorical)}
+        vocabularies = dict(categorical)
+        self._tasks = tuple(_compile_task(calibration.tasks[task], columns, vocabularies) for task in tasks)
 
     def apply(self, logits: npt.NDArray[np.floating], categorical: npt.NDArray[np.int64]) -> Array:
         """logits: [B, T] in manifest task order; categorical: [B, C] encoded inputs -> p [B, T]."""

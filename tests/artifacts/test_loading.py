@@ -91,6 +91,9 @@ def test_invalid_json_names_the_line(store_copy: tuple[Path, Path]) -> None:
         (lambda d: d["tasks"].update(extra=d["tasks"]["click"]), "tasks"),
         (lambda d: d["tasks"]["click"].update(segments=[{"feature": "nope", "values": {}}]),
          "tasks.click.segments[0].feature"),
+        (lambda d: d["tasks"]["hide"].update(segments=[{"feature": "user_tenure", "values": {
+            "new": {"a": 1.0, "b": -0.2, "count": 10}, "veteran": {"a": 1.0, "b": 0.1, "count": 10}}}]),
+         "tasks.hide.segments[0].values"),
     ],
 )
 def test_calibration_for_another_model_is_refused(store_copy: tuple[Path, Path], edit: Any, field: str) -> None:

@@ -104,3 +104,12 @@ def test_calibration_improves_the_rare_tasks_ratio(demo_out: Path) -> None:
     click = calibration.tasks["click"].metrics
     # class-weighted training over-predicts; Platt brings the ratio back toward 1
     assert abs(click.after["calibration_ratio"] - 1) < abs(click.before["calibration_ratio"] - 1)
+
+
+def test_demo_calibration_corrects_segments(demo_out: Path) -> None:
+    calibration = load_calibration(demo_out / "model_store" / "demo_ranker" / "1" / "calibration" / "1.json")
+    for task in calibration.tasks.values():
+        assert [s.feature for s in task.segments] == list(syn.SEGMENTS)
+        assert "field_rce.user_tenure" in task.metrics.after
+    click = calibration.tasks["click"].metrics
+    assert click.after["field_rce.item_type"] < click.before["field_rce.item_type"]

@@ -3,6 +3,8 @@
 As in Platt (1999), targets are smoothed to (N+ + 1) / (N+ + 2) and 1 / (N- + 2), and a weak
 Gaussian prior pulls (a, b) toward the identity (1, 0): a rare task with a handful of positives
 (or none, in a small window) still gets a finite, order-preserving fit instead of a = 0.
+Labels may be fractional (a fine bin given as one weighted row with its label rate): the smoothed
+target of a row is then y * t+ + (1 - y) * t-, which is the same log-loss as the bin's 0/1 rows.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class PlattCalibrator:
         self.tol = tol
 
     def fit(self, logits: Array, labels: Array, sample_weight: Array | None = None) -> PlattCalibrator:
-        """logits, labels, sample_weight: [R]. Rows with weight 0 (masked labels) are ignored."""
+        """logits, labels (in [0, 1]), sample_weight: [R]. Rows with weight 0 (masked labels) are ignored."""
         z = np.asarray(logits, dtype=np.float64)
         y = np.asarray(labels, dtype=np.float64)
         w = np.ones_like(z) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -39,7 +41,7 @@ class PlattCalibrator:
         if self.smoothing:
             positives = float(np.sum(w * y))
             negatives = float(np.sum(w * (1 - y)))
-            y = np.where(y > 0.5, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+            y = y * ((positives + 1) / (positives + 2)) + (1 - y) * (1 / (negatives + 2))
         lam = self.prior_strength
         a, b = 1.0, 0.0
         for _ in range(self.max_iter):
@@ -59,6 +61,12 @@ class PlattCalibrator:
 
     def to_params(self) -> PlattParams:
         return PlattParams(a=self.a_, b=self.b_)
+
+    @classmethod
+    def from_params(cls, params: PlattParams) -> PlattCalibrator:
+        fitted = cls()
+        fitted.a_, fitted.b_ = params.a, params.b
+        return fitted
 
     def apply(self, logits: Array) -> Array:
         """Calibrated probabilities, computed by the serving code itself."""

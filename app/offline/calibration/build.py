@@ -1,0 +1,119 @@
+"""`calibrate fit` end to end: predictions file -> statistics -> per-task fit -> a calibration file.
+
+Held-out metrics (`metrics.before` / `metrics.after` of every task) are the `summary` set plus
+`field_rce.<feature>` for each segment feature, computed on the held-out rows (see
+`app.offline.calibration.collect` for the split) with the raw sigmoid(logit) before and the file's
+own apply (the service's code) after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from app.artifacts.calibration import BeforeAfter, CalibrationFile, FittedFor, TaskCalibration
+from app.artifacts.manifest import ModelManifest
+from app.errors import ArtifactError
+from app.offline.calibration.apply import OfflineCalibration
+from app.offline.calibration.collect import Collected, collect
+from app.offline.calibration.fit import FitConfig, fit_task
+from app.offline.calibration.source import MISSING, PredictionFile
+from app.offline.metrics import field_rce, summary
+from app.serving.calibration import sigmoid
+
+__all__ = ["FitOutcome", "fit_predictions", "held_out_metrics"]
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class FitOutcome:
+    calibration: CalibrationFile
+    rows: int
+    held_out_rows: int
+    split_key: str | None
+
+
+def held_out_metrics(p: Array, y: Array, segment_codes: Mapping[str, npt.NDArray[np.int64]]) -> dict[str, float]:
+    """`summary` plus Field-RCE per segment feature; segment_codes: feature -> [R] value codes."""
+    out = summary(p, y)
+    for feature, codes in segment_codes.items():
+        out[f"field_rce.{feature}"] = field_rce(p, y, codes)
+    return out
+
+
+def fit_predictions(
+    source: PredictionFile, config: FitConfig, *, version: str, manifest: ModelManifest | None = None,
+    holdout_fraction: float = 0.2, holdout_key: str | None = "group_id", show_progress: bool = True,
+) -> FitOutcome:
+    """Fit every task of `source` (with `manifest`: exactly the model's tasks) into one calibration file."""
+    vocabularies: dict[str, list[str]] | None = None
+    if manifest is not None:
+        categorical = {f.name: f.vocabulary for f in manifest.features.categorical}
+        for feature in config.segments:
+            if feature not in categorical:
+                raise ArtifactError(source.path, feature, f"--segment {feature} is not a categorical feature of"
+                                    f" {manifest.name}/{manifest.version}", f"use one of {sorted(categorical)}")
+        vocabularies = {f: categorical[f] for f in config.segments}
+    tasks = source.tasks(need_labels=True, only=manifest.task_names() if manifest else None)
+    collected = collect(source, tasks, config.segments, holdout_fraction=holdout_fraction, key=holdout_key,
+                        show_progress=show_progress)
+    if collected.held_out_rows == 0 or collected.held_out_rows == collected.rows:
+        raise ArtifactError(source.path, "", f"the hold-out split left {collected.held_out_rows} of"
+                            f" {collected.rows} rows held out", "use more rows or another --holdout fraction")
+    stats = collected.stats
+    if vocabularies is None:
+        vocabularies = {f: [v for v in stats.values_of(f) if v != MISSING] for f in config.segments}
+    config = FitConfig(method=config.method, segments=config.segments, shrinkage_prior=config.shrinkage_prior,
+                       drift_buckets=config.drift_buckets, vocabularies=vocabularies)
+    fitted: dict[str, TaskCalibration] = {}
+    for columns in tasks:
+        try:
+            fitted[columns.task] = fit_task(stats.per_task[columns.task], stats.cells, config.segments, config)
+        except ValueError as exc:
+            raise ArtifactError(source.path, columns.raw, f"cannot fit task {columns.task!r}: {exc}",
+                                "check the task's predictions and labels in the fit split") from None
+    created = datetime.now(UTC).replace(microsecond=0)
+    draft = CalibrationFile(
+        schema_version=1, version=version, created_at=created, tasks=fitted,
+        model=None if manifest is None else FittedFor(name=manifest.name, version=manifest.version,
+                                                      sha256=manifest.model_sha256),
+        notes=(f"method {config.method}; segments {list(config.segments) or 'none'} (shrinkage pseudo-count"
+               f" {config.shrinkage_prior:g}); fitted on {collected.rows - collected.held_out_rows} rows of"
+               f" {source.path.name}, metrics on {collected.held_out_rows} held-out rows (split by"
+               f" {collected.key or 'row number'})."),
+    )
+    with_metrics = _add_metrics(draft, collected, vocabularies)
+    return FitOutcome(with_metrics, collected.rows, collected.held_out_rows, collected.key)
+
+
+def _add_metrics(draft: CalibrationFile, collected: Collected, vocabularies: dict[str, list[str]]) -> CalibrationFile:
+    stats = collected.stats
+    features = stats.segment_features
+    applier = OfflineCalibration(draft, list(draft.tasks), vocabularies)
+    # Vocabulary code of every (cell, feature): [cells, F]; 0 for values without a code (unknown, null).
+    cell_codes = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
+    for j, feature in enumerate(features):
+        cell_codes[:, j] = applier.codes(feature, stats.cell_values(feature))
+    # Field-RCE groups rows by their value, known or not, so it uses the cell's value index instead.
+    value_ids = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
+    for j, feature in enumerate(features):
+        _, inverse = np.unique(np.array(stats.cell_values(feature), dtype=str), return_inverse=True)
+        value_ids[:, j] = inverse.reshape(-1)
+    tasks: dict[str, TaskCalibration] = {}
+    for t, (task, cal) in enumerate(draft.tasks.items()):
+        held = collected.held_out[task]
+        logits = np.zeros((held.z.size, len(draft.tasks)))
+        logits[:, t] = held.z
+        p_after = applier.apply(logits, cell_codes[held.cell])[:, t]
+        segment_codes = {f: value_ids[held.cell, j] for j, f in enumerate(features)}
+        metrics = BeforeAfter(
+            before=held_out_metrics(sigmoid(held.z), held.y, segment_codes),
+            after=held_out_metrics(p_after, held.y, segment_codes),
+        )
+        tasks[task] = cal.model_copy(update={"metrics": metrics})
+    return draft.model_copy(update={"tasks": tasks})

@@ -1,0 +1,113 @@
+"""Stream a predictions file into fit statistics and a held-out sample, in one pass.
+
+Held-out split: a row is held out when hash(key) / 2**64 < `holdout_fraction`, where hash is
+SplitMix64 of the row's integer key column (default `group_id`, so all candidates of one request
+land on the same side) or, when the file has no such column, of the row number. The split is
+therefore deterministic and the same for every task and every run. Fit rows only feed the
+mergeable sums (`CalibrationStats`); held-out rows are kept (raw logit, label, cell; masked rows
+dropped) so that before/after metrics that need sorting (AUC, equal-mass ECE) are exact: memory
+grows with the held-out fraction of the file, not with the fit part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from app.errors import ArtifactError
+from app.offline.calibration.source import PredictionFile, TaskColumns, encode_column
+from app.offline.calibration.stats import CalibrationStats, LogitGrid
+from app.offline.progress import progress_bar
+
+__all__ = ["Collected", "HeldOut", "collect", "holdout_mask", "splitmix64"]
+
+Array = npt.NDArray[np.float64]
+
+
+def splitmix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The SplitMix64 finaliser (uint64 arithmetic wraps, as intended)."""
+    z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return np.asarray(z ^ (z >> np.uint64(31)), dtype=np.uint64)
+
+
+def holdout_mask(keys: npt.NDArray[np.int64], fraction: float) -> npt.NDArray[np.bool_]:
+    """True for held-out rows: hash(key) / 2**64 < fraction."""
+    hashed = splitmix64(np.asarray(keys).astype(np.int64).view(np.uint64))
+    return np.asarray((hashed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction)
+
+
+@dataclass(slots=True)
+class HeldOut:
+    """Held-out observed rows of one task: raw logits z, labels y and segment cell ids, all [R]."""
+
+    z: Array
+    y: Array
+    cell: npt.NDArray[np.intp]
+
+
+@dataclass(slots=True)
+class Collected:
+    stats: CalibrationStats
+    held_out: dict[str, HeldOut]
+    rows: int = 0
+    held_out_rows: int = 0
+    key: str | None = None
+    _parts: dict[str, list[tuple[Array, Array, npt.NDArray[np.intp]]]] = field(default_factory=dict)
+
+
+def collect(
+    source: PredictionFile, tasks: list[TaskColumns], segments: tuple[str, ...], *,
+    holdout_fraction: float, key: str | None = "group_id", grid: LogitGrid | None = None,
+    show_progress: bool = True,
+) -> Collected:
+    """One pass over the file: fit rows into the statistics, held-out rows kept for metrics."""
+    source.require(segments, "segment")
+    use_key = key if key is not None and key in source.columns else None
+    if use_key is not None:
+        import pyarrow as pa
+
+        kind = source.schema.field(use_key).type
+        if not pa.types.is_integer(kind):
+            raise ArtifactError(source.path, use_key, f"hold-out key column has type {kind}",
+                                "give an integer key (e.g. a request id), or --holdout-key '' to split by row")
+    columns = sorted({c for t in tasks for c in (t.raw, t.label, t.mask) if c is not None}
+                     | set(segments) | ({use_key} if use_key else set()))
+    stats = CalibrationStats(tasks=tuple(t.task for t in tasks), segment_features=segments,
+                             grid=grid or LogitGrid())
+    out = Collected(stats=stats, held_out={}, key=use_key, _parts={t.task: [] for t in tasks})
+    with progress_bar(show_progress) as bar:
+        job = bar.add_task(f"reading {source.path.name}", total=source.rows)
+        for batch in source.batches(columns):
+            n = batch.num_rows
+            if use_key is not None:
+                keys = batch.column(use_key).to_numpy(zero_copy_only=False)
+            else:
+                keys = np.arange(out.rows, out.rows + n, dtype=np.int64)
+            held = holdout_mask(keys, holdout_fraction)
+            encoded = [encode_column(batch, s) for s in segments]
+            try:
+                cells = stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], n)
+            except ValueError as exc:
+                raise ArtifactError(source.path, ", ".join(segments), str(exc),
+                                    "segment by fewer or lower-cardinality features (not ids)") from None
+            for columns_of in tasks:
+                z = source.raw_logits(batch, columns_of, out.rows)
+                y, w = source.observed(batch, columns_of, z, out.rows)
+                stats.add(columns_of.task, z, y, np.where(held, 0.0, w), cells)
+                keep = held & (w > 0)
+                out._parts[columns_of.task].append((z[keep], y[keep], cells[keep]))
+            out.rows += n
+            out.held_out_rows += int(held.sum())
+            bar.advance(job, n)
+    for task, parts in out._parts.items():
+        out.held_out[task] = HeldOut(
+            z=np.concatenate([p[0] for p in parts]) if parts else np.empty(0),
+            y=np.concatenate([p[1] for p in parts]) if parts else np.empty(0),
+            cell=np.concatenate([p[2] for p in parts]) if parts else np.empty(0, dtype=np.intp),
+        )
+    out._parts.clear()
+    return out

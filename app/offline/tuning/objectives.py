@@ -1,0 +1,119 @@
+"""The quantities the tuners steer: NDCG gaps, regrets and top-k outcomes of a linear utility.
+
+The tuned utility of candidate i is ``U_i = sum_t w_t s_t p_it`` with weights w >= 0 summing to 1
+and sign s_t = +1 for a positive task, -1 for a negative one (hide, report: a higher p lowers U).
+Shapes: p [G, N, T], mask [G, N], w [T].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from app.offline.tuning.logs import CandidateLog
+from app.offline.tuning.ndcg import dcg, ideal_dcg
+
+__all__ = ["TaskMatrix", "softmax", "task_gains", "top_k_rows"]
+
+Float = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class TaskMatrix:
+    """The predictions of the tasks a utility blends, with each task's sign."""
+
+    tasks: tuple[str, ...]
+    signs: Float  # [T] +1 positive, -1 negative
+    p: Float  # [G, N, T]
+    mask: Bool  # [G, N]
+
+    @classmethod
+    def from_log(cls, log: CandidateLog, tasks: Sequence[str], negative: Collection[str] = ()) -> TaskMatrix:
+        index = [log.task_index(t) for t in tasks]
+        signs = np.array([-1.0 if t in negative else 1.0 for t in tasks])
+        return cls(tuple(tasks), signs, np.ascontiguousarray(log.predictions[:, :, index]), log.mask)
+
+    def utility(self, weights: Float) -> Float:
+        """[G, N] U for weights [T] (0 in the padding)."""
+        return self.p @ (weights * self.signs)
+
+    def utility_gains(self, utility: Float) -> Float:
+        """The full utility as NDCG gains: U itself when every task is positive (exactly sklearn's
+        y_true), else U minus its group minimum, since NDCG needs gains >= 0 (same order)."""
+        if (self.signs > 0).all():
+            return utility
+        low = np.where(self.mask, utility, np.inf).min(axis=1, keepdims=True)
+        return np.where(self.mask, utility - low, 0.0)
+
+    def ndcg_gaps(self, weights: Float, k: int | None = None) -> Float:
+        """[T] mean over groups of 1 - NDCG(gains = U, ranking by U without task t)."""
+        utility = self.utility(weights)
+        gains = self.utility_gains(utility)
+        best = ideal_dcg(gains, self.mask, k)
+        defined = best > 0
+        if not defined.any():
+            return np.zeros(len(self.tasks))
+        gaps = np.empty(len(self.tasks))
+        for t in range(len(self.tasks)):  # T sorts of [G, N], vectorised over groups
+            without = utility - weights[t] * self.signs[t] * self.p[:, :, t]
+            gaps[t] = 1.0 - float((dcg(gains, without, self.mask, k)[defined] / best[defined]).mean())
+        return gaps
+
+    def regrets(self, weights: Float, gains: Float, ideal: Float, k: int | None = None) -> Float:
+        """[T] mean over groups of 1 - NDCG(gains = task t's gains [G, N, T], ranking by U).
+
+        `ideal` [G, T] is each task's ideal DCG (constant, computed once with `ideal_dcgs`).
+        """
+        utility = self.utility(weights)
+        out = np.empty(len(self.tasks))
+        for t in range(len(self.tasks)):
+            defined = ideal[:, t] > 0
+            got = dcg(gains[:, :, t], utility, self.mask, k)
+            out[t] = 1.0 - float((got[defined] / ideal[defined, t]).mean()) if defined.any() else 0.0
+        return out
+
+    def ideal_dcgs(self, gains: Float, k: int | None = None) -> Float:
+        return np.stack([ideal_dcg(gains[:, :, t], self.mask, k) for t in range(len(self.tasks))], axis=1)
+
+
+def task_gains(log: CandidateLog, matrix: TaskMatrix, *, labels: bool) -> Float:
+    """[G, N, T] each task's own gains: its prediction, or with `labels` its observed label where
+    there is one (an unobserved label counts as its calibrated prediction, its expected value).
+
+    A negative task's best candidate is its least likely one: gains = group max - value.
+    """
+    gains = matrix.p.copy()
+    if labels:
+        index = [log.task_index(t) for t in matrix.tasks]
+        observed = log.labels[:, :, index]
+        gains = np.where(np.isfinite(observed), observed, gains)
+    for t in np.flatnonzero(matrix.signs < 0):
+        column = np.where(matrix.mask, gains[:, :, t], -np.inf)
+        gains[:, :, t] = np.where(matrix.mask, column.max(axis=1, keepdims=True) - gains[:, :, t], 0.0)
+    return np.where(matrix.mask[:, :, None], gains, 0.0)
+
+
+def top_k_rows(utility: Float, mask: Bool, k: int) -> tuple[npt.NDArray[np.intp], Bool]:
+    """The k best positions per group by utility: (index [G, k'], valid [G, k']), k' = min(k, N),
+    in decreasing utility; valid is False where a group has fewer than k candidates."""
+    n = utility.shape[1]
+    kk = min(k, n)
+    keyed = np.where(mask, -utility, np.inf)
+    if kk < n:
+        part = np.argpartition(keyed, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.broadcast_to(np.arange(n), keyed.shape).copy()
+    inner = np.argsort(np.take_along_axis(keyed, part, axis=1), axis=1, kind="stable")
+    index = np.take_along_axis(part, inner, axis=1)
+    return index, np.take_along_axis(mask, index, axis=1)
+
+
+def softmax(z: Float) -> Float:
+    """Weights on the simplex from unconstrained parameters z [T]."""
+    e = np.exp(z - z.max())
+    w: Float = e / e.sum()
+    return w

@@ -51,6 +51,7 @@ def demo(
     rows: Annotated[int, typer.Option(min=2000, help="impressions in the synthetic log")] = 300_000,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 3,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    logs: Annotated[bool, typer.Option(help="also write demo_data/logs.parquet for `tune` and `simulate`")] = False,
 ) -> None:
     """Generate a synthetic log, train, export, calibrate, and write a servable bundle and policy."""
     from rich.console import Console
@@ -58,7 +59,7 @@ def demo(
 
     from app.offline.demo import DemoConfig, run_demo
 
-    result = run_demo(out, DemoConfig(seed=seed, rows=rows, epochs=epochs, show_progress=progress))
+    result = run_demo(out, DemoConfig(seed=seed, rows=rows, epochs=epochs, show_progress=progress, logs=logs))
     console = Console()
     table = Table(title=f"{result.manifest.name}/{result.manifest.version} on held-out days")
     for column in ("task", "AUC", "ratio raw", "ratio calibrated", "logloss raw", "logloss calibrated"):
@@ -75,6 +76,8 @@ def demo(
     console.print(f"bundle: {result.bundle_dir}\npolicy: {result.policy_path}")
     if result.predictions_path:
         console.print(f"held-out predictions: {result.predictions_path}")
+    if result.logs_path:
+        console.print(f"logged candidate sets for tune/simulate: {result.logs_path}")
 
 
 tune_app = typer.Typer(no_args_is_help=True, help="Tune utility weights on logged candidate sets (see docs/tuning.md).")

@@ -21,7 +21,15 @@ NEW_ITEM_HOURS = 24.0  # an item younger than a day counts as new
 
 
 def demo_log_columns(log: syn.DemoLog, probabilities: npt.NDArray[np.float64]) -> dict[str, Any]:
-    """Columns of the demo logs. probabilities: [R, T] calibrated, in `syn.TASKS` order."""
+    """Columns of the demo logs. probabilities: [R, T] calibrated, in `syn.TASKS` order.
+
+    The synthetic log draws items with replacement; a request lists an item once, so repeats of
+    an item inside a group are dropped (the first is kept).
+    """
+    pairs = np.stack([log.group_id, log.candidate_id], axis=1)
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    keep = np.sort(first)
+    log, probabilities = log.take(keep), probabilities[keep]
     columns: dict[str, Any] = {"group_id": log.group_id, "candidate_id": log.candidate_id}
     for t, task in enumerate(syn.TASKS):
         columns[f"p_{task}"] = probabilities[:, t]

@@ -130,7 +130,9 @@ def tune_regret(
     target: Annotated[list[str], typer.Option("--target", help="TASK=FRACTION, once per task; fractions sum to 1")],
     out: Annotated[Path, typer.Option(help="weights.json to write")] = Path("weights.json"),
     negative: NegativeOption = [],  # noqa: B006
-    labels: Annotated[bool, typer.Option("--labels/--predictions", help="task gains: observed labels or predictions")] = False,
+    labels: Annotated[
+        bool, typer.Option("--labels/--predictions", help="task gains: observed labels or predictions")
+    ] = False,
     k: Annotated[int | None, typer.Option(min=1, help="NDCG cutoff (default: the whole group)")] = None,
     progress: ProgressOption = True,
 ) -> None:
@@ -181,7 +183,9 @@ def simulate_command(
     grid: Annotated[list[str], typer.Option("--grid", help="TERM=W1,W2,...: vary a term of the first policy")] = [],  # noqa: B006
     k: Annotated[int, typer.Option(min=1, help="metrics over the top k")] = 10,
     top_k: Annotated[int | None, typer.Option(min=1, help="the request's top_k (the policy's applies too)")] = None,
-    context: Annotated[list[str], typer.Option("--context", help="NAME=COLUMN: context attribute from a log column")] = [],  # noqa: B006
+    context: Annotated[
+        list[str], typer.Option("--context", help="NAME=COLUMN: context attribute from a log column")
+    ] = [],  # noqa: B006
     segment: Annotated[list[str], typer.Option("--segment", help="group-level column to break down by")] = [],  # noqa: B006
     mix: Annotated[list[str], typer.Option("--mix", help="attribute whose share in the top k is reported")] = [],  # noqa: B006
     x: Annotated[str | None, typer.Option(help="Pareto x metric, lower is better")] = None,

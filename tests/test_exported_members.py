@@ -12,6 +12,7 @@ PUBLIC = {
     "app.monitoring": 2,
     "app.api": 3,
     "app.errors": 9,
+    "app.offline.tuning": 12,
 }
 
 

@@ -165,7 +165,8 @@ def run_simulate(
     emitted = None
     chosen = None
     if emit_policy:
-        chosen = pick or _pick(points, front, variants[0].label)
+        same = {v.label for v in variants if v.policy.utility == variants[0].policy.utility}
+        chosen = pick or _pick(points, front, variants[0].label, same)
         match = [v for v in variants if v.label == chosen]
         if not match:
             raise ValueError(f"--pick {chosen!r}: no such variant; use one of {[v.label for v in variants]}")
@@ -182,10 +183,14 @@ def run_simulate(
     return summary
 
 
-def _pick(points: dict[str, tuple[float, float]], front: list[str], base: str) -> str:
-    """Best y on the Pareto front among the variants no worse than the base on x (else best y)."""
-    candidates = [n for n in front if points[n][0] <= points[base][0]] or front or [base]
-    return max(candidates, key=lambda n: points[n][1])
+def _pick(points: dict[str, tuple[float, float]], front: list[str], base: str, same: set[str]) -> str:
+    """Default variant to emit: on the Pareto front and with other weights than the base, the best y
+    among those no worse than the base on x; failing that, the front's lowest x; failing that, the base."""
+    others = [n for n in front if n not in same]
+    no_worse = [n for n in others if points[n][0] <= points[base][0]]
+    if no_worse:
+        return max(no_worse, key=lambda n: points[n][1])
+    return min(others, key=lambda n: points[n][0]) if others else base
 
 
 def _split(item: str, option: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ evaluated is returned.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -116,12 +117,10 @@ def match_fractions(
                     raise _Reached
                 return value
 
-            try:
+            with contextlib.suppress(_Reached):
                 minimize(error, z0, method="Nelder-Mead",
                          options={"initial_simplex": simplex, "maxfev": polish_maxfev, "xatol": 1e-4,
                                   "fatol": tol / 10})
-            except _Reached:
-                pass
         best = tracker.best_point()
     best.evaluations = len(tracker.history)
     best.history = tracker.history

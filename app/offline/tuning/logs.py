@@ -175,7 +175,7 @@ def _column_names(path: Path) -> list[str]:
         if suffix == ".csv":
             with pacsv.open_csv(path) as reader:
                 return list(reader.schema.names)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types for bad files
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise LogError(path, "", f"cannot read the file: {exc}", "write a valid Parquet or CSV file") from None
     raise LogError(path, "", f"unknown file type {suffix!r}", "use a .parquet or .csv file")
 
@@ -188,7 +188,7 @@ def _read_table(path: Path, names: list[str]) -> Any:
         if path.suffix.lower() == ".parquet":
             return pq.read_table(path, columns=names)
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(include_columns=names))
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several unrelated types for bad files
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
         raise LogError(path, "", f"cannot read the file: {exc}", "write a valid Parquet or CSV file") from None
 
 

@@ -30,7 +30,7 @@ def discounts(n: int, k: int | None = None) -> Float:
 
 def dcg(gains: Float, scores: Float, mask: Bool, k: int | None = None) -> Float:
     """[G] DCG of ranking each group by `scores` (descending), tied scores sharing their mean gain."""
-    g, n = scores.shape
+    n = scores.shape[1]
     keyed = np.where(mask, -scores, np.inf) if not mask.all() else -scores  # padding sorts last
     order = np.argsort(keyed, axis=1)  # any order of tied scores gives the same tie-averaged DCG
     sorted_keys = np.take_along_axis(keyed, order, axis=1)
@@ -70,4 +70,5 @@ def _tie_average(ranked: Float, tied: Bool) -> Float:
     run = np.cumsum(starts.reshape(-1)) - 1  # a global run id per cell, rows never share a run
     sums = np.bincount(run, weights=ranked.reshape(-1))
     counts = np.bincount(run)
-    return (sums / counts)[run].reshape(g, n)
+    averaged: Float = (sums / counts)[run].reshape(g, n)
+    return averaged

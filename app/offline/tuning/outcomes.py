@@ -16,6 +16,7 @@ All figures are means over groups (requests) unless named a share:
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from app.artifacts.manifest import ModelManifest, TaskSpec
+from app.artifacts.manifest import FeatureSchema, ModelManifest, NumericFeature, TaskSpec, TrainingWindow
 from app.artifacts.policy import PolicyFile
 from app.errors import PolicyError
 from app.offline.progress import progress_bar
@@ -61,9 +62,20 @@ def compile_for_log(policy: PolicyFile, log: CandidateLog, path: Path | str) -> 
         if name not in log.columns:
             raise LogError(log.path, name, f"attribute {name!r} declared by {path} is not a column of the log",
                            "log the attribute for every candidate (empty where unknown)")
-    # Only the task names are read from a manifest when compiling a policy.
-    manifest = ModelManifest.model_construct(tasks=[TaskSpec(name=t, polarity="positive") for t in log.tasks])
-    return CompiledPolicy(policy, manifest)
+    return CompiledPolicy(policy, _stand_in_manifest(policy, log))
+
+
+def _stand_in_manifest(policy: PolicyFile, log: CandidateLog) -> ModelManifest:
+    """A manifest whose tasks are the log's prediction columns: compiling a policy reads only the
+    task names, and the logs already hold calibrated predictions, so no model file is needed."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return ModelManifest(
+        schema_version=1, name=policy.model.name, version=policy.model.version,
+        tasks=[TaskSpec(name=t, polarity="positive") for t in log.tasks],
+        features=FeatureSchema(numeric=[NumericFeature(name="logged_predictions")], categorical=[]),
+        model_sha256="0" * 64, training_window=TrainingWindow(start=epoch, end=epoch), created_at=epoch,
+        code_version=f"logs {log.path}",
+    )
 
 
 def log_attributes(log: CandidateLog, declared: Mapping[str, str]) -> AttributeColumns:

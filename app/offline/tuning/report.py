@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.offline.tuning.simulation import SimulationResult, pareto_front
+from app.offline.tuning.simulation import SimulationResult
 
 __all__ = ["plot_pareto", "simulation_markdown"]
 
@@ -87,13 +87,16 @@ def plot_pareto(result: SimulationResult, x: str, y: str, front: list[str], path
     fx = [result.metrics[n][x] for n in front]
     fy = [result.metrics[n][y] for n in front]
     ax.plot(fx, fy, "-o", color="tab:blue", label="Pareto-optimal")
-    named = {v.label for v in result.variants if not v.label.startswith("grid")}
+    named = [v.label for v in result.variants if not v.label.startswith("grid")]
+    # one annotation per point; variants with the same figures share it ("home/1 = grid5")
+    at: dict[tuple[float, float], list[str]] = {}
     for i, name in enumerate(labels):
         if name in front or name in named:
-            ax.annotate(name, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    for name in named:
-        i = labels.index(name)
-        ax.scatter([xs[i]], [ys[i]], marker="*", s=160, color="tab:orange", zorder=3)
+            at.setdefault((xs[i], ys[i]), []).append(name)
+    for (px, py), names in at.items():
+        ax.annotate(" = ".join(names), (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.scatter([xs[labels.index(n)] for n in named], [ys[labels.index(n)] for n in named], marker="*", s=160,
+               color="tab:orange", zorder=3, label="policy files")
     ax.set_xlabel(f"{x} (lower is better)")
     ax.set_ylabel(f"{y} (higher is better)")
     ax.set_title(f"Policy variants on logged requests (top {result.k})")

@@ -43,20 +43,14 @@ def print_constrained_result(result: dict[str, Any]) -> None:
 
 
 def print_simulation_result(result: dict[str, Any]) -> None:
+    """The two Pareto metrics per variant; every other figure is in report.md."""
     console = Console()
-    metrics = result["metrics"]
-    k = result["k"]
-    first = next(iter(metrics.values()))
-    shown = [m for m in first if m.startswith((f"ndcg@{k}:", "expected:"))] + ["creator_hhi", "new_item_share"]
-    shown = [m for m in shown if m in first]
-    table = Table(title=f"simulate: {len(metrics)} variants, top {k}")
-    table.add_column("variant")
-    for m in shown:
-        table.add_column(m, justify="right")
-    for label, values in metrics.items():
-        star = " *" if label in result["pareto"] else ""
-        table.add_row(label + star, *(f"{values[m]:.4f}" for m in shown))
+    x, y = result["x"], result["y"]
+    table = Table(title=f"simulate: {len(result['metrics'])} variants, top {result['k']}")
+    for column in ("variant", f"{x} (lower)", f"{y} (higher)", "Pareto"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for label, values in result["metrics"].items():
+        table.add_row(label, f"{values[x]:.5f}", f"{values[y]:.4f}", "yes" if label in result["pareto"] else "")
     console.print(table)
-    console.print(f"* Pareto-optimal on x = {result['x']} (lower), y = {result['y']} (higher)")
     if result["emitted_policy"]:
-        console.print(f"draft policy ({result['picked']}): {result['emitted_policy']} — approved_by is empty")
+        console.print(f"draft policy ({result['picked']}): {result['emitted_policy']} (approved_by is empty)")

@@ -81,5 +81,5 @@ def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     assert draft.governance.approved_by == [] and draft.version == "2"
     manifest = load_manifest(BUNDLE)
     check_policy_against(draft, manifest, "1", draft_path, serving=False)  # valid in every other respect
-    with pytest.raises(PolicyError, match="approved_by|approver"):
+    with pytest.raises(PolicyError, match=r"approved_by|approver"):
         check_policy_against(draft, manifest, "1", draft_path)

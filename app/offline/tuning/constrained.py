@@ -10,7 +10,8 @@ violations r_j = c_j / b_j - 1 (the bounds' scales differ by orders of magnitude
 
 Each outer step minimises L over z with Nelder-Mead (f and c are piecewise constant in w, so no
 gradients), then takes the projected dual step lam_j <- max(0, lam_j + rho r_j) and raises rho when
-the violation did not shrink. The answer is the best point that met every bound on the training
+the violation did not shrink; it stops when a feasible outer iterate improves the primary by less than
+`tol`. The answer is the best point that met every bound on the training
 groups with room for `confidence` standard errors of the difference between the training and the
 held-out mean (c_j + z se_j sqrt(1 + G_train / G_held) <= b_j); it is then checked on held-out
 groups, split off deterministically by a hash of group_id.
@@ -94,7 +95,8 @@ class ConstrainedTuner:
         confidence: float = 2.0,
         rho: float = 10.0,
         outer_iter: int = 10,
-        inner_maxfev: int = 60,
+        inner_maxfev: int = 50,
+        tol: float = 1e-4,
         show_progress: bool = False,
     ) -> None:
         self.tasks = tasks
@@ -108,6 +110,7 @@ class ConstrainedTuner:
         self.rho = rho
         self.outer_iter = outer_iter
         self.inner_maxfev = inner_maxfev
+        self.tol = tol
         self.show_progress = show_progress
 
     def fit(self, log: CandidateLog) -> Self:
@@ -138,6 +141,7 @@ class ConstrainedTuner:
         evaluations = 0
         z = np.zeros(n)
         violation = np.inf
+        last_primary = -np.inf
         with progress_bar(self.show_progress) as bar:
             job = bar.add_task("tune constrained", total=self.outer_iter)
             for _ in range(self.outer_iter):
@@ -167,6 +171,9 @@ class ConstrainedTuner:
                 if violation > 0 and violation > 0.25 * previous:
                     rho = min(rho * 2.0, 1e4)  # the violation did not shrink enough: penalise harder
                 bar.advance(job)
+                if violation == 0 and abs(got.primary - last_primary) < self.tol:
+                    break  # feasible and no longer improving
+                last_primary = got.primary
         weights = best[1] if best is not None else least[1]
         at_train, at_held = train(weights), held(weights)
         self.seconds_ = time.perf_counter() - start

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["dcg", "discounts", "ideal_dcg", "mean_ndcg", "ndcg"]
+__all__ = ["dcg", "dcg_many", "discounts", "ideal_dcg", "mean_ndcg", "ndcg"]
 
 Float = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -30,15 +30,21 @@ def discounts(n: int, k: int | None = None) -> Float:
 
 def dcg(gains: Float, scores: Float, mask: Bool, k: int | None = None) -> Float:
     """[G] DCG of ranking each group by `scores` (descending), tied scores sharing their mean gain."""
+    return dcg_many(gains[:, :, None], scores, mask, k)[:, 0]
+
+
+def dcg_many(gains: Float, scores: Float, mask: Bool, k: int | None = None) -> Float:
+    """[G, T] DCG of T gain columns (gains [G, N, T]) under one ranking by `scores` [G, N]: one sort."""
     n = scores.shape[1]
     keyed = np.where(mask, -scores, np.inf) if not mask.all() else -scores  # padding sorts last
     order = np.argsort(keyed, axis=1)  # any order of tied scores gives the same tie-averaged DCG
     sorted_keys = np.take_along_axis(keyed, order, axis=1)
-    ranked = np.take_along_axis(np.where(mask, gains, 0.0), order, axis=1)
+    ranked = np.take_along_axis(np.where(mask[:, :, None], gains, 0.0), order[:, :, None], axis=1)
     tied = sorted_keys[:, 1:] == sorted_keys[:, :-1]
     if n > 1 and bool((tied & np.isfinite(sorted_keys[:, 1:])).any()):
-        ranked = _tie_average(ranked, tied)
-    return ranked @ discounts(n, k)
+        ranked = np.stack([_tie_average(ranked[:, :, t], tied) for t in range(ranked.shape[2])], axis=2)
+    out: Float = np.einsum("gnt,n->gt", ranked, discounts(n, k))
+    return out
 
 
 def ideal_dcg(gains: Float, mask: Bool, k: int | None = None) -> Float:

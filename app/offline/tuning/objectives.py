@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.offline.tuning.logs import CandidateLog
-from app.offline.tuning.ndcg import dcg, ideal_dcg
+from app.offline.tuning.ndcg import dcg, dcg_many, ideal_dcg
 
-__all__ = ["TaskMatrix", "softmax", "task_gains", "top_k_rows"]
+__all__ = ["TaskMatrix", "observed_gains", "softmax", "task_gains", "top_k_rows"]
 
 Float = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -68,33 +68,44 @@ class TaskMatrix:
 
         `ideal` [G, T] is each task's ideal DCG (constant, computed once with `ideal_dcgs`).
         """
-        utility = self.utility(weights)
+        got = dcg_many(gains, self.utility(weights), self.mask, k)  # one sort for every task
         out = np.empty(len(self.tasks))
         for t in range(len(self.tasks)):
             defined = ideal[:, t] > 0
-            got = dcg(gains[:, :, t], utility, self.mask, k)
-            out[t] = 1.0 - float((got[defined] / ideal[defined, t]).mean()) if defined.any() else 0.0
+            out[t] = 1.0 - float((got[defined, t] / ideal[defined, t]).mean()) if defined.any() else 0.0
         return out
 
     def ideal_dcgs(self, gains: Float, k: int | None = None) -> Float:
         return np.stack([ideal_dcg(gains[:, :, t], self.mask, k) for t in range(len(self.tasks))], axis=1)
 
 
-def task_gains(log: CandidateLog, matrix: TaskMatrix, *, labels: bool) -> Float:
-    """[G, N, T] each task's own gains: its prediction, or with `labels` its observed label where
-    there is one (an unobserved label counts as its calibrated prediction, its expected value).
-
-    A negative task's best candidate is its least likely one: gains = group max - value.
-    """
-    gains = matrix.p.copy()
+def observed_gains(log: CandidateLog, tasks: Sequence[str], *, labels: bool) -> Float:
+    """[G, N, T] gains to judge a ranking by: the calibrated predictions, or with `labels` the
+    observed labels. Missing is not negative: a group with an unobserved label for a task (e.g. not
+    yet mature) is left out of that task (all its gains are 0, so its NDCG is undefined). A task
+    without any label in the log falls back to its predictions."""
+    index = [log.task_index(t) for t in tasks]
+    gains = log.predictions[:, :, index].copy()
     if labels:
-        index = [log.task_index(t) for t in matrix.tasks]
         observed = log.labels[:, :, index]
-        gains = np.where(np.isfinite(observed), observed, gains)
+        seen = np.isfinite(observed)
+        complete: Bool = np.all(seen | ~log.mask[:, :, None], axis=1)  # [G, T]
+        has_labels: Bool = np.any(seen, axis=(0, 1))  # [T]
+        from_labels = np.where(complete[:, None, :], np.where(seen, observed, 0.0), 0.0)
+        gains = np.where(has_labels[None, None, :], from_labels, gains)
+    return np.where(log.mask[:, :, None], gains, 0.0)
+
+
+def task_gains(log: CandidateLog, matrix: TaskMatrix, *, labels: bool) -> Float:
+    """[G, N, T] each task's own gains (`observed_gains`); a negative task's best candidate is its
+    least likely one, so its gains are the group max minus the value."""
+    gains = observed_gains(log, matrix.tasks, labels=labels)
     for t in np.flatnonzero(matrix.signs < 0):
         column = np.where(matrix.mask, gains[:, :, t], -np.inf)
-        gains[:, :, t] = np.where(matrix.mask, column.max(axis=1, keepdims=True) - gains[:, :, t], 0.0)
-    return np.where(matrix.mask[:, :, None], gains, 0.0)
+        top = column.max(axis=1, keepdims=True)
+        defined = (gains[:, :, t] * matrix.mask).sum(axis=1, keepdims=True) > 0 if labels else True
+        gains[:, :, t] = np.where(matrix.mask & defined, top - gains[:, :, t], 0.0)
+    return gains
 
 
 def top_k_rows(utility: Float, mask: Bool, k: int) -> tuple[npt.NDArray[np.intp], Bool]:

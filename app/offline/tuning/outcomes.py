@@ -1,9 +1,10 @@
 """What a replayed policy would have shown: per-task NDCG@k, expected outcomes, filters, mix, segments.
 
 All figures are means over groups (requests) unless named a share:
-- ``ndcg@k:<task>``: NDCG@k of the served slate; gains = the observed label where there is one, else
-  the calibrated prediction (its expected value); the ideal is over every logged candidate, so a
-  candidate a guardrail removes costs NDCG; groups without any gain are left out;
+- ``ndcg@k:<task>``: NDCG@k of the served slate; gains = the observed labels when the log has a
+  label column for the task, else the calibrated predictions. Missing is not negative: a group with
+  an unobserved label for the task is left out of that task's NDCG, as are groups without any gain;
+  the ideal is over every logged candidate, so a candidate a guardrail removes costs NDCG;
 - ``expected:<task>``: sum of p_task over the served top k (expected clicks, hides... per request);
 - ``utility``: sum of the policy's own utility over the served top k;
 - ``filtered:<rule>``: share of logged candidates removed by that guardrail (the first that matched)
@@ -22,6 +23,7 @@ import numpy.typing as npt
 
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.ndcg import discounts, ideal_dcg
+from app.offline.tuning.objectives import observed_gains
 from app.offline.tuning.replay import PolicyReplay
 
 __all__ = ["MIX_LIMIT", "replay_outcomes", "segment_outcomes"]
@@ -41,10 +43,8 @@ def replay_outcomes(
     rows = np.where(valid, served, 0)
     out: dict[str, float] = {"groups": float(len(chosen)), "slate_size": float(valid.sum(axis=1).mean())}
     flat_p = log.predictions[log.mask]  # [R, T]
-    flat_y = log.labels[log.mask]
-    gains_flat = np.where(np.isfinite(flat_y), flat_y, flat_p)
-    padded_gains = np.zeros(log.predictions.shape)
-    padded_gains[log.mask] = gains_flat
+    padded_gains = observed_gains(log, log.tasks, labels=True)
+    gains_flat = padded_gains[log.mask]
     discount = discounts(served.shape[1])
     for t, task in enumerate(log.tasks):
         got = (gains_flat[rows, t] * valid) @ discount

@@ -54,8 +54,9 @@ class _FractionTuner:
         negative: Collection[str] = (),
         k: int | None = None,
         eta: float = 1.0,
-        max_iter: int = 60,
-        polish_maxfev: int = 150,
+        max_iter: int = 15,
+        newton_iter: int = 6,
+        polish_maxfev: int = 100,
         tol: float = 0.002,
         show_progress: bool = False,
     ) -> None:
@@ -64,6 +65,7 @@ class _FractionTuner:
         self.k = k
         self.eta = eta
         self.max_iter = max_iter
+        self.newton_iter = newton_iter
         self.polish_maxfev = polish_maxfev
         self.tol = tol
         self.show_progress = show_progress
@@ -78,7 +80,8 @@ class _FractionTuner:
         start = time.perf_counter()
         match: FractionMatch = match_fractions(
             self._evaluator(log, matrix), np.array([targets[t] for t in tasks]), increasing=self.increasing,
-            eta=self.eta, max_iter=self.max_iter, polish_maxfev=self.polish_maxfev, tol=self.tol,
+            eta=self.eta, max_iter=self.max_iter, newton_iter=self.newton_iter, polish_maxfev=self.polish_maxfev,
+            tol=self.tol,
             show_progress=self.show_progress, label=f"tune {self.objective}",
         )
         self.seconds_ = time.perf_counter() - start

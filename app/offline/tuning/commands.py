@@ -102,12 +102,17 @@ def run_constrained(
                                 labels=labels, k=k, holdout=holdout, confidence=confidence,
                                 show_progress=show_progress)
 
-    tuner = make(limits).fit(log)
-    result = tuner.to_dict()
+    first = next(iter(limits))
+    points = []
     if sweep > 0:
-        first = next(iter(limits))
+        tuner = make(limits)
         values = sorted({*sweep_bounds(log, tuner, sweep), limits[first]})
         points = sweep_frontier(log, lambda b: make({**limits, first: b}), values)
+    tuner = make(limits)
+    # the answers for tighter bounds also meet this one: start from the best of them
+    tuner.warm_starts = [p.weights for p in points if p.bound <= limits[first]]
+    result = tuner.fit(log).to_dict()
+    if points:
         png = plot_frontier(points, primary, first, k, out.with_name(f"{out.stem}_frontier.png"))
         table = frontier_markdown(points, primary, first, k)
         md = out.with_name(f"{out.stem}_frontier.md")

@@ -97,6 +97,7 @@ class ConstrainedTuner:
         outer_iter: int = 10,
         inner_maxfev: int = 50,
         tol: float = 1e-4,
+        warm_starts: Sequence[Mapping[str, float]] = (),
         show_progress: bool = False,
     ) -> None:
         self.tasks = tasks
@@ -111,6 +112,7 @@ class ConstrainedTuner:
         self.outer_iter = outer_iter
         self.inner_maxfev = inner_maxfev
         self.tol = tol
+        self.warm_starts = warm_starts
         self.show_progress = show_progress
 
     def fit(self, log: CandidateLog) -> Self:
@@ -139,29 +141,36 @@ class ConstrainedTuner:
         best: tuple[float, Float] | None = None  # (primary, weights) of the best feasible point
         least: tuple[float, Float] = (np.inf, np.full(n, 1.0 / n))  # least violating point
         evaluations = 0
-        z = np.zeros(n)
         violation = np.inf
         last_primary = -np.inf
+
+        def lagrangian(zz: Float, lam: Float, rho: float) -> float:
+            nonlocal best, least, evaluations
+            w = softmax(zz)
+            got = train(w)
+            evaluations += 1
+            r = (got.outcomes + room * got.stderr) / limits - 1.0
+            worst = float(r.max())
+            if worst <= 0 and (best is None or got.primary > best[0]):
+                best = (got.primary, w)
+            if worst < least[0]:
+                least = (worst, w)
+            penalty = (np.maximum(0.0, lam + rho * r) ** 2 - lam**2).sum() / (2 * rho)
+            return -got.primary + float(penalty)
+
+        # Start from the best of: equal weights, mostly the primary task, and any warm start (e.g. the
+        # answer for a neighbouring bound in a sweep). The objective is rugged, so this matters.
+        leaning = np.zeros(n)
+        leaning[list(self.tasks).index(self.primary)] = 2.0
+        starts = [np.zeros(n), leaning] + [
+            np.log(np.maximum([float(w.get(t, 0.0)) for t in self.tasks], 1e-9)) for w in self.warm_starts
+        ]
+        z = min(starts, key=lambda s: lagrangian(s, lam, rho))
         with progress_bar(self.show_progress) as bar:
             job = bar.add_task("tune constrained", total=self.outer_iter)
             for _ in range(self.outer_iter):
-
-                def lagrangian(zz: Float, lam: Float = lam, rho: float = rho) -> float:
-                    nonlocal best, least, evaluations
-                    w = softmax(zz)
-                    got = train(w)
-                    evaluations += 1
-                    r = (got.outcomes + room * got.stderr) / limits - 1.0
-                    worst = float(r.max())
-                    if worst <= 0 and (best is None or got.primary > best[0]):
-                        best = (got.primary, w)
-                    if worst < least[0]:
-                        least = (worst, w)
-                    penalty = (np.maximum(0.0, lam + rho * r) ** 2 - lam**2).sum() / (2 * rho)
-                    return -got.primary + float(penalty)
-
                 simplex = np.vstack([z, z + 0.5 * np.eye(n)])
-                result = minimize(lagrangian, z, method="Nelder-Mead",
+                result = minimize(lagrangian, z, args=(lam, rho), method="Nelder-Mead",
                                   options={"initial_simplex": simplex, "maxfev": self.inner_maxfev})
                 z = result.x
                 got = train(softmax(z))

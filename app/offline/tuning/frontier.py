@@ -55,10 +55,13 @@ def sweep_bounds(log: CandidateLog, tuner: ConstrainedTuner, points: int) -> lis
 def sweep_frontier(
     log: CandidateLog, make: Callable[[float], ConstrainedTuner], bounds: list[float]
 ) -> list[FrontierPoint]:
-    """Fit one tuner per bound (`make(b)` builds it) and collect its held-out figures."""
-    points = []
-    for bound in bounds:
-        tuner = make(bound).fit(log)
+    """Fit one tuner per bound (`make(b)` builds it), tightest first, and collect held-out figures."""
+    points: list[FrontierPoint] = []
+    for bound in sorted(bounds):
+        # every answer for a tighter bound also meets this one: offer them all as starting points
+        tuner = make(bound)
+        tuner.warm_starts = [p.weights for p in points]
+        tuner.fit(log)
         task = next(iter(tuner.bounds))
         points.append(FrontierPoint(
             bound=bound, primary_holdout=tuner.primary_holdout_, outcome_holdout=tuner.outcomes_holdout_[task],

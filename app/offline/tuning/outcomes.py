@@ -9,7 +9,8 @@ All figures are means over groups (requests) unless named a share:
 - ``utility``: sum of the policy's own utility over the served top k;
 - ``filtered:<rule>``: share of logged candidates removed by that guardrail (the first that matched)
   or slate rule;
-- ``share:<attribute>=<value>``: share of served top-k slots (string and boolean attributes);
+- ``share:<attribute>=<value>``: share of served top-k slots, for every value served (string and
+  boolean attributes; the report shows the MIX_LIMIT most frequent under the first variant);
 - ``new_item_share``: share of served slots with is_new true; ``creator_hhi``: Herfindahl index of
   creators over all served slots (1 = one creator takes everything); ``creators_per_slate``.
 """
@@ -29,7 +30,7 @@ from app.offline.tuning.replay import PolicyReplay
 __all__ = ["MIX_LIMIT", "replay_outcomes", "segment_outcomes"]
 
 Float = npt.NDArray[np.float64]
-MIX_LIMIT = 8  # most frequent values reported per attribute
+MIX_LIMIT = 8  # values per attribute shown in the report (results.json has them all)
 
 
 def replay_outcomes(
@@ -65,7 +66,7 @@ def replay_outcomes(
     for name in mix:
         values = log.columns[name][slots]
         keys, counts = np.unique(np.array([str(v) for v in values.tolist()], dtype=object), return_counts=True)
-        for i in np.argsort(-counts, kind="stable")[:MIX_LIMIT]:
+        for i in np.argsort(-counts, kind="stable"):
             out[f"share:{name}={keys[i]}"] = float(counts[i] / total)
     if new_item is not None and new_item in log.columns:
         out["new_item_share"] = float(np.mean(log.columns[new_item][slots].astype(bool))) if len(slots) else 0.0

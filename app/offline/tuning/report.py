@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.offline.tuning.outcomes import MIX_LIMIT
 from app.offline.tuning.simulation import SimulationResult
 
 __all__ = ["plot_pareto", "simulation_markdown"]
@@ -26,6 +27,18 @@ def _table(rows: dict[str, dict[str, float]], metrics: Sequence[str], first: str
     return lines
 
 
+def _mix_columns(metrics: list[str]) -> list[str]:
+    """Per attribute, the MIX_LIMIT values with the largest share under the first variant (whose
+    metrics list them by decreasing share)."""
+    shown: dict[str, list[str]] = {}
+    for m in metrics:
+        if m.startswith("share:"):
+            values = shown.setdefault(m.split("=", 1)[0], [])
+            if len(values) < MIX_LIMIT:
+                values.append(m)
+    return [m for values in shown.values() for m in values]
+
+
 def simulation_markdown(
     result: SimulationResult, *, log_path: str, x: str, y: str, front: list[str], plot: str | None,
     emitted: str | None = None,
@@ -34,7 +47,7 @@ def simulation_markdown(
     metrics = list(next(iter(result.metrics.values())))
     core = [m for m in metrics if m.startswith((f"ndcg@{k}:", "expected:")) or m in ("utility", "slate_size")]
     filters = [m for m in metrics if m.startswith("filtered:")]
-    mix = [m for m in metrics if m.startswith("share:") or m in ("new_item_share", "creator_hhi", "creators_per_slate")]
+    mix = _mix_columns(metrics) + [m for m in ("new_item_share", "creator_hhi", "creators_per_slate") if m in metrics]
     lines = [
         "# Policy simulation", "",
         f"Logs: `{log_path}` ({int(next(iter(result.metrics.values()))['groups'])} groups). Each group was replayed"

@@ -61,17 +61,26 @@ class TopKEvaluator:
     def __init__(self, log: CandidateLog, matrix: TaskMatrix, *, primary: str, labels: bool, k: int,
                  bounded: Sequence[str]) -> None:
         self.matrix, self.k = matrix, k
-        gains = task_gains(log, matrix, labels=labels)[:, :, matrix.tasks.index(primary)]
-        ideal = ideal_dcg(gains, matrix.mask, k)
+        task_gain = task_gains(log, matrix, labels=labels)
+        t = matrix.tasks.index(primary)
+        gains, judged = task_gain.values[:, :, t], task_gain.judged[:, :, t]
+        ideal = ideal_dcg(gains, judged, k)
         self.defined = ideal > 0
         self.gains, self.ideal = gains[self.defined], ideal[self.defined]
+        # the primary is judged on its condensed list (judged candidates only)
+        self.judged = judged[self.defined]
+        self.condensed = not bool((judged == matrix.mask).all())
         self.bounded = log.predictions[:, :, [log.task_index(t, field="--bound") for t in bounded]]
         self.discount = discounts(min(k, gains.shape[1]))
 
     def __call__(self, weights: Float) -> Evaluation:
         utility = self.matrix.utility(weights)
         index, valid = top_k_rows(utility, self.matrix.mask, self.k)
-        top = np.take_along_axis(self.gains, index[self.defined], axis=1) * valid[self.defined]
+        if self.condensed:
+            p_index, p_valid = top_k_rows(utility[self.defined], self.judged, self.k)
+        else:
+            p_index, p_valid = index[self.defined], valid[self.defined]
+        top = np.take_along_axis(self.gains, p_index, axis=1) * p_valid
         primary = float((top @ self.discount / self.ideal).mean()) if self.defined.any() else float("nan")
         picked = np.take_along_axis(self.bounded, index[:, :, None], axis=1) * valid[:, :, None]
         per_group = picked.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)[:, None]

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.ndcg import dcg, dcg_many, ideal_dcg
 
-__all__ = ["TaskMatrix", "observed_gains", "softmax", "task_gains", "top_k_rows"]
+__all__ = ["TaskGains", "TaskMatrix", "observed_gains", "softmax", "task_gains", "top_k_rows"]
 
 Float = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -63,49 +63,69 @@ class TaskMatrix:
             gaps[t] = 1.0 - float((dcg(gains, without, self.mask, k)[defined] / best[defined]).mean())
         return gaps
 
-    def regrets(self, weights: Float, gains: Float, ideal: Float, k: int | None = None) -> Float:
-        """[T] mean over groups of 1 - NDCG(gains = task t's gains [G, N, T], ranking by U).
+    def regrets(self, weights: Float, gains: TaskGains, ideal: Float, k: int | None = None) -> Float:
+        """[T] mean over groups of 1 - NDCG(gains = task t's gains, ranking by U).
 
         `ideal` [G, T] is each task's ideal DCG (constant, computed once with `ideal_dcgs`).
         """
-        got = dcg_many(gains, self.utility(weights), self.mask, k)  # one sort for every task
+        utility = self.utility(weights)
+        if gains.judged_everywhere:
+            got = dcg_many(gains.values, utility, self.mask, k)  # one sort for every task
+        else:  # condensed lists: each task ranks only its judged candidates
+            got = np.stack([dcg(gains.values[:, :, t], utility, gains.judged[:, :, t], k)
+                            for t in range(len(self.tasks))], axis=1)
         out = np.empty(len(self.tasks))
         for t in range(len(self.tasks)):
             defined = ideal[:, t] > 0
             out[t] = 1.0 - float((got[defined, t] / ideal[defined, t]).mean()) if defined.any() else 0.0
         return out
 
-    def ideal_dcgs(self, gains: Float, k: int | None = None) -> Float:
-        return np.stack([ideal_dcg(gains[:, :, t], self.mask, k) for t in range(len(self.tasks))], axis=1)
+    def ideal_dcgs(self, gains: TaskGains, k: int | None = None) -> Float:
+        return np.stack([ideal_dcg(gains.values[:, :, t], gains.judged[:, :, t], k) for t in range(len(self.tasks))],
+                        axis=1)
 
 
-def observed_gains(log: CandidateLog, tasks: Sequence[str], *, labels: bool) -> Float:
-    """[G, N, T] gains to judge a ranking by: the calibrated predictions, or with `labels` the
-    observed labels. Missing is not negative: a group with an unobserved label for a task (e.g. not
-    yet mature) is left out of that task (all its gains are 0, so its NDCG is undefined). A task
-    without any label in the log falls back to its predictions."""
+@dataclass(frozen=True)
+class TaskGains:
+    """Gains to judge a ranking by, per task, and which candidates are judged at all."""
+
+    values: Float  # [G, N, T], 0 where not judged
+    judged: Bool  # [G, N, T] False in the padding and where a label is unobserved
+    judged_everywhere: bool  # judged == mask for every task (no unobserved label)
+
+
+def observed_gains(log: CandidateLog, tasks: Sequence[str], *, labels: bool) -> TaskGains:
+    """The calibrated predictions as gains, or with `labels` the observed labels.
+
+    Missing is not negative: a candidate whose label is unobserved (not yet mature, not logged) is
+    left out of that task's ranking — a condensed list (Sakai, 2007): NDCG is taken over the judged
+    candidates, in the order the ranking gives them. A task without any label in the log is judged
+    on its predictions.
+    """
     index = [log.task_index(t) for t in tasks]
-    gains = log.predictions[:, :, index].copy()
+    values = log.predictions[:, :, index].copy()
+    judged = np.repeat(log.mask[:, :, None], len(index), axis=2)
     if labels:
         observed = log.labels[:, :, index]
-        seen = np.isfinite(observed)
-        complete: Bool = np.all(seen | ~log.mask[:, :, None], axis=1)  # [G, T]
+        seen = np.isfinite(observed) & judged
         has_labels: Bool = np.any(seen, axis=(0, 1))  # [T]
-        from_labels = np.where(complete[:, None, :], np.where(seen, observed, 0.0), 0.0)
-        gains = np.where(has_labels[None, None, :], from_labels, gains)
-    return np.where(log.mask[:, :, None], gains, 0.0)
+        values = np.where(has_labels[None, None, :], np.where(seen, observed, 0.0), values)
+        judged = np.where(has_labels[None, None, :], seen, judged)
+    values = np.where(judged, values, 0.0)
+    everywhere = bool((judged == log.mask[:, :, None]).all())
+    return TaskGains(values, judged, everywhere)
 
 
-def task_gains(log: CandidateLog, matrix: TaskMatrix, *, labels: bool) -> Float:
-    """[G, N, T] each task's own gains (`observed_gains`); a negative task's best candidate is its
-    least likely one, so its gains are the group max minus the value."""
+def task_gains(log: CandidateLog, matrix: TaskMatrix, *, labels: bool) -> TaskGains:
+    """Each task's own gains (`observed_gains`); a negative task's best candidate is its least
+    likely one, so its gains are the group's largest judged value minus the value."""
     gains = observed_gains(log, matrix.tasks, labels=labels)
+    values = gains.values.copy()
     for t in np.flatnonzero(matrix.signs < 0):
-        column = np.where(matrix.mask, gains[:, :, t], -np.inf)
-        top = column.max(axis=1, keepdims=True)
-        defined = (gains[:, :, t] * matrix.mask).sum(axis=1, keepdims=True) > 0 if labels else True
-        gains[:, :, t] = np.where(matrix.mask & defined, top - gains[:, :, t], 0.0)
-    return gains
+        judged = gains.judged[:, :, t]
+        top = np.where(judged, values[:, :, t], -np.inf).max(axis=1, keepdims=True)
+        values[:, :, t] = np.where(judged, top - values[:, :, t], 0.0)
+    return TaskGains(values, gains.judged, gains.judged_everywhere)
 
 
 def top_k_rows(utility: Float, mask: Bool, k: int) -> tuple[npt.NDArray[np.intp], Bool]:

@@ -2,9 +2,10 @@
 
 All figures are means over groups (requests) unless named a share:
 - ``ndcg@k:<task>``: NDCG@k of the served slate; gains = the observed labels when the log has a
-  label column for the task, else the calibrated predictions. Missing is not negative: a group with
-  an unobserved label for the task is left out of that task's NDCG, as are groups without any gain;
-  the ideal is over every logged candidate, so a candidate a guardrail removes costs NDCG;
+  label column for the task, else the calibrated predictions. Missing is not negative: candidates
+  with an unobserved label are left out of both the slate and the ideal (a condensed list), and
+  groups without any gain are left out; the ideal is over every judged logged candidate, so a
+  candidate a guardrail removes costs NDCG;
 - ``expected:<task>``: sum of p_task over the served top k (expected clicks, hides... per request);
 - ``utility``: sum of the policy's own utility over the served top k;
 - ``filtered:<rule>``: share of logged candidates removed by that guardrail (the first that matched)
@@ -44,12 +45,15 @@ def replay_outcomes(
     rows = np.where(valid, served, 0)
     out: dict[str, float] = {"groups": float(len(chosen)), "slate_size": float(valid.sum(axis=1).mean())}
     flat_p = log.predictions[log.mask]  # [R, T]
-    padded_gains = observed_gains(log, log.tasks, labels=True)
-    gains_flat = padded_gains[log.mask]
+    gains = observed_gains(log, log.tasks, labels=True)
+    gains_flat, judged_flat = gains.values[log.mask], gains.judged[log.mask]
     discount = discounts(served.shape[1])
     for t, task in enumerate(log.tasks):
-        got = (gains_flat[rows, t] * valid) @ discount
-        best = ideal_dcg(padded_gains[chosen, :, t], log.mask[chosen], k)
+        # condensed list: the judged candidates of the slate, in slate order
+        counted = valid & judged_flat[rows, t]
+        position = np.maximum(np.cumsum(counted, axis=1) - 1, 0)
+        got = (gains_flat[rows, t] * counted * discount[position]).sum(axis=1)
+        best = ideal_dcg(gains.values[chosen, :, t], gains.judged[chosen, :, t], k)
         defined = best > 0
         out[f"ndcg@{k}:{task}"] = float((got[defined] / best[defined]).mean()) if defined.any() else float("nan")
     for t, task in enumerate(log.tasks):

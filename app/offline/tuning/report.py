@@ -59,8 +59,9 @@ def simulation_markdown(
     for v in result.variants:
         lines.append(f"| {v.label} | {v.source} | {'yes' if v.label in front else ''} |")
     lines += ["", f"## Ranking quality and expected outcomes (top {k})", "",
-              f"`ndcg@{k}:<task>` judges the served slate by the observed labels when the log has them (a"
-              " request with an unobserved label is left out: missing is not negative), else by the calibrated"
+              f"`ndcg@{k}:<task>` judges the served slate by the observed labels when the log has them"
+              " (candidates with an unobserved label are left out of slate and ideal: missing is not negative),"
+              " else by the calibrated"
               " predictions; for a negative task (hide, report) lower is better. `expected:<task>` is the sum of"
               " the predictions over the served slate.", ""]
     lines += _table(result.metrics, core, "variant")

@@ -79,3 +79,19 @@ def test_policy_reading_what_the_log_lacks_is_refused(tiny_log: Path) -> None:
     with pytest.raises(LogError, match="margin"):
         replay_policy(log, _policy(attributes={"creator_id": "string", "eligible": "boolean", "margin": "number"}),
                       "tiny.yaml", label="x")
+
+
+def test_slate_ndcg_leaves_unobserved_labels_out(tmp_path: Path) -> None:
+    labels = [1.0, 0.0, np.nan, 1.0, 1.0, 0.0]  # c's click was never observed
+    path = write_log(tmp_path / "labelled.parquet", {
+        "group_id": np.repeat(["g1", "g2"], 6), "candidate_id": np.tile(list("abcdef"), 2),
+        "p_click": np.tile(P_CLICK, 2), "p_hide": np.tile(P_HIDE, 2), "label_click": np.tile(labels, 2),
+        "creator_id": np.tile(CREATOR, 2), "eligible": np.tile(ELIGIBLE, 2),
+        "user_tenure": np.repeat(["regular", "new"], 6),
+    })
+    log = read_candidate_log(path)
+    replay = replay_policy(log, _policy(), "tiny.yaml", label="tiny", context={"user_segment": "user_tenure"})
+    outcomes = replay_outcomes(log, replay, k=2)
+    # g1 serves d (1), b (0): DCG 1; ideal over judged a, b, d, e, f: 1 + 1/log2(3)
+    # g2 serves c (unjudged, skipped), b (0) -> b moves up to rank 1: DCG 0
+    assert outcomes["ndcg@2:click"] == pytest.approx((1.0 / (1.0 + 1.0 / np.log2(3)) + 0.0) / 2)

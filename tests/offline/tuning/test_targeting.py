@@ -61,3 +61,21 @@ def test_regret_grows_when_a_task_loses_weight(small_log_path: Path) -> None:
 def test_bad_targets_are_refused(targets: dict[str, float], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         check_targets(targets)
+
+
+def test_label_regret_is_ndcg_on_the_judged_candidates_only(small_log_path: Path) -> None:
+    """Missing is not negative: an unobserved label leaves the candidate out (sklearn on the rest)."""
+    log = read_candidate_log(small_log_path, attributes=False)
+    matrix = TaskMatrix.from_log(log, ["click", "like"])
+    gains = task_gains(log, matrix, labels=True)
+    assert not gains.judged_everywhere
+    weights = np.array([0.6, 0.4])
+    regrets = matrix.regrets(weights, gains, matrix.ideal_dcgs(gains))
+    utility = matrix.utility(weights)
+    labels = log.labels[:, :, log.task_index("click")]
+    per_group = []
+    for g in range(log.n_groups):
+        judged = log.mask[g] & np.isfinite(labels[g])
+        if labels[g, judged].sum() > 0:
+            per_group.append(ndcg_score([labels[g, judged]], [utility[g, judged]]))
+    assert regrets[0] == pytest.approx(1.0 - float(np.mean(per_group)), abs=1e-9)

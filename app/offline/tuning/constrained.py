@@ -145,6 +145,10 @@ class ConstrainedTuner:
             return TopKEvaluator(part, matrix, primary=self.primary, labels=self.labels, k=self.k, bounded=bounded)
 
         train, held = evaluator(train_groups), evaluator(held_groups)
+        if not (train.defined.any() and held.defined.any()):
+            raise ValueError(f"no request has a positive {'label' if self.labels else 'prediction'} for the primary"
+                             f" task {self.primary!r} in both the training and held-out groups; judge it on"
+                             " predictions (--predictions) or log more requests")
         n = len(self.tasks)
         lam, rho = np.zeros(len(bounded)), self.rho
         best: tuple[float, Float] | None = None  # (primary, weights) of the best feasible point

@@ -95,3 +95,29 @@ def test_slate_ndcg_leaves_unobserved_labels_out(tmp_path: Path) -> None:
     # g1 serves d (1), b (0): DCG 1; ideal over judged a, b, d, e, f: 1 + 1/log2(3)
     # g2 serves c (unjudged, skipped), b (0) -> b moves up to rank 1: DCG 0
     assert outcomes["ndcg@2:click"] == pytest.approx((1.0 / (1.0 + 1.0 / np.log2(3)) + 0.0) / 2)
+
+
+@pytest.mark.parametrize("segment", ["regular", "new"])
+def test_replay_serves_what_the_service_serves(tmp_path: Path, sample_request: dict[str, Any], segment: str) -> None:
+    """The bundle's sample request through the real scorer, then its calibrated predictions as a log."""
+    from app.serving import ScoreInput, load_snapshot, score
+    from tests.conftest import MODEL_STORE, POLICIES
+
+    binding = load_snapshot(MODEL_STORE, POLICIES).route("home").binding(None)
+    candidates = sample_request["candidates"]
+    outcome = score(binding, ScoreInput(
+        ids=[c["id"] for c in candidates], features=[c["features"] for c in candidates],
+        attributes=[c["attributes"] for c in candidates], context_features=sample_request["context"]["features"],
+        context_attributes={"user_segment": segment},
+    ))
+    columns: dict[str, Any] = {"group_id": np.zeros(len(candidates), dtype=np.int64),
+                               "candidate_id": [c["id"] for c in candidates], "segment": [segment] * len(candidates)}
+    for t, task in enumerate(binding.bundle.manifest.task_names()):
+        columns[f"p_{task}"] = outcome.probabilities[:, t]
+    for name in ("creator_id", "sponsored", "eligible", "margin"):
+        columns[name] = [c["attributes"][name] for c in candidates]
+    log = read_candidate_log(write_log(tmp_path / "served.parquet", columns))
+    replay = replay_policy(log, binding.policy.file, "policies/home/1.yaml", label="home/1",
+                           context={"user_segment": "segment"})
+    assert replay.served[0][replay.served[0] >= 0].tolist() == outcome.ranked.tolist()
+    np.testing.assert_allclose(replay.utility, outcome.utility, rtol=0, atol=0)

@@ -181,6 +181,9 @@ def simulate_command(
     policy: Annotated[list[Path], typer.Option("--policy", help="a policy YAML to replay (repeat to compare)")],
     out: Annotated[Path, typer.Option(help="folder for report.md, pareto.png, results.json")],
     grid: Annotated[list[str], typer.Option("--grid", help="TERM=W1,W2,...: vary a term of the first policy")] = [],  # noqa: B006
+    weights: Annotated[
+        list[Path], typer.Option("--weights", help="weights.json from `tune`: the first policy with those weights")
+    ] = [],  # noqa: B006
     k: Annotated[int, typer.Option(min=1, help="metrics over the top k")] = 10,
     top_k: Annotated[int | None, typer.Option(min=1, help="the request's top_k (the policy's applies too)")] = None,
     context: Annotated[
@@ -200,9 +203,9 @@ def simulate_command(
     from app.offline.tuning.report_console import print_simulation_result
 
     with _offline_errors():
-        result = run_simulate(logs, policy, grid=grid, out=out, k=k, top_k=top_k, context=context, segments=segment,
-                              mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick, emit_version=emit_version,
-                              show_progress=progress)
+        result = run_simulate(logs, policy, grid=grid, weights=weights, out=out, k=k, top_k=top_k, context=context,
+                              segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
+                              emit_version=emit_version, show_progress=progress)
     print_simulation_result(result)
     typer.echo(f"wrote {out / 'report.md'}, {out / 'pareto.png'}, {out / 'results.json'}")
 

@@ -24,6 +24,7 @@ from app.offline.tuning.simulation import (
     grid_variants,
     pareto_front,
     simulate,
+    tuned_variant,
 )
 from app.offline.tuning.targeting import NdcgGapTuner, RegretTuner
 
@@ -129,11 +130,12 @@ def _load_policy_file(path: Path) -> PolicyFile:
 
 
 def run_simulate(
-    logs: Path, policies: Sequence[Path], *, grid: Sequence[str], out: Path, k: int, top_k: int | None,
-    context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None, y: str | None,
-    emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
+    logs: Path, policies: Sequence[Path], *, grid: Sequence[str], weights: Sequence[Path] = (), out: Path, k: int,
+    top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
+    y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
 ) -> dict[str, Any]:
-    """Replay policies (and a weight grid on the first) on the logs; write report.md, pareto.png, results.json."""
+    """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
+    pareto.png and results.json (and a draft policy)."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
@@ -146,6 +148,12 @@ def run_simulate(
             label = f"{label}#{len(variants) + 1}"
         variants.append(PolicyVariant(label, policy, str(path)))
     variants += grid_variants(variants[0], parse_grid(grid)) if grid else []
+    for path in weights:
+        tuned = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not isinstance(tuned, dict) or not isinstance(tuned.get("signed_weights"), dict):
+            raise ValueError(f"--weights {path}: not a weights.json written by `fusionrank tune`"
+                             " (needs a `signed_weights` object)")
+        variants.append(tuned_variant(variants[0], tuned["signed_weights"], f"tuned:{path.stem}", str(path)))
     segment_columns = list(segments) or [c for c in ("user_tenure",) if c in log.columns]
     mix_columns = list(mix) or [c for c in ("category", "item_type", "sponsored") if c in log.columns]
     for column in [*segment_columns, *mix_columns]:

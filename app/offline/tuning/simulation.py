@@ -24,7 +24,15 @@ from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.outcomes import replay_outcomes, segment_outcomes
 from app.offline.tuning.replay import replay_policy
 
-__all__ = ["PolicyVariant", "SimulationResult", "emit_draft", "grid_variants", "pareto_front", "simulate"]
+__all__ = [
+    "PolicyVariant",
+    "SimulationResult",
+    "emit_draft",
+    "grid_variants",
+    "pareto_front",
+    "simulate",
+    "tuned_variant",
+]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,31 @@ def grid_variants(base: PolicyVariant, grid: Mapping[str, Sequence[float]]) -> l
         changes = dict(zip(names, map(float, combo), strict=True))
         out.append(with_weights(base, changes, f"grid{i + 1}"))
     return out
+
+
+def tuned_variant(base: PolicyVariant, signed: Mapping[str, float], label: str, source: str) -> PolicyVariant:
+    """The base policy with tuned weights (task -> signed weight, from weights.json) on its plain
+    terms (weight x p_task, no attribute). The tuned weights sum to 1 in absolute value; they are
+    rescaled so the replaced terms keep their total absolute weight, which leaves value terms and
+    untuned terms their say. Every tuned task needs exactly one plain term."""
+    plain: dict[str, list[str]] = {}
+    for term in base.policy.utility:
+        if term.attribute is None:
+            plain.setdefault(term.task, []).append(term.name)
+    for task in signed:
+        if len(plain.get(task, [])) != 1:
+            raise PolicyError(base.source, "utility", f"task {task!r} of {source} has {len(plain.get(task, []))}"
+                              " plain terms (weight x p_task) in the policy, not one",
+                              "give the policy exactly one plain term per tuned task, or vary it with --grid")
+    current = {t.name: t.weight for t in base.policy.utility}
+    names = {task: plain[task][0] for task in signed}
+    total_before = sum(abs(current[names[t]]) for t in signed)
+    total_tuned = sum(abs(w) for w in signed.values())
+    scale = total_before / total_tuned if total_tuned > 0 and total_before > 0 else 1.0
+    variant = with_weights(base, {names[t]: w * scale for t, w in signed.items()}, label)
+    changes = variant.source.split(" with ", 1)[1]
+    return PolicyVariant(label, variant.policy, f"{base.source} with weights from {source} ({changes})",
+                         variant.changes)
 
 
 def with_weights(base: PolicyVariant, changes: Mapping[str, float], label: str) -> PolicyVariant:

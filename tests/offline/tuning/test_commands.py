@@ -83,3 +83,20 @@ def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     check_policy_against(draft, manifest, "1", draft_path, serving=False)  # valid in every other respect
     with pytest.raises(PolicyError, match=r"approved_by|approver"):
         check_policy_against(draft, manifest, "1", draft_path)
+
+
+def test_simulate_replays_tuned_weights_on_the_policy(demo_shaped_log_path: Path, tmp_path: Path) -> None:
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"signed_weights": {"click": 0.25, "hide": -0.75}}))
+    out = tmp_path / "sim"
+    args = ["simulate", "--logs", str(demo_shaped_log_path), "--policy", str(SHIPPED_POLICY), "--out", str(out),
+            "--context", "user_segment=user_tenure", "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--weights", str(tuned)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    # click 1.0 and hide_penalty -2.0 keep their total |weight| 3.0, split 1:3
+    assert summary["variants"]["tuned:tuned"].endswith("(click=0.75, hide_penalty=-2.25)")
+    purchase = tmp_path / "purchase.json"
+    purchase.write_text(json.dumps({"signed_weights": {"click": 0.5, "purchase": 0.5}}))
+    refused = CliRunner().invoke(app, [*args, "--weights", str(purchase)])
+    assert refused.exit_code == 2 and "'purchase'" in refused.output and "plain terms" in refused.output

@@ -55,25 +55,11 @@ class CandidateLog:
     def n_groups(self) -> int:
         return len(self.group_ids)
 
-    @property
-    def n_rows(self) -> int:
-        return int(self.sizes.sum())
-
     def task_index(self, task: str, *, field: str = "--target") -> int:
         if task not in self.tasks:
             raise LogError(self.path, f"{PREDICTION}{task}", f"no prediction column for task {task!r}",
                            f"use one of the tasks in the log {list(self.tasks)} in {field}, or add the column")
         return self.tasks.index(task)
-
-    def has_labels(self, task: str) -> bool:
-        return bool(np.isfinite(self.labels[:, :, self.task_index(task)]).any())
-
-    def padded(self, column: str, fill: Any = np.nan) -> npt.NDArray[Any]:
-        """A flat column as [G, N], `fill` in the padding."""
-        values = self.columns[column]
-        out = np.full(self.row.shape, fill, dtype=values.dtype if values.dtype != object else object)
-        out[self.mask] = values[self.row[self.mask]]
-        return out
 
     def subset(self, groups: npt.NDArray[np.intp]) -> CandidateLog:
         """The log restricted to some groups (by position), e.g. a held-out split."""

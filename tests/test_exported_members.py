@@ -13,6 +13,7 @@ PUBLIC = {
     "app.api": 5,
     "app.errors": 10,
     "app.offline.calibration": 25,
+    "app.offline.tuning": 12,
 }
 
 

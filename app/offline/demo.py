@@ -62,6 +62,7 @@ class DemoConfig:
     epochs: int = 3
     sample_candidates: int = 40
     show_progress: bool = True
+    logs: bool = False  # also write demo_data/logs.parquet (calibrated predictions) for tune/simulate
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class DemoResult:
     predictions_path: Path | None
     manifest: ModelManifest
     calibration: CalibrationFile
+    logs_path: Path | None = None
 
 
 def run_demo(out: Path, config: DemoConfig) -> DemoResult:
@@ -128,7 +130,14 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     policy_path.write_text(yaml.safe_dump(demo_policy(), sort_keys=False), encoding="utf-8")
     (policy_path.parent / "active").write_text(f"{POLICY_VERSION}\n", encoding="utf-8")
     predictions_path = _write_predictions(out / "demo_data" / "predictions.parquet", holdout, holdout_logits)
-    return DemoResult(bundle_dir, policy_path, predictions_path, manifest, calibration)
+    logs_path = None
+    if config.logs:
+        from app.offline.tuning.demo_logs import demo_log_columns, write_log
+        from app.serving.calibration import CalibrationSet
+
+        calibrated = CalibrationSet(calibration, manifest).apply(holdout_logits, holdout_x.categorical)
+        logs_path = write_log(out / "demo_data" / "logs.parquet", demo_log_columns(holdout, calibrated))
+    return DemoResult(bundle_dir, policy_path, predictions_path, manifest, calibration, logs_path)
 
 
 class _Encoder:

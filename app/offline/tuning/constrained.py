@@ -1,0 +1,236 @@
+"""Maximise a primary ranking objective under upper bounds on expected negative outcomes in the top k.
+
+    maximise   f(w) = mean over groups of NDCG@k of the primary task (labels or predictions)
+    subject to c_j(w) = mean over groups of the mean p_j over the top k  <=  b_j
+
+over utility weights w >= 0 summing to 1 (w = softmax(z)). Augmented Lagrangian on the relative
+violations r_j = c_j / b_j - 1 (the bounds' scales differ by orders of magnitude):
+
+    L(z, lam) = -f(w) + sum_j (max(0, lam_j + rho r_j)^2 - lam_j^2) / (2 rho)
+
+Each outer step minimises L over z with Nelder-Mead (f and c are piecewise constant in w, so no
+gradients), then takes the projected dual step lam_j <- max(0, lam_j + rho r_j) and raises rho when
+the violation did not shrink; it stops when a feasible outer iterate improves the primary by less than
+`tol`. The answer is the best point that met every bound on the training
+groups with room for `confidence` standard errors of the difference between the training and the
+held-out mean (c_j + z se_j sqrt(1 + G_train / G_held) <= b_j); it is then checked on held-out
+groups, split off deterministically by a hash of group_id.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import minimize
+
+from app.offline.progress import progress_bar
+from app.offline.tuning.logs import CandidateLog
+from app.offline.tuning.ndcg import discounts, ideal_dcg
+from app.offline.tuning.objectives import TaskMatrix, softmax, task_gains, top_k_rows
+
+__all__ = ["ConstrainedTuner", "TopKEvaluator", "holdout_split"]
+
+Float = npt.NDArray[np.float64]
+
+
+def holdout_split(log: CandidateLog, fraction: float) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(train, held-out) group positions; a group is held out when crc32(group_id) % 10000 falls under
+    fraction * 10000, so the split depends on the ids only (not on row order or a seed)."""
+    codes = np.fromiter((zlib.crc32(str(g).encode()) % 10_000 for g in log.group_ids), np.int64,
+                        count=log.n_groups)
+    held = codes < round(fraction * 10_000)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    primary: float  # mean NDCG@k of the primary task
+    outcomes: Float  # [J] mean p per bounded task over the top k
+    stderr: Float  # [J] standard error of `outcomes` over groups
+
+
+class TopKEvaluator:
+    """Primary NDCG@k and mean bounded-task predictions in the top k, for any weights (vectorised)."""
+
+    def __init__(self, log: CandidateLog, matrix: TaskMatrix, *, primary: str, labels: bool, k: int,
+                 bounded: Sequence[str]) -> None:
+        self.matrix, self.k = matrix, k
+        task_gain = task_gains(log, matrix, labels=labels)
+        t = matrix.tasks.index(primary)
+        gains, judged = task_gain.values[:, :, t], task_gain.judged[:, :, t]
+        ideal = ideal_dcg(gains, judged, k)
+        self.defined = ideal > 0
+        self.gains, self.ideal = gains[self.defined], ideal[self.defined]
+        # the primary is judged on its condensed list (judged candidates only)
+        self.judged = judged[self.defined]
+        self.condensed = not bool((judged == matrix.mask).all())
+        self.bounded = log.predictions[:, :, [log.task_index(t, field="--bound") for t in bounded]]
+        self.discount = discounts(min(k, gains.shape[1]))
+
+    def __call__(self, weights: Float) -> Evaluation:
+        utility = self.matrix.utility(weights)
+        index, valid = top_k_rows(utility, self.matrix.mask, self.k)
+        if self.condensed:
+            p_index, p_valid = top_k_rows(utility[self.defined], self.judged, self.k)
+        else:
+            p_index, p_valid = index[self.defined], valid[self.defined]
+        top = np.take_along_axis(self.gains, p_index, axis=1) * p_valid
+        primary = float((top @ self.discount / self.ideal).mean()) if self.defined.any() else float("nan")
+        picked = np.take_along_axis(self.bounded, index[:, :, None], axis=1) * valid[:, :, None]
+        per_group = picked.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)[:, None]
+        spread = per_group.std(axis=0, ddof=1) if len(per_group) > 1 else np.zeros(per_group.shape[1])
+        return Evaluation(primary, per_group.mean(axis=0), spread / np.sqrt(max(len(per_group), 1)))
+
+
+class ConstrainedTuner:
+    """Augmented-Lagrangian weight tuning: best primary NDCG@k with bounded negative outcomes."""
+
+    def __init__(
+        self,
+        *,
+        tasks: Sequence[str],
+        primary: str,
+        bounds: Mapping[str, float],
+        negative: Collection[str] = (),
+        labels: bool = True,
+        k: int = 10,
+        holdout: float = 0.3,
+        confidence: float = 2.0,
+        rho: float = 10.0,
+        outer_iter: int = 10,
+        inner_maxfev: int = 50,
+        tol: float = 1e-4,
+        warm_starts: Sequence[Mapping[str, float]] = (),
+        show_progress: bool = False,
+    ) -> None:
+        self.tasks = tasks
+        self.primary = primary
+        self.bounds = bounds
+        self.negative = negative
+        self.labels = labels
+        self.k = k
+        self.holdout = holdout
+        self.confidence = confidence
+        self.rho = rho
+        self.outer_iter = outer_iter
+        self.inner_maxfev = inner_maxfev
+        self.tol = tol
+        self.warm_starts = warm_starts
+        self.show_progress = show_progress
+
+    def fit(self, log: CandidateLog) -> Self:
+        if self.primary not in self.tasks:
+            raise ValueError(f"the primary task {self.primary!r} must be one of the utility tasks {list(self.tasks)}")
+        if not self.bounds or any(not (np.isfinite(b) and b > 0) for b in self.bounds.values()):
+            raise ValueError(f"give at least one bound TASK=LIMIT with LIMIT > 0, got {dict(self.bounds)}")
+        start = time.perf_counter()
+        train_groups, held_groups = holdout_split(log, self.holdout)
+        if len(train_groups) == 0 or len(held_groups) == 0:
+            raise ValueError(f"{log.n_groups} groups are too few to hold out {self.holdout:.0%} of them")
+        bounded = list(self.bounds)
+        limits = np.array([self.bounds[t] for t in bounded])
+        # Held-out groups are a different sample: meet the bound on the training groups with room for
+        # `confidence` standard errors of the train - held-out difference of the means.
+        room = self.confidence * np.sqrt(1.0 + len(train_groups) / len(held_groups))
+
+        def evaluator(groups: npt.NDArray[np.intp]) -> TopKEvaluator:
+            part = log.subset(groups)
+            matrix = TaskMatrix.from_log(part, self.tasks, self.negative)
+            return TopKEvaluator(part, matrix, primary=self.primary, labels=self.labels, k=self.k, bounded=bounded)
+
+        train, held = evaluator(train_groups), evaluator(held_groups)
+        if not (train.defined.any() and held.defined.any()):
+            raise ValueError(f"no request has a positive {'label' if self.labels else 'prediction'} for the primary"
+                             f" task {self.primary!r} in both the training and held-out groups; judge it on"
+                             " predictions (--predictions) or log more requests")
+        n = len(self.tasks)
+        lam, rho = np.zeros(len(bounded)), self.rho
+        best: tuple[float, Float] | None = None  # (primary, weights) of the best feasible point
+        least: tuple[float, Float] = (np.inf, np.full(n, 1.0 / n))  # least violating point
+        evaluations = 0
+        violation = np.inf
+        last_primary = -np.inf
+
+        def lagrangian(zz: Float, lam: Float, rho: float) -> float:
+            nonlocal best, least, evaluations
+            w = softmax(zz)
+            got = train(w)
+            evaluations += 1
+            r = (got.outcomes + room * got.stderr) / limits - 1.0
+            worst = float(r.max())
+            if worst <= 0 and (best is None or got.primary > best[0]):
+                best = (got.primary, w)
+            if worst < least[0]:
+                least = (worst, w)
+            penalty = (np.maximum(0.0, lam + rho * r) ** 2 - lam**2).sum() / (2 * rho)
+            return -got.primary + float(penalty)
+
+        # Start from the best of: equal weights, mostly the primary task, and any warm start (e.g. the
+        # answer for a neighbouring bound in a sweep). The objective is rugged, so this matters.
+        leaning = np.zeros(n)
+        leaning[list(self.tasks).index(self.primary)] = 2.0
+        starts = [np.zeros(n), leaning] + [
+            np.log(np.maximum([float(w.get(t, 0.0)) for t in self.tasks], 1e-9)) for w in self.warm_starts
+        ]
+        z = min(starts, key=lambda s: lagrangian(s, lam, rho))
+        with progress_bar(self.show_progress) as bar:
+            job = bar.add_task("tune constrained", total=self.outer_iter)
+            for _ in range(self.outer_iter):
+                simplex = np.vstack([z, z + 0.5 * np.eye(n)])
+                result = minimize(lagrangian, z, args=(lam, rho), method="Nelder-Mead",
+                                  options={"initial_simplex": simplex, "maxfev": self.inner_maxfev})
+                z = result.x
+                got = train(softmax(z))
+                r = (got.outcomes + room * got.stderr) / limits - 1.0
+                previous, violation = violation, float(np.maximum(r, 0).max())
+                lam = np.maximum(0.0, lam + rho * r)  # projected dual ascent
+                if violation > 0 and violation > 0.25 * previous:
+                    rho = min(rho * 2.0, 1e4)  # the violation did not shrink enough: penalise harder
+                bar.advance(job)
+                if violation == 0 and abs(got.primary - last_primary) < self.tol:
+                    break  # feasible and no longer improving
+                last_primary = got.primary
+        weights = best[1] if best is not None else least[1]
+        at_train, at_held = train(weights), held(weights)
+        self.seconds_ = time.perf_counter() - start
+        self.tasks_ = tuple(self.tasks)
+        self.weights_ = dict(zip(self.tasks, map(float, weights), strict=True))
+        self.multipliers_ = dict(zip(bounded, map(float, lam), strict=True))
+        self.feasible_train_ = best is not None
+        self.primary_train_, self.primary_holdout_ = at_train.primary, at_held.primary
+        self.outcomes_train_ = dict(zip(bounded, map(float, at_train.outcomes), strict=True))
+        self.outcomes_holdout_ = dict(zip(bounded, map(float, at_held.outcomes), strict=True))
+        self.feasible_holdout_ = bool(all(self.outcomes_holdout_[t] <= self.bounds[t] for t in bounded))
+        self.n_groups_ = (len(train_groups), len(held_groups))
+        self.n_evaluations_ = evaluations
+        self.log_path_ = log.path
+        return self
+
+    def signed_weights(self) -> dict[str, float]:
+        return {t: -w if t in self.negative else w for t, w in self.weights_.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objective": "constrained",
+            "primary": {"task": self.primary, "metric": f"ndcg@{self.k}",
+                        "gains": "labels" if self.labels else "predictions",
+                        "train": self.primary_train_, "holdout": self.primary_holdout_},
+            "bounds": dict(self.bounds),
+            "confidence": self.confidence,
+            "top_k_mean_prediction": {"train": self.outcomes_train_, "holdout": self.outcomes_holdout_},
+            "feasible": {"train": self.feasible_train_, "holdout": self.feasible_holdout_},
+            "weights": self.weights_,
+            "signed_weights": self.signed_weights(),
+            "negative_tasks": sorted(t for t in self.tasks if t in self.negative),
+            "multipliers": self.multipliers_,
+            "groups": {"train": self.n_groups_[0], "holdout": self.n_groups_[1]},
+            "log": self.log_path_,
+            "evaluations": self.n_evaluations_,
+            "seconds": round(self.seconds_, 3),
+        }

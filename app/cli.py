@@ -33,18 +33,39 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve /v1/score on HOST:PORT with the bundles and policies given."""
+    """Serve /v1/score on HOST:PORT with the bundles and policies given.
+
+    SIGTERM drains: /readyz answers 503 for FUSIONRANK_SHUTDOWN_DRAIN_SECONDS while requests are still
+    served, then the requests in flight get FUSIONRANK_SHUTDOWN_GRACE_SECONDS to finish (exit code 0).
+    """
     import uvicorn
+
+    from app.api.shutdown import DrainingServer, ShutdownDrain
+    from app.main import create_app
+    from app.settings import get_settings
 
     # Settings are read from the environment inside each worker's lifespan.
     os.environ["FUSIONRANK_MODEL_STORE"] = str(model_store.resolve())
     os.environ["FUSIONRANK_POLICIES"] = str(policies.resolve())
     os.environ["FUSIONRANK_HOST"] = host
     os.environ["FUSIONRANK_PORT"] = str(port)
-    uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-        access_log=False,
+    settings = get_settings()  # fail here, before binding, on a bad environment
+    grace = settings.shutdown_grace_seconds
+    if workers > 1:  # uvicorn's supervisor owns the signals; each worker shuts down gracefully itself
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
+            access_log=False, timeout_graceful_shutdown=grace,
+        )
+        return
+    drain = ShutdownDrain()
+    config = uvicorn.Config(
+        create_app(drain=drain), host=host, port=port, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=grace,
     )
+    server = DrainingServer(config, drain, settings.shutdown_drain_seconds)
+    server.run()
+    if not server.started:  # as uvicorn.run: a failed startup is a non-zero exit
+        raise typer.Exit(code=3)
 
 
 @app.command()

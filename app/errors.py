@@ -13,11 +13,13 @@ from typing import Self
 __all__ = [
     "ArtifactError",
     "Conflict",
+    "DeadlineExceeded",
     "ErrorDetail",
     "FusionrankError",
     "InvalidRequest",
     "NotFound",
     "NotReady",
+    "Overloaded",
     "PayloadTooLarge",
     "PolicyError",
     "Unauthorized",
@@ -85,6 +87,18 @@ class NotReady(FusionrankError):
     """No bundle is loaded and warmed yet, or the service is shutting down (HTTP 503)."""
 
     code = "not_ready"
+
+
+class Overloaded(FusionrankError):
+    """More requests in flight than this replica admits; retry after a moment (HTTP 503)."""
+
+    code = "overloaded"
+
+
+class DeadlineExceeded(FusionrankError):
+    """The request's deadline passed before its answer was ready; the work was abandoned (HTTP 504)."""
+
+    code = "deadline_exceeded"
 
 
 class Unauthorized(FusionrankError):

@@ -16,8 +16,10 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, feedback, probes, score
 from app.api.errors import install_error_handlers
+from app.api.limits import AdmissionControl, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
 from app.api.registry import PolicyRegistry
+from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
 from app.api.warmup import warm_up
 from app.api.watcher import PolicyWatcher, fingerprint
@@ -31,15 +33,21 @@ __all__ = ["create_app"]
 log = logging.getLogger("fusionrank")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; settings default to the environment, read when the app starts."""
+def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None = None) -> FastAPI:
+    """Build the app; settings default to the environment, read when the app starts.
+
+    `drain` is set by `fusionrank serve` on SIGTERM (see `app.api.shutdown`); `/readyz` then answers 503.
+    """
     metrics = ServiceMetrics()
+    limits = AdmissionLimits()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
         _configure_logging(resolved.log_level)
-        state = ServiceState(settings=resolved, metrics=metrics)
+        state = ServiceState(settings=resolved, metrics=metrics, drain=drain or ShutdownDrain())
+        limits.max_in_flight = resolved.max_in_flight
+        limits.deadline_seconds = resolved.request_deadline_seconds
         app.state.fusionrank = state
         # Fingerprint before loading: a file changed while the snapshot loads is seen at the first poll.
         baseline = fingerprint(resolved.policies)
@@ -93,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
+    # Added first, so it runs inside the metrics middleware: shed and timed-out requests are counted too.
+    app.add_middleware(AdmissionControl, limits=limits, metrics=metrics)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
     _extend_openapi(app)
     return app

@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     # Write the active/shadow pointer file when the admin API changes it (if the folder is writable).
     persist_pointers: bool = True
     log_level: str = "info"
+    # Load shedding: work requests (/v1/score, /v1/feedback) running at once; one more is answered
+    # 503 + Retry-After at once. 0: no limit. See app/api/limits.py.
+    max_in_flight: int = Field(default=64, ge=0, le=100_000)
+    # Deadline of a work request in seconds (504 and the work abandoned past it); 0: none. A caller
+    # can shorten it per request with `X-Request-Deadline-Ms`.
+    request_deadline_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # SIGTERM: /readyz answers 503 for `drain` seconds while requests are still served, then uvicorn
+    # stops accepting and gives the requests in flight up to `grace` seconds (app/api/shutdown.py).
+    shutdown_drain_seconds: float = Field(default=2.0, ge=0, le=300)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    # Feedback de-duplication per replica: an event id counted within the last `window` ids and
+    # `seconds` is not counted again (a retried batch counts once). 0 ids: off.
+    feedback_dedup_ids: int = Field(default=100_000, ge=0, le=10_000_000)
+    feedback_dedup_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
     @field_validator("admin_token")
     @classmethod

@@ -9,9 +9,9 @@ import pytest
 PUBLIC = {
     "app.artifacts": 30,
     "app.serving": 18,
-    "app.monitoring": 11,
+    "app.monitoring": 12,
     "app.api": 5,
-    "app.errors": 10,
+    "app.errors": 12,
     "app.offline.calibration": 25,
     "app.offline.tuning": 12,
 }

@@ -33,7 +33,8 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
     },
 )
 async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse:
-    """Count outcome events per task x bucket and task x segment; bad events are rejected by index."""
+    """Count outcome events per task x bucket and task x segment; bad events are rejected by index,
+    events whose id was counted lately (a retried batch) are listed in `duplicates` and not counted again."""
     settings, metrics = state.settings, state.metrics
     body = await read_json_body(request, settings.max_body_bytes)
     events, rejected = decode_feedback(body, max_events=settings.feedback_max_events)
@@ -45,17 +46,27 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
             if cached is None:  # versions not seen yet: read them from the model store, off the loop
                 cached = await anyio.to_thread.run_sync(metrics.schemes.load, settings.model_store, key)
             schemes[key] = cached
+    # From here to the end nothing awaits: checking, counting and remembering ids is one atomic step,
+    # so two concurrent copies of a batch cannot both be counted.
+    window = state.feedback_ids
+    duplicates = [index for index, event in events if event.event_id in window]
+    if duplicates:
+        metrics.feedback_duplicates.inc(len(duplicates))
+        known = set(duplicates)
+        events = [(index, event) for index, event in events if index not in known]
     groups, refused = admit(events, schemes)
     accepted = 0
     for group in groups:
         predictions, labels = group.columns()
         metrics.feedback.record(group.scheme, group.task, predictions, labels, group.segments)
         accepted += len(predictions)
+    refused_at = {item.index for item in refused}
+    window.add([event.event_id for index, event in events if index not in refused_at])
     rejected = sorted(rejected + refused, key=lambda r: r.index)
     for item in rejected:
         top = item.field.split(".")[0]  # bounded label values: a client may send any unknown key
         metrics.feedback.rejected.labels(top if top in FeedbackEvent.model_fields else "other").inc()
-    return FeedbackResponse(accepted=accepted, rejected=rejected)
+    return FeedbackResponse(accepted=accepted, rejected=rejected, duplicates=duplicates)
 
 
 def openapi_components() -> dict[str, Any]:

@@ -55,3 +55,7 @@ class FeedbackResponse(_Body):
 
     accepted: int
     rejected: list[RejectedEvent]
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="indices of events whose event_id this replica already counted (a retry): not counted again",
+    )

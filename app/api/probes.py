@@ -21,14 +21,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "not ready, with the load problems"}})
 async def readyz(state: StateDep) -> Response:
-    """Ready: a snapshot is loaded and warmed; lists what each surface serves."""
+    """Ready: a snapshot is loaded and warmed and no shutdown has begun; lists what each surface serves."""
     snapshot = state.snapshot
     body = {
-        "status": "ready" if state.ready else "not_ready",
+        "status": "draining" if state.drain.begun else ("ready" if state.ready else "not_ready"),
         "surfaces": {name: route.binding(None).versions() for name, route in snapshot.surfaces.items()},
         "problems": list(snapshot.problems),
     }
-    return JSONResponse(body, status_code=200 if state.ready else 503)
+    return JSONResponse(body, status_code=200 if state.serving else 503)
 
 
 @router.get("/metrics")

@@ -13,6 +13,7 @@ from app.api.body import read_json_body
 from app.api.decode import decode_score_request
 from app.api.deps import StateDep
 from app.api.encode import score_response
+from app.api.limits import check_deadline
 from app.api.schemas import ScoreRequest, ScoreResponse
 from app.errors import FusionrankError, NotReady
 from app.monitoring.metrics import ServiceMetrics
@@ -51,6 +52,7 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     route = snapshot.route(envelope.surface)
     binding = route.binding(envelope.policy_version)
     t1 = time.perf_counter()
+    check_deadline(request.scope)  # a request that waited past its deadline is not scored at all
     outcome = score(binding, scored)
     t2 = time.perf_counter()
     answer = score_response(envelope, scored, outcome)

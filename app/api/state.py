@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from app.api.shutdown import ShutdownDrain
+from app.monitoring.dedup import RecentEventIds
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import ServingSnapshot
 from app.settings import Settings
@@ -22,6 +24,19 @@ class ServiceState:
     metrics: ServiceMetrics
     snapshot: ServingSnapshot = field(default_factory=lambda: ServingSnapshot(surfaces={}))
     ready: bool = False
+    drain: ShutdownDrain = field(default_factory=ShutdownDrain)
+    # Feedback event ids counted lately on this replica (a retried batch counts once).
+    feedback_ids: RecentEventIds = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.feedback_ids = RecentEventIds(
+            max_ids=self.settings.feedback_dedup_ids, max_age_seconds=self.settings.feedback_dedup_seconds
+        )
+
+    @property
+    def serving(self) -> bool:
+        """Ready and not draining: what `/readyz` reports to load balancers."""
+        return self.ready and not self.drain.begun
 
     def install(self, snapshot: ServingSnapshot) -> None:
         before = self.snapshot.surfaces

@@ -19,6 +19,7 @@ from app.artifacts.calibration import CalibrationFile
 from app.artifacts.common import sha256_file
 from app.artifacts.manifest import ModelManifest
 from app.artifacts.policy import PolicyFile
+from app.artifacts.safe_yaml import YamlTooLarge, load_bounded_yaml
 from app.errors import ArtifactError, ErrorDetail, PolicyError
 
 __all__ = [
@@ -59,7 +60,9 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactError(path, "", f"cannot read file: {exc}", "check permissions and encoding") from None
     try:
-        return yaml.safe_load(text)
+        return load_bounded_yaml(text)
+    except YamlTooLarge as exc:
+        raise ArtifactError(path, "", str(exc), "write a plain policy file without alias chains") from None
     except yaml.YAMLError as exc:
         raise ArtifactError(path, "", f"invalid YAML: {exc}", "fix the YAML syntax") from None
 
@@ -98,7 +101,12 @@ def load_manifest(bundle_dir: Path, *, verify_sha: bool = True) -> ModelManifest
     if not model_path.is_file():
         raise ArtifactError(model_path, "", "model file is missing", "export the model into this bundle folder")
     if verify_sha:
-        actual = sha256_file(model_path)
+        try:
+            actual = sha256_file(model_path)
+        except OSError as exc:  # vanished or unreadable between the check above and this read
+            raise ArtifactError(
+                model_path, "", f"cannot read the model file: {exc}", "check that it exists and is readable"
+            ) from None
         if actual != manifest.model_sha256:
             raise ArtifactError(
                 path,

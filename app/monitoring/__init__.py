@@ -1,6 +1,7 @@
 """Prometheus metrics and calibration-drift accounting (feedback counters, served histograms, PSI)."""
 
 from app.monitoring.catalog import SchemeCatalog, SchemeMiss
+from app.monitoring.dedup import RecentEventIds
 from app.monitoring.feedback import FeedbackCounters, log_loss
 from app.monitoring.metrics import LATENCY_BUCKETS, ServiceMetrics
 from app.monitoring.psi import ServedPredictions, population_stability_index, run_psi_updates
@@ -11,6 +12,7 @@ __all__ = [
     "OTHER",
     "DriftScheme",
     "FeedbackCounters",
+    "RecentEventIds",
     "SchemeCatalog",
     "SchemeMiss",
     "ServedPredictions",

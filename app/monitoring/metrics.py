@@ -62,6 +62,26 @@ class ServiceMetrics:
         self.served = ServedPredictions()
         r.register(self.served)
         self._policies(r)
+        self._admission(r)
+
+    def _admission(self, r: CollectorRegistry) -> None:
+        """Load shedding, deadlines and feedback de-duplication (labels: fixed route names)."""
+        self.in_flight = Gauge(
+            "fusionrank_in_flight_requests", "Work requests (/v1/score, /v1/feedback) running now", registry=r
+        )
+        self.shed = Counter(
+            "fusionrank_requests_shed", "Work requests answered 503 at once because max_in_flight were running",
+            ["route"], registry=r,
+        )
+        self.deadline_exceeded = Counter(
+            "fusionrank_deadline_exceeded", "Work requests answered 504: their deadline passed, work abandoned",
+            ["route"], registry=r,
+        )
+        self.feedback_duplicates = Counter(
+            "fusionrank_feedback_duplicate_events",
+            "Feedback events not counted again: their id was counted within the de-duplication window",
+            registry=r,
+        )
 
     def _policies(self, r: CollectorRegistry) -> None:
         """Policy registry, admin API and shadow metrics (labels: surfaces and versions, both bounded)."""

@@ -31,6 +31,7 @@ from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, Surf
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
+from app.serving.paths import confined
 from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.serving.policy import CompiledPolicy
 
@@ -72,6 +73,8 @@ class BundleCache:
         key = f"{name}/{version}"
         if key not in self.bundles:
             path = self.model_store / name / version
+            for part in (path, path / "manifest.json", path / "model.onnx"):
+                confined(self.model_store, part)  # a symlink out of the store is refused, not followed
             manifest = load_manifest(path)
             runner = ModelRunner(path / "model.onnx", manifest, intra_op_threads=self.intra_op_threads)
             self.bundles[key] = ModelBundle(
@@ -85,6 +88,7 @@ class BundleCache:
         if cached is not None:
             return cached
         path = bundle.path / "calibration" / f"{version}.json"
+        confined(self.model_store, path)
         calibration = load_calibration(path)
         check_calibration_for(calibration, bundle.manifest, path)
         compiled = CalibrationSet(calibration, bundle.manifest)
@@ -92,6 +96,7 @@ class BundleCache:
         return compiled
 
     def bind(self, policy_path: Path) -> PolicyBinding:
+        confined(policy_path.parent.parent, policy_path)  # <policies>/<surface>/<version>.yaml
         policy = load_policy(policy_path)
         name, version = policy.model.name, policy.model.version
         if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():

@@ -1,0 +1,72 @@
+"""Feedback without loss or double counting: a retried batch counts once, a bad event rejects only itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from app.monitoring.dedup import RecentEventIds
+from tests.api.test_feedback import VERSIONS, event, sample
+
+LABELS = {**VERSIONS, "task": "click"}
+
+
+def _counted(client: TestClient) -> float:
+    return sum(
+        sample(client, "fusionrank_feedback_events_total", **LABELS, bucket=f"{b:02d}") or 0.0 for b in range(10)
+    )
+
+
+def test_a_retried_batch_is_counted_once(client_factory: Callable[..., TestClient]) -> None:
+    client = client_factory()
+    batch = {"events": [event(f"e{i}", prediction=i / 10) for i in range(5)]}
+    first = client.post("/v1/feedback", json=batch).json()
+    assert first == {"accepted": 5, "rejected": [], "duplicates": []}
+    retry = client.post("/v1/feedback", json=batch).json()  # e.g. the caller timed out and sent it again
+    assert retry == {"accepted": 0, "rejected": [], "duplicates": [0, 1, 2, 3, 4]}
+    assert _counted(client) == 5
+    assert sample(client, "fusionrank_feedback_duplicate_events_total") == 5
+    # A retry that adds one new event counts just that one.
+    grown = client.post("/v1/feedback", json={"events": [*batch["events"], event("e5")]}).json()
+    assert grown["accepted"] == 1 and grown["duplicates"] == [0, 1, 2, 3, 4]
+    assert _counted(client) == 6
+
+
+def test_a_malformed_event_rejects_only_itself_and_can_be_resent_fixed(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory()
+    events = [event("ok-1"), event("bad", prediction=7.0), event("ok-2"), {"event_id": "x", "junk": [1, 2]}]
+    answer = client.post("/v1/feedback", json={"events": events}).json()
+    assert answer["accepted"] == 2
+    assert [(r["index"], r["field"]) for r in answer["rejected"]] == [(1, "prediction"), (3, "task")]
+    assert "fix" in answer["rejected"][0]["reason"]
+    assert _counted(client) == 2
+    # The rejected event was not remembered: fixed and resent with the same id, it counts.
+    fixed = client.post("/v1/feedback", json={"events": [event("bad", prediction=0.7)]}).json()
+    assert fixed == {"accepted": 1, "rejected": [], "duplicates": []}
+    assert _counted(client) == 3
+
+
+def test_the_window_is_bounded_by_count_and_age() -> None:
+    now = [0.0]
+    window = RecentEventIds(max_ids=3, max_age_seconds=60, clock=lambda: now[0])
+    window.add(["a", "b", "c"])
+    assert all(i in window for i in "abc")
+    window.add(["d"])  # the oldest id is forgotten past max_ids
+    assert "a" not in window and len(window) == 3
+    now[0] = 61.0
+    assert "d" not in window and len(window) == 0  # and past max_age_seconds
+    window.add(["x" * 10_000])
+    assert "x" * 10_000 in window
+    off = RecentEventIds(max_ids=0, max_age_seconds=60)
+    off.add(["a"])
+    assert "a" not in off
+
+
+def test_dedup_can_be_turned_off(client_factory: Callable[..., TestClient]) -> None:
+    client = client_factory(feedback_dedup_ids=0)
+    batch = {"events": [event("same")]}
+    assert client.post("/v1/feedback", json=batch).json()["accepted"] == 1
+    assert client.post("/v1/feedback", json=batch).json()["accepted"] == 1

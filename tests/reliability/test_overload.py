@@ -1,0 +1,162 @@
+"""Load shedding and deadlines (app/api/limits.py).
+
+Deterministic: the admission middleware wraps a work route whose requests finish only when the test
+releases them, so "saturated" is exact. At twice the capacity the extra half is answered 503 with
+Retry-After at once, the accepted half is served, and once the load drops new requests are accepted
+again. The wiring through the real app is checked with a body that streams slowly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
+
+from app.api.limits import AdmissionControl, AdmissionLimits
+from app.monitoring.metrics import ServiceMetrics
+
+CAPACITY = 8
+
+
+class HeldWork:
+    """An ASGI work route that answers 200 when released (or after `seconds`)."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+        self.started = 0
+        self.finished = 0
+        self.cancelled = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.started += 1
+        try:
+            await self.release.wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        self.finished += 1
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fusionrank")
+
+
+def test_twice_the_capacity_sheds_the_excess_at_once_and_recovers() -> None:
+    async def main() -> None:
+        work = HeldWork()
+        metrics = ServiceMetrics()
+        app = AdmissionControl(work, AdmissionLimits(max_in_flight=CAPACITY), metrics)
+        answers: list[tuple[int, float, httpx.Headers, bytes]] = []
+        async with _client(app) as client:
+
+            async def one() -> None:
+                t0 = time.perf_counter()
+                r = await client.post("/v1/score", content=b"{}")
+                answers.append((r.status_code, time.perf_counter() - t0, r.headers, r.content))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(2 * CAPACITY):
+                    tg.start_soon(one)
+                with anyio.fail_after(5):
+                    while len(answers) < CAPACITY:  # the shed half answers while the rest is held
+                        await anyio.sleep(0.001)
+                assert work.started == CAPACITY
+                work.release.set()
+            shed = [a for a in answers if a[0] == 503]
+            assert len(shed) == CAPACITY and sum(a[0] == 200 for a in answers) == CAPACITY
+            for _, seconds, headers, body in shed:
+                assert headers["retry-after"] == "1"
+                assert orjson.loads(body)["error"]["code"] == "overloaded"
+            assert metrics.shed.labels("/v1/score")._value.get() == CAPACITY
+            # Load dropped: a new wave within capacity is accepted in full.
+            work.release = anyio.Event()
+            work.release.set()
+            again = [await client.post("/v1/score", content=b"{}") for _ in range(CAPACITY)]
+            assert [r.status_code for r in again] == [200] * CAPACITY
+            # Probes are never shed, whatever is in flight.
+            held = HeldWork()
+            app.app = held
+            async with anyio.create_task_group() as tg:
+                for _ in range(CAPACITY):
+                    tg.start_soon(client.post, "/v1/score")
+                with anyio.fail_after(5):
+                    while held.started < CAPACITY:
+                        await anyio.sleep(0.001)
+                assert app.in_flight == CAPACITY
+                assert (await client.post("/v1/score")).status_code == 503
+                tg.start_soon(client.get, "/healthz")
+                with anyio.fail_after(5):  # passed through to the route, not shed
+                    while held.started < CAPACITY + 1:
+                        await anyio.sleep(0.001)
+                held.release.set()
+            assert app.in_flight == 0
+
+    anyio.run(main)
+
+
+def test_deadline_answers_504_and_abandons_the_work() -> None:
+    async def main() -> None:
+        work = HeldWork()
+        metrics = ServiceMetrics()
+        app = AdmissionControl(work, AdmissionLimits(deadline_seconds=5.0), metrics)
+        async with _client(app) as client:
+            t0 = time.perf_counter()
+            r = await client.post("/v1/score", headers={"x-request-deadline-ms": "50"})
+            elapsed = time.perf_counter() - t0
+            assert r.status_code == 504 and elapsed < 1.0
+            assert r.json()["error"]["code"] == "deadline_exceeded"
+            assert work.cancelled == 1 and work.finished == 0
+            bad = await client.post("/v1/score", headers={"x-request-deadline-ms": "soon"})
+            assert bad.status_code == 422
+            assert bad.json()["error"]["details"][0]["field"] == "header.x-request-deadline-ms"
+            app.limits.deadline_seconds = 0.05  # the setting alone
+            assert (await client.post("/v1/feedback")).status_code == 504
+            assert metrics.deadline_exceeded.labels("/v1/feedback")._value.get() == 1
+
+    anyio.run(main)
+
+
+def test_real_app_sheds_past_max_in_flight(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any]
+) -> None:
+    """Wiring: settings -> middleware; requests still uploading their body count as in flight."""
+    test_client = client_factory(max_in_flight=1)
+    app = test_client.app
+    body = orjson.dumps(sample_request)
+
+    async def main() -> None:
+        gate = anyio.Event()
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            yield body[:10]
+            await gate.wait()
+            yield body[10:]
+
+        async with _client(app) as client:
+            async with anyio.create_task_group() as tg:
+                results: list[int] = []
+
+                async def slow() -> None:
+                    r = await client.post("/v1/score", content=slow_body(), headers={"content-type": "application/json"})
+                    results.append(r.status_code)
+
+                tg.start_soon(slow)
+                await anyio.sleep(0.2)
+                shed = await client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+                assert shed.status_code == 503 and shed.headers["retry-after"] == "1"
+                ready = await client.get("/readyz")
+                assert ready.status_code == 200
+                gate.set()
+            assert results == [200]
+            after = await client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+            assert after.status_code == 200
+
+    anyio.run(main)

@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # SIGTERM: /readyz answers 503 for `drain` seconds while requests are still served, then uvicorn
     # stops accepting and gives the requests in flight up to `grace` seconds (app/api/shutdown.py).
     shutdown_drain_seconds: float = Field(default=2.0, ge=0, le=300)
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     # Feedback de-duplication per replica: an event id counted within the last `window` ids and
     # `seconds` is not counted again (a retried batch counts once). 0 ids: off.
     feedback_dedup_ids: int = Field(default=100_000, ge=0, le=10_000_000)

@@ -93,6 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         status = HTTPStatus(exc.status_code)
+        if status == HTTPStatus.BAD_REQUEST:  # FastAPI: a declared JSON body that does not parse
+            detail = ErrorDetail(message=str(exc.detail), field="body", fix="send a JSON object (see /docs)")
+            return error_response(
+                HTTPStatus.UNPROCESSABLE_ENTITY, InvalidRequest.code, f"body: {exc.detail}", [detail]
+            )
         headers = dict(exc.headers) if exc.headers else None
         return error_response(status, status.name.lower(), str(exc.detail), [], headers)
 

@@ -5,7 +5,8 @@ Timeline of one SIGTERM (settings in brackets):
 1. `/readyz` answers 503 at once; work requests are still served   [shutdown_drain_seconds]
 2. uvicorn closes the listening socket and idle keep-alive connections, waits for the requests in
    flight to finish                                                 [shutdown_grace_seconds]
-3. lifespan shutdown (watcher and PSI task stopped); exit code 0.
+3. lifespan shutdown (watcher and PSI task stopped); exit code 0 (uvicorn alone would re-raise
+   the signal and exit 143).
 A second SIGTERM or SIGINT during step 1 skips the rest of the drain.
 """
 
@@ -53,7 +54,7 @@ class DrainingServer(uvicorn.Server):
             if self._timer is not None:
                 self._timer.cancel()
             self.drain.begin()
-            super().handle_exit(sig, frame)
+            self._exit_now(sig)
             return
         self.drain.begin()
         log.info(
@@ -61,6 +62,13 @@ class DrainingServer(uvicorn.Server):
             signal.Signals(sig).name, self.drain_seconds,
         )
         # uvicorn polls `should_exit` from its main loop; setting it from a timer thread is safe.
-        self._timer = threading.Timer(self.drain_seconds, super().handle_exit, args=(sig, None))
+        self._timer = threading.Timer(self.drain_seconds, self._exit_now, args=(sig,))
         self._timer.daemon = True
         self._timer.start()
+
+    def _exit_now(self, sig: int) -> None:
+        super().handle_exit(sig, None)
+        # uvicorn re-raises captured signals once it has shut down, so a graceful exit would look like
+        # death by SIGTERM (status 143). A drained, completed shutdown exits 0 instead; a second signal
+        # during the grace period still forces the exit (uvicorn's force_exit).
+        self._captured_signals.clear()

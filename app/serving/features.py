@@ -32,6 +32,9 @@ class EncodedFeatures:
     categorical: npt.NDArray[np.int64]
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 class FeatureEncoder:
     """Encodes candidates by a manifest's feature schema; built once per bundle."""
 
@@ -96,10 +99,12 @@ class FeatureEncoder:
                     f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
                 )
             values[missing] = fill
-        if not np.isfinite(values).all():
-            index = int(np.flatnonzero(~np.isfinite(values))[0])
+        # The model reads float32: a finite float64 such as 1e308 would become inf there.
+        out_of_range = ~(np.abs(values) <= _FLOAT32_MAX)  # NaN compares False: caught too
+        if out_of_range.any():
+            index = int(np.flatnonzero(out_of_range)[0])
             raise InvalidRequest.at(
-                f"candidates[{index}].features.{name}", "value is not finite",
+                f"candidates[{index}].features.{name}", "value is not finite (as float32, |x| <= 3.4e38)",
                 "send a finite number (NaN and infinity are not features)", candidate_index=index,
             )
         return values

@@ -47,7 +47,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], bytes], dict[str, str], set[in
     "NaN feature": (lambda s: _raw_feature(s, "NaN"), {}, {422}),
     "Infinity feature": (lambda s: _raw_feature(s, "Infinity"), {}, {422}),
     "1e999 feature (overflows to inf)": (lambda s: _raw_feature(s, "1e999"), {}, {422}),
-    "1e308 feature (inf as float32)": (lambda s: _raw_feature(s, "1e308"), {}, {200, 422}),
+    "1e308 feature (inf as float32)": (lambda s: _raw_feature(s, "1e308"), {}, {422}),
     "-0.0 feature": (lambda s: _raw_feature(s, "-0.0"), {}, {200}),
     "string for a number": (lambda s: _body(s, _feature("item_price", "12.5")), {}, {422}),
     "bool for a number": (lambda s: _body(s, _feature("item_price", True)), {}, {422}),
@@ -77,7 +77,10 @@ CASES: dict[str, tuple[Callable[[dict[str, Any]], bytes], dict[str, str], set[in
     ),
     "unknown top-level field": (lambda s: _body(s, lambda d: d.update(__proto__={"x": 1})), {}, {422}),
     "negative top_k": (lambda s: _body(s, lambda d: d["options"].update(top_k=-1)), {}, {422}),
-    "huge top_k": (lambda s: _body(s, lambda d: d["options"].update(top_k=10**30)), {}, {200, 422}),
+    "huge top_k": (
+        lambda s: _body(s, lambda d: d["options"].update(top_k="BIG")).replace(b'"BIG"', b"1" + b"0" * 30), {},
+        {422},
+    ),
     "surface with ..": (lambda s: _body(s, lambda d: d.update(surface="../../etc")), {}, {404, 422}),
     "policy pin to a path": (lambda s: _body(s, lambda d: d.update(policy_version="/etc/passwd")), {}, {404, 422}),
 }
@@ -120,13 +123,13 @@ def test_hostile_score_body(name: str, strict_client: TestClient, sample_request
     if response.status_code >= 400:
         assert_error_shape(response, needs_details=response.status_code in (413, 422))
     if name.endswith("feature") and response.status_code == 200:
-        for item in response.json()["ranked"]:
-            assert all(abs(v) < float("inf") for v in item["predictions"].values())
+        for item in response.json()["candidates"]:
+            assert all(0.0 <= v <= 1.0 for v in item["predictions"].values())
 
 
 def test_a_body_just_over_the_size_limit_is_413_without_reading_it(strict_client: TestClient) -> None:
     limit = 256 * 1024
-    exact = b'{"surface": "home", "candidates": [], "pad": "' + b"x" * (limit - 47) + b'"}'
+    exact = b'{"surface": "home", "candidates": [], "pad": "' + b"x" * (limit - 48) + b'"}'
     assert len(exact) == limit
     at_limit = strict_client.post("/v1/score", content=exact, headers={"content-type": "application/json"})
     assert at_limit.status_code == 422  # read and parsed: within the limit
@@ -164,7 +167,7 @@ def test_hostile_feedback_event_rejects_only_itself(event: dict[str, Any], stric
     from tests.api.test_feedback import event as good_event
 
     bad = {**good_event("hostile-bad"), **event} if event else {"nothing": None}
-    body = orjson.dumps({"events": [good_event(f"hostile-ok-{time.monotonic_ns()}"), bad]}, option=orjson.OPT_NON_STR_KEYS)
+    body = orjson.dumps({"events": [good_event(f"hostile-ok-{time.monotonic_ns()}"), bad]})
     response = strict_client.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
     answer = response.json()
@@ -177,7 +180,7 @@ def test_admin_routes_with_bad_tokens_and_bodies(client_factory: Callable[..., T
     cases = [
         ("get", "/admin/policies", {}, None, 401),
         ("get", "/admin/policies", {"authorization": "Basic " + "a" * 10_000}, None, 401),
-        ("get", "/admin/policies", {"authorization": "Bearer \u00e9\u00e9"}, None, 401),
+        ("get", "/admin/policies", {"authorization": "Bearer \t\t"}, None, 401),
         ("post", "/admin/policies/home/activate", ADMIN, b"{", 422),
         ("post", "/admin/policies/home/activate", ADMIN, b'{"version": 3}', 422),
         ("post", "/admin/policies/home/activate", ADMIN, b'{"version": "' + b"9" * 100 + b'"}', 422),
@@ -185,6 +188,7 @@ def test_admin_routes_with_bad_tokens_and_bodies(client_factory: Callable[..., T
         ("post", "/admin/policies/home/shadow", ADMIN, b'{"version": "../1"}', 422),
     ]
     for method, path, headers, content, status in cases:
-        response = client.request(method, path, headers={"content-type": "application/json", **headers}, content=content)
+        headers = {"content-type": "application/json", **headers}
+        response = client.request(method, path, headers=headers, content=content)
         assert response.status_code == status, (path, headers, content, response.text)
         assert_error_shape(response, needs_details=status == 422)

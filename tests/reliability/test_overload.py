@@ -22,6 +22,7 @@ from app.api.limits import AdmissionControl, AdmissionLimits
 from app.monitoring.metrics import ServiceMetrics
 
 CAPACITY = 8
+JSON = {"content-type": "application/json"}
 
 
 class HeldWork:
@@ -72,7 +73,7 @@ def test_twice_the_capacity_sheds_the_excess_at_once_and_recovers() -> None:
                 work.release.set()
             shed = [a for a in answers if a[0] == 503]
             assert len(shed) == CAPACITY and sum(a[0] == 200 for a in answers) == CAPACITY
-            for _, seconds, headers, body in shed:
+            for _, _seconds, headers, body in shed:
                 assert headers["retry-after"] == "1"
                 assert orjson.loads(body)["error"]["code"] == "overloaded"
             assert metrics.shed.labels("/v1/score")._value.get() == CAPACITY
@@ -145,7 +146,7 @@ def test_real_app_sheds_past_max_in_flight(
                 results: list[int] = []
 
                 async def slow() -> None:
-                    r = await client.post("/v1/score", content=slow_body(), headers={"content-type": "application/json"})
+                    r = await client.post("/v1/score", content=slow_body(), headers=JSON)
                     results.append(r.status_code)
 
                 tg.start_soon(slow)

@@ -47,9 +47,11 @@ def _violations(path: Path) -> list[str]:
                     loader = next((k.value for k in node.keywords if k.arg == "Loader"), None)
                     if not (isinstance(loader, ast.Name) and loader.id == "_BoundedLoader"):
                         found.append(f"yaml.{func.attr}() without the bounded safe loader")
-            if isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name):
-                if func.value.id == "np" and not any(k.arg == "allow_pickle" for k in node.keywords):
-                    found.append("np.load() (allow_pickle must be explicit and False)")
+            if (
+                isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name)
+                and func.value.id == "np" and not any(k.arg == "allow_pickle" for k in node.keywords)
+            ):
+                found.append("np.load() (allow_pickle must be explicit and False)")
     return [f"{path.relative_to(ROOT)}:{v}" for v in found]
 
 

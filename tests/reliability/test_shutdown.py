@@ -26,7 +26,7 @@ import yaml
 from tests.conftest import ROOT
 
 DRAIN_SECONDS = 1.0
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 10
 CLIENTS = 3
 
 
@@ -37,24 +37,25 @@ def _free_port() -> int:
         return port
 
 
-def _serve(store: Path, policies: Path, port: int) -> subprocess.Popen[bytes]:
+def _serve(store: Path, policies: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "FUSIONRANK_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
         "FUSIONRANK_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
         "FUSIONRANK_POLICY_WATCH_INTERVAL": "0",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--model-store", str(store), "--policies", str(policies),
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--model-store", str(store), "--policies", str(policies),
+             "--port", str(port), "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sink,
+        )
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, log.read_text()
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return
@@ -92,9 +93,10 @@ def test_sigterm_and_restart_lose_no_accepted_request(
     store_copy: tuple[Path, Path], sample_request: dict[str, Any]
 ) -> None:
     store, policies = store_copy
+    log = store.parent / "serve.log"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    first = _serve(store, policies, port)
+    first = _serve(store, policies, port, log)
     second: subprocess.Popen[bytes] | None = None
     balancer = Balancer(base)
     outcomes: list[tuple[float, int | str]] = []
@@ -116,7 +118,7 @@ def test_sigterm_and_restart_lose_no_accepted_request(
                     outcomes.append((time.monotonic(), code))
 
     try:
-        _wait_ready(base, first)
+        _wait_ready(base, first, log)
         balancer.thread.start()
         threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(CLIENTS)]
         for thread in threads:
@@ -132,10 +134,10 @@ def test_sigterm_and_restart_lose_no_accepted_request(
             assert probe.post(f"{base}/v1/score", json=sample_request).status_code == 200
         exit_code = first.wait(timeout=DRAIN_SECONDS + GRACE_SECONDS + 5)
         exited_after = time.monotonic() - term_at
-        assert exit_code == 0
+        assert exit_code == 0, log.read_text()
         assert exited_after < DRAIN_SECONDS + GRACE_SECONDS
-        second = _serve(store, policies, port)
-        _wait_ready(base, second)
+        second = _serve(store, policies, port, log)
+        _wait_ready(base, second, log)
         restarted_at = time.monotonic()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not [t for t, _ in list(outcomes) if t > restarted_at + 1.0]:

@@ -107,7 +107,7 @@ def test_feedback_for_a_version_no_longer_served_is_read_from_the_store(
     (calibrations / "0.json").write_text(text.replace('"version": "1"', '"version": "0"', 1))
     client = client_factory(store=store, policies=policies)
     response = client.post("/v1/feedback", json={"events": [event("a", calibration_version="0")]})
-    assert response.json() == {"accepted": 1, "rejected": []}
+    assert response.json() == {"accepted": 1, "rejected": [], "duplicates": []}
     labels = {**VERSIONS, "calibration_version": "0", "task": "click"}
     assert sample(client, "fusionrank_feedback_events_total", **labels, bucket="09") == 1
 

@@ -88,7 +88,7 @@ def test_yaml_bomb_is_refused_fast() -> None:
 
 
 def test_admin_paths_never_leave_the_policies_folder(client_factory: Callable[..., TestClient]) -> None:
-    client = client_factory(admin_tokens={"ops": ADMIN_TOKEN})
+    client = client_factory(admin_tokens={"ops": ADMIN_TOKEN}, persist_pointers=False)
     for version in ("../../etc/passwd", "/etc/passwd", "..", ".hidden", "1/../../x"):
         r = client.post("/admin/policies/home/validate", json={"version": version}, headers=ADMIN)
         assert r.status_code == 422, (version, r.text)
@@ -104,10 +104,11 @@ def test_admin_paths_never_leave_the_policies_folder(client_factory: Callable[..
 
 
 def test_the_admin_token_is_never_logged_or_echoed(
-    client_factory: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+    client_factory: Callable[..., TestClient], caplog: pytest.LogCaptureFixture, store_copy: tuple[Path, Path]
 ) -> None:
+    store, policies = store_copy
     with caplog.at_level(logging.DEBUG):
-        client = client_factory(admin_tokens={"ops": ADMIN_TOKEN})
+        client = client_factory(store=store, policies=policies, admin_tokens={"ops": ADMIN_TOKEN})
         wrong = "wrong-token-abcdefghijklmnop"
         answers = [
             client.get("/admin/policies", headers=ADMIN),

@@ -95,17 +95,20 @@ class AdmissionControl:
 
     async def _with_deadline(self, scope: Scope, receive: Receive, send: Send, budget: float) -> None:
         scope[_DEADLINE_KEY] = time.perf_counter() + budget
-        started = False
+        status: int | None = None
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+                status = message["status"]
+            with anyio.CancelScope(shield=True):  # an answer being sent is sent whole, deadline or not
+                await send(message)
 
         with anyio.move_on_after(budget) as cancel_scope:
             await self.app(scope, receive, send_wrapper)
-        if cancel_scope.cancelled_caught and not started:
+        if status == HTTPStatus.GATEWAY_TIMEOUT:  # `check_deadline` stopped the route between stages
+            self._timed_out(scope)
+        elif cancel_scope.cancelled_caught and status is None:
             self._timed_out(scope)
             error = DeadlineExceeded(f"no answer within the deadline of {budget * 1000:.0f} ms; the work was abandoned")
             await error_response(HTTPStatus.GATEWAY_TIMEOUT, error.code, error.message, error.details)(

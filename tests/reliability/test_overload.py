@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
@@ -161,3 +162,32 @@ def test_real_app_sheds_past_max_in_flight(
             assert after.status_code == 200
 
     anyio.run(main)
+
+
+def test_a_request_past_its_deadline_is_never_scored(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding took longer than the budget: the route answers 504 and the model is never run."""
+    import app.api.score as score_module
+
+    real_decode, real_score = score_module.decode_score_request, score_module.score
+    scored: list[int] = []
+
+    def slow_decode(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)  # blocking, as CPU-bound decoding is: no await for the middleware to cancel at
+        return real_decode(*args, **kwargs)
+
+    def counting_score(*args: Any, **kwargs: Any) -> Any:
+        scored.append(1)
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(score_module, "decode_score_request", slow_decode)
+    monkeypatch.setattr(score_module, "score", counting_score)
+    client = client_factory()
+    late = client.post("/v1/score", json=sample_request, headers={"x-request-deadline-ms": "10"})
+    assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
+    assert scored == []
+    metrics = client.get("/metrics").text
+    assert 'fusionrank_deadline_exceeded_total{route="/v1/score"} 1.0' in metrics
+    on_time = client.post("/v1/score", json=sample_request, headers={"x-request-deadline-ms": "10000"})
+    assert on_time.status_code == 200 and scored == [1]

@@ -24,7 +24,7 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
 @router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
-    responses={413: _ERROR_DOC, 422: _ERROR_DOC},
+    responses={413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC, 504: _ERROR_DOC},
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -37,7 +37,10 @@ _OPENAPI_BODY: dict[str, Any] = {
 @router.post(
     "/v1/score",
     response_model=None,
-    responses={200: {"model": ScoreResponse}, 404: _ERROR_DOC, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC},
+    responses={
+        200: {"model": ScoreResponse}, 404: _ERROR_DOC, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC,
+        504: _ERROR_DOC,
+    },
     openapi_extra=_OPENAPI_BODY,
 )
 async def score_candidates(request: Request, state: StateDep) -> Response:

@@ -104,6 +104,7 @@ class OpenLoop:
         self.samples: list[tuple[float, float, int | str]] = []  # (sent at, seconds, status or error)
 
     def run(self, rate: float, seconds: float, max_requests: int = 2_000_000) -> None:
+        """Requests not sent because their worker was still waiting for earlier answers are not made up."""
         interval = self.workers / rate
         start = time.monotonic()
         end = start + seconds
@@ -113,7 +114,7 @@ class OpenLoop:
             with httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_connections=64)) as client:
                 for k in range(per_worker):
                     due = start + offset + k * interval
-                    if due > end:
+                    if due > end or time.monotonic() > end:  # a client that fell behind stops on time
                         return
                     delay = due - time.monotonic()
                     if delay > 0:

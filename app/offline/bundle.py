@@ -106,6 +106,7 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
+        out.chmod(0o755)  # mkdtemp made it private
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -121,9 +121,14 @@ def _train(
         sample = _first_rows(split_rows(log.chunks(), "valid"), training.constraint_sample_rows)
     torch.manual_seed(training.seed)  # weight initialisation
     model = build_model(spec, fitted)
-    outcome = fit(model, log, tasks=spec.task_names(), options=options, training=training,
-                  train_rows=fitted.rows["train"], constraint_sample=sample, checkpoint_dir=checkpoints,
-                  show_progress=show_progress)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training.torch_threads)
+    try:
+        outcome = fit(model, log, tasks=spec.task_names(), options=options, training=training,
+                      train_rows=fitted.rows["train"], constraint_sample=sample, checkpoint_dir=checkpoints,
+                      show_progress=show_progress)
+    finally:
+        torch.set_num_threads(threads)
     return model, outcome, options
 
 

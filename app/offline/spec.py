@@ -163,6 +163,8 @@ class TrainingSpec(StrictModel):
     shuffle_buffer: int = Field(default=100_000, ge=1, description="rows shuffled together")
     read_batch_rows: int = Field(default=65_536, ge=1, description="rows per record batch read")
     early_stopping_patience: int = Field(default=2, ge=1)
+    # Small MLPs train fastest on one intra-op thread (more threads mostly wait on each other).
+    torch_threads: int = Field(default=1, ge=1)
     compare_losses: list[Literal["bce", "focal", "weighted"]] = Field(
         default_factory=list, description="also train with each option on every task, for the report"
     )

@@ -126,7 +126,9 @@ def export(
         raise typer.Exit(code=2) from None
     parity = result.manifest.parity
     if parity is not None:
-        console.print(f"parity torch vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}")
+        console.print(
+            f"parity torch vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}"
+        )
     console.print(f"bundle: {result.bundle_dir} (calibration {result.calibration.version})")
 
 

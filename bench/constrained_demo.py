@@ -37,10 +37,13 @@ def main() -> None:
         "no_hide (hide weight 0)": training.model_copy(update={"loss_weights": {**weights, "hide": 0.0}}),
     }
     for bound in args.bounds:
-        variants[f"hide <= {bound}"] = training.model_copy(update={
-            "loss_weights": {**weights, "hide": 0.0}, "dual_updates_per_epoch": 10,
-            "constraints": [ConstraintSpec(task="hide", max_loss=bound, rho=2.0)],
-        })
+        variants[f"hide <= {bound}"] = training.model_copy(
+            update={
+                "loss_weights": {**weights, "hide": 0.0},
+                "dual_updates_per_epoch": 10,
+                "constraints": [ConstraintSpec(task="hide", max_loss=bound, rho=2.0)],
+            }
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_log(Path(tmp) / "demo.parquet", args.rows, args.seed)
@@ -60,11 +63,13 @@ def main() -> None:
                 f"{'-' if lam is None else f'{lam:.3f}'} | {'-' if held is None else ('yes' if held else 'NO')} | "
                 f"{report['best_epoch']} |"
             )
-    print("| variant | valid hide logloss | valid click logloss | test hide logloss | test hide AUC | "  # noqa: T201
-          "test click logloss | test click AUC | test purchase logloss | lambda(hide) | bound held (valid) | best epoch |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")  # noqa: T201
+    print(
+        "| variant | valid hide logloss | valid click logloss | test hide logloss | test hide AUC | "
+        "test click logloss | test click AUC | test purchase logloss | lambda(hide) | bound held (valid) | best epoch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(row)  # noqa: T201
+        print(row)
 
 
 if __name__ == "__main__":

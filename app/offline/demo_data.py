@@ -29,7 +29,9 @@ def demo_table(rows: int, seed: int) -> pa.Table:
         "request_id": log.group_id,
         "item_id": log.candidate_id,
         "user_id": log.user_id,
-        "event_time": pa.array(start_us + np.round(log.event_hours * 3.6e9).astype(np.int64), pa.timestamp("us", tz="UTC")),
+        "event_time": pa.array(
+            start_us + np.round(log.event_hours * 3.6e9).astype(np.int64), pa.timestamp("us", tz="UTC")
+        ),
     }
     for j, name in enumerate(syn.NUMERIC):
         columns[name] = log.numeric[:, j]
@@ -59,7 +61,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    print(write_demo_log(args.out, args.rows, args.seed))  # noqa: T201
+    print(write_demo_log(args.out, args.rows, args.seed))
 
 
 if __name__ == "__main__":

@@ -49,24 +49,37 @@ class EncodedRows:
 
     def take(self, index: npt.NDArray[np.intp]) -> EncodedRows:
         return EncodedRows(
-            self.numeric[index], self.categorical[index], self.labels[index], self.mask[index],
-            self.weight[index], self.split[index], {k: v[index] for k, v in self.segments.items()},
+            self.numeric[index],
+            self.categorical[index],
+            self.labels[index],
+            self.mask[index],
+            self.weight[index],
+            self.split[index],
+            {k: v[index] for k, v in self.segments.items()},
         )
 
     def slice(self, start: int, stop: int) -> EncodedRows:
         """Rows [start, stop) as views, no copy."""
         return EncodedRows(
-            self.numeric[start:stop], self.categorical[start:stop], self.labels[start:stop], self.mask[start:stop],
-            self.weight[start:stop], self.split[start:stop], {k: v[start:stop] for k, v in self.segments.items()},
+            self.numeric[start:stop],
+            self.categorical[start:stop],
+            self.labels[start:stop],
+            self.mask[start:stop],
+            self.weight[start:stop],
+            self.split[start:stop],
+            {k: v[start:stop] for k, v in self.segments.items()},
         )
 
     @staticmethod
     def concat(parts: list[EncodedRows]) -> EncodedRows:
         first = parts[0]
         return EncodedRows(
-            np.concatenate([p.numeric for p in parts]), np.concatenate([p.categorical for p in parts]),
-            np.concatenate([p.labels for p in parts]), np.concatenate([p.mask for p in parts]),
-            np.concatenate([p.weight for p in parts]), np.concatenate([p.split for p in parts]),
+            np.concatenate([p.numeric for p in parts]),
+            np.concatenate([p.categorical for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.weight for p in parts]),
+            np.concatenate([p.split for p in parts]),
             {k: np.concatenate([p.segments[k] for p in parts]) for k in first.segments},
         )
 
@@ -99,6 +112,7 @@ class FittedEncoding:
 def event_seconds(column: pa.Array | pa.ChunkedArray, path: Path, name: str) -> npt.NDArray[np.float64]:
     """Seconds since the epoch from a timestamp or numeric column (naive timestamps are UTC)."""
     kind = column.type
+    values: npt.NDArray[np.float64]
     if pa.types.is_timestamp(kind):
         micros = pc.cast(column, pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
         values = micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
@@ -106,7 +120,9 @@ def event_seconds(column: pa.Array | pa.ChunkedArray, path: Path, name: str) -> 
         values = column.to_numpy(zero_copy_only=False).astype(np.float64)
     else:
         raise DatasetError(
-            path, name, f"event time has type {kind}",
+            path,
+            name,
+            f"event time has type {kind}",
             "store seconds since the epoch (int or float) or an ISO timestamp column",
         )
     if column.null_count or not np.isfinite(values).all():
@@ -118,15 +134,21 @@ def _labels(batch: pa.RecordBatch, task: TaskColumn, path: Path) -> tuple[F32, F
     """(label, observed) for one task; null = not observed; anything but 0/1 is an error."""
     column = batch.column(task.label)
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
-        raise DatasetError(path, task.label, f"label of task {task.name!r} has type {column.type}",
-                           "store labels as 0/1 numbers (or booleans)")
+        raise DatasetError(
+            path,
+            task.label,
+            f"label of task {task.name!r} has type {column.type}",
+            "store labels as 0/1 numbers (or booleans)",
+        )
     values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     present = ~np.isnan(values)
     bad = present & (values != 0) & (values != 1)
     if bad.any():
         example = values[np.flatnonzero(bad)[0]]
         raise DatasetError(
-            path, task.label, f"label of task {task.name!r} has value {example:g}; labels must be 0 or 1",
+            path,
+            task.label,
+            f"label of task {task.name!r} has value {example:g}; labels must be 0 or 1",
             "binarise the outcome (e.g. rating >= 4 -> 1) or mark missing labels with null / a mask column",
         )
     observed = present.astype(np.float32)
@@ -159,7 +181,10 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
     time_min, time_max = np.inf, -np.inf
     for path, batch in source.batches():
         seconds = event_seconds(batch.column(spec.event_time), path, spec.event_time)
-        time_min, time_max = min(time_min, float(seconds.min(initial=np.inf))), max(time_max, float(seconds.max(initial=-np.inf)))
+        time_min, time_max = (
+            min(time_min, float(seconds.min(initial=np.inf))),
+            max(time_max, float(seconds.max(initial=-np.inf))),
+        )
         split = _split(seconds, valid_start, test_start)
         for i, name in enumerate(SPLITS):
             rows[name] += int(np.sum(split == i))
@@ -173,7 +198,9 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
         for name in spec.categorical:
             values = pc.cast(batch.column(name), pa.string()).filter(pa.array(train))
             counted = pc.value_counts(values.drop_null())
-            counts[name].update(dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True)))
+            counts[name].update(
+                dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True))
+            )
         for j, feature in enumerate(spec.numeric):
             raw = _numeric(batch, feature.name, path)[train]
             raw = raw[~np.isnan(raw)]
@@ -184,25 +211,40 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
             raw_sums[j] += raw.sum()
     if rows["train"] == 0:
         raise DatasetError(
-            source.files[0], "dataset.split.valid_start", "no row falls before valid_start, so nothing to train on",
+            source.files[0],
+            "dataset.split.valid_start",
+            "no row falls before valid_start, so nothing to train on",
             f"set valid_start inside the data's time range ({_iso(time_min)} .. {_iso(time_max)})",
         )
     for j, feature in enumerate(spec.numeric):
         if present[j] == 0 and feature.default is None:
-            raise DatasetError(source.files[0], feature.name, "every training value is null",
-                               "give the feature a default in the spec, or drop it")
+            raise DatasetError(
+                source.files[0],
+                feature.name,
+                "every training value is null",
+                "give the feature a default in the spec, or drop it",
+            )
     count = np.maximum(present, 1)
     mean = sums / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     fill = [f.default if f.default is not None else float(raw_sums[j] / count[j]) for j, f in enumerate(spec.numeric)]
     cutoff = _timestamp(spec.split.label_cutoff) if spec.split.label_cutoff else time_max
     return FittedEncoding(
-        vocabularies={name: _vocabulary(counts[name], spec.max_vocabulary, spec.min_count, source.files[0], name)
-                      for name in spec.categorical},
-        numeric_fill=[float(v) for v in fill], numeric_mean=[float(v) for v in mean],
-        numeric_std=[float(v) for v in std], valid_start=valid_start, test_start=test_start,
-        label_cutoff=cutoff, time_min=float(time_min), time_max=float(time_max),
-        rows=rows, positives=positives, observed=observed,
+        vocabularies={
+            name: _vocabulary(counts[name], spec.max_vocabulary, spec.min_count, source.files[0], name)
+            for name in spec.categorical
+        },
+        numeric_fill=[float(v) for v in fill],
+        numeric_mean=[float(v) for v in mean],
+        numeric_std=[float(v) for v in std],
+        valid_start=valid_start,
+        test_start=test_start,
+        label_cutoff=cutoff,
+        time_min=float(time_min),
+        time_max=float(time_max),
+        rows=rows,
+        positives=positives,
+        observed=observed,
     )
 
 
@@ -226,25 +268,37 @@ def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, pat
         if task.label_window_hours is not None:
             mask[:, t] *= seconds + task.label_window_hours * 3600.0 <= fitted.label_cutoff
     if spec.sample_weight is not None:
-        weight = _numeric(batch, spec.sample_weight, path)
-        if np.isnan(weight).any() or (weight < 0).any():
-            raise DatasetError(path, spec.sample_weight, "sample weights must be non-negative and not null",
-                               "fill missing weights (e.g. with 1) and clip negatives")
-        weight = weight.astype(np.float32)
+        raw_weight = _numeric(batch, spec.sample_weight, path)
+        if np.isnan(raw_weight).any() or (raw_weight < 0).any():
+            raise DatasetError(
+                path,
+                spec.sample_weight,
+                "sample weights must be non-negative and not null",
+                "fill missing weights (e.g. with 1) and clip negatives",
+            )
+        weight = raw_weight.astype(np.float32)
     else:
         weight = np.ones(batch.num_rows, dtype=np.float32)
     segments = {
-        name: np.asarray(pc.fill_null(pc.cast(batch.column(name), pa.string()), "").to_numpy(zero_copy_only=False)).astype(np.str_)
+        name: np.asarray(
+            pc.fill_null(pc.cast(batch.column(name), pa.string()), "").to_numpy(zero_copy_only=False)
+        ).astype(np.str_)
         for name in spec.segments
     }
-    return EncodedRows(numeric, categorical, labels, mask, weight, _split(seconds, fitted.valid_start, fitted.test_start), segments)
+    return EncodedRows(
+        numeric, categorical, labels, mask, weight, _split(seconds, fitted.valid_start, fitted.test_start), segments
+    )
 
 
 def _numeric(batch: pa.RecordBatch, name: str, path: Path) -> npt.NDArray[np.float64]:
     column = batch.column(name)
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
-        raise DatasetError(path, name, f"numeric column has type {column.type}",
-                           "store it as a number, or declare it under `categorical`")
+        raise DatasetError(
+            path,
+            name,
+            f"numeric column has type {column.type}",
+            "store it as a number, or declare it under `categorical`",
+        )
     values: npt.NDArray[np.float64] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if np.isinf(values).any():
         raise DatasetError(path, name, "numeric column has infinite values", "clip or null them")
@@ -255,8 +309,9 @@ def _vocabulary(counts: Counter[str], limit: int, min_count: int, path: Path, na
     ranked = sorted((item for item in counts.items() if item[1] >= min_count), key=lambda kv: (-kv[1], kv[0]))
     vocabulary = [value for value, _ in ranked[:limit]]
     if not vocabulary:
-        raise DatasetError(path, name, "no value occurs often enough in the train split",
-                           "lower dataset.min_count or drop the feature")
+        raise DatasetError(
+            path, name, "no value occurs often enough in the train split", "lower dataset.min_count or drop the feature"
+        )
     return vocabulary
 
 

@@ -59,7 +59,9 @@ def predict(model: nn.Module, chunks: Iterable[EncodedRows], segments: Sequence[
     if not logits:
         raise ValueError("no rows to predict (is the split empty?)")
     return Predictions(
-        np.concatenate(logits), np.concatenate(labels), np.concatenate(mask),
+        np.concatenate(logits),
+        np.concatenate(labels),
+        np.concatenate(mask),
         {s: np.concatenate(v) for s, v in values.items()},
     )
 
@@ -77,8 +79,12 @@ def task_metrics(p: F64, y: F64, threshold: float) -> dict[str, float]:
 
 
 def evaluate(
-    predictions: Predictions, tasks: Sequence[str], thresholds: Sequence[float], *,
-    min_segment_rows: int = 100, max_segment_values: int = 20,
+    predictions: Predictions,
+    tasks: Sequence[str],
+    thresholds: Sequence[float],
+    *,
+    min_segment_rows: int = 100,
+    max_segment_values: int = 20,
 ) -> dict[str, Any]:
     """{task: {"overall": metrics, "segments": {column: {value: metrics}}}}."""
     p = predictions.probabilities()
@@ -110,40 +116,82 @@ def _fmt(value: Any, metric: str = "") -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The JSON report of a run (see `app.offline.pipeline`) as a markdown page."""
     lines = [f"# Training report: {report['name']}", ""]
-    lines += [f"- split evaluated: **{report['split']}** ({report['rows']} rows); "
-              f"best epoch {report['best_epoch']} of {len(report['history'])}"
-              + (" (stopped early)" if report.get("stopped_early") else ""), ""]
-    metrics = ("count", "positives", "auc", "logloss", "normalised_entropy", "calibration_ratio", "ece",
-               "precision", "recall", "f1")
+    lines += [
+        f"- split evaluated: **{report['split']}** ({report['rows']} rows); "
+        f"best epoch {report['best_epoch']} of {len(report['history'])}"
+        + (" (stopped early)" if report.get("stopped_early") else ""),
+        "",
+    ]
+    metrics = (
+        "count",
+        "positives",
+        "auc",
+        "logloss",
+        "normalised_entropy",
+        "calibration_ratio",
+        "ece",
+        "precision",
+        "recall",
+        "f1",
+    )
     lines += ["## Per task", "", "| task | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for task, entry in report["tasks"].items():
-        lines.append(f"| {task} | " + " | ".join(_fmt(entry["overall"].get(m, float("nan")), m) for m in metrics) + " |")
+        lines.append(
+            f"| {task} | " + " | ".join(_fmt(entry["overall"].get(m, float("nan")), m) for m in metrics) + " |"
+        )
     for task, entry in report["tasks"].items():
         for column, values in entry["segments"].items():
             if not values:
                 continue
-            lines += ["", f"## {task} by {column}", "", "| value | " + " | ".join(metrics) + " |",
-                      "|---" * (len(metrics) + 1) + "|"]
+            lines += [
+                "",
+                f"## {task} by {column}",
+                "",
+                "| value | " + " | ".join(metrics) + " |",
+                "|---" * (len(metrics) + 1) + "|",
+            ]
             for value, m in values.items():
                 lines.append(f"| {value} | " + " | ".join(_fmt(m.get(k, float("nan")), k) for k in metrics) + " |")
     if report.get("constraints"):
-        lines += ["", "## Constraints (validation logloss, per epoch)", "",
-                  "| epoch | task | bound | validation loss | violation | lambda |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Constraints (validation logloss, per epoch)",
+            "",
+            "| epoch | task | bound | validation loss | violation | lambda |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in report["constraints"]:
-            lines.append(f"| {row['epoch']} | {row['task']} | {_fmt(row['bound'])} | {_fmt(row['valid_loss'])} | "
-                         f"{_fmt(row['violation'])} | {_fmt(row['lambda'])} |")
+            lines.append(
+                f"| {row['epoch']} | {row['task']} | {_fmt(row['bound'])} | {_fmt(row['valid_loss'])} | "
+                f"{_fmt(row['violation'])} | {_fmt(row['lambda'])} |"
+            )
     comparison = report.get("loss_comparison")
     if comparison:
-        lines += ["", "## Loss options side by side (same split, same seed)", "",
-                  "| task | option | " + " | ".join(COMPARED) + " |", "|---" * (len(COMPARED) + 2) + "|"]
+        lines += [
+            "",
+            "## Loss options side by side (same split, same seed)",
+            "",
+            "| task | option | " + " | ".join(COMPARED) + " |",
+            "|---" * (len(COMPARED) + 2) + "|",
+        ]
         tasks = list(report["tasks"])
         for task in tasks:
             for option, per_task in comparison.items():
                 m = per_task[task]
-                lines.append(f"| {task} | {option} | " + " | ".join(_fmt(m.get(k, float("nan"))) for k in COMPARED) + " |")
-    lines += ["", "## Training history", "", "| epoch | monitor | " + " | ".join(f"valid {t}" for t in report["tasks"]) + " |",
-              "|---" * (len(report["tasks"]) + 2) + "|"]
+                lines.append(
+                    f"| {task} | {option} | " + " | ".join(_fmt(m.get(k, float("nan"))) for k in COMPARED) + " |"
+                )
+    lines += [
+        "",
+        "## Training history",
+        "",
+        "| epoch | monitor | " + " | ".join(f"valid {t}" for t in report["tasks"]) + " |",
+        "|---" * (len(report["tasks"]) + 2) + "|",
+    ]
     for epoch in report["history"]:
-        lines.append(f"| {epoch['epoch']} | {_fmt(epoch['monitor'])} | "
-                     + " | ".join(_fmt(epoch["valid_loss"][t]) for t in report["tasks"]) + " |")
+        lines.append(
+            f"| {epoch['epoch']} | {_fmt(epoch['monitor'])} | "
+            + " | ".join(_fmt(epoch["valid_loss"][t]) for t in report["tasks"])
+            + " |"
+        )
     return "\n".join(lines) + "\n"

@@ -39,8 +39,11 @@ class MMoERanker(nn.Module):
     ) -> None:
         super().__init__()
         self.inputs = FeatureInput(
-            numeric_mean=numeric_mean, numeric_std=numeric_std, vocabulary_sizes=vocabulary_sizes,
-            embedding_dim=embedding_dim, log_numeric=log_numeric,
+            numeric_mean=numeric_mean,
+            numeric_std=numeric_std,
+            vocabulary_sizes=vocabulary_sizes,
+            embedding_dim=embedding_dim,
+            log_numeric=log_numeric,
         )
         width = self.inputs.width
         built = [mlp(width, expert_hidden) for _ in range(experts)]

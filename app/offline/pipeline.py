@@ -42,7 +42,12 @@ class RunResult:
 
 
 def train_run(
-    spec_path: Path, data: Path, out: Path, *, seed: int | None = None, memory: Memory = "auto",
+    spec_path: Path,
+    data: Path,
+    out: Path,
+    *,
+    seed: int | None = None,
+    memory: Memory = "auto",
     show_progress: bool = True,
 ) -> RunResult:
     """Read the spec file and train; see `train_spec`."""
@@ -61,9 +66,15 @@ def train_spec(
     if fitted.rows["valid"] == 0 or fitted.rows["test"] == 0:
         from app.offline.spec import DatasetError
 
-        raise DatasetError(source.files[0], "dataset.split", f"rows per split {fitted.rows}: valid and test need rows",
-                           "move valid_start / test_start inside the data's time range")
-    streamed = memory == "stream" or (memory == "auto" and sum(f.stat().st_size for f in source.files) > STREAM_ABOVE_BYTES)
+        raise DatasetError(
+            source.files[0],
+            "dataset.split",
+            f"rows per split {fitted.rows}: valid and test need rows",
+            "move valid_start / test_start inside the data's time range",
+        )
+    streamed = memory == "stream" or (
+        memory == "auto" and sum(f.stat().st_size for f in source.files) > STREAM_ABOVE_BYTES
+    )
     log: LogSource = StreamedLog(source, fitted) if streamed else InMemoryLog.load(source, fitted)
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,13 +86,18 @@ def train_spec(
     test = predict(model, split_rows(log.chunks(), "test"), segments)
     valid = predict(model, split_rows(log.chunks(), "valid"), segments)
     report: dict[str, Any] = {
-        "name": spec.name, "split": "test", "rows": len(test.logits), "best_epoch": outcome.best_epoch,
-        "stopped_early": outcome.stopped_early, "rows_per_split": fitted.rows,
+        "name": spec.name,
+        "split": "test",
+        "rows": len(test.logits),
+        "best_epoch": outcome.best_epoch,
+        "stopped_early": outcome.stopped_early,
+        "rows_per_split": fitted.rows,
         "tasks": evaluate(test, tasks, thresholds),
         "history": [e.to_dict() for e in outcome.history],
         "constraints": [
             {"epoch": e.epoch, "task": task, "lambda": e.lambdas[task], **values}
-            for e in outcome.history for task, values in e.constraints.items()
+            for e in outcome.history
+            for task, values in e.constraints.items()
         ],
     }
     if spec.training.compare_losses:
@@ -93,18 +109,23 @@ def train_spec(
     heldout = _first_rows(split_rows(log.chunks(), "test"), PARITY_ROWS)
     folder.save_arrays("heldout", numeric=heldout.numeric, categorical=heldout.categorical)
     write_json(out / "sample_rows.json", _sample_rows(source, fitted, SAMPLE_ROWS))
-    write_json(folder.run_json, json_safe({
-        "schema_version": 1,
-        "spec": spec.model_dump(mode="json"),
-        "encoding": fitted.to_dict(),
-        "loss_options": {t: o.__dict__ for t, o in zip(tasks, options, strict=True)},
-        "history": report["history"],
-        "best_epoch": outcome.best_epoch,
-        "metrics": {t: report["tasks"][t]["overall"] for t in tasks},
-        "streamed": streamed,
-        "code_version": code_version(),
-        "seconds": time.perf_counter() - started,
-    }))
+    write_json(
+        folder.run_json,
+        json_safe(
+            {
+                "schema_version": 1,
+                "spec": spec.model_dump(mode="json"),
+                "encoding": fitted.to_dict(),
+                "loss_options": {t: o.__dict__ for t, o in zip(tasks, options, strict=True)},
+                "history": report["history"],
+                "best_epoch": outcome.best_epoch,
+                "metrics": {t: report["tasks"][t]["overall"] for t in tasks},
+                "streamed": streamed,
+                "code_version": code_version(),
+                "seconds": time.perf_counter() - started,
+            }
+        ),
+    )
     report = json_safe(report)
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
@@ -124,9 +145,17 @@ def _train(
     threads = torch.get_num_threads()
     torch.set_num_threads(training.torch_threads)
     try:
-        outcome = fit(model, log, tasks=spec.task_names(), options=options, training=training,
-                      train_rows=fitted.rows["train"], constraint_sample=sample, checkpoint_dir=checkpoints,
-                      show_progress=show_progress)
+        outcome = fit(
+            model,
+            log,
+            tasks=spec.task_names(),
+            options=options,
+            training=training,
+            train_rows=fitted.rows["train"],
+            constraint_sample=sample,
+            checkpoint_dir=checkpoints,
+            show_progress=show_progress,
+        )
     finally:
         torch.set_num_threads(threads)
     return model, outcome, options
@@ -145,8 +174,9 @@ def _compare(
     }
     out: dict[str, dict[str, dict[str, float]]] = {}
     for kind in spec.training.compare_losses:
-        variant = spec.model_copy(update={"training": spec.training.model_copy(
-            update={"losses": dict.fromkeys(tasks, options[kind])})})
+        variant = spec.model_copy(
+            update={"training": spec.training.model_copy(update={"losses": dict.fromkeys(tasks, options[kind])})}
+        )
         model, _, _ = _train(variant, fitted, log, None, show_progress)
         evaluated = evaluate(predict(model, split_rows(log.chunks(), "test"), []), tasks, thresholds)
         out[kind] = {t: {m: evaluated[t]["overall"].get(m, float("nan")) for m in COMPARED} for t in tasks}
@@ -160,8 +190,13 @@ def _first_rows(chunks: Any, limit: int) -> EncodedRows:
 
 
 def _save_predictions(folder: RunFolder, name: str, predictions: Predictions) -> None:
-    folder.save_arrays(name, logits=predictions.logits, labels=predictions.labels, mask=predictions.mask,
-                       **{f"segment__{k}": v for k, v in predictions.segments.items()})
+    folder.save_arrays(
+        name,
+        logits=predictions.logits,
+        labels=predictions.labels,
+        mask=predictions.mask,
+        **{f"segment__{k}": v for k, v in predictions.segments.items()},
+    )
 
 
 def _sample_rows(source: TableSource, fitted: FittedEncoding, limit: int) -> list[dict[str, Any]]:

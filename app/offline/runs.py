@@ -15,7 +15,7 @@ Layout of RUN/:
 from __future__ import annotations
 
 import json
-import subprocess  # noqa: S404 - only `git rev-parse`, with fixed arguments
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,17 @@ def build_model(spec: TrainSpec, fitted: FittedEncoding) -> nn.Module:
     """The spec's architecture with the fitted normalisation and vocabulary sizes (seed torch first)."""
     dataset, model = spec.dataset, spec.training.model
     common: dict[str, Any] = {
-        "numeric_mean": fitted.numeric_mean, "numeric_std": fitted.numeric_std,
+        "numeric_mean": fitted.numeric_mean,
+        "numeric_std": fitted.numeric_std,
         "vocabulary_sizes": [len(fitted.vocabularies[n]) for n in dataset.categorical],
-        "n_tasks": len(dataset.tasks), "embedding_dim": model.embedding_dim,
+        "n_tasks": len(dataset.tasks),
+        "embedding_dim": model.embedding_dim,
         "log_numeric": [f.log for f in dataset.numeric],
     }
     if model.kind == "mmoe":
-        return MMoERanker(experts=model.experts, expert_hidden=model.expert_hidden, tower_hidden=model.tower_hidden,
-                          **common)
+        return MMoERanker(
+            experts=model.experts, expert_hidden=model.expert_hidden, tower_hidden=model.tower_hidden, **common
+        )
     return MultiTaskRanker(hidden=model.hidden, **common)
 
 
@@ -56,11 +59,17 @@ def code_version() -> str:
     try:
         commit = subprocess.run(  # noqa: S603
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],  # noqa: S607
-            capture_output=True, text=True, check=True, timeout=5,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
         ).stdout.strip()
         dirty = subprocess.run(  # noqa: S603
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
-            capture_output=True, text=True, check=True, timeout=5,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return f"fusionrank {__version__}"
@@ -113,8 +122,12 @@ class RunFolder:
 
     def read(self) -> dict[str, Any]:
         if not self.run_json.is_file():
-            raise ArtifactError(self.run_json, "", "not a run folder (no run.json)",
-                                "pass --run the folder written by `fusionrank train --out`")
+            raise ArtifactError(
+                self.run_json,
+                "",
+                "not a run folder (no run.json)",
+                "pass --run the folder written by `fusionrank train --out`",
+            )
         data: dict[str, Any] = json.loads(self.run_json.read_text(encoding="utf-8"))
         return data
 

@@ -27,8 +27,8 @@ __all__ = [
     "NumericColumn",
     "SplitSpec",
     "TaskColumn",
-    "TrainingSpec",
     "TrainSpec",
+    "TrainingSpec",
     "load_spec",
 ]
 

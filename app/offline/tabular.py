@@ -25,7 +25,9 @@ _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 def resolve_files(data: Path, fmt: str | None) -> tuple[list[Path], str]:
     """A file, or every Parquet/CSV file of a folder (sorted by name, so the order is stable)."""
     if data.is_dir():
-        files = sorted(p for p in data.iterdir() if p.suffix in _SUFFIXES and (fmt is None or _SUFFIXES[p.suffix] == fmt))
+        files = sorted(
+            p for p in data.iterdir() if p.suffix in _SUFFIXES and (fmt is None or _SUFFIXES[p.suffix] == fmt)
+        )
     elif data.is_file():
         files = [data]
     else:
@@ -35,7 +37,9 @@ def resolve_files(data: Path, fmt: str | None) -> tuple[list[Path], str]:
     formats = {fmt or _SUFFIXES.get(f.suffix, "") for f in files}
     if len(formats) != 1 or "" in formats:
         raise DatasetError(
-            data, "dataset.format", f"cannot tell the format of {[f.name for f in files]}",
+            data,
+            "dataset.format",
+            f"cannot tell the format of {[f.name for f in files]}",
             "use .parquet or .csv file names, or set dataset.format in the spec",
         )
     return files, formats.pop()
@@ -65,7 +69,9 @@ class TableSource:
             missing = [c for c in wanted if c not in present]
             if missing:
                 raise DatasetError(
-                    path, missing[0], f"column(s) {missing} named by the spec are not in this file",
+                    path,
+                    missing[0],
+                    f"column(s) {missing} named by the spec are not in this file",
                     f"fix the spec's column names or the data; the file has {present}",
                 )
 
@@ -84,7 +90,9 @@ class TableSource:
         # Category-like columns are read as strings, so "007" stays "007" and types never change
         # between blocks; numbers as float64. Event time and masks are left to inference.
         spec = self.spec
-        types: dict[str, pa.DataType] = {c: pa.string() for c in [spec.group_id, spec.candidate_id, *spec.categorical, *spec.segments]}
+        types: dict[str, pa.DataType] = {
+            c: pa.string() for c in [spec.group_id, spec.candidate_id, *spec.categorical, *spec.segments]
+        }
         numbers = [f.name for f in spec.numeric] + [t.label for t in spec.tasks]
         numbers += [spec.sample_weight] if spec.sample_weight else []  # masks: 0/1 or true/false, inferred
         types.update({c: pa.float64() for c in numbers})
@@ -95,7 +103,9 @@ class TableSource:
             with pacsv.open_csv(path, read_options=read, convert_options=convert) as reader:
                 yield from reader
         except pa.ArrowInvalid as exc:
-            raise DatasetError(path, "", f"cannot parse the CSV: {exc}", "check the column's values and types") from None
+            raise DatasetError(
+                path, "", f"cannot parse the CSV: {exc}", "check the column's values and types"
+            ) from None
 
     def _schema(self, path: Path) -> pa.Schema:
         try:
@@ -104,4 +114,6 @@ class TableSource:
             with pacsv.open_csv(path) as reader:
                 return reader.schema
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DatasetError(path, "", f"cannot read as {self.format}: {exc}", "check the file and its format") from None
+            raise DatasetError(
+                path, "", f"cannot read as {self.format}: {exc}", "check the file and its format"
+            ) from None

@@ -65,7 +65,10 @@ def element_losses(logits: torch.Tensor, labels: torch.Tensor, options: Sequence
 
 
 def masked_task_losses(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
     options: Sequence[TaskLoss],
 ) -> torch.Tensor:
     """Per-task weighted mean loss over observed rows. logits/labels/mask: [B, T], weight: [B] -> [T].

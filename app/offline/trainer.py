@@ -63,7 +63,9 @@ def validation_losses(model: nn.Module, chunks: Iterable[EncodedRows], n_tasks: 
     total, weight = torch.zeros(n_tasks, dtype=torch.float64), torch.zeros(n_tasks, dtype=torch.float64)
     for chunk in blocks(chunks, 65_536):
         batch = Batch.of(chunk)
-        losses = F.binary_cross_entropy_with_logits(model(batch.numeric, batch.categorical), batch.labels, reduction="none")
+        losses = F.binary_cross_entropy_with_logits(
+            model(batch.numeric, batch.categorical), batch.labels, reduction="none"
+        )
         w = batch.mask * batch.weight[:, None]
         total += torch.where(w > 0, losses * w, torch.zeros_like(losses)).sum(dim=0).double()
         weight += w.sum(dim=0).double()
@@ -107,11 +109,18 @@ def fit(
             model.train()
             running = torch.zeros(len(tasks))
             seen = 0
-            batches = ShuffledBatches(log, split="train", batch_size=training.batch_size,
-                                      buffer_rows=training.shuffle_buffer, seed=training.seed, epoch=epoch)
+            batches = ShuffledBatches(
+                log,
+                split="train",
+                batch_size=training.batch_size,
+                buffer_rows=training.shuffle_buffer,
+                seed=training.seed,
+                epoch=epoch,
+            )
             for b, batch in enumerate(batches, start=1):
-                per_task = masked_task_losses(model(batch.numeric, batch.categorical), batch.labels, batch.mask,
-                                              batch.weight, options)
+                per_task = masked_task_losses(
+                    model(batch.numeric, batch.categorical), batch.labels, batch.mask, batch.weight, options
+                )
                 loss = (per_task * weights).sum() + duals.penalty(per_task)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
@@ -121,10 +130,14 @@ def fit(
                 if b % dual_every == 0 and b < n_batches:
                     dual_step()
                 shown = " ".join(f"{t} {v:.4f}" for t, v in zip(tasks, (running / seen).tolist(), strict=True))
-                progress.update(bar, advance=1, description=f"epoch {epoch}/{training.epochs} loss {loss.item():.4f} | {shown}")
+                progress.update(
+                    bar, advance=1, description=f"epoch {epoch}/{training.epochs} loss {loss.item():.4f} | {shown}"
+                )
             dual_step()
             valid = validation_losses(model, split_rows(log.chunks(), "valid"), len(tasks))
-            monitor = float(sum(w * v for w, v in zip(weights.tolist(), valid, strict=True) if w > 0 and np.isfinite(v)))
+            monitor = float(
+                sum(w * v for w, v in zip(weights.tolist(), valid, strict=True) if w > 0 and np.isfinite(v))
+            )
             violations = duals.violations(valid)
             record = EpochLog(
                 epoch=epoch,
@@ -141,8 +154,12 @@ def fit(
             outcome.history.append(record)
             if checkpoint_dir is not None:
                 torch.save(
-                    {"epoch": epoch, "model": model.state_dict(), "optimizer": optimiser.state_dict(),
-                     "lambdas": duals.lambdas},
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimiser.state_dict(),
+                        "lambdas": duals.lambdas,
+                    },
                     checkpoint_dir / f"epoch_{epoch:03d}.pt",
                 )
             key = (float(sum(violations)), monitor)

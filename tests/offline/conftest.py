@@ -18,10 +18,17 @@ DEMO_SPEC = ROOT / "scripts" / "specs" / "demo.yaml"
 def tiny_spec(**training: Any) -> dict[str, Any]:
     """The demo spec, trained small and fast (overrides go into `training`)."""
     spec: dict[str, Any] = yaml.safe_load(DEMO_SPEC.read_text())
-    spec["training"].update({
-        "model": {"kind": "shared_bottom", "hidden": [16], "embedding_dim": 4},
-        "epochs": 2, "batch_size": 128, "learning_rate": 0.01, "compare_losses": [], "shuffle_buffer": 2000, "read_batch_rows": 4096,
-    })
+    spec["training"].update(
+        {
+            "model": {"kind": "shared_bottom", "hidden": [16], "embedding_dim": 4},
+            "epochs": 2,
+            "batch_size": 128,
+            "learning_rate": 0.01,
+            "compare_losses": [],
+            "shuffle_buffer": 2000,
+            "read_batch_rows": 4096,
+        }
+    )
     spec["training"].update(training)
     return spec
 

@@ -123,15 +123,28 @@ def test_shuffled_batches_do_not_depend_on_how_the_files_are_chunked(tiny_log: P
     spec = _spec().dataset
     small = TableSource.open(tiny_log, spec, batch_rows=97)
     fitted = fit_encoding(small)
-    streamed = ShuffledBatches(StreamedLog(small, fitted), split="train", batch_size=128, buffer_rows=1500, seed=3, epoch=1)
-    memory = ShuffledBatches(InMemoryLog.load(TableSource.open(tiny_log, spec), fitted), split="train", batch_size=128,
-                             buffer_rows=1500, seed=3, epoch=1)
+    streamed = ShuffledBatches(
+        StreamedLog(small, fitted), split="train", batch_size=128, buffer_rows=1500, seed=3, epoch=1
+    )
+    memory = ShuffledBatches(
+        InMemoryLog.load(TableSource.open(tiny_log, spec), fitted),
+        split="train",
+        batch_size=128,
+        buffer_rows=1500,
+        seed=3,
+        epoch=1,
+    )
     pairs = list(zip(streamed, memory, strict=True))
     assert len(pairs) > 10
     for x, y in pairs:
         assert torch.equal(x.numeric, y.numeric) and torch.equal(x.labels, y.labels)
-    other_epoch = next(iter(ShuffledBatches(StreamedLog(small, fitted), split="train", batch_size=128,
-                                            buffer_rows=1500, seed=3, epoch=2)))
+    other_epoch = next(
+        iter(
+            ShuffledBatches(
+                StreamedLog(small, fitted), split="train", batch_size=128, buffer_rows=1500, seed=3, epoch=2
+            )
+        )
+    )
     assert not torch.equal(other_epoch.numeric, pairs[0][0].numeric)
 
 
@@ -152,5 +165,7 @@ def test_streamed_parquet_trains_the_same_model_as_in_memory(tiny_log: Path) -> 
         lb = b(torch.from_numpy(rows.numeric), torch.from_numpy(rows.categorical))
     torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
     # and a different seed gives a different model: the comparison above can fail
-    c, _, _ = _train(_spec(epochs=2, seed=99), fitted_memory, InMemoryLog.load(memory_source, fitted_memory), None, False)
+    c, _, _ = _train(
+        _spec(epochs=2, seed=99), fitted_memory, InMemoryLog.load(memory_source, fitted_memory), None, False
+    )
     assert not torch.allclose(next(iter(c.parameters())), next(iter(a.parameters())))

@@ -24,8 +24,9 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     return logits, labels, mask, weight
 
 
-def _loss_and_grad(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
-                   options: list[TaskLoss]) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss_and_grad(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, options: list[TaskLoss]
+) -> tuple[torch.Tensor, torch.Tensor]:
     z = logits.clone().requires_grad_(True)
     per_task = masked_task_losses(z, labels, mask, weight, options)
     per_task.sum().backward()

@@ -30,15 +30,25 @@ TASKS = ["click", "purchase", "hide", "report"]
 
 def _policy(name: str, version: str) -> dict[str, Any]:
     return {
-        "schema_version": 1, "surface": "feed", "name": "trained model, simple utility", "version": "1",
-        "model": {"name": name, "version": version}, "calibration_version": "1",
-        "utility": [{"name": "click", "task": "click", "weight": 1.0},
-                    {"name": "purchase", "task": "purchase", "weight": 5.0},
-                    {"name": "hide_penalty", "task": "hide", "weight": -2.0}],
+        "schema_version": 1,
+        "surface": "feed",
+        "name": "trained model, simple utility",
+        "version": "1",
+        "model": {"name": name, "version": version},
+        "calibration_version": "1",
+        "utility": [
+            {"name": "click", "task": "click", "weight": 1.0},
+            {"name": "purchase", "task": "purchase", "weight": 5.0},
+            {"name": "hide_penalty", "task": "hide", "weight": -2.0},
+        ],
         "guardrails": [{"name": "report_risk", "task": "report", "above": 0.5}],
         "slate": {"top_k": 5},
-        "governance": {"owner": "ranking-team", "approved_by": ["reviewer"], "created_at": "2026-11-01T00:00:00Z",
-                       "change_note": "test policy"},
+        "governance": {
+            "owner": "ranking-team",
+            "approved_by": ["reviewer"],
+            "created_at": "2026-11-01T00:00:00Z",
+            "change_note": "test policy",
+        },
     }
 
 
@@ -48,8 +58,9 @@ def trained(tiny_log: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     root = tmp_path_factory.mktemp("e2e")
     spec = write_spec(root / "spec.yaml", tiny_spec(compare_losses=["bce", "focal", "weighted"]))
     runner = CliRunner()
-    result = runner.invoke(cli, ["train", "--spec", str(spec), "--data", str(tiny_log), "--out", str(root / "run"),
-                                 "--no-progress"])
+    result = runner.invoke(
+        cli, ["train", "--spec", str(spec), "--data", str(tiny_log), "--out", str(root / "run"), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     store = root / "model_store"
     result = runner.invoke(cli, ["export", "--run", str(root / "run"), "--out", str(store / "tiny" / "3")])
@@ -93,7 +104,12 @@ def test_export_writes_a_manifest_the_loader_accepts(trained: tuple[Path, Path])
 def test_onnx_graph_is_one_file_with_dynamic_batch_and_task_order(trained: tuple[Path, Path]) -> None:
     run, store = trained
     bundle = store / "tiny" / "3"
-    assert sorted(p.name for p in bundle.iterdir()) == ["calibration", "manifest.json", "model.onnx", "sample_request.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "calibration",
+        "manifest.json",
+        "model.onnx",
+        "sample_request.json",
+    ]
     session = ort.InferenceSession(str(bundle / "model.onnx"))
     numeric = session.get_inputs()[0]
     assert numeric.name == "numeric" and isinstance(numeric.shape[0], str)
@@ -120,8 +136,13 @@ def test_parity_failure_blocks_the_export(trained: tuple[Path, Path]) -> None:
         for parameter in model.parameters():
             parameter.add_(0.01)
     with pytest.raises(ArtifactError, match="differs from torch"):
-        parity_max_abs_diff(model, store / "tiny" / "3" / "model.onnx", heldout["numeric"], heldout["categorical"],
-                            batch_sizes=(1, 7, 100))
+        parity_max_abs_diff(
+            model,
+            store / "tiny" / "3" / "model.onnx",
+            heldout["numeric"],
+            heldout["categorical"],
+            batch_sizes=(1, 7, 100),
+        )
 
 
 def test_export_refuses_to_overwrite_a_bundle(trained: tuple[Path, Path]) -> None:
@@ -153,7 +174,18 @@ def test_exported_bundle_is_served_with_a_policy(trained: tuple[Path, Path], tmp
 def test_train_reports_a_bad_spec_without_a_traceback(tiny_log: Path, tmp_path: Path) -> None:
     spec = tiny_spec()
     spec["dataset"]["numeric"][0]["name"] = "user_activty"
-    result = CliRunner().invoke(cli, ["train", "--spec", str(write_spec(tmp_path / "s.yaml", spec)),
-                                      "--data", str(tiny_log), "--out", str(tmp_path / "run"), "--no-progress"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--spec",
+            str(write_spec(tmp_path / "s.yaml", spec)),
+            "--data",
+            str(tiny_log),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2
     assert "user_activty" in result.output and "fix" in result.output

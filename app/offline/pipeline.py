@@ -10,6 +10,7 @@ side-by-side table; write everything into the run folder (`app.offline.runs`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from app.offline.batches import InMemoryLog, LogSource, StreamedLog, blocks, spl
 from app.offline.encoding import SPLITS, EncodedRows, FittedEncoding, encode, fit_encoding
 from app.offline.evaluation import COMPARED, Predictions, evaluate, predict, render_markdown
 from app.offline.runs import RunFolder, build_model, code_version, json_safe, write_json
-from app.offline.spec import LossSpec, TrainSpec, load_spec
+from app.offline.spec import DatasetError, LossSpec, TrainSpec, load_spec
 from app.offline.tabular import TableSource
 from app.offline.task_losses import TaskLoss
 from app.offline.trainer import TrainOutcome, fit
@@ -64,8 +65,6 @@ def train_spec(
     source = TableSource.open(data, spec.dataset, batch_rows=spec.training.read_batch_rows)
     fitted = fit_encoding(source)
     if fitted.rows["valid"] == 0 or fitted.rows["test"] == 0:
-        from app.offline.spec import DatasetError
-
         raise DatasetError(
             source.files[0],
             "dataset.split",
@@ -183,7 +182,7 @@ def _compare(
     return out
 
 
-def _first_rows(chunks: Any, limit: int) -> EncodedRows:
+def _first_rows(chunks: Iterable[EncodedRows], limit: int) -> EncodedRows:
     for block in blocks(chunks, limit):
         return block
     raise ValueError("no rows")

@@ -9,6 +9,7 @@ side-by-side table; write everything into the run folder (`app.offline.runs`).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def train_spec(
     log: LogSource = StreamedLog(source, fitted) if streamed else InMemoryLog.load(source, fitted)
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
+    if folder.checkpoints.exists():  # checkpoints of an earlier run into the same folder would mislead
+        shutil.rmtree(folder.checkpoints)
 
     model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress)
     tasks = spec.task_names()

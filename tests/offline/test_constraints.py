@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from app.offline.constraints import DualState, dual_update
@@ -43,3 +45,25 @@ def test_penalty_adds_lambda_times_loss_and_the_quadratic_term() -> None:
     assert abs(float(penalty.detach()) - expected) < 1e-6
     penalty.backward()
     assert losses.grad is not None and losses.grad[0] == 0 and losses.grad[1] > 0.5
+
+
+def test_constrained_training_logs_lambda_and_bound_per_epoch(tiny_log: Path, tmp_path: Path) -> None:
+    from app.offline.pipeline import train_spec
+    from app.offline.spec import TrainSpec
+    from tests.offline.conftest import tiny_spec
+
+    spec = tiny_spec(
+        epochs=3,
+        loss_weights={"click": 1.0, "purchase": 1.0, "hide": 0.0, "report": 1.0},
+        constraints=[{"task": "hide", "max_loss": 0.2, "rho": 1.0}],
+        dual_updates_per_epoch=4,
+    )
+    report = train_spec(TrainSpec.model_validate(spec), tiny_log, tmp_path / "run", show_progress=False).report
+    log = report["constraints"]
+    assert [row["epoch"] for row in log] == [1, 2, 3] and {row["task"] for row in log} == {"hide"}
+    assert all(row["lambda"] >= 0 and row["bound"] == 0.2 for row in log)
+    # hide starts untrained (weight 0, logloss ~ ln 2 > 0.2): the dual variable must have risen and pulled
+    # hide under its bound by the last epoch
+    assert log[0]["lambda"] > 0
+    assert log[-1]["valid_loss"] <= 0.2 and log[-1]["violation"] == 0.0
+    assert report["history"][-1]["lambdas"]["hide"] == log[-1]["lambda"]

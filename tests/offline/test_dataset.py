@@ -169,3 +169,21 @@ def test_streamed_parquet_trains_the_same_model_as_in_memory(tiny_log: Path) -> 
         _spec(epochs=2, seed=99), fitted_memory, InMemoryLog.load(memory_source, fitted_memory), None, False
     )
     assert not torch.allclose(next(iter(c.parameters())), next(iter(a.parameters())))
+
+
+def test_sample_weights_are_read_and_negative_weights_rejected(tmp_path: Path, tiny_log: Path) -> None:
+    table = pq.read_table(tiny_log)
+    weights = np.linspace(0.0, 2.0, table.num_rows)
+    path = tmp_path / "weighted.parquet"
+    pq.write_table(table.append_column("w", pa.array(weights)), path)
+    spec = tiny_spec()
+    spec["dataset"]["sample_weight"] = "w"
+    dataset = TrainSpec.model_validate(spec).dataset
+    source = TableSource.open(path, dataset)
+    rows = _all_rows(InMemoryLog.load(source, fit_encoding(source)))
+    np.testing.assert_allclose(rows.weight, weights.astype(np.float32))
+    weights[3] = -1.0
+    pq.write_table(table.append_column("w", pa.array(weights)), path)
+    source = TableSource.open(path, dataset)
+    with pytest.raises(DatasetError, match="w: sample weights must be non-negative"):
+        _all_rows(InMemoryLog.load(source, fit_encoding(source)))

@@ -100,6 +100,8 @@ def train(
         result = train_run(spec, data, out, seed=seed, memory=memory, show_progress=progress)  # type: ignore[arg-type]
     except FusionrankError as exc:
         console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+        for detail in exc.details[1:]:  # the first one is the message
+            console.print(f"  {detail.field or ''}: {detail.message}", highlight=False)
         raise typer.Exit(code=2) from None
     _print_report(console, result.report)
     console.print(f"run: {result.run} ({result.seconds:.1f} s); report: {result.run / 'report.md'}")

@@ -86,6 +86,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="override training.seed")] = None,
     memory: Annotated[str, typer.Option(help="auto | stream (re-read the files every epoch) | memory")] = "auto",
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    resume: Annotated[
+        bool, typer.Option(help="continue from RUN's last checkpoint (same spec; epochs may grow)")
+    ] = False,
 ) -> None:
     """Train a multi-task ranker from a spec and a log; writes RUN with the model and its report."""
     from rich.console import Console
@@ -97,7 +100,9 @@ def train(
         raise typer.BadParameter("use auto, stream or memory", param_hint="--memory")
     console = Console()
     try:
-        result = train_run(spec, data, out, seed=seed, memory=memory, show_progress=progress)  # type: ignore[arg-type]
+        result = train_run(
+            spec, data, out, seed=seed, memory=memory, show_progress=progress, resume=resume  # type: ignore[arg-type]
+        )
     except FusionrankError as exc:
         console.print(f"[red]error:[/red] {exc.message}", highlight=False)
         for detail in exc.details[1:]:  # the first one is the message

@@ -9,6 +9,8 @@ side-by-side table; write everything into the run folder (`app.offline.runs`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import time
 from collections.abc import Iterable
@@ -19,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from app.errors import ArtifactError
 from app.offline.batches import InMemoryLog, LogSource, StreamedLog, blocks, split_rows
 from app.offline.encoding import SPLITS, EncodedRows, FittedEncoding, encode, fit_encoding
 from app.offline.evaluation import COMPARED, Predictions, evaluate, predict, render_markdown
@@ -51,17 +54,25 @@ def train_run(
     seed: int | None = None,
     memory: Memory = "auto",
     show_progress: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Read the spec file and train; see `train_spec`."""
     spec = load_spec(spec_path)
     if seed is not None:
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
-    return train_spec(spec, data, out, memory=memory, show_progress=show_progress)
+    return train_spec(spec, data, out, memory=memory, show_progress=show_progress, resume=resume)
 
 
 def train_spec(
-    spec: TrainSpec, data: Path, out: Path, *, memory: Memory = "auto", show_progress: bool = True
+    spec: TrainSpec,
+    data: Path,
+    out: Path,
+    *,
+    memory: Memory = "auto",
+    show_progress: bool = True,
+    resume: bool = False,
 ) -> RunResult:
+    """Train into `out`; with `resume`, continue from the last checkpoint in `out` (same spec but epochs)."""
     started = time.perf_counter()
     source = TableSource.open(data, spec.dataset, batch_rows=spec.training.read_batch_rows)
     fitted = fit_encoding(source)
@@ -78,10 +89,11 @@ def train_spec(
     log: LogSource = StreamedLog(source, fitted) if streamed else InMemoryLog.load(source, fitted)
     folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    if folder.checkpoints.exists():  # checkpoints of an earlier run into the same folder would mislead
+    checkpoint = _last_checkpoint(folder, spec) if resume else None
+    if checkpoint is None and folder.checkpoints.exists():  # an earlier run's checkpoints would mislead
         shutil.rmtree(folder.checkpoints)
 
-    model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress)
+    model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress, checkpoint)
     tasks = spec.task_names()
     segments = list(spec.dataset.segments)
     thresholds = [t.threshold for t in spec.dataset.tasks]
@@ -135,7 +147,12 @@ def train_spec(
 
 
 def _train(
-    spec: TrainSpec, fitted: FittedEncoding, log: LogSource, checkpoints: Path | None, show_progress: bool
+    spec: TrainSpec,
+    fitted: FittedEncoding,
+    log: LogSource,
+    checkpoints: Path | None,
+    show_progress: bool,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, TrainOutcome, list[TaskLoss]]:
     training = spec.training
     options = [TaskLoss.resolve(spec.loss(t), fitted.positives[t], fitted.observed[t]) for t in spec.task_names()]
@@ -157,6 +174,8 @@ def _train(
             constraint_sample=sample,
             checkpoint_dir=checkpoints,
             show_progress=show_progress,
+            resume=resume,
+            checkpoint_extra={"spec_key": _spec_key(spec)},
         )
     finally:
         torch.set_num_threads(threads)
@@ -183,6 +202,29 @@ def _compare(
         evaluated = evaluate(predict(model, split_rows(log.chunks(), "test"), []), tasks, thresholds)
         out[kind] = {t: {m: evaluated[t]["overall"].get(m, float("nan")) for m in COMPARED} for t in tasks}
     return out
+
+
+def _spec_key(spec: TrainSpec) -> str:
+    """Fingerprint of what a checkpoint depends on: the spec without epochs, patience and comparisons."""
+    data = spec.model_dump(mode="json")
+    for name in ("epochs", "early_stopping_patience", "compare_losses"):
+        data["training"].pop(name)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _last_checkpoint(folder: RunFolder, spec: TrainSpec) -> dict[str, Any]:
+    found = sorted(folder.checkpoints.glob("epoch_*.pt")) if folder.checkpoints.is_dir() else []
+    if not found:
+        raise ArtifactError(folder.checkpoints, "", "no checkpoint to resume from", "train without --resume")
+    checkpoint: dict[str, Any] = torch.load(found[-1], map_location="cpu", weights_only=True)
+    if checkpoint.get("spec_key") != _spec_key(spec):
+        raise ArtifactError(
+            found[-1],
+            "spec",
+            "this checkpoint was written with another spec (only epochs and patience may change)",
+            "resume with the spec the run started with, or train into a new folder",
+        )
+    return checkpoint
 
 
 def _first_rows(chunks: Iterable[EncodedRows], limit: int) -> EncodedRows:

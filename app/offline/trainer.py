@@ -33,6 +33,10 @@ from app.offline.task_losses import TaskLoss, masked_task_losses
 __all__ = ["EpochLog", "TrainOutcome", "fit", "validation_losses"]
 
 
+def key_of(best: tuple[float, float] | None) -> tuple[float, float]:
+    return best if best is not None else (float("inf"), float("inf"))
+
+
 @dataclass
 class EpochLog:
     """What one epoch did; `lambdas` and `constraints` are keyed by task."""
@@ -83,8 +87,14 @@ def fit(
     constraint_sample: EncodedRows | None = None,
     checkpoint_dir: Path | None = None,
     show_progress: bool = True,
+    resume: dict[str, Any] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train `model` in place; on return it holds the weights of the best epoch."""
+    """Train `model` in place; on return it holds the weights of the best epoch.
+
+    `resume`: a checkpoint written by this function; training continues after its epoch exactly as
+    if it had not stopped (the batch order depends only on seed and epoch).
+    """
     weights = torch.tensor([training.loss_weights.get(t, 1.0) for t in tasks], dtype=torch.float32)
     duals = DualState(training.constraints, [list(tasks).index(c.task) for c in training.constraints])
     optimiser = torch.optim.Adam(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
@@ -94,6 +104,19 @@ def fit(
     best: tuple[float, float] | None = None  # (total violation, monitor): lexicographic
     best_state: dict[str, torch.Tensor] = copy.deepcopy(model.state_dict())
     stale = 0
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimiser.load_state_dict(resume["optimizer"])
+        duals.lambdas = [float(v) for v in resume["lambdas"]]
+        outcome.history = [EpochLog(**h) for h in resume["history"]]
+        best = (float(resume["best"]["violation"]), float(resume["best"]["monitor"]))
+        outcome.best_epoch, stale = int(resume["best"]["epoch"]), int(resume["best"]["stale"])
+        best_state = resume["best_model"]
+        first_epoch = int(resume["epoch"]) + 1
+        outcome.stopped_early = stale >= training.early_stopping_patience
+        if outcome.stopped_early:
+            first_epoch = training.epochs + 1
     if checkpoint_dir is not None:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
@@ -103,8 +126,8 @@ def fit(
             model.train()
 
     with progress_bar(show_progress) as progress:
-        bar = progress.add_task("training", total=training.epochs * n_batches)
-        for epoch in range(1, training.epochs + 1):
+        bar = progress.add_task("training", total=training.epochs * n_batches, completed=(first_epoch - 1) * n_batches)
+        for epoch in range(first_epoch, training.epochs + 1):
             started = time.perf_counter()
             model.train()
             running = torch.zeros(len(tasks))
@@ -152,6 +175,12 @@ def fit(
                 seconds=time.perf_counter() - started,
             )
             outcome.history.append(record)
+            key = (float(sum(violations)), monitor)
+            if best is None or key < best:
+                best, outcome.best_epoch, stale = key, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
             if checkpoint_dir is not None:
                 torch.save(
                     {
@@ -159,18 +188,21 @@ def fit(
                         "model": model.state_dict(),
                         "optimizer": optimiser.state_dict(),
                         "lambdas": duals.lambdas,
+                        "history": [e.to_dict() for e in outcome.history],
+                        "best": {
+                            "epoch": outcome.best_epoch,
+                            "violation": key_of(best)[0],
+                            "monitor": key_of(best)[1],
+                            "stale": stale,
+                        },
+                        "best_model": best_state,
+                        **(checkpoint_extra or {}),
                     },
                     checkpoint_dir / f"epoch_{epoch:03d}.pt",
                 )
-            key = (float(sum(violations)), monitor)
-            if best is None or key < best:
-                best, outcome.best_epoch, stale = key, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= training.early_stopping_patience:
-                    outcome.stopped_early = True
-                    break
+            if stale >= training.early_stopping_patience:
+                outcome.stopped_early = True
+                break
     model.load_state_dict(best_state)
     model.eval()
     return outcome

@@ -189,3 +189,22 @@ def test_train_reports_a_bad_spec_without_a_traceback(tiny_log: Path, tmp_path: 
     )
     assert result.exit_code == 2
     assert "user_activty" in result.output and "fix" in result.output
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_model(tiny_log: Path, tmp_path: Path) -> None:
+    from app.offline.pipeline import train_spec
+    from app.offline.spec import TrainSpec
+
+    def spec(epochs: int, **extra: Any) -> TrainSpec:
+        return TrainSpec.model_validate(tiny_spec(epochs=epochs, early_stopping_patience=5, **extra))
+
+    train_spec(spec(3), tiny_log, tmp_path / "straight", show_progress=False)
+    train_spec(spec(2), tiny_log, tmp_path / "resumed", show_progress=False)
+    resumed = train_spec(spec(3), tiny_log, tmp_path / "resumed", show_progress=False, resume=True)
+    assert [e["epoch"] for e in resumed.report["history"]] == [1, 2, 3]
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-7, msg=name)
+    with pytest.raises(ArtifactError, match="another spec"):
+        train_spec(spec(4, learning_rate=0.5), tiny_log, tmp_path / "resumed", show_progress=False, resume=True)

@@ -5,7 +5,8 @@ Layout of RUN/:
   the resolved loss options, the history (losses, lambdas, constraints per epoch), the best epoch,
   held-out metrics and the code version;
 - ``model.pt``: the best epoch's state dict (loaded with ``weights_only=True``: no pickle of code);
-- ``checkpoints/epoch_NNN.pt``: model, optimiser and dual variables after each epoch;
+- ``checkpoints/epoch_NNN.pt``: model, optimiser, dual variables, history and best epoch after each
+  epoch (what `--resume` needs);
 - ``heldout.npz``: up to 1000 encoded test rows (parity check at export);
 - ``predictions_valid.npz`` / ``predictions_test.npz``: logits, labels, masks (calibration at export);
 - ``sample_rows.json``: raw feature values of a few test rows (the bundle's sample request);

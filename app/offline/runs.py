@@ -31,6 +31,7 @@ from app.errors import ArtifactError
 from app.offline.encoding import FittedEncoding
 from app.offline.mmoe import MMoERanker
 from app.offline.model import MultiTaskRanker
+from app.offline.ple import PLERanker
 from app.offline.spec import TrainSpec
 
 __all__ = ["RunFolder", "build_model", "code_version", "write_json"]
@@ -47,6 +48,15 @@ def build_model(spec: TrainSpec, fitted: FittedEncoding) -> nn.Module:
         "embedding_dim": model.embedding_dim,
         "log_numeric": [f.log for f in dataset.numeric],
     }
+    if model.kind == "ple":
+        return PLERanker(
+            levels=model.levels,
+            shared_experts=model.experts,
+            task_experts=model.task_experts,
+            expert_hidden=model.expert_hidden,
+            tower_hidden=model.tower_hidden,
+            **common,
+        )
     if model.kind == "mmoe":
         return MMoERanker(
             experts=model.experts, expert_hidden=model.expert_hidden, tower_hidden=model.tower_hidden, **common

@@ -127,14 +127,16 @@ class DatasetSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    """Architecture: shared-bottom (one trunk, linear heads) or MMoE (experts + per-task gates)."""
+    """Architecture: shared-bottom (one trunk, linear heads), MMoE (experts + per-task gates) or PLE."""
 
-    kind: Literal["shared_bottom", "mmoe"] = "shared_bottom"
+    kind: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
     hidden: list[int] = Field(default=[64, 32], min_length=1)
     embedding_dim: int = Field(default=8, ge=1)
-    experts: int = Field(default=4, ge=1, description="mmoe only")
-    expert_hidden: list[int] = Field(default=[64], min_length=1, description="mmoe only")
-    tower_hidden: list[int] = Field(default=[16], description="mmoe only; [] = linear heads")
+    experts: int = Field(default=4, ge=1, description="mmoe: experts; ple: shared experts per level")
+    task_experts: int = Field(default=1, ge=1, description="ple only: experts per task per level")
+    levels: int = Field(default=1, ge=1, description="ple only: extraction levels")
+    expert_hidden: list[int] = Field(default=[64], min_length=1, description="mmoe and ple")
+    tower_hidden: list[int] = Field(default=[16], description="mmoe and ple; [] = linear heads")
 
 
 class ConstraintSpec(StrictModel):

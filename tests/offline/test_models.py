@@ -13,6 +13,7 @@ from torch import nn
 from app.offline.export import export_onnx, parity_max_abs_diff
 from app.offline.mmoe import MMoERanker
 from app.offline.model import MultiTaskRanker
+from app.offline.ple import PLERanker
 
 N, VOCAB, TASKS = 5, [3, 40], 3
 
@@ -36,6 +37,7 @@ def _models() -> dict[str, nn.Module]:
     return {
         "mmoe": MMoERanker(experts=3, expert_hidden=[16], tower_hidden=[8], **common),
         "shared_bottom": MultiTaskRanker(hidden=[16], **common),
+        "ple": PLERanker(levels=2, shared_experts=2, task_experts=1, expert_hidden=[16], tower_hidden=[8], **common),
     }
 
 
@@ -56,7 +58,21 @@ def test_normalisation_is_inside_the_model() -> None:
     torch.testing.assert_close(normalised, torch.tensor([[-1 / 1.5, 0.0, -2 / 1.5, 1.0, -2 / 1.5]]))
 
 
-@pytest.mark.parametrize("kind", ["mmoe", "shared_bottom"])
+def test_ple_task_output_ignores_other_tasks_private_experts_on_the_last_level() -> None:
+    model = _models()["ple"]
+    numeric, categorical = _inputs(4)
+    n, c = torch.from_numpy(numeric), torch.from_numpy(categorical)
+    before = model(n, c).detach()
+    last = model.levels[-1]
+    with torch.no_grad():
+        for parameter in last.own[0].parameters():  # task 0's private experts on the last level
+            parameter.mul_(3.0)
+    after = model(n, c).detach()
+    assert not torch.allclose(before[:, 0], after[:, 0])
+    torch.testing.assert_close(before[:, 1:], after[:, 1:])
+
+
+@pytest.mark.parametrize("kind", ["mmoe", "shared_bottom", "ple"])
 def test_export_parity_at_batch_1_7_1000(kind: str, tmp_path: Path) -> None:
     model = _models()[kind]
     numeric, categorical = _inputs(1000, seed=1)
@@ -68,3 +84,33 @@ def test_export_parity_at_batch_1_7_1000(kind: str, tmp_path: Path) -> None:
     session = ort.InferenceSession(str(path))
     (logits,) = session.run(["logits"], {"numeric": numeric[:3], "categorical": np.zeros((3, 2), np.int64)})
     assert logits.shape == (3, TASKS) and np.isfinite(logits).all()  # OOV rows score
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls"), [("shared_bottom", MultiTaskRanker), ("mmoe", MMoERanker), ("ple", PLERanker)]
+)
+def test_spec_model_kind_builds_that_architecture(kind: str, cls: type) -> None:
+    from app.offline.encoding import FittedEncoding
+    from app.offline.runs import build_model
+    from app.offline.spec import TrainSpec
+    from tests.offline.conftest import tiny_spec
+
+    spec = TrainSpec.model_validate(tiny_spec(model={"kind": kind, "experts": 2, "levels": 2}))
+    fitted = FittedEncoding(
+        vocabularies={name: ["a", "b"] for name in spec.dataset.categorical},
+        numeric_fill=[0.0] * len(spec.dataset.numeric),
+        numeric_mean=[0.0] * len(spec.dataset.numeric),
+        numeric_std=[1.0] * len(spec.dataset.numeric),
+        valid_start=1.0,
+        test_start=2.0,
+        label_cutoff=3.0,
+        time_min=0.0,
+        time_max=3.0,
+    )
+    model = build_model(spec, fitted)
+    assert isinstance(model, cls)
+    rows = 5
+    logits = model(
+        torch.zeros(rows, len(spec.dataset.numeric)), torch.zeros(rows, len(spec.dataset.categorical), dtype=torch.long)
+    )
+    assert logits.shape == (rows, len(spec.dataset.tasks))

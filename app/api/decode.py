@@ -23,7 +23,12 @@ def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
     for error in exc.errors(include_url=False):
         path = prefix
         for part in error["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif not part or "." in part or "[" in part:  # e.g. an unknown key "": keep the path readable
+                path += f"[{orjson.dumps(part).decode()}]"
+            else:
+                path += f".{part}" if path else part
         index = error["loc"][1] if error["loc"][:1] == ("candidates",) and len(error["loc"]) > 1 else None
         details.append(
             ErrorDetail(

@@ -192,3 +192,13 @@ def test_admin_routes_with_bad_tokens_and_bodies(client_factory: Callable[..., T
         response = client.request(method, path, headers=headers, content=content)
         assert response.status_code == status, (path, headers, content, response.text)
         assert_error_shape(response, needs_details=status == 422)
+
+
+@pytest.mark.parametrize("key", ["", "a.b", "[0]"])
+def test_odd_unknown_keys_are_still_named(key: str, strict_client: TestClient, sample_request: dict[str, Any]) -> None:
+    """Found by bench/fuzz_run.py: an unknown key "" left the error detail without a field."""
+    body = _body(sample_request, lambda d: d.update({key: 1}))
+    response = strict_client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert_error_shape(response, needs_details=True)
+    assert response.json()["error"]["details"][0]["field"] == f"[{orjson.dumps(key).decode()}]"

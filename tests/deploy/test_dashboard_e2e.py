@@ -179,7 +179,7 @@ def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheu
     with httpx.Client(base_url=service, timeout=30) as client:
         for start in range(0, len(events), BATCH):
             response = client.post("/v1/feedback", json={"events": events[start : start + BATCH]})
-            assert response.json() == {"accepted": len(events[start : start + BATCH]), "rejected": []}
+            assert response.json() == {"accepted": len(events[start : start + BATCH]), "rejected": [], "duplicates": []}
         bad = {**events[0], "event_id": "bad", "prediction": 2.0}
         assert client.post("/v1/feedback", json={"events": [bad]}).json()["accepted"] == 0
     assert time.monotonic() - started < DEADLINE_SECONDS

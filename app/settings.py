@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # onnxruntime threads per session. One keeps a 2-core replica predictable under concurrency.
     ort_intra_op_threads: int = Field(default=1, ge=0, le=64)
+    # Score on a worker thread instead of the event loop (see bench/RESULTS.md, "deployment knobs").
+    score_in_thread: bool = False
     max_candidates: int = Field(default=5000, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     default_top_k: int | None = Field(default=None, ge=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,11 +10,11 @@ import numpy.typing as npt
 
 from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
+from app.serving.columns import Candidates, Column, read_column, where
 
 __all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "take"]
 
 # number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
-Column = npt.NDArray[np.float64] | list[Any]
 AttributeColumns = dict[str, Column]
 
 _ALLOWED: dict[str, frozenset[type]] = {
@@ -25,17 +25,20 @@ _ALLOWED: dict[str, frozenset[type]] = {
 
 
 def extract_attributes(
-    attributes: Sequence[Mapping[str, Any]], declared: Mapping[str, AttributeType]
+    attributes: Candidates, declared: Mapping[str, AttributeType]
 ) -> AttributeColumns:
-    """attributes: one mapping per candidate. Undeclared attributes are carried but not read."""
+    """attributes: one mapping per candidate, or columns. Undeclared attributes are carried but not read."""
     columns: AttributeColumns = {}
     for name, kind in declared.items():
-        column = [a.get(name) for a in attributes]
+        column = read_column(attributes, name)
+        if isinstance(column, np.ndarray) and kind != "number":
+            # A numeric Arrow column where strings or booleans were due: the check below names it.
+            column = [None if v != v else v for v in column.tolist()]
         allowed = _ALLOWED[kind]
-        if not allowed.issuperset(map(type, column)):
+        if not isinstance(column, np.ndarray) and not allowed.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in allowed)
             raise InvalidRequest.at(
-                f"candidates[{index}].attributes.{name}",
+                where(attributes, "attributes", name, index),
                 f"expected a {kind}, got {type(column[index]).__name__}",
                 f"send `{name}` as a JSON {kind} (or leave it out)", candidate_index=index,
             )
@@ -45,7 +48,7 @@ def extract_attributes(
             if not finite_or_missing.all():
                 index = int(np.flatnonzero(~finite_or_missing)[0])
                 raise InvalidRequest.at(
-                    f"candidates[{index}].attributes.{name}", "value is not finite",
+                    where(attributes, "attributes", name, index), "value is not finite",
                     "send a finite number", candidate_index=index,
                 )
             columns[name] = values

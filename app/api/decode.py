@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -17,6 +18,8 @@ __all__ = ["check_batch", "decode_score_request", "validation_error"]
 
 _CANDIDATE_KEYS = frozenset({"id", "features", "attributes"})
 _EMPTY: dict[str, Any] = {}
+_DICT = frozenset({dict})
+_STR = frozenset({str})
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
@@ -55,30 +58,45 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
         )
     if "columns" in raw and "candidates" not in raw:
         return _decode_columns(raw, max_candidates)
-    try:
-        request = ScoreRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    candidates = request.candidates
-    ids: list[Any] = [c.get("id") for c in candidates]
+    request = _envelope(raw)
+    candidates: list[dict[str, Any]] = raw["candidates"]
+    ids: list[Any] = list(map(dict.get, candidates, repeat("id")))
     check_batch(ids, max_candidates, lambda i: f"candidates[{i}].id")
-    unknown = next((i for i, c in enumerate(candidates) if not c.keys() <= _CANDIDATE_KEYS), None)
-    if unknown is not None:
+    if not set().union(*map(dict.keys, candidates)) <= _CANDIDATE_KEYS:
+        unknown = next(i for i, c in enumerate(candidates) if not c.keys() <= _CANDIDATE_KEYS)
         extra = sorted(candidates[unknown].keys() - _CANDIDATE_KEYS)
         raise InvalidRequest.at(
             f"candidates[{unknown}].{extra[0]}", "unknown candidate field",
             "a candidate has only `id`, `features` and `attributes`", candidate_index=unknown,
         )
-    features = [c.get("features", _EMPTY) for c in candidates]
-    attributes = [c.get("attributes", _EMPTY) for c in candidates]
+    features = list(map(dict.get, candidates, repeat("features"), repeat(_EMPTY)))
+    attributes = list(map(dict.get, candidates, repeat("attributes"), repeat(_EMPTY)))
     for name, column in (("features", features), ("attributes", attributes)):
-        if not all(type(v) is dict for v in column):
+        if not set(map(type, column)) <= _DICT:
             index = next(i for i, v in enumerate(column) if type(v) is not dict)
             raise InvalidRequest.at(
                 f"candidates[{index}].{name}", f"expected an object, got {type(column[index]).__name__}",
                 f"send `{name}` as a JSON object of name -> value", candidate_index=index,
             )
     return request, _score_input(request, ids, features, attributes)
+
+
+def _envelope(raw: dict[str, Any]) -> ScoreEnvelope:
+    """Validate everything but the candidates, which stay the dicts orjson built (no per-candidate copy).
+
+    When `candidates` is not a list of objects, the full `ScoreRequest` model says what is wrong.
+    """
+    candidates = raw.get("candidates")
+    if type(candidates) is list and set(map(type, candidates)) <= _DICT:
+        rest = {key: value for key, value in raw.items() if key != "candidates"}
+        try:
+            return ScoreEnvelope.model_validate(rest)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+    try:
+        return ScoreRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
 
 def check_batch(ids: list[Any], max_candidates: int, path: Callable[[int], str]) -> None:
@@ -93,7 +111,7 @@ def check_batch(ids: list[Any], max_candidates: int, path: Callable[[int], str])
             path(0).split("[")[0], f"{len(ids)} candidates is more than the limit of {max_candidates}",
             "split the batch, or raise FUSIONRANK_MAX_CANDIDATES",
         )
-    if not all(type(i) is str and 0 < len(i) <= MAX_ID_LENGTH for i in ids):
+    if not (set(map(type, ids)) == _STR and min(map(len, ids)) > 0 and max(map(len, ids)) <= MAX_ID_LENGTH):
         index = next(i for i, v in enumerate(ids) if not (type(v) is str and 0 < len(v) <= MAX_ID_LENGTH))
         raise InvalidRequest.at(
             path(index), "missing, not a string, empty or longer than 256 characters",

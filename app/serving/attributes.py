@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -61,13 +63,13 @@ def take(column: Column, index: npt.NDArray[np.intp]) -> Column:
     """The column's values at `index`, keeping its representation."""
     if isinstance(column, np.ndarray):
         return column[index]
-    return [column[i] for i in index]
+    return [column[i] for i in index.tolist()]
 
 
 def missing_mask(column: Column) -> npt.NDArray[np.bool_]:
     if isinstance(column, np.ndarray):
         return np.isnan(column)
-    return np.fromiter((v is None for v in column), np.bool_, count=len(column))
+    return np.fromiter(map(is_, column, repeat(None)), np.bool_, count=len(column))
 
 
 def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
@@ -76,5 +78,7 @@ def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return np.zeros(len(column), dtype=np.bool_)
         return np.asarray(column == float(value))
+    if isinstance(value, bool):  # True and False are singletons: identity is equality with the same type
+        return np.fromiter(map(is_, column, repeat(value)), np.bool_, count=len(column))
     kind = type(value)
     return np.fromiter((v == value and type(v) is kind for v in column), np.bool_, count=len(column))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,8 @@ class FeatureEncoder:
         self.vocabularies = [
             {value: i + 1 for i, value in enumerate(f.vocabulary)} for f in schema.categorical
         ]
+        # The same with None (missing, no context value) -> out of vocabulary.
+        self.lookups: list[dict[str | None, int]] = [{**v, None: OOV_INDEX} for v in self.vocabularies]
 
     def encode(
         self, features: Candidates, context_features: Mapping[str, Any]
@@ -127,10 +130,9 @@ class FeatureEncoder:
                 "send categorical values as JSON strings",
             )
         default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
-        get = vocabulary.get
-        return np.fromiter(
-            (default if v is None else get(v, OOV_INDEX) for v in column), dtype=np.int64, count=len(column)
-        )
+        # A missing value (None) takes the context's category; map() keeps the lookups in C.
+        lookup = self.lookups[j] if default == OOV_INDEX else {**vocabulary, None: default}
+        return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
 
 
 def _objects(column: Column) -> list[Any]:

@@ -48,7 +48,7 @@ class FeatureEncoder:
             {value: i + 1 for i, value in enumerate(f.vocabulary)} for f in schema.categorical
         ]
         # The same with None (missing, no context value) -> out of vocabulary.
-        self.lookups: list[dict[str | None, int]] = [{**v, None: OOV_INDEX} for v in self.vocabularies]
+        self.lookups = [_with_missing(v, OOV_INDEX) for v in self.vocabularies]
 
     def encode(
         self, features: Candidates, context_features: Mapping[str, Any]
@@ -131,8 +131,15 @@ class FeatureEncoder:
             )
         default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
         # A missing value (None) takes the context's category; map() keeps the lookups in C.
-        lookup = self.lookups[j] if default == OOV_INDEX else {**vocabulary, None: default}
+        lookup = self.lookups[j] if default == OOV_INDEX else _with_missing(vocabulary, default)
         return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
+
+
+def _with_missing(vocabulary: dict[str, int], missing: int) -> dict[str | None, int]:
+    """value -> index, and None (a missing value) -> `missing`."""
+    lookup: dict[str | None, int] = {None: missing}
+    lookup.update(vocabulary)
+    return lookup
 
 
 def _objects(column: Column) -> list[Any]:

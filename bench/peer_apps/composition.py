@@ -1,4 +1,4 @@
-"""What the peers (bench/peer_torch.py, bench/peer_bentoml.py) share: the demo bundle's composition
+"""What the peers (bench/peer_apps/torch_app.py, bench/peer_apps/bento_service.py) share: the demo bundle's composition
 written the way a team would write it by hand, reading the same artifact files as fusionrank.
 
 Per-candidate pydantic objects in, a Python loop to build the matrices, then numpy for the policy:

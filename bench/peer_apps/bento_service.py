@@ -1,6 +1,6 @@
 """BentoML 1.4 peer: onnxruntime (1 intra-op thread, like fusionrank) behind pydantic IO.
 
-Served by bench/peers.py with `bentoml serve bench.peers.bento_service:Ranker --port P` from the
+Served by bench/peers.py with `bentoml serve bench.peer_apps.bento_service:Ranker --port P` from the
 repository root, PEER_MODEL_STORE / PEER_POLICIES naming the artifacts. POST /score takes the same
 JSON body as fusionrank's /v1/score (request_id, surface, context, candidates, options).
 """
@@ -13,7 +13,7 @@ import bentoml
 import numpy as np
 import onnxruntime as ort
 
-from bench.peers.composition import Answer, Candidate, Composition, Context
+from bench.peer_apps.composition import Answer, Candidate, Composition, Context
 
 
 @bentoml.service(workers=1, traffic={"timeout": 60})

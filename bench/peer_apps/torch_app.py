@@ -3,7 +3,7 @@
 The torch module is rebuilt from the ONNX file's weights (onnx.numpy_helper), with the same
 layers as the exported ranker: normalisation buffers, one embedding table per categorical feature,
 a ReLU MLP trunk and a linear head per task. Served by bench/peers.py with
-`uvicorn bench.peers.torch_app:app --port P` from the repository root (PEER_MODEL_STORE,
+`uvicorn bench.peer_apps.torch_app:app --port P` from the repository root (PEER_MODEL_STORE,
 PEER_POLICIES name the artifacts). torch runs with 1 intra-op thread, like fusionrank's ORT.
 """
 
@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from pydantic import BaseModel, Field
 from torch import nn
 
-from bench.peers.composition import Answer, Candidate, Composition, Context
+from bench.peer_apps.composition import Answer, Candidate, Composition, Context
 
 torch.set_num_threads(1)
 

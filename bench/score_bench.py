@@ -109,8 +109,8 @@ class Floor:
         ]})
 
 
-def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tuple[float, float, float]]:
-    """name -> (p50 ms, p99 ms, CPU µs per candidate), all interleaved in one loop."""
+def reference_cases(store: tuple[Path, Path], n: int) -> tuple[dict[str, Callable[[], Any]], ServiceState]:
+    """(a) floor and (o) ort.run on a request of n candidates, and a service state to run (b) on."""
     snapshot = load_snapshot(*store)
     state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
     state.install(snapshot)
@@ -120,10 +120,15 @@ def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tupl
     parsed = orjson.loads(rows)
     scored = binding.bundle.encoder.encode([c["features"] for c in parsed["candidates"]], parsed["context"]["features"])
     runner = binding.bundle.runner
-    cases: dict[str, Callable[[], Any]] = {
+    return {
         "(a) floor": lambda: floor(rows),
         "(o) ort.run": lambda: runner.run(scored.numeric, scored.categorical),
-    }
+    }, state
+
+
+def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """name -> (p50 ms, p99 ms, CPU µs per candidate), all interleaved in one loop."""
+    cases, state = reference_cases(store, n)
     for fmt in FORMATS:
         body = body_of(fmt, n)[0]
         arrow = fmt == "arrow"
@@ -145,12 +150,22 @@ def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tupl
     return {name: (*percentiles(wall[name]), cpu[name] / repeats / n * 1e6) for name in cases}
 
 
-def http_formats(url: str, requests: int) -> dict[tuple[str, int], tuple[float, float, float]]:
-    """(format, concurrency) -> (p50 ms, p99 ms, requests/s) at 1000 candidates; formats interleaved."""
+def http_formats(
+    url: str, requests: int, references: dict[str, Callable[[], Any]]
+) -> tuple[dict[tuple[str, int], tuple[float, float, float]], dict[str, float]]:
+    """(format, concurrency) -> (p50 ms, p99 ms, requests/s) at 1000 candidates, formats interleaved;
+    and the p50 ms of (a) floor and (o) ort.run measured in process between the HTTP runs."""
     out: dict[tuple[str, int], tuple[list[float], float, int]] = {}
+    reference: dict[str, list[float]] = {name: [] for name in references}
     for _ in range(2):  # two rounds, formats alternating, so that a load spike hits all of them
         for concurrency in (1, 8):
             for fmt in FORMATS:
+                if concurrency == 1:  # the in-process references, right before each c=1 run
+                    for _ in range(15):
+                        for name, call in references.items():
+                            t0 = time.perf_counter()
+                            call()
+                            reference[name].append(time.perf_counter() - t0)
                 body, kind = body_of(fmt, 1000)
                 accept = ARROW_MEDIA_TYPE if fmt == "arrow" else None
                 hey(f"{url}/v1/score", body, kind, count=max(16, concurrency * 4), concurrency=concurrency,
@@ -159,7 +174,10 @@ def http_formats(url: str, requests: int) -> dict[tuple[str, int], tuple[float, 
                                   accept=accept)
                 before = out.get((fmt, concurrency), ([], 0.0, 0))
                 out[(fmt, concurrency)] = (before[0] + ok, before[1] + elapsed, before[2] + len(ok))
-    return {key: (*percentiles(ok), count / elapsed) for key, (ok, elapsed, count) in out.items()}
+    return (
+        {key: (*percentiles(ok), count / elapsed) for key, (ok, elapsed, count) in out.items()},
+        {name: percentiles(samples)[0] for name, samples in reference.items()},
+    )
 
 
 def scale_curve(server: Any, requests: int) -> dict[tuple[str, int], tuple[float, float, float]]:
@@ -247,16 +265,17 @@ def main() -> None:
             lines.append(f"| {n} | {name} | {p50:.3f} | {p99:.3f} | {cpu:.2f} | {p50 / floor:.2f} | {load_average()} |")
     print("\n".join(lines), flush=True)
     if not args.no_http:
-        floor_1000 = next(float(line.split("|")[3]) for line in lines if line.startswith("| 1000 | (a)"))
-        ort_1000 = next(float(line.split("|")[3]) for line in lines if line.startswith("| 1000 | (o)"))
+        references = reference_cases(store, 1000)[0]
         with served(free_port(), store=store) as server:
-            formats = http_formats(server.url, args.requests)
+            formats, reference = http_formats(server.url, args.requests, references)
+            floor_1000, ort_1000 = reference["(a) floor"], reference["(o) ort.run"]
             load_formats = load_average()
             curve = scale_curve(server, args.requests)
             load_curve = load_average()
         lines += [
-            "", f"Over HTTP, 1000 candidates (load average {load_formats}; floor (a) = {floor_1000:.3f} ms and "
-            f"ort.run (o) = {ort_1000:.3f} ms from the table above):", "",
+            "", f"Over HTTP, 1000 candidates (load average {load_formats}; floor (a) p50 = {floor_1000:.3f} ms and "
+            f"ort.run (o) p50 = {ort_1000:.3f} ms, measured in process between the HTTP runs of the same rounds):",
+            "",
             "| body | c=1 p50 / p99 ms | p50 / floor | p50 / ort.run | p99 / p50 | c=8 p50 / p99 ms | c=8 requests/s |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]

@@ -147,7 +147,8 @@ def main() -> None:
         "**The machine was shared with other engineers' jobs during the run: absolute times are inflated; the "
         "ratios compare servers measured in the same alternating rounds.**  ",
         "; ".join(agreement) + "  ",
-        f"in process, after the servers stopped (other load; the same-run floor ratio is score_bench.py's): floor (a) p50 {floor['(a) floor'][0]:.2f} ms, ort.run (o) p50 "
+        "in process, after the servers stopped (other load; the same-run floor ratio is score_bench.py's): "
+        f"floor (a) p50 {floor['(a) floor'][0]:.2f} ms, ort.run (o) p50 "
         f"{floor['(o) ort.run'][0]:.2f} ms, fusionrank pipeline (b) rows p50 {floor['(b) rows'][0]:.2f} ms",
         "",
         "| server | c=1 p50 / p99 ms | c=8 p50 / p99 ms | c=8 requests/s | c=8 throughput vs BentoML |",

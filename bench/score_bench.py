@@ -248,7 +248,7 @@ def main() -> None:
         f"date: {now()}; demo bundle demo_ranker/1 (8 numeric + 4 categorical features, 64-32 trunk, 4 heads), "
         "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
         "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
-        "ORT 1 intra-op thread, scoring on the event loop  ",
+        "ORT 1 intra-op thread, scoring on a worker thread (the defaults)  ",
         "**The machine is shared with other engineers' jobs: absolute times are inflated and noisy; compare "
         "ratios measured in the same run.**",
         "",

@@ -66,7 +66,8 @@ def decode_feedback(body: bytes, *, max_events: int) -> tuple[list[tuple[int, Fe
         raise InvalidRequest.at("body", "expected a JSON object", "send a JSON object {\"events\": [...]}")
     extra = sorted(set(data) - {"events"})
     if extra:
-        raise InvalidRequest.at(extra[0], "unknown field", "send only `events`")
+        name = extra[0] if extra[0].isidentifier() else f"[{orjson.dumps(extra[0]).decode()}]"  # e.g. "" (fuzzing)
+        raise InvalidRequest.at(name, "unknown field", "send only `events`")
     events = data.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidRequest.at("events", "expected a non-empty array of events", "send at least one event")

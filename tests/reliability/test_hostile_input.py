@@ -202,3 +202,12 @@ def test_odd_unknown_keys_are_still_named(key: str, strict_client: TestClient, s
     assert response.status_code == 422
     assert_error_shape(response, needs_details=True)
     assert response.json()["error"]["details"][0]["field"] == f"[{orjson.dumps(key).decode()}]"
+
+
+def test_odd_unknown_feedback_keys_are_still_named(strict_client: TestClient) -> None:
+    """Found by bench/fuzz_run.py: an unknown envelope key "" gave an empty field."""
+    body = b'{"events": [], "": 1}'
+    response = strict_client.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert_error_shape(response, needs_details=True)
+    assert response.json()["error"]["details"][0]["field"] == '[""]'

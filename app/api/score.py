@@ -17,8 +17,10 @@ from app.api.schemas import ScoreRequest, ScoreResponse
 from app.errors import FusionrankError, NotReady
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import PolicyBinding, SurfaceRoute
+from app.serving.routing import key_value, routes_to_canary
 from app.serving.scorer import ScoreInput, ScoreOutcome, score
 from app.serving.shadow import compare_rankings, shadow_rank
+from app.serving.shadow_model import ShadowJob, ShadowModelQueue
 
 __all__ = ["router"]
 
@@ -49,11 +51,15 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     envelope, scored = decode_score_request(body, max_candidates=settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot
     route = snapshot.route(envelope.surface)
-    binding = route.binding(envelope.policy_version)
+    binding, arm = _arm(route, envelope)
     t1 = time.perf_counter()
     outcome = score(binding, scored)
     t2 = time.perf_counter()
     answer = score_response(envelope, scored, outcome)
+    if route.canary is not None:
+        answer["arm"] = arm
+    if route.shadow_model is not None and envelope.policy_version is None and arm == "stable":
+        _offer_shadow_model(request, route, outcome, scored)
     shadow_seconds = 0.0
     shadow = route.shadow_binding() if envelope.policy_version is None else None
     if shadow is not None and shadow is not binding:
@@ -71,10 +77,32 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
         stage.labels(name).observe(seconds)
     stage.labels("encode").observe(t3 - t2)
     metrics.candidates.labels(envelope.surface).inc(len(scored.ids))
+    top = float(outcome.utility[outcome.ranked[0]]) if outcome.ranked.size else None
+    metrics.observe_triple(envelope.surface, arm, binding, len(scored.ids), t2 - t1, top)
     metrics.observe_served(binding, outcome.probabilities)  # every scored candidate, before filters
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
     return Response(content, media_type="application/json")
+
+
+def _arm(route: SurfaceRoute, envelope: ScoreRequest) -> tuple[PolicyBinding, str]:
+    """The binding that answers: the canary's for its sticky share of unpinned requests, else the route's."""
+    canary = route.canary
+    if canary is not None and envelope.policy_version is None and routes_to_canary(
+        route.surface, key_value(envelope, canary.key), canary.fraction
+    ):
+        return canary.binding, "canary"
+    return route.binding(envelope.policy_version), "stable"
+
+
+def _offer_shadow_model(request: Request, route: SurfaceRoute, outcome: ScoreOutcome, scored: ScoreInput) -> None:
+    """Hand the request to the shadow-model worker (sampled, never blocking; dropped when full)."""
+    shadows: ShadowModelQueue | None = getattr(request.app.state, "shadow_models", None)
+    candidate = route.shadow_model
+    if shadows is None or candidate is None:
+        return
+    job = ShadowJob(route.surface, candidate, outcome.binding, scored, outcome.ranked, outcome.probabilities)
+    shadows.offer(job, route.shadow_model_fraction)
 
 
 def _shadow(

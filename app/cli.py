@@ -439,5 +439,14 @@ def main() -> None:
     app()
 
 
+def _register_models() -> None:
+    from app.cli_models import models_app
+
+    app.add_typer(models_app)
+
+
+_register_models()
+
+
 if __name__ == "__main__":
     main()

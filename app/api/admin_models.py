@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import AdminDep, StateDep
 from app.api.lifecycle import BundleRegistry, Triple
 from app.errors import NotReady
-from app.serving.bundle import PolicyBinding
+from app.serving.bundle import PolicyBinding, SurfaceRoute
 from app.serving.store import describe_store
 
 __all__ = ["CanaryBody", "ShadowModelBody", "TripleBody", "router"]
@@ -86,16 +86,15 @@ async def list_models(_: AdminDep, state: StateDep) -> dict[str, Any]:
         entry["golden_max_abs_diff"] = loaded.get(key, {}).get("golden_max_abs_diff")
         entry["served_by"] = sorted(
             f"{surface}:{arm}" for surface, route in snapshot.surfaces.items()
-            for arm, binding in _arms(route.binding(None), route.canary.binding if route.canary else None, route.shadow_model)
+            for arm, binding in _arms(route)
             if binding is not None and binding.bundle.key == key
         )
     return {"model_store": str(state.settings.model_store), "models": models, "surfaces": serving}
 
 
-def _arms(
-    stable: PolicyBinding, canary: PolicyBinding | None, shadow: PolicyBinding | None
-) -> list[tuple[str, PolicyBinding | None]]:
-    return [("stable", stable), ("canary", canary), ("shadow_model", shadow)]
+def _arms(route: SurfaceRoute) -> list[tuple[str, PolicyBinding | None]]:
+    canary = route.canary.binding if route.canary is not None else None
+    return [("stable", route.binding(None)), ("canary", canary), ("shadow_model", route.shadow_model)]
 
 
 @router.post("/admin/surfaces/{surface}/activate", responses=_ERRORS)

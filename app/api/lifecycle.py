@@ -113,7 +113,7 @@ class BundleRegistry:
         return policy_version, BundlePin(model_version, calibration)
 
     def _switch(self, surface: str, policy_version: str, pin: BundlePin | None, *, who: str,
-                action: str) -> PolicyChange:
+                action: str, end_canary: bool = False) -> PolicyChange:
         reg = self._policies
         snapshot = self._state.snapshot
         route = snapshot.route(surface)
@@ -131,10 +131,11 @@ class BundleRegistry:
         except FusionrankError as exc:
             self._refused(surface, action, who, _describe(before), exc)
             raise
-        changed = binding.versions() != before.versions() or pin != route.pin
+        changed = binding.versions() != before.versions() or pin != route.pin or end_canary
         if changed:
             versions = {**route.versions, policy_version: binding}
-            new = replace(route, active=policy_version, versions=versions, pin=pin)
+            canary = None if end_canary else route.canary
+            new = replace(route, active=policy_version, versions=versions, pin=pin, canary=canary)
             reg._install(snapshot, new, cache.bundles)
             if action != "rollback":
                 history = self._history.setdefault(surface, [])
@@ -179,10 +180,8 @@ class BundleRegistry:
                 raise error
             canary = route.canary
             version = canary.binding.policy.version
-            change = self._switch(surface, version, canary.pin, who=who, action="promote")
-            promoted = self._state.snapshot.route(surface)
-            self._policies._install(self._state.snapshot, replace(promoted, canary=None), {})
-            return change
+            # One swap: the canary triple becomes stable and the canary ends together.
+            return self._switch(surface, version, canary.pin, who=who, action="promote", end_canary=True)
 
     def abort(self, surface: str, *, who: str) -> PolicyChange:
         """End the canary: every request is served by the stable triple again."""

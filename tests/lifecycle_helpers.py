@@ -69,7 +69,7 @@ def new_model_version(store: Path, version: str, *, scale: float = 1.15, seed: i
     return target
 
 
-def set_calibration_version(bundle: Path, version: str, *, a: float = 0.8, b: float = 0.3) -> Path:
+def set_calibration_version(bundle: Path, version: str, *, a: float = 0.9, b: float = 0.1) -> Path:
     """calibration/<version>.json: calibration 1 with Platt (a * coef, b + shift)."""
     calibration = json.loads((bundle / "calibration" / "1.json").read_text())
     calibration["version"] = version

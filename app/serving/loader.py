@@ -171,9 +171,10 @@ def load_snapshot(
         )
     for problem in problems:
         log.error("artifact problem: %s", problem)
-    return ServingSnapshot(
-        surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=dict(cache.bundles)
-    )
+    # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
+    used = {id(b.bundle) for route in surfaces.values() for b in route.bindings()}
+    bundles = {key: bundle for key, bundle in cache.bundles.items() if id(bundle) in used}
+    return ServingSnapshot(surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles)
 
 
 def _bundles_in(model_store: Path) -> list[str]:

@@ -303,8 +303,8 @@ def test_swapped_out_sessions_are_freed_and_memory_returns_to_baseline(service: 
     assert rss[-1] - rss[3] < 25.0  # 13 more sessions loaded and freed: no growth beyond allocator noise
 
 
-def test_the_watcher_follows_a_pin_file(
-    service: TestClient, store: tuple[Path, Path], sample_request: dict[str, Any]
+def test_the_watcher_follows_a_pin_file_and_a_restart_serves_it(
+    service: TestClient, store: tuple[Path, Path], sample_request: dict[str, Any], client_factory: Factory
 ) -> None:
     _, policies = store
     tmp = policies / "home" / ".bundle.tmp"
@@ -314,6 +314,11 @@ def test_the_watcher_follows_a_pin_file(
     changes = registry.sync_surface("home", {"bundle"})
     assert [(c.action, c.outcome) for c in changes] == [("pin", "applied")]
     assert _score(service, sample_request)["versions"]["model_version"] == "2"
+    restarted = client_factory(store=store[0], policies=policies, policy_watch_interval=0)
+    versions = _score(restarted, sample_request)["versions"]
+    assert (versions["model_version"], versions["calibration_version"]) == ("2", "1")
+    # Policy 2 (servable by pinning it) still names model 1: both stay loaded, nothing else.
+    assert sorted(restarted.app.state.fusionrank.snapshot.bundles) == ["demo_ranker/1", "demo_ranker/2"]  # type: ignore[attr-defined]
     (policies / "home" / "bundle").unlink()
     registry.sync_surface("home", {"bundle"})
     assert _score(service, sample_request)["versions"]["model_version"] == "1"

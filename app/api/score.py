@@ -15,7 +15,7 @@ from app.api.body import read_body
 from app.api.decode import decode_score_request
 from app.api.deps import StateDep
 from app.api.encode import score_response
-from app.api.schemas import ColumnarScoreRequest, ScoreRequest, ScoreResponse
+from app.api.schemas import ColumnarScoreRequest, ScoreEnvelope, ScoreRequest, ScoreResponse
 from app.api.state import ServiceState
 from app.errors import FusionrankError, InvalidRequest, NotReady
 from app.monitoring.metrics import ServiceMetrics
@@ -70,14 +70,18 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     arrow_in = _is_arrow(request.headers.get("content-type", "application/json"))
     arrow_out = ARROW_MEDIA_TYPE in request.headers.get("accept", "")
     body = await read_body(request, settings.max_body_bytes)
+    shadows: ShadowModelQueue | None = getattr(request.app.state, "shadow_models", None)
     if settings.score_in_thread:
-        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0)
+        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0, shadows)
     else:
-        content = _answer(state, body, arrow_in, arrow_out, t0)
+        content = _answer(state, body, arrow_in, arrow_out, t0, shadows)
     return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")
 
 
-def _answer(state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t0: float) -> bytes:
+def _answer(
+    state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t0: float,
+    shadows: ShadowModelQueue | None = None,
+) -> bytes:
     """Decode, score, count and encode one request: all of its CPU work, on whichever thread runs it."""
     metrics = state.metrics
     decode = decode_arrow_request if arrow_in else decode_score_request
@@ -92,7 +96,7 @@ def _answer(state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t
     if route.canary is not None:
         answer["arm"] = arm
     if route.shadow_model is not None and envelope.policy_version is None and arm == "stable":
-        _offer_shadow_model(request, route, outcome, scored)
+        _offer_shadow_model(shadows, route, outcome, scored)
     shadow_seconds = 0.0
     shadow = route.shadow_binding() if envelope.policy_version is None else None
     if shadow is not None and shadow is not binding:
@@ -131,7 +135,7 @@ def _is_arrow(content_type: str) -> bool:
     )
 
 
-def _arm(route: SurfaceRoute, envelope: ScoreRequest) -> tuple[PolicyBinding, str]:
+def _arm(route: SurfaceRoute, envelope: ScoreEnvelope) -> tuple[PolicyBinding, str]:
     """The binding that answers: the canary's for its sticky share of unpinned requests, else the route's."""
     canary = route.canary
     if canary is not None and envelope.policy_version is None and routes_to_canary(
@@ -141,9 +145,10 @@ def _arm(route: SurfaceRoute, envelope: ScoreRequest) -> tuple[PolicyBinding, st
     return route.binding(envelope.policy_version), "stable"
 
 
-def _offer_shadow_model(request: Request, route: SurfaceRoute, outcome: ScoreOutcome, scored: ScoreInput) -> None:
+def _offer_shadow_model(
+    shadows: ShadowModelQueue | None, route: SurfaceRoute, outcome: ScoreOutcome, scored: ScoreInput
+) -> None:
     """Hand the request to the shadow-model worker (sampled, never blocking; dropped when full)."""
-    shadows: ShadowModelQueue | None = getattr(request.app.state, "shadow_models", None)
     candidate = route.shadow_model
     if shadows is None or candidate is None:
         return

@@ -48,6 +48,11 @@ class TemperatureParams(StrictModel):
     temperature: FiniteFloat = Field(gt=0)
 
 
+# Knots closer than this make the interpolation slope overflow (or meaningless); fitted tables sit
+# on bins of the logit axis, far wider apart.
+MIN_KNOT_GAP = 1e-9
+
+
 class _KnotTable(StrictModel):
     x: list[FiniteFloat] = Field(min_length=2, description="logit knots, strictly increasing")
     y: list[FiniteFloat] = Field(min_length=2, description="probabilities, strictly increasing in (0, 1)")
@@ -56,8 +61,8 @@ class _KnotTable(StrictModel):
     def _strictly_increasing(self) -> _KnotTable:
         if len(self.x) != len(self.y):
             raise ValueError(f"x and y need the same length (got {len(self.x)} and {len(self.y)})")
-        if any(b <= a for a, b in pairwise(self.x)):
-            raise ValueError("x must be strictly increasing")
+        if any(b - a < MIN_KNOT_GAP for a, b in pairwise(self.x)):
+            raise ValueError(f"x must be strictly increasing, with knots at least {MIN_KNOT_GAP:g} apart")
         if any(b <= a for a, b in pairwise(self.y)):
             raise ValueError("y must be strictly increasing (a flat or falling table ties or flips ranks)")
         if self.y[0] <= 0.0 or self.y[-1] >= 1.0:

@@ -104,3 +104,10 @@ def test_policy_grammar_rejections_name_the_field(edit: Any, message: str) -> No
     edit(data)
     with pytest.raises(ValidationError, match=message):
         PolicyFile.model_validate(data)
+
+
+def test_knot_tables_need_a_minimum_gap() -> None:
+    data = _calibration()
+    data["tasks"]["click"]["calibrator"] = {"method": "isotonic", "x": [0.0, 1e-12], "y": [0.1, 0.2]}
+    with pytest.raises(ValidationError, match="at least 1e-09 apart"):
+        CalibrationFile.model_validate(data)

@@ -53,3 +53,16 @@ def test_sparse_positives_in_the_tail_converge_to_a_positive_slope() -> None:
     platt = PlattCalibrator().fit(z, y)
     assert platt.a_ > 0
     assert np.all(np.diff(platt.apply(z)) > 0)
+
+
+def test_data_without_signal_keeps_the_slope_at_its_floor_and_fits_the_base_rate() -> None:
+    # Found by hypothesis: a single positive at a low logit makes the unconstrained slope negative.
+    rng = np.random.default_rng(188)
+    z = rng.normal(-5.0, 1.5, 200)
+    y = np.zeros_like(z)
+    y[np.argmin(z)] = 1.0
+    platt = PlattCalibrator().fit(z, y)
+    assert platt.a_ == pytest.approx(1e-3)
+    assert np.all(np.diff(platt.apply(np.sort(z))) > 0)  # still order-preserving
+    smoothed_rate = (2 / 3 + 199 / 201) / 200  # the smoothed targets' mean: (N+ + 1)/(N+ + 2), 1/(N- + 2)
+    assert platt.apply(z).mean() == pytest.approx(smoothed_rate, rel=0.02)

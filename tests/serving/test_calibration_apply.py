@@ -95,14 +95,14 @@ def test_segment_correction_applies_per_value_and_oov_keeps_global() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     a=st.floats(0.05, 5), b=st.floats(-5, 5), seg_a=st.floats(0.05, 5), seg_b=st.floats(-5, 5),
-    knots=st.lists(st.floats(-8, 8), min_size=2, max_size=8, unique=True),
+    knots=st.lists(st.integers(-8000, 8000), min_size=2, max_size=8, unique=True),  # thousandths
     method=st.sampled_from(["platt", "isotonic", "histogram"]),
     z=st.lists(st.floats(-30, 30), min_size=2, max_size=50),
 )
 def test_apply_is_monotone_within_a_segment(
     a: float, b: float, seg_a: float, seg_b: float, knots: list[float], method: str, z: list[float]
 ) -> None:
-    x = sorted(knots)
+    x = sorted(k / 1000 for k in knots)
     y = list(np.linspace(0.02, 0.9, len(x)))
     params: object = {"platt": PlattParams(a=a, b=b), "isotonic": IsotonicParams(x=x, y=y),
                       "histogram": HistogramParams(x=x, y=y)}[method]

@@ -24,9 +24,16 @@ class PlattCalibrator:
     """scikit-learn shaped: parameters in __init__, fit() -> self, fitted state a_, b_."""
 
     def __init__(
-        self, *, smoothing: bool = True, prior_strength: float = 1.0, max_iter: int = 100, tol: float = 1e-12
+        self,
+        *,
+        smoothing: bool = True,
+        prior_strength: float = 1.0,
+        min_slope: float = 1e-3,
+        max_iter: int = 100,
+        tol: float = 1e-12,
     ) -> None:
         self.smoothing = smoothing
+        self.min_slope = min_slope
         self.prior_strength = prior_strength
         self.max_iter = max_iter
         self.tol = tol
@@ -70,8 +77,19 @@ class PlattCalibrator:
             current = objective(a, b)
             if np.max(np.abs(scale * step)) < self.tol:
                 break
-        if a <= 0:
-            raise ValueError(f"fitted slope {a:.4g} <= 0: the logits rank positives below negatives")
+        if a < self.min_slope:
+            # The data rank positives no higher than negatives (e.g. one positive, at a low logit):
+            # calibration must never flip the model's order, so the slope is held at its floor and
+            # only the intercept is fitted. The result is near-constant: the task's base rate.
+            a = self.min_slope
+            for _ in range(self.max_iter):
+                p = sigmoid(a * z + b)
+                gradient_b = float(np.sum(w * (p - y))) + lam * b * 1e-3
+                hessian_b = float(np.sum(w * p * (1 - p))) + lam * 1e-3
+                step_b = gradient_b / hessian_b
+                b -= step_b
+                if abs(step_b) < self.tol:
+                    break
         self.a_, self.b_ = float(a), float(b)
         return self
 

@@ -57,8 +57,10 @@ def test_spark_statistics_equal_the_local_ones(spark: Any, predictions: Path) ->
         np.testing.assert_allclose(mine.logit_sum, theirs.logit_sum[order], rtol=1e-12, atol=1e-9)
         held_l, held_r = local.held_out[task], remote.held_out[task]
         # the same held-out rows (the shuffle above lost the input order: compare them sorted)
-        rows_l = sorted(zip(held_l.z.tolist(), held_l.y.tolist(), [local.stats.cells[i] for i in held_l.cell]))
-        rows_r = sorted(zip(held_r.z.tolist(), held_r.y.tolist(), [remote.stats.cells[i] for i in held_r.cell]))
+        rows_l = sorted(zip(held_l.z.tolist(), held_l.y.tolist(), [local.stats.cells[i] for i in held_l.cell],
+                            strict=True))
+        rows_r = sorted(zip(held_r.z.tolist(), held_r.y.tolist(), [remote.stats.cells[i] for i in held_r.cell],
+                            strict=True))
         assert rows_r == rows_l
 
 

@@ -13,6 +13,7 @@ from app.offline.calibration import FitConfig, PredictionFile, collect, fit_pred
 from app.offline.calibration.source import find_tasks
 from app.offline.spark import collect_on_spark, fit_on_spark
 from tests.offline.calibration_data import write_predictions
+from tests.offline.spark.compare import max_number_diff
 
 pytestmark = pytest.mark.spark
 
@@ -22,22 +23,6 @@ SEGMENTS = ("user_tenure", "item_type")
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_predictions(tmp_path_factory.mktemp("spark") / "predictions.parquet", 24_000, seed=3)
-
-
-def _numbers(a: Any, b: Any, path: str = "") -> float:
-    """Max abs difference over every number of two JSON trees; other values must be equal."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        return max([_numbers(a[k], b[k], f"{path}.{k}") for k in a] or [0.0])
-    if isinstance(a, list):
-        assert len(a) == len(b), path
-        return max([_numbers(x, y, f"{path}[]") for x, y in zip(a, b, strict=True)] or [0.0])
-    if isinstance(a, float) or isinstance(b, float):
-        if np.isnan(a) and np.isnan(b):
-            return 0.0
-        return abs(float(a) - float(b))
-    assert a == b, path
-    return 0.0
 
 
 def test_spark_statistics_equal_the_local_ones(spark: Any, predictions: Path) -> None:
@@ -73,7 +58,7 @@ def test_spark_fit_writes_the_local_calibration_file(spark: Any, predictions: Pa
     a = local.calibration.model_dump(mode="json")
     b = remote.calibration.model_dump(mode="json")
     a.pop("created_at"), b.pop("created_at")
-    assert _numbers(a, b) < 1e-9
+    assert max_number_diff(a, b) < 1e-9
     assert remote.calibration.tasks["click"].segments  # the comparison covered segment corrections too
 
 
@@ -113,4 +98,4 @@ def test_cli_engine_spark_writes_the_same_file(spark: Any, predictions: Path, tm
         assert result.exit_code == 0, result.output
         files[engine] = json.loads(out.read_text())
         files[engine].pop("created_at")
-    assert _numbers(files["local"], files["spark"]) < 1e-9
+    assert max_number_diff(files["local"], files["spark"]) < 1e-9

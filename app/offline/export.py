@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import torch
+from torch import nn
 
 from app.artifacts.manifest import ModelIO
 from app.errors import ArtifactError
-from app.offline.model import MultiTaskRanker
 from app.offline.train import predict_logits
 
 __all__ = ["PARITY_BATCH_SIZES", "PARITY_TOLERANCE", "export_onnx", "parity_max_abs_diff"]
@@ -24,7 +24,7 @@ OPSET = 18
 
 
 def export_onnx(
-    model: MultiTaskRanker, path: Path, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64]
+    model: nn.Module, path: Path, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64]
 ) -> None:
     """Write `path` (weights inside, no side .data file) with a dynamic batch axis.
 
@@ -52,7 +52,7 @@ def export_onnx(
 
 
 def parity_max_abs_diff(
-    model: MultiTaskRanker,
+    model: nn.Module,
     path: Path,
     numeric: npt.NDArray[np.float32],
     categorical: npt.NDArray[np.int64],

@@ -13,7 +13,8 @@
 - logloss = -mean(y log p + (1 - y) log(1 - p)), p clipped to [1e-15, 1 - 1e-15];
 - normalised entropy = logloss / H(mean(y)), the logloss of always predicting the base rate;
 - Brier = mean((p - y)^2);
-- AUC = probability that a random positive outranks a random negative (ties count one half).
+- AUC = probability that a random positive outranks a random negative (ties count one half);
+- precision / recall / F1 at a threshold: predicted positive means p >= threshold.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "field_rce",
     "logloss",
     "normalised_entropy",
+    "precision_recall_f1",
     "summary",
 ]
 
@@ -109,6 +111,21 @@ def auc(p: Array, y: Array, *, order: npt.NDArray[np.intp] | None = None) -> flo
     average = (starts + ends + 1) / 2.0
     ranks[order] = np.repeat(average, ends - starts)
     return float((np.sum(ranks[y > 0]) - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def precision_recall_f1(p: Array, y: Array, threshold: float) -> tuple[float, float, float]:
+    """(precision, recall, F1) of the decision p >= threshold; F1 = 2TP / (2TP + FP + FN).
+
+    Precision is NaN when nothing is predicted positive, recall when no label is positive, F1 when both.
+    """
+    predicted = p >= threshold
+    positive = y > 0
+    true_positives = float(np.sum(predicted & positive))
+    n_predicted, n_positive = float(np.sum(predicted)), float(np.sum(positive))
+    precision = true_positives / n_predicted if n_predicted else float("nan")
+    recall = true_positives / n_positive if n_positive else float("nan")
+    denominator = n_predicted + n_positive  # = 2TP + FP + FN
+    return precision, recall, (2 * true_positives / denominator if denominator else float("nan"))
 
 
 def summary(p: Array, y: Array) -> dict[str, float]:

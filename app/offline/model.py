@@ -1,4 +1,4 @@
-"""Multi-task ranker in torch: embeddings + baked-in numeric normalisation + shared trunk + heads.
+"""Shared-bottom multi-task ranker: one MLP trunk on the shared input layer, one linear head per task.
 
 Its forward takes exactly the ONNX contract's inputs (raw numeric float32 [B, N], categorical
 indices int64 [B, C] with 0 = out of vocabulary) and returns logits [B, T].
@@ -13,21 +13,28 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-__all__ = ["MultiTaskRanker"]
+from app.offline.inputs import FeatureInput
+
+__all__ = ["MultiTaskRanker", "mlp"]
+
+
+def mlp(width: int, hidden: Sequence[int]) -> tuple[nn.Sequential, int]:
+    """Linear + ReLU layers; returns the stack and its output width."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers), width
 
 
 class MultiTaskRanker(nn.Module):
     """Shared-bottom multi-task model; one linear head per task on a shared MLP trunk."""
 
-    numeric_mean: torch.Tensor
-    numeric_std: torch.Tensor
-    log_numeric: torch.Tensor
-
     def __init__(
         self,
         *,
-        numeric_mean: npt.NDArray[np.float64],
-        numeric_std: npt.NDArray[np.float64],
+        numeric_mean: npt.NDArray[np.float64] | Sequence[float],
+        numeric_std: npt.NDArray[np.float64] | Sequence[float],
         vocabulary_sizes: Sequence[int],
         n_tasks: int,
         hidden: Sequence[int] = (64, 32),
@@ -35,28 +42,13 @@ class MultiTaskRanker(nn.Module):
         log_numeric: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
-        n_numeric = len(numeric_mean)
-        # Normalisation lives in the graph as buffers, so serving sends raw values.
-        self.register_buffer("numeric_mean", torch.as_tensor(numeric_mean, dtype=torch.float32))
-        self.register_buffer("numeric_std", torch.as_tensor(np.maximum(numeric_std, 1e-6), dtype=torch.float32))
-        log_flags = [False] * n_numeric if log_numeric is None else list(log_numeric)
-        self.register_buffer("log_numeric", torch.tensor(log_flags, dtype=torch.bool))
-        # +1 row per table: index 0 is the out-of-vocabulary value.
-        self.embeddings = nn.ModuleList(nn.Embedding(size + 1, embedding_dim) for size in vocabulary_sizes)
-        layers: list[nn.Module] = []
-        width = n_numeric + embedding_dim * len(vocabulary_sizes)
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        self.trunk = nn.Sequential(*layers)
+        self.inputs = FeatureInput(
+            numeric_mean=numeric_mean, numeric_std=numeric_std, vocabulary_sizes=vocabulary_sizes,
+            embedding_dim=embedding_dim, log_numeric=log_numeric,
+        )
+        self.trunk, width = mlp(self.inputs.width, hidden)
         self.heads = nn.Linear(width, n_tasks)  # one row of weights per task
 
-    def normalise(self, numeric: torch.Tensor) -> torch.Tensor:
-        x = torch.where(self.log_numeric, torch.log1p(torch.clamp(numeric, min=0.0)), numeric)
-        return (x - self.numeric_mean) / self.numeric_std
-
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        parts = [self.normalise(numeric)]
-        parts += [table(categorical[:, j]) for j, table in enumerate(self.embeddings)]
-        logits: torch.Tensor = self.heads(self.trunk(torch.cat(parts, dim=1)))
+        logits: torch.Tensor = self.heads(self.trunk(self.inputs(numeric, categorical)))
         return logits

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
 from app.offline.losses import masked_bce
 from app.offline.model import MultiTaskRanker
@@ -89,7 +90,7 @@ def fit_ranker(
 
 @torch.no_grad()
 def predict_logits(
-    model: MultiTaskRanker, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64],
+    model: nn.Module, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64],
     batch_size: int = 65536,
 ) -> npt.NDArray[np.float32]:
     """Logits [R, T] in eval mode, in batches."""

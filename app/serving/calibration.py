@@ -44,7 +44,11 @@ def logit(p: Array) -> Array:
 def _knot_logit(z: Array, x: Array, ly: Array) -> Array:
     i = np.clip(np.searchsorted(x, z, side="right") - 1, 0, len(x) - 2)
     slope = (ly[i + 1] - ly[i]) / (x[i + 1] - x[i])
-    return np.asarray(ly[i] + slope * (z - x[i]))
+    value = ly[i] + slope * (z - x[i])
+    # Rounding can put a piece's value a hair past its end knot's; clipping each piece to its knot
+    # values (except where it extrapolates) keeps the whole map non-decreasing in floating point.
+    value = np.where(z <= x[i + 1], np.minimum(value, ly[i + 1]), value)
+    return np.asarray(np.where(z >= x[i], np.maximum(value, ly[i]), value))
 
 
 def calibrated_logit(

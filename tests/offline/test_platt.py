@@ -42,3 +42,14 @@ def test_offline_apply_is_the_serving_apply() -> None:
     z = np.random.default_rng(2).normal(size=1000)
     platt = PlattCalibrator().fit(z, (z > 0).astype(float))
     np.testing.assert_array_equal(platt.apply(z), sigmoid(calibrated_logit(platt.to_params(), z)))
+
+
+def test_sparse_positives_in_the_tail_converge_to_a_positive_slope() -> None:
+    # Found by hypothesis: a few positives among the highest logits made the undamped Newton step diverge.
+    rng = np.random.default_rng(11)
+    z = np.sort(rng.uniform(-10, -1.6, 300))
+    y = np.zeros_like(z)
+    y[[-1, -7, -12]] = 1.0
+    platt = PlattCalibrator().fit(z, y)
+    assert platt.a_ > 0
+    assert np.all(np.diff(platt.apply(z)) > 0)

@@ -43,7 +43,15 @@ class PlattCalibrator:
             negatives = float(np.sum(w * (1 - y)))
             y = y * ((positives + 1) / (positives + 2)) + (1 - y) * (1 / (negatives + 2))
         lam = self.prior_strength
+
+        def objective(a: float, b: float) -> float:
+            # Weighted cross-entropy to the (smoothed) targets plus the prior; convex in (a, b).
+            u = a * z + b
+            loss = np.dot(w, np.logaddexp(0.0, u) - y * u)
+            return float(loss + 0.5 * lam * ((a - 1.0) ** 2 + 1e-3 * b * b))
+
         a, b = 1.0, 0.0
+        current = objective(a, b)
         for _ in range(self.max_iter):
             p = sigmoid(a * z + b)
             r = w * (p - y)
@@ -51,8 +59,16 @@ class PlattCalibrator:
             gradient = np.array([np.dot(r, z) + lam * (a - 1.0), r.sum() + lam * b * 1e-3])
             hessian = np.array([[np.dot(s, z * z) + lam, np.dot(s, z)], [np.dot(s, z), s.sum() + lam * 1e-3]])
             step = np.linalg.solve(hessian, gradient)
-            a, b = a - step[0], b - step[1]
-            if np.max(np.abs(step)) < self.tol:
+            # Backtracking: a full Newton step can overshoot on sparse data (a few positives far out in
+            # the tail) and diverge; halving until the objective decreases keeps it on the convex bowl.
+            # Near the optimum the objective cannot resolve a decrease, so small steps are taken whole.
+            scale = 1.0
+            if np.max(np.abs(step)) > 1e-3:
+                while scale > 1e-10 and objective(a - scale * step[0], b - scale * step[1]) > current:
+                    scale *= 0.5
+            a, b = a - scale * step[0], b - scale * step[1]
+            current = objective(a, b)
+            if np.max(np.abs(scale * step)) < self.tol:
                 break
         if a <= 0:
             raise ValueError(f"fitted slope {a:.4g} <= 0: the logits rank positives below negatives")

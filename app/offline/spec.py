@@ -1,0 +1,215 @@
+"""The training spec: a YAML file that says what the log's columns mean and how to train on them.
+
+One file, two sections. ``dataset`` describes the data (id columns, features, tasks with their label,
+mask and maturity window, sample weights, segments, the time split); ``training`` holds everything
+that shapes gradients (model, per-task loss weights and loss options, constraints, epochs). Loss
+weights live here and never in a policy: a policy composes calibrated predictions, it does not train.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app.artifacts.common import FiniteFloat, Identifier, StrictModel
+from app.artifacts.loading import parse_artifact, read_yaml
+from app.errors import ArtifactError
+
+__all__ = [
+    "ConstraintSpec",
+    "DatasetError",
+    "DatasetSpec",
+    "LossSpec",
+    "ModelSpec",
+    "NumericColumn",
+    "SplitSpec",
+    "TaskColumn",
+    "TrainSpec",
+    "TrainingSpec",
+    "load_spec",
+]
+
+
+class DatasetError(ArtifactError):
+    """A data file that does not match its spec (missing column, label not 0/1, ...)."""
+
+    code = "dataset_error"
+
+
+class NumericColumn(StrictModel):
+    """A numeric feature; `log` applies log1p(max(x, 0)) before the (baked-in) standardisation."""
+
+    name: Identifier
+    log: bool = False
+    # Fills a null in the data and is the manifest default; None = required when serving
+    # (nulls in training data are then filled with the training mean).
+    default: FiniteFloat | None = None
+
+
+class LossSpec(StrictModel):
+    """Per-task loss option: plain BCE, focal loss, or class-weighted BCE."""
+
+    kind: Literal["bce", "focal", "weighted"] = "bce"
+    gamma: FiniteFloat = Field(default=2.0, ge=0, description="focal: down-weights easy examples")
+    alpha: FiniteFloat | None = Field(default=None, gt=0, lt=1, description="focal: weight of positives")
+    # weighted: weight of a positive example; "balanced" = negatives / positives in the train split.
+    pos_weight: FiniteFloat | Literal["balanced"] = 1.0
+
+
+class TaskColumn(StrictModel):
+    """One task: its label column (0/1), optional observed-mask column and maturity window."""
+
+    name: Identifier
+    label: str
+    polarity: Literal["positive", "negative"] = "positive"
+    description: str = ""
+    mask: str | None = Field(default=None, description="1 = label observed; 0 or null = missing")
+    # A row is mature when event_time + window <= the data cutoff; an immature row is masked.
+    label_window_hours: FiniteFloat | None = Field(default=None, ge=0)
+    threshold: FiniteFloat = Field(default=0.5, gt=0, lt=1, description="precision/recall/F1 threshold")
+
+
+class SplitSpec(StrictModel):
+    """Split by event time: train < valid_start <= valid < test_start <= test."""
+
+    valid_start: datetime
+    test_start: datetime
+    # Labels were collected up to here; default: the latest event time in the data.
+    label_cutoff: datetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SplitSpec:
+        if self.valid_start >= self.test_start:
+            raise ValueError("valid_start must be before test_start")
+        return self
+
+
+class DatasetSpec(StrictModel):
+    """What the columns of a log mean."""
+
+    format: Literal["parquet", "csv"] | None = Field(default=None, description="default: from the extension")
+    group_id: str
+    candidate_id: str
+    # Seconds since the epoch (int/float) or an Arrow timestamp column; timezone-naive means UTC.
+    event_time: str
+    numeric: list[NumericColumn] = Field(default_factory=list)
+    categorical: list[Identifier] = Field(default_factory=list)
+    tasks: list[TaskColumn] = Field(min_length=1)
+    sample_weight: str | None = None
+    segments: list[str] = Field(default_factory=list, description="categorical columns to report by")
+    split: SplitSpec
+    max_vocabulary: int = Field(default=10_000, ge=1, description="most frequent values kept per feature")
+    min_count: int = Field(default=1, ge=1, description="rarer values map to the OOV index")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        features = [f.name for f in self.numeric] + list(self.categorical)
+        if not features:
+            raise ValueError("declare at least one numeric or categorical feature")
+        if len(set(features)) != len(features):
+            raise ValueError(f"feature names must be unique: {features}")
+        tasks = [t.name for t in self.tasks]
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique: {tasks}")
+        return self
+
+    def columns(self) -> list[str]:
+        """Every column the spec reads, each once, in a stable order."""
+        names = [self.group_id, self.candidate_id, self.event_time]
+        names += [f.name for f in self.numeric] + list(self.categorical)
+        for task in self.tasks:
+            names += [task.label] + ([task.mask] if task.mask else [])
+        names += ([self.sample_weight] if self.sample_weight else []) + list(self.segments)
+        return list(dict.fromkeys(names))
+
+
+class ModelSpec(StrictModel):
+    """Architecture: shared-bottom (one trunk, linear heads), MMoE (experts + per-task gates) or PLE."""
+
+    kind: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
+    hidden: list[int] = Field(default=[64, 32], min_length=1)
+    embedding_dim: int = Field(default=8, ge=1)
+    experts: int = Field(default=4, ge=1, description="mmoe: experts; ple: shared experts per level")
+    task_experts: int = Field(default=1, ge=1, description="ple only: experts per task per level")
+    levels: int = Field(default=1, ge=1, description="ple only: extraction levels")
+    expert_hidden: list[int] = Field(default=[64], min_length=1, description="mmoe and ple")
+    tower_hidden: list[int] = Field(default=[16], description="mmoe and ple; [] = linear heads")
+
+
+class ConstraintSpec(StrictModel):
+    """Keep a task's validation loss (masked logloss) at or below `max_loss` (augmented Lagrangian)."""
+
+    task: Identifier
+    max_loss: FiniteFloat = Field(gt=0)
+    rho: FiniteFloat = Field(default=1.0, gt=0, description="dual step size")
+    penalty: FiniteFloat = Field(default=0.0, ge=0, description="quadratic penalty mu/2 * max(0, L - b)^2")
+
+
+class TrainingSpec(StrictModel):
+    """Everything that shapes gradients; loss weights live here, never in a policy."""
+
+    model: ModelSpec = ModelSpec()
+    loss_weights: dict[str, FiniteFloat] = Field(default_factory=dict, description="task -> weight; default 1")
+    losses: dict[str, LossSpec] = Field(default_factory=dict, description="task -> loss option; default bce")
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    dual_updates_per_epoch: int = Field(default=1, ge=1)
+    constraint_sample_rows: int = Field(default=50_000, ge=100, description="validation rows held for dual steps")
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=1024, ge=2)
+    learning_rate: FiniteFloat = Field(default=3e-3, gt=0)
+    weight_decay: FiniteFloat = Field(default=1e-5, ge=0)
+    seed: int = 0
+    shuffle_buffer: int = Field(default=100_000, ge=1, description="rows shuffled together")
+    read_batch_rows: int = Field(default=65_536, ge=1, description="rows per record batch read")
+    early_stopping_patience: int = Field(default=2, ge=1)
+    # Small MLPs train fastest on one intra-op thread (more threads mostly wait on each other).
+    torch_threads: int = Field(default=1, ge=1)
+    compare_losses: list[Literal["bce", "focal", "weighted"]] = Field(
+        default_factory=list, description="also train with each option on every task, for the report"
+    )
+
+
+class TrainSpec(StrictModel):
+    """A `fusionrank train --spec` file."""
+
+    schema_version: Literal[1]
+    name: Identifier
+    dataset: DatasetSpec
+    training: TrainingSpec = TrainingSpec()
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> TrainSpec:
+        tasks = {t.name for t in self.dataset.tasks}
+        for field, names in (
+            ("training.loss_weights", self.training.loss_weights),
+            ("training.losses", self.training.losses),
+        ):
+            unknown = sorted(set(names) - tasks)
+            if unknown:
+                raise ValueError(f"{field} names unknown task(s) {unknown}; tasks are {sorted(tasks)}")
+        constrained = [c.task for c in self.training.constraints]
+        unknown = sorted(set(constrained) - tasks)
+        if unknown:
+            raise ValueError(f"training.constraints names unknown task(s) {unknown}; tasks are {sorted(tasks)}")
+        if len(set(constrained)) != len(constrained):
+            raise ValueError("at most one constraint per task")
+        if any(w < 0 for w in self.training.loss_weights.values()):
+            raise ValueError("training.loss_weights must be >= 0")
+        return self
+
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.dataset.tasks]
+
+    def loss_weight(self, task: str) -> float:
+        return self.training.loss_weights.get(task, 1.0)
+
+    def loss(self, task: str) -> LossSpec:
+        return self.training.losses.get(task, LossSpec())
+
+
+def load_spec(path: Path) -> TrainSpec:
+    """Read and validate a spec file; errors name the file, the field and the fix."""
+    return parse_artifact(TrainSpec, read_yaml(path), path, error=DatasetError)

@@ -16,7 +16,7 @@ def test_spark_conf_takes_spark_keys_only() -> None:
     assert parse_spark_conf(["spark.executor.memory=4g", "spark.sql.shuffle.partitions=8"]) == {
         "spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "8"}
     for bad in ("executor.memory=4g", "spark.executor.memory", "spark.x="):
-        with pytest.raises(ArtifactError, match="spark.<key>=<value>"):
+        with pytest.raises(ArtifactError, match=r"spark\.<key>=<value>"):
             parse_spark_conf([bad])
 
 

@@ -30,6 +30,8 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("fusionrank")
 
+_GC_GEN0_THRESHOLD = 50_000
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; settings default to the environment, read when the app starts."""
@@ -56,6 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # them out of the collector's sight so that a full collection does not scan them per request.
         gc.collect()
         gc.freeze()
+        # A row JSON request holds ~5 new containers per candidate until it ends, so at the default
+        # gen0 threshold (700) a 1000-candidate request ran ~4.5 collections, and one in ~35 requests a
+        # full one (bench/profiles/README.md). Above the peak of a 5000-candidate request, requests
+        # free what they allocate before any collection starts; cyclic garbage still gets collected.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(_GC_GEN0_THRESHOLD, *thresholds[1:])
         registry = PolicyRegistry(state)
         app.state.policy_registry = registry
         watcher = None
@@ -76,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.ready = False
+            gc.set_threshold(*thresholds)
             if watcher is not None:
                 watcher.stop()
             psi_updates.cancel()

@@ -1,122 +1,301 @@
-"""Scoring latency on the demo bundle, three ways, for 100 and 1000 candidates:
+"""Scoring latency and CPU on the demo bundle (segment calibration added), every body format.
 
-(a) floor: orjson decode of the body + onnxruntime run on ready matrices + orjson encode of the answer;
-(b) pipeline: the service's own code in process (decode, validate, features, model, calibration,
-    utility, guardrails, slate, encode), without HTTP;
-(c) HTTP: `fusionrank serve` (one uvicorn worker) on 127.0.0.1, driven by `hey`: p50/p99 at
-    concurrency 1 and 8, and throughput at concurrency 8.
-Prints a markdown table and appends it, with machine and date, to bench/RESULTS.md.
-Usage: python bench/score_bench.py [--requests N] [--no-http]
+(a) floor: what a careful hand-written scorer cannot avoid for a row JSON body, in process: orjson
+    decode, the direct dict-to-matrix loop, ort.run, calibration + utility + top-k in numpy, orjson
+    encode of the answer (no validation, no guardrails, no slate rules, no metrics);
+(o) ort.run alone on ready matrices (the columnar target is stated against it);
+(b) pipeline: the route's own CPU work in process (`app.api.score._answer`: decode, validate,
+    features, model, calibration, utility, 2 guardrails, 2 slate rules, encode, metrics and drift
+    accounting) for row JSON, column JSON and Arrow bodies; (a), (o) and (b) interleaved;
+(c) HTTP: `fusionrank serve` on 127.0.0.1, driven by `hey`: p50/p99 at concurrency 1 and 8 and
+    throughput at 8, per format; the scale curve (10, 100, 1000, 5000 candidates at concurrency 1)
+    with the server's CPU per candidate read from /proc;
+(k) with --knobs: ORT intra-op threads, scoring on the event loop or a thread, uvicorn workers;
+    cold start to ready and RSS per worker.
+The machine may be shared: every table records the load average, and ratios compare figures
+measured in the same run. Prints markdown tables and appends them to bench/RESULTS.md.
+Usage: python bench/score_bench.py [--requests N] [--repeats N] [--no-http] [--knobs]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import subprocess
+import gc
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.api.decode import decode_score_request
-from app.api.encode import score_response
+from app.api.arrow import ARROW_MEDIA_TYPE
+from app.api.score import _answer
+from app.api.state import ServiceState
+from app.monitoring.metrics import ServiceMetrics
+from app.serving.bundle import PolicyBinding
 from app.serving.loader import load_snapshot
-from app.serving.scorer import score
+from app.settings import Settings
 from bench.common import (
-    ROOT,
     append_results,
+    arrow_with,
+    columns_with,
     free_port,
+    hey,
+    load_average,
     machine,
     now,
     percentiles,
     request_with,
-    require,
+    segmented_store,
     served,
 )
 
+FORMATS = ("rows", "columns", "arrow")
+SIZES = (10, 100, 1000, 5000)
+JSON = "application/json"
 
-def in_process(n: int, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    snapshot = load_snapshot(ROOT / "model_store", ROOT / "policies")
+
+def body_of(fmt: str, n: int) -> tuple[bytes, str]:
+    if fmt == "arrow":
+        return arrow_with(n), ARROW_MEDIA_TYPE
+    return orjson.dumps(columns_with(n) if fmt == "columns" else request_with(n)), JSON
+
+
+class Floor:
+    """(a): the least a row-JSON scorer does, written directly against the bundle's arrays."""
+
+    def __init__(self, binding: PolicyBinding) -> None:
+        encoder = binding.bundle.encoder
+        self.numeric = encoder.numeric_names
+        self.defaults = encoder.numeric_defaults.tolist()
+        self.categorical = list(zip(encoder.categorical_names, encoder.vocabularies, strict=True))
+        self.runner = binding.bundle.runner
+        self.calibration = binding.calibration
+        self.policy = binding.policy
+        self.weights = binding.policy.resolve({}).weights
+        self.value_terms = [(k, a) for k, a in enumerate(binding.policy.term_attributes) if a is not None]
+        self.tasks = binding.bundle.manifest.task_names()
+
+    def __call__(self, body: bytes) -> bytes:
+        raw = orjson.loads(body)
+        context, candidates = raw["context"]["features"], raw["candidates"]
+        numeric = np.array(
+            [[c["features"].get(name, context.get(name, d)) for name, d in zip(self.numeric, self.defaults,
+                                                                                strict=True)]
+             for c in candidates], dtype=np.float32,
+        )
+        categorical = np.array(
+            [[v.get(c["features"].get(name, context.get(name)), 0) for name, v in self.categorical]
+             for c in candidates],
+            dtype=np.int64,
+        )
+        logits = self.runner.run(numeric, categorical)
+        p = self.calibration.apply(logits, categorical)
+        policy = self.policy
+        terms = p[:, policy.term_tasks] * self.weights
+        for k, attribute in self.value_terms:
+            terms[:, k] *= np.array([c["attributes"].get(attribute) or 0.0 for c in candidates])
+        utility = terms.sum(axis=1)
+        top = np.argsort(-utility, kind="stable")[:20].tolist()
+        return orjson.dumps({"candidates": [
+            {"id": candidates[i]["id"], "rank": r, "utility": float(utility[i]),
+             "predictions": dict(zip(self.tasks, p[i].tolist(), strict=True))}
+            for r, i in enumerate(top, start=1)
+        ]})
+
+
+def reference_cases(store: tuple[Path, Path], n: int) -> tuple[dict[str, Callable[[], Any]], ServiceState]:
+    """(a) floor and (o) ort.run on a request of n candidates, and a service state to run (b) on."""
+    snapshot = load_snapshot(*store)
+    state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
+    state.install(snapshot)
     binding = snapshot.route("home").binding(None)
-    body = orjson.dumps(request_with(n))
-    envelope, scored = decode_score_request(body, max_candidates=100_000)
-    encoded = binding.bundle.encoder.encode(scored.features, scored.context_features)
-    answer = score_response(envelope, scored, score(binding, scored))
-    floor, pipeline = [], []
+    floor = Floor(binding)
+    rows = body_of("rows", n)[0]
+    parsed = orjson.loads(rows)
+    scored = binding.bundle.encoder.encode([c["features"] for c in parsed["candidates"]], parsed["context"]["features"])
+    runner = binding.bundle.runner
+    return {
+        "(a) floor": lambda: floor(rows),
+        "(o) ort.run": lambda: runner.run(scored.numeric, scored.categorical),
+    }, state
+
+
+def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """name -> (p50 ms, p99 ms, CPU µs per candidate), all interleaved in one loop."""
+    cases, state = reference_cases(store, n)
+    for fmt in FORMATS:
+        body = body_of(fmt, n)[0]
+        arrow = fmt == "arrow"
+        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(state, body, arrow, arrow, time.perf_counter())
+    gc.collect()
+    gc.freeze()  # as the service does after start-up
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu = dict.fromkeys(cases, 0.0)
+    for _ in range(max(3, repeats // 20)):  # warm-up
+        for call in cases.values():
+            call()
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        orjson.loads(body)
-        binding.bundle.runner.run(encoded.numeric, encoded.categorical)
-        orjson.dumps(answer)
-        t1 = time.perf_counter()
-        envelope, scored = decode_score_request(body, max_candidates=100_000)
-        orjson.dumps(score_response(envelope, scored, score(binding, scored)))
-        t2 = time.perf_counter()
-        floor.append(t1 - t0)
-        pipeline.append(t2 - t1)
-    return percentiles(floor), percentiles(pipeline)
+        for name, call in cases.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            call()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name] += time.process_time() - c0
+    gc.unfreeze()
+    return {name: (*percentiles(wall[name]), cpu[name] / repeats / n * 1e6) for name in cases}
 
 
-def over_http(url: str, n: int, requests: int, concurrency: int) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, candidates/s) from hey's per-request CSV."""
-    hey = require("hey", "hey")
-    with tempfile.NamedTemporaryFile(suffix=".json") as body:
-        body.write(orjson.dumps(request_with(n)))
-        body.flush()
-        # warm-up, then the measured run; both bounded in count and in time
-        for count in (max(concurrency * 5, 20), requests):
-            started = time.perf_counter()
-            out = subprocess.run(
-                [hey, "-n", str(count), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
-                 "-D", body.name, "-t", "20", "-o", "csv", f"{url}/v1/score"],
-                capture_output=True, text=True, check=True, timeout=300,
-            ).stdout
-            elapsed = time.perf_counter() - started
-    rows = list(csv.DictReader(io.StringIO(out)))
-    ok = [float(r["response-time"]) for r in rows if r["status-code"] == "200"]
-    if len(ok) != len(rows):
-        raise SystemExit(f"{len(rows) - len(ok)} of {len(rows)} requests failed")
-    p50, p99 = percentiles(ok)
-    return p50, p99, len(ok) * n / elapsed
+def http_formats(
+    url: str, requests: int, references: dict[str, Callable[[], Any]]
+) -> tuple[dict[tuple[str, int], tuple[float, float, float]], dict[str, float]]:
+    """(format, concurrency) -> (p50 ms, p99 ms, requests/s) at 1000 candidates, formats interleaved;
+    and the p50 ms of (a) floor and (o) ort.run measured in process between the HTTP runs."""
+    out: dict[tuple[str, int], tuple[list[float], float, int]] = {}
+    reference: dict[str, list[float]] = {name: [] for name in references}
+    for _ in range(2):  # two rounds, formats alternating, so that a load spike hits all of them
+        for concurrency in (1, 8):
+            for fmt in FORMATS:
+                if concurrency == 1:  # the in-process references, right before each c=1 run
+                    for _ in range(15):
+                        for name, call in references.items():
+                            t0 = time.perf_counter()
+                            call()
+                            reference[name].append(time.perf_counter() - t0)
+                body, kind = body_of(fmt, 1000)
+                accept = ARROW_MEDIA_TYPE if fmt == "arrow" else None
+                hey(f"{url}/v1/score", body, kind, count=max(16, concurrency * 4), concurrency=concurrency,
+                    accept=accept)  # warm-up
+                ok, elapsed = hey(f"{url}/v1/score", body, kind, count=requests // 2, concurrency=concurrency,
+                                  accept=accept)
+                before = out.get((fmt, concurrency), ([], 0.0, 0))
+                out[(fmt, concurrency)] = (before[0] + ok, before[1] + elapsed, before[2] + len(ok))
+    return (
+        {key: (*percentiles(ok), count / elapsed) for key, (ok, elapsed, count) in out.items()},
+        {name: percentiles(samples)[0] for name, samples in reference.items()},
+    )
+
+
+def scale_curve(server: Any, requests: int) -> dict[tuple[str, int], tuple[float, float, float]]:
+    """(format, n) -> (p50 ms, p50 µs per candidate, server CPU µs per candidate) at concurrency 1."""
+    out = {}
+    for n in SIZES:
+        count = max(20, min(requests, 20_000 // n))
+        for fmt in FORMATS:
+            body, kind = body_of(fmt, n)
+            accept = ARROW_MEDIA_TYPE if fmt == "arrow" else None
+            hey(f"{server.url}/v1/score", body, kind, count=10, concurrency=1, accept=accept)
+            c0 = server.cpu_seconds()
+            ok, _ = hey(f"{server.url}/v1/score", body, kind, count=count, concurrency=1, accept=accept)
+            cpu = (server.cpu_seconds() - c0) / len(ok) / n * 1e6
+            p50 = percentiles(ok)[0]
+            out[(fmt, n)] = (p50, p50 / n * 1000, cpu)
+    return out
+
+
+def knobs(store: tuple[Path, Path], requests: int) -> list[str]:
+    """One line per configuration: c=1 p50, c=8 p50/p99 and rate (row JSON, 1000), ready s, RSS."""
+    lines = [
+        "| ORT intra-op threads | scoring on | workers | c=1 p50 ms | c=8 p50 / p99 ms | c=8 requests/s "
+        "| cold start to ready s | RSS per worker MB | load average |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    body = body_of("rows", 1000)[0]
+    for threads, in_thread, workers in ((1, False, 1), (2, False, 1), (1, True, 1), (2, True, 1), (1, False, 2)):
+        env = {"FUSIONRANK_ORT_INTRA_OP_THREADS": str(threads), "FUSIONRANK_SCORE_IN_THREAD": str(in_thread)}
+        with served(free_port(), env, store=store, workers=workers) as server:
+            ready = server.ready_seconds
+            url = f"{server.url}/v1/score"
+            hey(url, body, JSON, count=24, concurrency=8)
+            ok1, _ = hey(url, body, JSON, count=requests // 2, concurrency=1)
+            ok8, elapsed = hey(url, body, JSON, count=requests, concurrency=8)
+            rss = _worker_rss(server.pid, workers, server.rss_mb())
+        p50_8, p99_8 = percentiles(ok8)
+        lines.append(
+            f"| {threads} | {'thread pool' if in_thread else 'event loop'} | {workers} | {percentiles(ok1)[0]:.2f} "
+            f"| {p50_8:.2f} / {p99_8:.2f} | {len(ok8) / elapsed:.1f} | {ready:.2f} | {rss:.0f} | {load_average()} |"
+        )
+    return lines
+
+
+def _worker_rss(pid: int, workers: int, own: float) -> float:
+    """RSS of the serving process; with several workers, the mean over uvicorn's worker children."""
+    if workers == 1:
+        return own
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    sizes = []
+    for child in children:
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return float(np.mean(sizes)) if sizes else own
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400, help="requests per HTTP measurement")
-    parser.add_argument("--repeats", type=int, default=300, help="in-process repetitions")
+    parser.add_argument("--requests", type=int, default=200, help="requests per HTTP measurement")
+    parser.add_argument("--repeats", type=int, default=200, help="in-process repetitions at 1000 candidates")
     parser.add_argument("--no-http", action="store_true", help="skip (c)")
+    parser.add_argument("--knobs", action="store_true", help="also measure the deployment knobs (k)")
     args = parser.parse_args()
+    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")))
     lines = [
         f"machine: {machine()}  ",
-        f"date: {now()}; demo bundle demo_ranker/1 with policy home/1 (Platt per task, 4 utility terms,"
-        " 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, ORT 1 intra-op thread",
+        f"date: {now()}; demo bundle demo_ranker/1 (8 numeric + 4 categorical features, 64-32 trunk, 4 heads), "
+        "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
+        "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
+        "ORT 1 intra-op thread, scoring on a worker thread (the defaults)  ",
+        "**The machine is shared with other engineers' jobs: absolute times are inflated and noisy; compare "
+        "ratios measured in the same run.**",
         "",
-        "| candidates | (a) floor p50 / p99 ms | (b) pipeline p50 / p99 ms | (b)/(a) p50 "
-        "| (c) HTTP c=1 p50 / p99 ms | (c) HTTP c=8 p50 / p99 ms | (c) c=8 candidates/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "In process (interleaved; CPU = process time per candidate):",
+        "",
+        "| candidates | stage | p50 ms | p99 ms | CPU µs/candidate | p50 / floor | load average |",
+        "|---:|---|---:|---:|---:|---:|---|",
     ]
-    port = free_port()
-    results = {n: in_process(n, args.repeats) for n in (100, 1000)}
-    http: dict[int, tuple[tuple[float, float, float], tuple[float, float, float]]] = {}
+    for n in SIZES:
+        repeats = max(20, args.repeats * 1000 // max(n, 1000)) if n >= 1000 else args.repeats
+        results = in_process(store, n, repeats)
+        floor = results["(a) floor"][0]
+        for name, (p50, p99, cpu) in results.items():
+            lines.append(f"| {n} | {name} | {p50:.3f} | {p99:.3f} | {cpu:.2f} | {p50 / floor:.2f} | {load_average()} |")
+    print("\n".join(lines), flush=True)
     if not args.no_http:
-        with served(port) as url:
-            for n in (100, 1000):
-                http[n] = (over_http(url, n, args.requests, 1), over_http(url, n, args.requests, 8))
-    for n, (floor, pipeline) in results.items():
-        row = f"| {n} | {floor[0]:.2f} / {floor[1]:.2f} | {pipeline[0]:.2f} / {pipeline[1]:.2f} | " \
-              f"{pipeline[0] / floor[0]:.2f} |"
-        if n in http:
-            (p50_1, p99_1, _), (p50_8, p99_8, rate) = http[n]
-            row += f" {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:,.0f} |"
-        else:
-            row += " - | - | - |"
-        lines.append(row)
+        references = reference_cases(store, 1000)[0]
+        with served(free_port(), store=store) as server:
+            formats, reference = http_formats(server.url, args.requests, references)
+            floor_1000, ort_1000 = reference["(a) floor"], reference["(o) ort.run"]
+            load_formats = load_average()
+            curve = scale_curve(server, args.requests)
+            load_curve = load_average()
+        lines += [
+            "", f"Over HTTP, 1000 candidates (load average {load_formats}; floor (a) p50 = {floor_1000:.3f} ms and "
+            f"ort.run (o) p50 = {ort_1000:.3f} ms, measured in process between the HTTP runs of the same rounds):",
+            "",
+            "| body | c=1 p50 / p99 ms | p50 / floor | p50 / ort.run | p99 / p50 | c=8 p50 / p99 ms | c=8 requests/s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for fmt in FORMATS:
+            p50, p99, _ = formats[(fmt, 1)]
+            p50_8, p99_8, rate = formats[(fmt, 8)]
+            lines.append(f"| {fmt} | {p50:.2f} / {p99:.2f} | {p50 / floor_1000:.2f} | {p50 / ort_1000:.2f} | "
+                         f"{p99 / p50:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:.1f} |")
+        lines += [
+            "", f"Scale curve over HTTP at concurrency 1 (load average {load_curve}; the server's CPU from /proc; "
+            "FUSIONRANK_MAX_CANDIDATES=5000 and FUSIONRANK_MAX_BODY_BYTES=16 MiB answer 413 beyond):", "",
+            "| candidates | " + " | ".join(f"{f} p50 ms | {f} µs/cand. | {f} CPU µs/cand." for f in FORMATS) + " |",
+            "|---:|" + "---:|" * 9,
+        ]
+        for n in SIZES:
+            cells = " | ".join(f"{curve[(f, n)][0]:.2f} | {curve[(f, n)][1]:.1f} | {curve[(f, n)][2]:.1f}"
+                               for f in FORMATS)
+            lines.append(f"| {n} | {cells} |")
+    if args.knobs:
+        lines += ["", "Deployment knobs (row JSON, 1000 candidates):", "", *knobs(store, args.requests)]
     print("\n".join(lines))
     append_results("bench/score_bench.py", lines)
 

@@ -8,7 +8,7 @@ import pytest
 
 PUBLIC = {
     "app.artifacts": 30,
-    "app.serving": 18,
+    "app.serving": 19,
     "app.monitoring": 11,
     "app.api": 5,
     "app.errors": 10,

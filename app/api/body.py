@@ -6,7 +6,7 @@ from fastapi import Request
 
 from app.errors import InvalidRequest, PayloadTooLarge
 
-__all__ = ["read_json_body"]
+__all__ = ["read_body", "read_json_body"]
 
 
 async def read_json_body(request: Request, limit: int) -> bytes:
@@ -16,6 +16,11 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         raise InvalidRequest.at(
             "content-type", f"{content_type!r} is not JSON", "send `Content-Type: application/json`"
         )
+    return await read_body(request, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Bytes of a body of at most `limit` bytes, whatever its type (413 past it, without reading the rest)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)

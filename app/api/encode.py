@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from app.api.schemas import ScoreRequest
+from app.api.schemas import ScoreEnvelope
 from app.serving.scorer import ScoreInput, ScoreOutcome
 
 __all__ = ["score_response"]
 
 
-def score_response(request: ScoreRequest, scored: ScoreInput, outcome: ScoreOutcome) -> dict[str, Any]:
+def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome) -> dict[str, Any]:
     """Only the answered rows are converted to Python objects: O(top_k), not O(batch)."""
     binding = outcome.binding
     tasks = binding.bundle.manifest.task_names()

@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "Candidate",
+    "ColumnarScoreRequest",
     "FilteredCandidate",
     "RankedCandidate",
     "ScoreContext",
+    "ScoreEnvelope",
     "ScoreOptions",
     "ScoreRequest",
     "ScoreResponse",
@@ -60,18 +62,32 @@ class ScoreOptions(_Body):
     return_filtered: bool = Field(default=False, description="list removed candidates with the rule that removed them")
 
 
-class ScoreRequest(_Body):
-    """Body of `POST /v1/score`."""
+class ScoreEnvelope(_Body):
+    """What every `/v1/score` body carries besides its candidates (rows, columns or an Arrow table)."""
 
     request_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     surface: str = Field(min_length=1, max_length=64)
     policy_version: str | None = Field(default=None, description="pin a policy version (A/B tests)")
     context: ScoreContext = ScoreContext()
+    options: ScoreOptions = ScoreOptions()
+
+
+class ScoreRequest(ScoreEnvelope):
+    """Body of `POST /v1/score`: one object per candidate."""
+
     candidates: Annotated[
         list[dict[str, Any]],
         WithJsonSchema({"type": "array", "minItems": 1, "items": Candidate.model_json_schema()}),
     ]
-    options: ScoreOptions = ScoreOptions()
+
+
+class ColumnarScoreRequest(ScoreEnvelope):
+    """Body of `POST /v1/score`, column-oriented: `columns.id` and one equal-length list per feature
+    and attribute name (null or absent = missing), candidates as positions."""
+
+    columns: dict[str, list[Any]] = Field(
+        description="name -> one value per candidate; `id` is required, features and attributes share names"
+    )
 
 
 class Versions(_Body):

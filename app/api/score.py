@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api.body import read_json_body
+from app.api.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
+from app.api.body import read_body
 from app.api.decode import decode_score_request
 from app.api.deps import StateDep
 from app.api.encode import score_response
-from app.api.schemas import ScoreRequest, ScoreResponse
-from app.errors import FusionrankError, NotReady
+from app.api.schemas import ColumnarScoreRequest, ScoreRequest, ScoreResponse
+from app.api.state import ServiceState
+from app.errors import FusionrankError, InvalidRequest, NotReady
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import PolicyBinding, SurfaceRoute
 from app.serving.scorer import ScoreInput, ScoreOutcome, score
@@ -28,7 +31,21 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/ScoreRequest"},
+                        {"$ref": "#/components/schemas/ColumnarScoreRequest"},
+                    ]
+                }
+            },
+            ARROW_MEDIA_TYPE: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "Arrow IPC stream: `id` + one column per feature/attribute; envelope as JSON "
+                "in the schema metadata key `fusionrank.request`",
+            },
+        },
     }
 }
 
@@ -36,17 +53,33 @@ _OPENAPI_BODY: dict[str, Any] = {
 @router.post(
     "/v1/score",
     response_model=None,
-    responses={200: {"model": ScoreResponse}, 404: _ERROR_DOC, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC},
+    responses={
+        200: {"model": ScoreResponse, "content": {ARROW_MEDIA_TYPE: {}},
+              "description": "JSON, or Arrow with `Accept: application/vnd.apache.arrow.stream`"},
+        404: _ERROR_DOC, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC},
     openapi_extra=_OPENAPI_BODY,
 )
 async def score_candidates(request: Request, state: StateDep) -> Response:
     """Rank candidates: model, calibration, utility, guardrails and slate rules of the surface's policy."""
     if not state.ready:
         raise NotReady("no serving snapshot is loaded and warmed yet; see /readyz for the load problems")
-    settings, metrics = state.settings, state.metrics
+    settings = state.settings
     t0 = time.perf_counter()
-    body = await read_json_body(request, settings.max_body_bytes)
-    envelope, scored = decode_score_request(body, max_candidates=settings.max_candidates)
+    arrow_in = _is_arrow(request.headers.get("content-type", "application/json"))
+    arrow_out = ARROW_MEDIA_TYPE in request.headers.get("accept", "")
+    body = await read_body(request, settings.max_body_bytes)
+    if settings.score_in_thread:
+        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0)
+    else:
+        content = _answer(state, body, arrow_in, arrow_out, t0)
+    return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")
+
+
+def _answer(state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t0: float) -> bytes:
+    """Decode, score, count and encode one request: all of its CPU work, on whichever thread runs it."""
+    metrics = state.metrics
+    decode = decode_arrow_request if arrow_in else decode_score_request
+    envelope, scored = decode(body, max_candidates=state.settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot
     route = snapshot.route(envelope.surface)
     binding = route.binding(envelope.policy_version)
@@ -63,7 +96,7 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
             answer["shadow"] = report
         shadow_seconds = time.perf_counter() - s0
         metrics.stage_latency.labels("shadow").observe(shadow_seconds)
-    content = orjson.dumps(answer)
+    content = arrow_answer(answer, binding.bundle.manifest.task_names()) if arrow_out else orjson.dumps(answer)
     t3 = time.perf_counter() - shadow_seconds
     stage = metrics.stage_latency
     stage.labels("decode").observe(t1 - t0)
@@ -74,7 +107,20 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     metrics.observe_served(binding, outcome.probabilities)  # every scored candidate, before filters
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
-    return Response(content, media_type="application/json")
+    return content
+
+
+def _is_arrow(content_type: str) -> bool:
+    """True for an Arrow stream body, False for JSON (rows or columns); 422 for anything else."""
+    media = content_type.split(";")[0].strip().lower()
+    if media == ARROW_MEDIA_TYPE:
+        return True
+    if media.endswith("json"):
+        return False
+    raise InvalidRequest.at(
+        "content-type", f"{content_type!r} is neither JSON nor an Arrow stream",
+        f"send `Content-Type: application/json` or `Content-Type: {ARROW_MEDIA_TYPE}`",
+    )
 
 
 def _shadow(
@@ -104,5 +150,6 @@ def _shadow(
 def openapi_components() -> dict[str, Any]:
     """Schemas referenced by the hand-declared request body."""
     return {
-        "ScoreRequest": ScoreRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, model in (("ScoreRequest", ScoreRequest), ("ColumnarScoreRequest", ColumnarScoreRequest))
     }

@@ -76,6 +76,17 @@ class DemoResult:
 
 
 def run_demo(out: Path, config: DemoConfig) -> DemoResult:
+    # One torch thread: with several, OpenMP may change the thread count under load, which changes
+    # the order of floating-point reductions and so the weights; one thread makes a seed reproducible.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_demo(out, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out: Path, config: DemoConfig) -> DemoResult:
     log = syn.generate_log(config.rows, config.seed)
     train, calib, holdout = log.period(0, 21), log.period(21, 25), log.period(25, syn.DAYS)
     vocabularies = {name: sorted(set(train.categorical[name].tolist())) for name in syn.CATEGORICAL}

@@ -2,6 +2,7 @@
 
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet, calibrated_logit, logit, sigmoid
+from app.serving.columns import CandidateColumns
 from app.serving.features import EncodedFeatures, FeatureEncoder
 from app.serving.loader import load_snapshot
 from app.serving.model_runner import ModelRunner
@@ -10,6 +11,7 @@ from app.serving.scorer import Filtered, ScoreInput, ScoreOutcome, score
 
 __all__ = [
     "CalibrationSet",
+    "CandidateColumns",
     "CompiledPolicy",
     "EffectivePolicy",
     "EncodedFeatures",

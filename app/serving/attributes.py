@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -10,11 +12,11 @@ import numpy.typing as npt
 
 from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
+from app.serving.columns import Candidates, Column, read_column, where
 
 __all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "take"]
 
 # number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
-Column = npt.NDArray[np.float64] | list[Any]
 AttributeColumns = dict[str, Column]
 
 _ALLOWED: dict[str, frozenset[type]] = {
@@ -25,17 +27,20 @@ _ALLOWED: dict[str, frozenset[type]] = {
 
 
 def extract_attributes(
-    attributes: Sequence[Mapping[str, Any]], declared: Mapping[str, AttributeType]
+    attributes: Candidates, declared: Mapping[str, AttributeType]
 ) -> AttributeColumns:
-    """attributes: one mapping per candidate. Undeclared attributes are carried but not read."""
+    """attributes: one mapping per candidate, or columns. Undeclared attributes are carried but not read."""
     columns: AttributeColumns = {}
     for name, kind in declared.items():
-        column = [a.get(name) for a in attributes]
+        column = read_column(attributes, name)
+        if isinstance(column, np.ndarray) and kind != "number":
+            # A numeric Arrow column where strings or booleans were due: the check below names it.
+            column = [None if v != v else v for v in column.tolist()]
         allowed = _ALLOWED[kind]
-        if not allowed.issuperset(map(type, column)):
+        if not isinstance(column, np.ndarray) and not allowed.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in allowed)
             raise InvalidRequest.at(
-                f"candidates[{index}].attributes.{name}",
+                where(attributes, "attributes", name, index),
                 f"expected a {kind}, got {type(column[index]).__name__}",
                 f"send `{name}` as a JSON {kind} (or leave it out)", candidate_index=index,
             )
@@ -45,7 +50,7 @@ def extract_attributes(
             if not finite_or_missing.all():
                 index = int(np.flatnonzero(~finite_or_missing)[0])
                 raise InvalidRequest.at(
-                    f"candidates[{index}].attributes.{name}", "value is not finite",
+                    where(attributes, "attributes", name, index), "value is not finite",
                     "send a finite number", candidate_index=index,
                 )
             columns[name] = values
@@ -58,13 +63,13 @@ def take(column: Column, index: npt.NDArray[np.intp]) -> Column:
     """The column's values at `index`, keeping its representation."""
     if isinstance(column, np.ndarray):
         return column[index]
-    return [column[i] for i in index]
+    return [column[i] for i in index.tolist()]
 
 
 def missing_mask(column: Column) -> npt.NDArray[np.bool_]:
     if isinstance(column, np.ndarray):
         return np.isnan(column)
-    return np.fromiter((v is None for v in column), np.bool_, count=len(column))
+    return np.fromiter(map(is_, column, repeat(None)), np.bool_, count=len(column))
 
 
 def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
@@ -73,5 +78,7 @@ def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return np.zeros(len(column), dtype=np.bool_)
         return np.asarray(column == float(value))
+    if isinstance(value, bool):  # True and False are singletons: identity is equality with the same type
+        return np.fromiter(map(is_, column, repeat(value)), np.bool_, count=len(column))
     kind = type(value)
     return np.fromiter((v == value and type(v) is kind for v in column), np.bool_, count=len(column))

@@ -8,8 +8,9 @@ then the manifest default; a numeric feature without a default is required.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from app.artifacts.manifest import OOV_INDEX, FeatureSchema
 from app.errors import InvalidRequest
+from app.serving.columns import CandidateColumns, Candidates, Column, read_column, where
 
 __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
@@ -45,12 +47,14 @@ class FeatureEncoder:
         self.vocabularies = [
             {value: i + 1 for i, value in enumerate(f.vocabulary)} for f in schema.categorical
         ]
+        # The same with None (missing, no context value) -> out of vocabulary.
+        self.lookups = [_with_missing(v, OOV_INDEX) for v in self.vocabularies]
 
     def encode(
-        self, features: Sequence[Mapping[str, Any]], context_features: Mapping[str, Any]
+        self, features: Candidates, context_features: Mapping[str, Any]
     ) -> EncodedFeatures:
-        """features: one mapping per candidate (already checked to be dicts)."""
-        n = len(features)
+        """features: one mapping per candidate (already checked to be dicts), or columns."""
+        n = features.size if isinstance(features, CandidateColumns) else len(features)
         problems: list[InvalidRequest] = []  # one per bad column, so a client fixes them all at once
         numeric = np.empty((n, len(self.numeric_names)), dtype=np.float64)
         for j, name in enumerate(self.numeric_names):
@@ -73,12 +77,15 @@ class FeatureEncoder:
         return EncodedFeatures(numeric.astype(np.float32), categorical)
 
     def _numeric_column(
-        self, name: str, j: int, features: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+        self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.float64]:
-        column = [f.get(name) for f in features]
-        if not _NUMBER_TYPES.issuperset(map(type, column)):
-            raise _bad_number(name, column)
-        values = np.array(column, dtype=np.float64)  # None -> nan: missing
+        column = read_column(features, name)
+        if isinstance(column, np.ndarray):
+            values = column.copy()  # already float64 with NaN for missing (a numeric Arrow column)
+        elif _NUMBER_TYPES.issuperset(map(type, column)):
+            values = np.array(column, dtype=np.float64)  # None -> nan: missing
+        else:
+            raise _bad_number(features, name, column)
         missing = np.isnan(values)
         if missing.any():
             fill = context.get(name, None)
@@ -92,27 +99,27 @@ class FeatureEncoder:
             if np.isnan(fill):
                 index = int(np.flatnonzero(missing)[0])
                 raise InvalidRequest.at(
-                    f"candidates[{index}].features.{name}", "required numeric feature is missing",
+                    where(features, "features", name, index), "required numeric feature is missing",
                     f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
                 )
             values[missing] = fill
         if not np.isfinite(values).all():
             index = int(np.flatnonzero(~np.isfinite(values))[0])
             raise InvalidRequest.at(
-                f"candidates[{index}].features.{name}", "value is not finite",
+                where(features, "features", name, index), "value is not finite",
                 "send a finite number (NaN and infinity are not features)", candidate_index=index,
             )
         return values
 
     def _categorical_column(
-        self, name: str, j: int, features: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+        self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.int64]:
         vocabulary = self.vocabularies[j]
-        column = [f.get(name) for f in features]
+        column = _objects(read_column(features, name))
         if not _CATEGORY_TYPES.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in _CATEGORY_TYPES)
             raise InvalidRequest.at(
-                f"candidates[{index}].features.{name}",
+                where(features, "features", name, index),
                 f"expected a string category, got {type(column[index]).__name__}",
                 "send categorical values as JSON strings", candidate_index=index,
             )
@@ -123,16 +130,29 @@ class FeatureEncoder:
                 "send categorical values as JSON strings",
             )
         default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
-        get = vocabulary.get
-        return np.fromiter(
-            (default if v is None else get(v, OOV_INDEX) for v in column), dtype=np.int64, count=len(column)
-        )
+        # A missing value (None) takes the context's category; map() keeps the lookups in C.
+        lookup = self.lookups[j] if default == OOV_INDEX else _with_missing(vocabulary, default)
+        return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
 
 
-def _bad_number(name: str, column: list[Any]) -> InvalidRequest:
+def _with_missing(vocabulary: dict[str, int], missing: int) -> dict[str | None, int]:
+    """value -> index, and None (a missing value) -> `missing`."""
+    lookup: dict[str | None, int] = {None: missing}
+    lookup.update(vocabulary)
+    return lookup
+
+
+def _objects(column: Column) -> list[Any]:
+    """A column as Python values; a float64 column (numbers where strings were due) keeps its floats."""
+    if isinstance(column, np.ndarray):
+        return [None if v != v else v for v in column.tolist()]
+    return column
+
+
+def _bad_number(features: Candidates, name: str, column: list[Any]) -> InvalidRequest:
     index = next(i for i, v in enumerate(column) if type(v) not in _NUMBER_TYPES)
     value = column[index]
     return InvalidRequest.at(
-        f"candidates[{index}].features.{name}", f"expected a number, got {type(value).__name__}",
+        where(features, "features", name, index), f"expected a number, got {type(value).__name__}",
         "send a JSON number (strings and booleans are not numeric features)", candidate_index=index,
     )

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
+from app.serving.columns import Candidates
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.slate import apply_slate
@@ -27,11 +28,11 @@ __all__ = ["Filtered", "ScoreInput", "ScoreOutcome", "score"]
 
 @dataclass(frozen=True, slots=True)
 class ScoreInput:
-    """A validated scoring request, candidates as parallel lists."""
+    """A validated scoring request: ids, and the candidates' features and attributes as rows or columns."""
 
     ids: Sequence[str]
-    features: Sequence[Mapping[str, Any]]
-    attributes: Sequence[Mapping[str, Any]]
+    features: Candidates
+    attributes: Candidates
     context_features: Mapping[str, Any] = field(default_factory=dict)
     context_attributes: Mapping[str, Any] = field(default_factory=dict)
     top_k: int | None = None

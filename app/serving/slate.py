@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from app.artifacts.policy import SlateRules
 from app.serving.attributes import AttributeColumns, equals_mask, take
+from app.serving.columns import Column
 
 __all__ = ["SlateResult", "apply_slate", "occurrence_rank"]
 
@@ -33,10 +34,10 @@ def occurrence_rank(values: Sequence[Any]) -> IntArray:
 
     None never counts: a candidate without the attribute is not limited by the rule.
     """
-    lookup: dict[Any, int] = {}
-    codes = np.fromiter(
-        (-1 if v is None else lookup.setdefault(v, len(lookup)) for v in values), np.intp, count=len(values)
-    )
+    lookup = {value: code for code, value in enumerate(dict.fromkeys(values))}
+    codes = np.fromiter(map(lookup.__getitem__, values), np.intp, count=len(values))
+    if None in lookup:
+        codes[codes == lookup[None]] = -1
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
@@ -59,7 +60,7 @@ def apply_slate(
     order = kept[np.argsort(-utility[kept], kind="stable")]
     dropped: list[tuple[IntArray, str]] = []
     for per_value in rules.max_per_value:
-        values = [_py(v) for v in take(attributes[per_value.attribute], order)]
+        values = _py(take(attributes[per_value.attribute], order))
         over = occurrence_rank(values) >= per_value.max
         if over.any():
             dropped.append((order[over], per_value.name))
@@ -75,8 +76,8 @@ def apply_slate(
     return SlateResult(order, dropped, np.empty(0, dtype=np.intp))
 
 
-def _py(value: Any) -> Any:
-    """NaN (a missing number) -> None; numpy scalars -> Python scalars."""
-    if isinstance(value, np.floating):
-        return None if np.isnan(value) else float(value)
-    return value
+def _py(column: Column) -> list[Any]:
+    """Python values: a number column's NaN (missing) -> None; a list column as it is."""
+    if isinstance(column, np.ndarray):
+        return [None if v != v else v for v in column.tolist()]
+    return column

@@ -50,8 +50,12 @@ def test_error_table_maps_each_error_class() -> None:
 
 def test_openapi_documents_the_score_body(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    body = schema["paths"]["/v1/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert body == {"$ref": "#/components/schemas/ScoreRequest"}
+    content = schema["paths"]["/v1/score"]["post"]["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {
+        "oneOf": [{"$ref": "#/components/schemas/ScoreRequest"}, {"$ref": "#/components/schemas/ColumnarScoreRequest"}]
+    }
+    assert "application/vnd.apache.arrow.stream" in content
+    assert "columns" in schema["components"]["schemas"]["ColumnarScoreRequest"]["properties"]
     request = schema["components"]["schemas"]["ScoreRequest"]
     assert request["properties"]["candidates"]["items"]["properties"]["id"]["maxLength"] == 256
 

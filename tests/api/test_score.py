@@ -195,3 +195,19 @@ def test_not_ready_gets_503(
     assert _error(response)["code"] == "not_ready"
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "policies folder not found" in ready.json()["problems"][0]
+
+
+def test_event_loop_and_worker_thread_answer_alike(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any]
+) -> None:
+    """FUSIONRANK_SCORE_IN_THREAD only moves where the work runs, never what it answers."""
+    sample_request["options"] = {"debug": True, "return_filtered": True}
+    answers = []
+    for in_thread in (True, False):
+        answer = client_factory(score_in_thread=in_thread).post("/v1/score", json=sample_request)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        body.pop("timings_ms")
+        answers.append(body)
+    assert answers[0] == answers[1]
+    assert answers[0]["filtered"]

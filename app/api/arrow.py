@@ -1,0 +1,102 @@
+"""`/v1/score` bodies as Apache Arrow IPC streams (`application/vnd.apache.arrow.stream`).
+
+Request: one record batch stream, one row per candidate, an `id` column and one column per feature
+and attribute (null = missing); the envelope (request_id, surface, context, options) is JSON in the
+schema metadata key `fusionrank.request`. Numeric columns reach the encoder as float64 arrays
+without a Python object per value; everything else goes through the same checks as JSON values.
+Answer: one batch of the answered candidates (`id`, `rank`, `utility`, one float64 column per task);
+the rest of the JSON answer (versions, filtered, debug...) is JSON in the metadata key
+`fusionrank.response`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from pydantic import ValidationError
+
+from app.api.decode import check_batch, validation_error
+from app.api.schemas import ScoreEnvelope
+from app.errors import InvalidRequest
+from app.serving.columns import CandidateColumns, Column
+from app.serving.scorer import ScoreInput
+
+__all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "decode_arrow_request"]
+
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
+REQUEST_KEY = b"fusionrank.request"
+RESPONSE_KEY = b"fusionrank.response"
+
+
+def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
+    """Read an Arrow IPC stream into the envelope and columnar candidates; 422 naming what is wrong."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidRequest.at(
+            "body", f"not an Arrow IPC stream: {exc}", "send one record batch stream (pyarrow.ipc.new_stream)"
+        ) from None
+    metadata = table.schema.metadata or {}
+    if REQUEST_KEY not in metadata:
+        raise InvalidRequest.at(
+            "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
+            "put the request envelope (request_id, surface, context, options) as JSON in the schema metadata",
+        )
+    try:
+        request = ScoreEnvelope.model_validate_json(metadata[REQUEST_KEY])
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=f"schema.metadata[{REQUEST_KEY.decode()}]") from None
+    names = table.column_names
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise InvalidRequest.at(f"columns.{duplicate}", "column sent twice", "send each column once")
+    if "id" not in names:
+        raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
+    ids = table.column("id").to_pylist()
+    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
+    columns = {name: _column(name, table.column(name)) for name in names if name != "id"}
+    candidates = CandidateColumns(size=len(ids), columns=columns)
+    context = request.context
+    return request, ScoreInput(
+        ids=ids, features=candidates, attributes=candidates, context_features=context.features,
+        context_attributes=context.attributes, top_k=request.options.top_k,
+    )
+
+
+def _column(name: str, column: pa.ChunkedArray) -> Column:
+    """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values."""
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return list(column.to_pylist())
+    values = np.asarray(column.to_numpy(), dtype=np.float64)  # nulls -> NaN
+    if pa.types.is_floating(kind) and column.null_count < np.count_nonzero(np.isnan(values)):
+        # A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way.
+        valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+        index = int(np.flatnonzero(np.isnan(values) & valid)[0])
+        raise InvalidRequest.at(
+            f"columns.{name}[{index}]", "value is NaN", "send null for a missing value", candidate_index=index,
+        )
+    return values
+
+
+def arrow_answer(answer: dict[str, Any], tasks: list[str]) -> bytes:
+    """The JSON answer as an Arrow IPC stream: answered candidates as columns, the rest as metadata."""
+    ranked = answer["candidates"]
+    arrays: dict[str, pa.Array] = {
+        "id": pa.array([c["id"] for c in ranked], type=pa.string()),
+        "rank": pa.array([c["rank"] for c in ranked], type=pa.int32()),
+        "utility": pa.array([c["utility"] for c in ranked], type=pa.float64()),
+    }
+    for task in tasks:
+        arrays[task] = pa.array([c["predictions"][task] for c in ranked], type=pa.float64())
+    rest = {key: value for key, value in answer.items() if key != "candidates"}
+    if any("debug" in c for c in ranked):
+        rest["debug"] = [c.get("debug") for c in ranked]
+    batch = pa.RecordBatch.from_pydict(arrays, metadata={RESPONSE_KEY: orjson.dumps(rest)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())

@@ -112,11 +112,16 @@ def demo(
 tune_app = typer.Typer(no_args_is_help=True, help="Tune utility weights on logged candidate sets (see docs/tuning.md).")
 app.add_typer(tune_app, name="tune")
 
-LogsOption = Annotated[Path, typer.Option("--logs", help="logged candidate sets (.parquet or .csv)")]
 NegativeOption = Annotated[
     list[str], typer.Option("--negative", help="a task that lowers the utility (its weight enters as -w)")
 ]
 ProgressOption = Annotated[bool, typer.Option(help="show progress bars")]
+EngineOption = Annotated[str, typer.Option(help="local (this machine, streaming) or spark (Apache Spark;"
+                                                " needs the spark extra)")]
+TableOption = Annotated[str | None, typer.Option(help="with --engine spark: read this table instead of a path")]
+SparkMasterOption = Annotated[str | None, typer.Option(help="with --engine spark: master URL (local[2],"
+                                                            " spark://host:7077, k8s://...); default local[*]")]
+SparkConfOption = Annotated[list[str] | None, typer.Option(help="with --engine spark: spark.key=value (repeat)")]
 
 
 @contextmanager
@@ -133,29 +138,61 @@ def _offline_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+SparkLogsOption = Annotated[Path | None, typer.Option("--logs", help="logged candidate sets (.parquet or .csv; with"
+                                                                   " --engine spark a Parquet file or directory)")]
+SparkSampleOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="with --engine spark: share of groups"
+                                                                         " (by a hash of group_id) the tuner sees")]
+
+
+@contextmanager
+def _log_reader(
+    engine: str, logs: Path | None, table: str | None, master: str | None, conf: list[str] | None, sample: float,
+) -> Iterator[tuple[Path, Any]]:
+    """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine."""
+    if _engine(engine, logs, table) == "spark":
+        from app.offline.spark import SparkInput, read_input, sampled_candidate_log, spark_session
+
+        source = SparkInput(logs, table)
+        with spark_session(master, conf or ()) as spark:
+            frame = read_input(spark, source)
+            yield Path(source.origin), lambda tasks: sampled_candidate_log(frame, source.origin, tasks=tasks,
+                                                                           sample=sample)
+        return
+    if logs is None:
+        raise ValueError("give --logs FILE (or --engine spark --table NAME)")
+    yield logs, None
+
+
 @tune_app.command("ndcg-gap")
 def tune_ndcg_gap(
-    logs: LogsOption,
     target: Annotated[list[str], typer.Option("--target", help="TASK=FRACTION, once per task; fractions sum to 1")],
     out: Annotated[Path, typer.Option(help="weights.json to write")] = Path("weights.json"),
     negative: NegativeOption = [],  # noqa: B006 - typer reads the default, never mutates it
     k: Annotated[int | None, typer.Option(min=1, help="NDCG cutoff (default: the whole group)")] = None,
     progress: ProgressOption = True,
+    logs: SparkLogsOption = None,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
+    spark_sample: SparkSampleOption = 1.0,
 ) -> None:
     """Weights whose per-task NDCG gaps (1 - NDCG with the task zeroed) split in the target fractions."""
     from app.offline.tuning.commands import run_fraction_tuner
     from app.offline.tuning.report_console import print_fraction_result
 
-    with _offline_errors():
-        result = run_fraction_tuner("ndcg_gap", logs, target, negative=negative, k=k, labels=False, out=out,
-                                    show_progress=progress)
+    with (
+        _offline_errors(),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+    ):
+        result = run_fraction_tuner("ndcg_gap", name, target, negative=negative, k=k, labels=False, out=out,
+                                    show_progress=progress, reader=reader)
     print_fraction_result(result, "ndcg_gaps")
     typer.echo(f"wrote {out}")
 
 
 @tune_app.command("regret")
 def tune_regret(
-    logs: LogsOption,
     target: Annotated[list[str], typer.Option("--target", help="TASK=FRACTION, once per task; fractions sum to 1")],
     out: Annotated[Path, typer.Option(help="weights.json to write")] = Path("weights.json"),
     negative: NegativeOption = [],  # noqa: B006
@@ -164,21 +201,29 @@ def tune_regret(
     ] = False,
     k: Annotated[int | None, typer.Option(min=1, help="NDCG cutoff (default: the whole group)")] = None,
     progress: ProgressOption = True,
+    logs: SparkLogsOption = None,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
+    spark_sample: SparkSampleOption = 1.0,
 ) -> None:
     """Weights whose per-task regrets (1 - NDCG against the task's own ideal ranking) split in the targets."""
     from app.offline.tuning.commands import run_fraction_tuner
     from app.offline.tuning.report_console import print_fraction_result
 
-    with _offline_errors():
-        result = run_fraction_tuner("regret", logs, target, negative=negative, k=k, labels=labels, out=out,
-                                    show_progress=progress)
+    with (
+        _offline_errors(),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+    ):
+        result = run_fraction_tuner("regret", name, target, negative=negative, k=k, labels=labels, out=out,
+                                    show_progress=progress, reader=reader)
     print_fraction_result(result, "regrets")
     typer.echo(f"wrote {out}")
 
 
 @tune_app.command("constrained")
 def tune_constrained(
-    logs: LogsOption,
     primary: Annotated[str, typer.Option(help="task whose NDCG@k is maximised")],
     bound: Annotated[list[str], typer.Option("--bound", help="TASK=LIMIT: mean p_TASK in the top k <= LIMIT")],
     task: Annotated[list[str], typer.Option("--task", help="a task of the utility (default: every task)")] = [],  # noqa: B006
@@ -191,24 +236,33 @@ def tune_constrained(
     out: Annotated[Path, typer.Option(help="weights.json to write (the frontier goes next to it)")] = Path(
         "weights.json"),
     progress: ProgressOption = True,
+    logs: SparkLogsOption = None,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
+    spark_sample: SparkSampleOption = 1.0,
 ) -> None:
     """Maximise the primary NDCG@k under upper bounds on negative outcomes in the top k (held-out check)."""
     from app.offline.tuning.commands import run_constrained
     from app.offline.tuning.report_console import print_constrained_result
 
-    with _offline_errors():
-        result = run_constrained(logs, tasks=task, negative=negative, primary=primary, labels=labels, bounds=bound,
-                                 k=k, holdout=holdout, confidence=confidence, sweep=sweep, out=out,
-                                 show_progress=progress)
+    with (
+        _offline_errors(),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+    ):
+        result = run_constrained(name, tasks=task, negative=negative, primary=primary, labels=labels,
+                                 bounds=bound, k=k, holdout=holdout, confidence=confidence, sweep=sweep, out=out,
+                                 show_progress=progress, reader=reader)
     print_constrained_result(result)
     typer.echo(f"wrote {out}")
 
 
 @app.command("simulate")
 def simulate_command(
-    logs: LogsOption,
     policy: Annotated[list[Path], typer.Option("--policy", help="a policy YAML to replay (repeat to compare)")],
     out: Annotated[Path, typer.Option(help="folder for report.md, pareto.png, results.json")],
+    logs: SparkLogsOption = None,
     grid: Annotated[list[str], typer.Option("--grid", help="TERM=W1,W2,...: vary a term of the first policy")] = [],  # noqa: B006
     weights: Annotated[
         list[Path], typer.Option("--weights", help="weights.json from `tune`: the first policy with those weights")
@@ -226,15 +280,34 @@ def simulate_command(
     pick: Annotated[str | None, typer.Option(help="variant to emit (default: best y on the front, x no worse)")] = None,
     emit_version: Annotated[str | None, typer.Option(help="version of the draft (default: next)")] = None,
     progress: ProgressOption = True,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
+    spark_buckets: Annotated[int, typer.Option(min=1, help="with --engine spark: buckets of whole groups replayed"
+                                                           " per Spark task")] = 64,
 ) -> None:
     """Replay logged requests under policies with the service's own composition; report and plot."""
     from app.offline.tuning.commands import run_simulate
     from app.offline.tuning.report_console import print_simulation_result
 
+    def run(replayer: Any, name: Path | str) -> dict[str, Any]:
+        return run_simulate(name, policy, grid=grid, weights=weights, out=out, k=k, top_k=top_k, context=context,
+                            segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
+                            emit_version=emit_version, show_progress=progress, replayer=replayer)
+
     with _offline_errors():
-        result = run_simulate(logs, policy, grid=grid, weights=weights, out=out, k=k, top_k=top_k, context=context,
-                              segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
-                              emit_version=emit_version, show_progress=progress)
+        if _engine(engine, logs, table) == "spark":
+            from app.offline.spark import SparkInput, SparkReplayer, read_input, spark_session
+
+            source = SparkInput(logs, table)
+            with spark_session(spark_master, spark_conf or ()) as spark:
+                result = run(SparkReplayer(read_input(spark, source), source.origin, buckets=spark_buckets),
+                             source.origin)
+        else:
+            if logs is None:
+                raise ValueError("give --logs FILE (or --engine spark --table NAME)")
+            result = run(None, logs)
     print_simulation_result(result)
     typer.echo(f"wrote {out / 'report.md'}, {out / 'pareto.png'}, {out / 'results.json'}")
 
@@ -335,6 +408,25 @@ def _run_offline(action: Callable[[], None]) -> None:
         raise typer.Exit(code=2) from None
 
 
+def _engine(engine: str, path: Path | None, table: str | None) -> str:
+    """Validate --engine and its input options; returns the engine."""
+    from app.errors import ArtifactError
+
+    if engine not in ("local", "spark"):
+        raise ArtifactError("--engine", engine, f"unknown engine {engine!r}", "use local or spark")
+    if engine == "local" and table is not None:
+        raise ArtifactError("--table", table, "--table needs --engine spark", "add --engine spark, or give a path")
+    return engine
+
+
+def _local_input(path: Path | None) -> Path:
+    from app.errors import ArtifactError
+
+    if path is None:
+        raise ArtifactError("--predictions", "", "no input file", "give --predictions FILE")
+    return path
+
+
 def _manifest(model: Path | None) -> ModelManifest | None:
     from app.artifacts.loading import load_manifest
 
@@ -343,8 +435,9 @@ def _manifest(model: Path | None) -> ModelManifest | None:
 
 @calibrate.command("fit")
 def calibrate_fit(
-    predictions: Annotated[Path, typer.Option(help="Parquet or CSV: logit_<task> or p_<task>, label_<task>,"
-                                                    " optional mask_<task>, segment columns")],
+    predictions: Annotated[Path | None, typer.Option(help="Parquet or CSV: logit_<task> or p_<task>, label_<task>,"
+                                                           " optional mask_<task>, segment columns (with --engine"
+                                                           " spark: a Parquet file or directory)")] = None,
     out: Annotated[Path | None, typer.Option(help="calibration file to write; with --model defaults to"
                                                   " <model>/calibration/<version>.json")] = None,
     segment: Annotated[list[str] | None, typer.Option(help="segment feature column (repeat; applied in order)")] = None,
@@ -356,6 +449,10 @@ def calibrate_fit(
     holdout_key: Annotated[str, typer.Option(help="integer column hashed for the split ('' = row)")] = "group_id",
     shrinkage: Annotated[float, typer.Option(min=0.0, help="segment shrinkage pseudo-count")] = 30.0,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
 ) -> None:
     """Fit a calibration file per task (global calibrator + segment corrections) from a predictions file."""
 
@@ -377,8 +474,18 @@ def calibrate_fit(
             raise ArtifactError("--out", "", "no destination", "give --out FILE, or --model BUNDLE_DIR")
         destination = out if out is not None else Path(str(model)) / "calibration" / f"{cal_version}.json"
         config = FitConfig(method=method, segments=tuple(segment or ()), shrinkage_prior=shrinkage)
-        outcome = fit_predictions(PredictionFile(predictions), config, version=cal_version, manifest=manifest,
-                                  holdout_fraction=holdout, holdout_key=holdout_key or None, show_progress=progress)
+        if _engine(engine, predictions, table) == "spark":
+            from app.offline.spark import SparkInput, fit_on_spark, read_input, spark_session
+
+            source = SparkInput(predictions, table)
+            with spark_session(spark_master, spark_conf or ()) as spark:
+                outcome = fit_on_spark(read_input(spark, source), config, version=cal_version, origin=source.origin,
+                                       name=source.name, manifest=manifest, holdout_fraction=holdout,
+                                       holdout_key=holdout_key or None)
+        else:
+            outcome = fit_predictions(PredictionFile(_local_input(predictions)), config, version=cal_version,
+                                      manifest=manifest, holdout_fraction=holdout, holdout_key=holdout_key or None,
+                                      show_progress=progress)
         if manifest is not None:
             check_calibration_for(outcome.calibration, manifest, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -535,6 +642,15 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
 
 def main() -> None:
     app()
+
+
+def _register_models() -> None:
+    from app.cli_models import models_app
+
+    app.add_typer(models_app)
+
+
+_register_models()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, feedback, probes, score
+from app.api import admin, admin_models, feedback, probes, score
 from app.api.errors import install_error_handlers
+from app.api.lifecycle import BundleRegistry
 from app.api.limits import AdmissionControl, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
 from app.api.registry import PolicyRegistry
@@ -26,6 +27,7 @@ from app.api.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
 from app.serving.loader import load_snapshot
+from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
 
 __all__ = ["create_app"]
@@ -74,6 +76,10 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         gc.set_threshold(_GC_GEN0_THRESHOLD, *thresholds[1:])
         registry = PolicyRegistry(state)
         app.state.policy_registry = registry
+        app.state.bundle_registry = BundleRegistry(registry)
+        shadow_models = _shadow_model_queue(metrics, resolved.shadow_model_queue_size)
+        shadow_models.start()
+        app.state.shadow_models = shadow_models
         watcher = None
         if resolved.policy_watch_interval > 0:
             watcher = PolicyWatcher(registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline)
@@ -95,6 +101,7 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
             gc.set_threshold(*thresholds)
             if watcher is not None:
                 watcher.stop()
+            shadow_models.stop()
             psi_updates.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await psi_updates
@@ -106,7 +113,7 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (score.router, feedback.router, probes.router, admin.router)
+    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
@@ -115,6 +122,29 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
     _extend_openapi(app)
     return app
+
+
+def _shadow_model_queue(metrics: ServiceMetrics, capacity: int) -> ShadowModelQueue:
+    """The shadow-model worker, reporting into the service metrics (labels: the candidate's triple)."""
+
+    def labels(job: ShadowJob) -> tuple[str, str, str, str]:
+        v = job.candidate.versions()
+        return job.surface, v["model_version"], v["calibration_version"], v["policy_version"]
+
+    def on_report(job: ShadowJob, report: ShadowReport) -> None:
+        metrics.shadow_model_scored.labels(*labels(job)).inc()
+        metrics.shadow_model_overlap.labels(*labels(job)).observe(report.topk_overlap)
+        if report.kendall_tau is not None:
+            metrics.shadow_model_tau.labels(*labels(job)).observe(report.kendall_tau)
+        for task, shift in report.shifts.items():
+            metrics.shadow_model_shift.labels(*labels(job), task).observe(shift)
+
+    return ShadowModelQueue(
+        capacity,
+        on_report=on_report,
+        on_drop=lambda job: metrics.shadow_model_dropped.labels(*labels(job)).inc(),
+        on_error=lambda job, _: metrics.shadow_model_errors.labels(*labels(job)).inc(),
+    )
 
 
 def _configure_logging(level: str) -> None:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     policy_watch_interval: float = Field(default=5.0, ge=0, le=3600)
     # Write the active/shadow pointer file when the admin API changes it (if the folder is writable).
     persist_pointers: bool = True
+    # Shadow model (POST /admin/surfaces/{s}/shadow-model): sampled requests waiting for the worker
+    # thread; a request sampled while the queue is full is dropped and counted, never waited for.
+    shadow_model_queue_size: int = Field(default=64, ge=1, le=100_000)
     log_level: str = "info"
     # Load shedding: work requests (/v1/score, /v1/feedback) running at once; one more is answered
     # 503 + Retry-After at once. 0: no limit. See app/api/limits.py.

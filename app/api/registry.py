@@ -16,22 +16,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from app.api.audit import PolicyChange, audit
 from app.api.state import ServiceState
-from app.api.warmup import DryRun, dry_run, validate_policy_file
-from app.errors import ArtifactError, Conflict, FusionrankError, InvalidRequest, NotFound
+from app.api.surface_sync import WATCHER, SurfaceSync
+from app.api.warmup import DryRun, validate_policy_file
+from app.errors import Conflict, FusionrankError, InvalidRequest, NotFound
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
-from app.serving.loader import BundleCache, read_active_version
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN, read_pointer, remove_pointer, write_pointer
+from app.serving.loader import BundleCache
+from app.serving.pins import BundlePin
+from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN, remove_pointer, write_pointer
 
 __all__ = ["WATCHER", "PolicyRegistry"]
 
 log = logging.getLogger("fusionrank.registry")
 
-WATCHER = "watcher"  # the `who` of changes the file watcher applies
 _HISTORY = 32  # previous active versions remembered per surface, for rollback
 
 
@@ -89,7 +91,7 @@ class PolicyRegistry:
                 # The active binding is only ever replaced by an activation, never by a shadow change.
                 if loaded is None or (version != route.active and not _same(loaded, binding)):
                     versions = {**route.versions, version: binding}
-            self._install(snapshot, SurfaceRoute(surface, route.active, versions, version), bundles)
+            self._install(snapshot, replace(route, versions=versions, shadow=version), bundles)
             persisted = self._persist(surface, SHADOW_FILE, version)
             return self._applied(surface, "shadow", "api", who, route.shadow, version, persisted=persisted)
 
@@ -135,7 +137,7 @@ class PolicyRegistry:
         """Apply what changed in `policies/<surface>/` (file names): reload changed policy files,
         then follow a changed `active` or `shadow` pointer. A file that fails keeps the old binding."""
         with self._lock:
-            return _SurfaceSync(self, surface, changed).run()
+            return SurfaceSync(self, surface, changed).run()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -145,14 +147,16 @@ class PolicyRegistry:
                                     "use letters, digits, `.`, `_` or `-` (e.g. `3`)")
         return self.folder / surface / f"{version}.yaml"
 
-    def _prepare(self, surface: str, version: str) -> tuple[PolicyBinding, Mapping[str, ModelBundle], DryRun]:
-        """Read, validate and dry-run `<surface>/<version>.yaml` on the loaded bundles."""
+    def _prepare(
+        self, surface: str, version: str, pin: BundlePin | None = None
+    ) -> tuple[PolicyBinding, Mapping[str, ModelBundle], DryRun]:
+        """Read, validate and dry-run `<surface>/<version>.yaml` on the loaded bundles (or on `pin`'s)."""
         path = self._path(surface, version)
         if not path.is_file():
             on_disk = sorted(p.stem for p in path.parent.glob("*.yaml"))
             raise NotFound(f"{path}: no policy version {version!r} for surface {surface!r}; on disk: {on_disk}")
         cache = self._cache()
-        binding, report = validate_policy_file(path, cache, surface=surface)
+        binding, report = validate_policy_file(path, cache, surface=surface, pin=pin)
         self._rejected.get(surface, {}).pop(version, None)
         return binding, cache.bundles, report
 
@@ -164,7 +168,8 @@ class PolicyRegistry:
         snapshot = self._state.snapshot
         route = snapshot.route(surface)
         try:
-            binding, bundles, _ = self._prepare(surface, version)
+            # A surface with a bundle pin keeps it: the new policy must validate against the pinned triple.
+            binding, bundles, _ = self._prepare(surface, version, route.pin)
         except FusionrankError as exc:
             self._refused(surface, action, "api", who, route.active, exc, after=version)
             raise
@@ -174,7 +179,7 @@ class PolicyRegistry:
         changed = version != route.active or binding is not loaded
         if changed:
             versions = {**route.versions, version: binding}
-            self._install(snapshot, SurfaceRoute(surface, version, versions, route.shadow), bundles)
+            self._install(snapshot, replace(route, active=version, versions=versions), bundles)
         if action == "activate" and version != route.active:
             self._remember(surface, route.active)
         persisted = self._persist(surface, ACTIVE_FILE, version)
@@ -228,110 +233,3 @@ class PolicyRegistry:
 
 def _same(a: PolicyBinding, b: PolicyBinding) -> bool:
     return a.policy.file == b.policy.file and a.bundle is b.bundle and a.calibration is b.calibration
-
-
-class _SurfaceSync:
-    """One watcher pass over one surface folder (runs under the registry's lock)."""
-
-    def __init__(self, registry: PolicyRegistry, surface: str, changed: set[str]) -> None:
-        self.registry = registry
-        self.surface = surface
-        self.changed = changed
-        self.dir = registry.folder / surface
-        self.snapshot = registry._state.snapshot
-        self.route = self.snapshot.surfaces.get(surface)
-        self.versions: dict[str, PolicyBinding] = dict(self.route.versions) if self.route else {}
-        self.active = self.route.active if self.route else None
-        self.shadow = self.route.shadow if self.route else None
-        self.cache = registry._cache()
-        self.changes: list[PolicyChange] = []
-
-    def run(self) -> list[PolicyChange]:
-        reg = self.registry
-        names = set(self.changed)
-        if self.route is None:  # a surface not served yet: every file counts as new
-            names |= {p.name for p in self.dir.glob("*.yaml")}
-        for name in sorted(n for n in names if n.endswith(".yaml")):
-            self._reload(name.removesuffix(".yaml"))
-        if ACTIVE_FILE in self.changed or self.route is None:
-            self._follow(ACTIVE_FILE, "activate", self._read_active)
-        if SHADOW_FILE in self.changed:
-            self._follow(SHADOW_FILE, "shadow", lambda: read_pointer(self.dir, SHADOW_FILE))
-        if self.active is None:
-            log.error("surface %r has no servable active policy yet; not served", self.surface)
-            return self.changes
-        route = self.route
-        unchanged = route is not None and (route.active, route.shadow) == (self.active, self.shadow) and (
-            route.versions.keys() == self.versions.keys()
-            and all(route.versions[v] is b for v, b in self.versions.items())
-        )
-        # This surface's load problems (shown by /readyz) are now its refused files, nothing older.
-        prefix = f"{self.dir}/"
-        problems = tuple(p for p in self.snapshot.problems if not p.startswith(prefix)) + tuple(
-            reg._rejected.get(self.surface, {}).values()
-        )
-        if not unchanged or problems != self.snapshot.problems:
-            route = SurfaceRoute(self.surface, self.active, self.versions, self.shadow)
-            reg._install(self.snapshot, route, self.cache.bundles, problems)
-        return self.changes
-
-    def _read_active(self) -> str | None:
-        return read_active_version(self.dir)
-
-    def _reload(self, version: str) -> None:
-        reg, path = self.registry, self.dir / f"{version}.yaml"
-        if not path.exists():
-            if version in (self.active, self.shadow):
-                log.error("%s was removed but is the %s version; it stays loaded until the pointer moves",
-                          path, "active" if version == self.active else "shadow")
-            else:
-                self.versions.pop(version, None)
-                log.info("%s was removed; version %r is no longer servable", path, version)
-            reg._rejected.get(self.surface, {}).pop(version, None)
-            return
-        try:
-            binding, _ = validate_policy_file(path, self.cache, surface=self.surface)
-        except FusionrankError as exc:
-            reg._rejected.setdefault(self.surface, {})[version] = exc.message
-            reg._state.metrics.policy_file_rejections.labels(self.surface).inc()
-            served = "the previously loaded version stays" if version in self.versions else "not servable"
-            log.error("policy file refused (%s): %s", served, exc.message)
-            self.changes.append(audit(PolicyChange(
-                self.surface, "load", "watch", WATCHER, version if version in self.versions else None, version,
-                "refused", error=exc.message,
-            )))
-            return
-        reg._rejected.get(self.surface, {}).pop(version, None)
-        before = version if version in self.versions else None
-        self.versions[version] = binding
-        # The served policy's content changed: that is a switch too. Another version only becomes
-        # servable (pinnable) in its new form: audited, not counted as an activation.
-        action = "reload" if version == self.active else "load"
-        self.changes.append(reg._applied(self.surface, action, "watch", WATCHER, before, version, changed=True))
-
-    def _follow(self, pointer: str, action: str, read: Callable[[], str | None]) -> None:
-        reg = self.registry
-        before = self.active if pointer == ACTIVE_FILE else self.shadow
-        wanted: str | None = None
-        try:
-            wanted = read()
-            if wanted is not None and wanted not in self.versions:
-                why = reg._rejected.get(self.surface, {}).get(wanted, "no such file")
-                raise ArtifactError(self.dir / pointer, "", f"version {wanted!r} is not servable: {why}",
-                                    f"fix {wanted}.yaml or point to one of {sorted(self.versions)}")
-            if wanted is not None and wanted != before:
-                binding = self.versions[wanted]
-                dry_run(binding, self.surface, self.dir / f"{wanted}.yaml")
-        except FusionrankError as exc:
-            self.changes.append(reg._refused(self.surface, action, "watch", WATCHER, before, exc, after=wanted))
-            log.error("pointer change refused, %r stays: %s", before, exc.message)
-            return
-        if wanted == before:
-            return
-        if pointer == ACTIVE_FILE:
-            if self.active is not None:
-                reg._remember(self.surface, self.active)
-            self.active = wanted
-        else:
-            self.shadow = wanted
-        self.changes.append(reg._applied(self.surface, action, "watch", WATCHER, before, wanted))

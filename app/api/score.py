@@ -17,13 +17,15 @@ from app.api.decode import decode_score_request
 from app.api.deps import StateDep
 from app.api.encode import score_response
 from app.api.limits import check_deadline
-from app.api.schemas import ColumnarScoreRequest, ScoreRequest, ScoreResponse
+from app.api.schemas import ColumnarScoreRequest, ScoreEnvelope, ScoreRequest, ScoreResponse
 from app.api.state import ServiceState
 from app.errors import FusionrankError, InvalidRequest, NotReady
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import PolicyBinding, SurfaceRoute
+from app.serving.routing import key_value, routes_to_canary
 from app.serving.scorer import ScoreInput, ScoreOutcome, score
 from app.serving.shadow import compare_rankings, shadow_rank
+from app.serving.shadow_model import ShadowJob, ShadowModelQueue
 
 __all__ = ["router"]
 
@@ -71,15 +73,17 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     arrow_out = ARROW_MEDIA_TYPE in request.headers.get("accept", "")
     body = await read_body(request, settings.max_body_bytes)
     deadline = request.scope  # carries the request's deadline, if any (app.api.limits)
+    shadows: ShadowModelQueue | None = getattr(request.app.state, "shadow_models", None)
     if settings.score_in_thread:
-        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0, deadline)
+        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0, deadline, shadows)
     else:
-        content = _answer(state, body, arrow_in, arrow_out, t0, deadline)
+        content = _answer(state, body, arrow_in, arrow_out, t0, deadline, shadows)
     return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")
 
 
 def _answer(
-    state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t0: float, deadline: Scope
+    state: ServiceState, body: bytes, arrow_in: bool, arrow_out: bool, t0: float, deadline: Scope,
+    shadows: ShadowModelQueue | None = None,
 ) -> bytes:
     """Decode, score, count and encode one request: all of its CPU work, on whichever thread runs it."""
     metrics = state.metrics
@@ -87,12 +91,16 @@ def _answer(
     envelope, scored = decode(body, max_candidates=state.settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot
     route = snapshot.route(envelope.surface)
-    binding = route.binding(envelope.policy_version)
+    binding, arm = _arm(route, envelope)
     t1 = time.perf_counter()
     check_deadline(deadline)  # a request that waited past its deadline is not scored at all
     outcome = score(binding, scored)
     t2 = time.perf_counter()
     answer = score_response(envelope, scored, outcome)
+    if route.canary is not None:
+        answer["arm"] = arm
+    if route.shadow_model is not None and envelope.policy_version is None and arm == "stable":
+        _offer_shadow_model(shadows, route, outcome, scored)
     shadow_seconds = 0.0
     shadow = route.shadow_binding() if envelope.policy_version is None else None
     if shadow is not None and shadow is not binding:
@@ -110,6 +118,8 @@ def _answer(
         stage.labels(name).observe(seconds)
     stage.labels("encode").observe(t3 - t2)
     metrics.candidates.labels(envelope.surface).inc(len(scored.ids))
+    top = float(outcome.utility[outcome.ranked[0]]) if outcome.ranked.size else None
+    metrics.observe_triple(envelope.surface, arm, binding, len(scored.ids), t2 - t1, top)
     metrics.observe_served(binding, outcome.probabilities)  # every scored candidate, before filters
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
@@ -127,6 +137,27 @@ def _is_arrow(content_type: str) -> bool:
         "content-type", f"{content_type!r} is neither JSON nor an Arrow stream",
         f"send `Content-Type: application/json` or `Content-Type: {ARROW_MEDIA_TYPE}`",
     )
+
+
+def _arm(route: SurfaceRoute, envelope: ScoreEnvelope) -> tuple[PolicyBinding, str]:
+    """The binding that answers: the canary's for its sticky share of unpinned requests, else the route's."""
+    canary = route.canary
+    if canary is not None and envelope.policy_version is None and routes_to_canary(
+        route.surface, key_value(envelope, canary.key), canary.fraction
+    ):
+        return canary.binding, "canary"
+    return route.binding(envelope.policy_version), "stable"
+
+
+def _offer_shadow_model(
+    shadows: ShadowModelQueue | None, route: SurfaceRoute, outcome: ScoreOutcome, scored: ScoreInput
+) -> None:
+    """Hand the request to the shadow-model worker (sampled, never blocking; dropped when full)."""
+    candidate = route.shadow_model
+    if shadows is None or candidate is None:
+        return
+    job = ShadowJob(route.surface, candidate, outcome.binding, scored, outcome.ranked, outcome.probabilities)
+    shadows.offer(job, route.shadow_model_fraction)
 
 
 def _shadow(

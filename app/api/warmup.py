@@ -18,6 +18,7 @@ from app.api.decode import decode_score_request
 from app.errors import FusionrankError, PolicyError
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 from app.serving.loader import BundleCache
+from app.serving.pins import BundlePin
 from app.serving.scorer import ScoreInput, score
 
 __all__ = ["DryRun", "dry_run", "validate_policy_file", "warm_up"]
@@ -113,9 +114,11 @@ def dry_run(binding: PolicyBinding, surface: str, policy_path: Path) -> DryRun:
 
 
 def validate_policy_file(
-    policy_path: Path, cache: BundleCache, *, surface: str | None = None
+    policy_path: Path, cache: BundleCache, *, surface: str | None = None, pin: BundlePin | None = None
 ) -> tuple[PolicyBinding, DryRun]:
-    """Everything an activation checks: schema, model and calibration cross-checks, golden-batch dry run."""
-    binding = cache.bind(policy_path)
+    """Everything an activation checks: schema, model and calibration cross-checks (against `pin`'s model
+    and calibration when given), the bundle's golden logits (checked when a bundle is first loaded),
+    and the golden-batch dry run, which is also the warm-up of a newly loaded session."""
+    binding = cache.bind(policy_path, pin)
     report = dry_run(binding, surface or binding.policy.file.surface, policy_path)
     return binding, report

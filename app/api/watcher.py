@@ -2,7 +2,8 @@
 
 Polling, not inotify: a ConfigMap volume updates by writing a new hidden folder and swapping the
 `..data` symlink, which inotify on the visible names does not report. Each poll hashes the
-contents of `<surface>/*.yaml`, `<surface>/active` and `<surface>/shadow` (following symlinks); a
+contents of `<surface>/*.yaml`, `<surface>/active`, `<surface>/shadow` and `<surface>/bundle` (the
+model/calibration pin, see `app.serving.pins`; following symlinks); a
 file whose hash differs from the previous poll is "changed". Files are tiny, so a poll costs well
 under a millisecond per surface. A file caught half-written is refused, then picked up complete at
 the next poll (write files elsewhere and `mv` them in to avoid the noise).
@@ -18,6 +19,7 @@ from pathlib import Path
 from app.api.audit import PolicyChange
 from app.api.registry import PolicyRegistry
 from app.serving.loader import surface_dirs
+from app.serving.pins import PIN_FILE
 from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE
 
 __all__ = ["Fingerprint", "PolicyWatcher", "fingerprint"]
@@ -35,7 +37,8 @@ def fingerprint(policies: Path) -> Fingerprint:
     out: Fingerprint = {}
     for surface_dir in surface_dirs(policies):
         files: dict[str, str] = {}
-        for path in [*surface_dir.glob("*.yaml"), surface_dir / ACTIVE_FILE, surface_dir / SHADOW_FILE]:
+        pointers = [surface_dir / ACTIVE_FILE, surface_dir / SHADOW_FILE, surface_dir / PIN_FILE]
+        for path in [*surface_dir.glob("*.yaml"), *pointers]:
             try:
                 files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
             except FileNotFoundError:

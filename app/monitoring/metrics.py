@@ -11,7 +11,10 @@ from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.psi import ServedPredictions
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
-__all__ = ["LATENCY_BUCKETS", "OVERLAP_BUCKETS", "RANK_SHIFT_BUCKETS", "ServiceMetrics"]
+__all__ = [
+    "LATENCY_BUCKETS", "OVERLAP_BUCKETS", "RANK_SHIFT_BUCKETS", "SHIFT_BUCKETS", "TAU_BUCKETS", "VERSION_LABELS",
+    "ServiceMetrics",
+]
 
 # Seconds; dense where a scoring call lives (1-50 ms), sparse beyond.
 LATENCY_BUCKETS = (
@@ -22,6 +25,13 @@ LATENCY_BUCKETS = (
 OVERLAP_BUCKETS = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 # ... and mean |rank under active - rank under shadow| over the candidates both answer.
 RANK_SHIFT_BUCKETS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
+# Shadow model: Kendall tau between the served and the candidate order, and mean prediction shifts.
+TAU_BUCKETS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SHIFT_BUCKETS = (-0.1, -0.05, -0.02, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+# The serving triple on every per-version series. Cardinality stays bounded: only the stable and
+# the canary triple of each surface serve at any time, and a version only appears once activated.
+VERSION_LABELS = ("surface", "arm", "model_version", "calibration_version", "policy_version")
 
 
 class ServiceMetrics:
@@ -63,6 +73,7 @@ class ServiceMetrics:
         r.register(self.served)
         self._policies(r)
         self._admission(r)
+        self._lifecycle(r)
 
     def _admission(self, r: CollectorRegistry) -> None:
         """Load shedding, deadlines and feedback de-duplication (labels: fixed route names)."""
@@ -82,6 +93,76 @@ class ServiceMetrics:
             "Feedback events not counted again: their id was counted within the de-duplication window",
             registry=r,
         )
+
+    def _lifecycle(self, r: CollectorRegistry) -> None:
+        """Per-triple serving metrics (stable vs canary side by side), rollouts and the shadow model."""
+        self.served_requests = Counter(
+            "fusionrank_served_requests", "Score requests by the triple that answered them (arm: stable | canary)",
+            VERSION_LABELS, registry=r,
+        )
+        self.served_candidates = Counter(
+            "fusionrank_served_candidates", "Candidates scored, by the triple that scored them", VERSION_LABELS,
+            registry=r,
+        )
+        self.served_latency = Histogram(
+            "fusionrank_served_scoring_duration_seconds",
+            "Scoring wall time (features to slate) by the triple that answered", VERSION_LABELS,
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.served_utility = Histogram(
+            "fusionrank_served_top_utility", "Utility of the first answered candidate, by triple", VERSION_LABELS,
+            buckets=(-1.0, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0), registry=r,
+        )
+        self.canary_info = Gauge(
+            "fusionrank_canary_fraction", "Share of unpinned traffic a surface routes to its canary triple",
+            ["surface", "model_version", "calibration_version", "policy_version"], registry=r,
+        )
+        self.bundle_activations = Counter(
+            "fusionrank_bundle_activations",
+            "Triple changes applied (activate, rollback, canary, promote, abort, shadow_model)", ["surface", "action"],
+            registry=r,
+        )
+        self.bundle_activation_failures = Counter(
+            "fusionrank_bundle_activation_failures", "Triple changes refused; the surface kept what it served",
+            ["surface", "action"], registry=r,
+        )
+        shadow = ["surface", "model_version", "calibration_version", "policy_version"]
+        self.shadow_model_scored = Counter(
+            "fusionrank_shadow_model_scored", "Requests the shadow model scored and compared", shadow, registry=r
+        )
+        self.shadow_model_dropped = Counter(
+            "fusionrank_shadow_model_dropped", "Sampled requests dropped because the shadow queue was full", shadow,
+            registry=r,
+        )
+        self.shadow_model_errors = Counter(
+            "fusionrank_shadow_model_errors", "Shadow-model scorings that failed (the answer is unaffected)", shadow,
+            registry=r,
+        )
+        self.shadow_model_overlap = Histogram(
+            "fusionrank_shadow_model_topk_overlap", "Share of the served top-k the shadow model also ranks top-k",
+            shadow, buckets=OVERLAP_BUCKETS, registry=r,
+        )
+        self.shadow_model_tau = Histogram(
+            "fusionrank_shadow_model_kendall_tau", "Kendall tau, served vs shadow-model order", shadow,
+            buckets=TAU_BUCKETS, registry=r,
+        )
+        self.shadow_model_shift = Histogram(
+            "fusionrank_shadow_model_prediction_shift", "Mean calibrated prediction shift per task, shadow - served",
+            [*shadow, "task"], buckets=SHIFT_BUCKETS, registry=r,
+        )
+
+    def observe_triple(
+        self, surface: str, arm: str, binding: PolicyBinding, candidates: int, seconds: float,
+        top_utility: float | None,
+    ) -> None:
+        """One answered request, labelled with the triple that answered it."""
+        v = binding.versions()
+        labels = (surface, arm, v["model_version"], v["calibration_version"], v["policy_version"])
+        self.served_requests.labels(*labels).inc()
+        self.served_candidates.labels(*labels).inc(candidates)
+        self.served_latency.labels(*labels).observe(seconds)
+        if top_utility is not None:
+            self.served_utility.labels(*labels).observe(top_utility)
 
     def _policies(self, r: CollectorRegistry) -> None:
         """Policy registry, admin API and shadow metrics (labels: surfaces and versions, both bounded)."""
@@ -138,9 +219,16 @@ class ServiceMetrics:
             self.policy_active.labels(surface, route.active).set(1)
             if route.shadow is not None:
                 self.policy_shadow.labels(surface, route.shadow).set(1)
+        self.canary_info.clear()
+        for surface, route in snapshot.surfaces.items():
+            if route.canary is not None:
+                v = route.canary.binding.versions()
+                self.canary_info.labels(
+                    surface, v["model_version"], v["calibration_version"], v["policy_version"]
+                ).set(route.canary.fraction)
         # Every servable binding's drift series exist from the start, at zero (see FeedbackCounters.prime).
         for route in snapshot.surfaces.values():
-            for binding in route.versions.values():
+            for binding in route.bindings():
                 scheme = self.schemes.of(binding.bundle.manifest, binding.calibration.file)
                 self.feedback.prime(scheme)
                 self.served.prime(scheme)

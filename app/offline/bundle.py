@@ -6,7 +6,8 @@ the spec's task order), checks torch vs onnxruntime on held-out test rows at bat
 (feature schema, task windows, training window, test metrics, parity, the training code version),
 a starter calibration `calibration/<version>.json` — global Platt scaling per task fitted on the
 validation split's predictions, with before/after metrics on the test split — and a
-`sample_request.json` built from raw test rows. `fusionrank calibrate` (segment-aware) can
+`sample_request.json` built from raw test rows, with `golden.json` (onnxruntime's logits for it, which
+the service reproduces to 1e-5 at every load). `fusionrank calibrate` (segment-aware) can
 replace the starter calibration; the bundle needs one to be served.
 """
 
@@ -47,6 +48,8 @@ from app.offline.evaluation import task_metrics
 from app.offline.export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.offline.runs import RunFolder, json_safe, write_json
 from app.serving.calibration import sigmoid
+from app.serving.golden import write_golden
+from app.serving.model_runner import ModelRunner
 
 __all__ = ["ExportResult", "export_run"]
 
@@ -116,7 +119,10 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
         write_json(
             staging / "calibration" / f"{calibration_version}.json", json_safe(calibration.model_dump(mode="json"))
         )
-        write_json(staging / "sample_request.json", _sample_request(folder))
+        sample = _sample_request(folder)
+        write_json(staging / "sample_request.json", sample)
+        # The golden batch: this model's logits for the sample request, checked whenever the bundle loads.
+        write_golden(staging, manifest, ModelRunner(model_path, manifest), sample)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

@@ -41,6 +41,8 @@ from app.offline.metrics import summary
 from app.offline.model import MultiTaskRanker
 from app.offline.train import TrainConfig, TrainingArrays, fit_ranker, predict_logits
 from app.serving.calibration import sigmoid
+from app.serving.golden import write_golden
+from app.serving.model_runner import ModelRunner
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -134,7 +136,10 @@ def _run_demo(out: Path, config: DemoConfig) -> DemoResult:
 
     calibration = _fit_calibration(manifest, calib, calib_logits, holdout, holdout_logits)
     _write_json(bundle_dir / "calibration" / f"{CALIBRATION_VERSION}.json", calibration.model_dump(mode="json"))
-    _write_json(bundle_dir / "sample_request.json", _sample_request(holdout, config.sample_candidates))
+    sample = _sample_request(holdout, config.sample_candidates)
+    _write_json(bundle_dir / "sample_request.json", sample)
+    # The golden batch: the exported model's logits for the sample request, checked at every load.
+    write_golden(bundle_dir, manifest, ModelRunner(model_path, manifest), sample)
 
     policy_path = out / "policies" / SURFACE / f"{POLICY_VERSION}.yaml"
     policy_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,10 @@ from app.errors import NotFound
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
+from app.serving.pins import BundlePin
 from app.serving.policy import CompiledPolicy
 
-__all__ = ["ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
+__all__ = ["Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -32,6 +33,7 @@ class ModelBundle:
     encoder: FeatureEncoder
     calibrations: dict[str, CalibrationSet]  # filled while a snapshot is built, then only read
     sample_request: Mapping[str, Any] | None = None
+    golden_max_abs_diff: float | None = None  # how closely onnxruntime reproduced golden.json (None: no file)
 
     @property
     def key(self) -> str:
@@ -57,16 +59,50 @@ class PolicyBinding:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Canary:
+    """A candidate triple serving `fraction` of a surface's unpinned requests, sticky by `key`.
+
+    key: the request field hashed to choose the arm (`context.user_id` by default; see
+    `app.serving.routing`). Requests without that field are served by the stable triple.
+    """
+
+    binding: PolicyBinding
+    fraction: float
+    key: str
+    pin: BundlePin
+
+    def to_dict(self) -> dict[str, object]:
+        return {"fraction": self.fraction, "key": self.key, **self.binding.versions()}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class SurfaceRoute:
     """A surface's active policy version, every version a request may pin, and an optional shadow.
 
     A shadow version is ranked alongside the active one for comparison; it never changes the answer.
+    `pin` (when set) is the model/calibration version the active binding runs on instead of the ones
+    its policy file names (`versions[active]` is already bound to it). `canary` serves a candidate
+    triple to a sticky share of the unpinned requests; `shadow_model` scores a sampled share of them
+    off the response path (see `app.serving.shadow_model`).
     """
 
     surface: str
     active: str
     versions: Mapping[str, PolicyBinding]
     shadow: str | None = None
+    pin: BundlePin | None = None
+    canary: Canary | None = None
+    shadow_model: PolicyBinding | None = None
+    shadow_model_fraction: float = 0.0
+
+    def bindings(self) -> list[PolicyBinding]:
+        """Every binding this route can score with (servable versions, canary, shadow model)."""
+        out = list(self.versions.values())
+        if self.canary is not None:
+            out.append(self.canary.binding)
+        if self.shadow_model is not None:
+            out.append(self.shadow_model)
+        return out
 
     def shadow_binding(self) -> PolicyBinding | None:
         return None if self.shadow is None else self.versions.get(self.shadow)
@@ -94,11 +130,18 @@ class ServingSnapshot:
     def with_route(
         self, route: SurfaceRoute, bundles: Mapping[str, ModelBundle], problems: tuple[str, ...] | None = None
     ) -> ServingSnapshot:
-        """A new snapshot with one surface's route (and optionally the problems) replaced; this one is untouched."""
+        """A new snapshot with one surface's route (and optionally the problems) replaced; this one is untouched.
+
+        `bundles` keeps only the bundles some route still uses: a model version no binding refers to
+        any more is dropped here, and freed once the requests that still hold the old snapshot finish.
+        """
+        surfaces = {**self.surfaces, route.surface: route}
+        used = {id(b.bundle) for r in surfaces.values() for b in r.bindings()}
+        merged = {**self.bundles, **bundles}
         return ServingSnapshot(
-            surfaces={**self.surfaces, route.surface: route},
+            surfaces=surfaces,
             problems=self.problems if problems is None else problems,
-            loaded_at=self.loaded_at, bundles={**self.bundles, **bundles},
+            loaded_at=self.loaded_at, bundles={k: b for k, b in merged.items() if id(b) in used},
         )
 
     def route(self, surface: str) -> SurfaceRoute:

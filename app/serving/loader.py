@@ -2,7 +2,10 @@
 
 Layout: `policies/<surface>/<version>.yaml`, `policies/<surface>/active` (one line: the active
 version) and optionally `policies/<surface>/shadow` (a version ranked alongside, for comparison);
-`model_store/<model>/<version>/{manifest.json, model.onnx, calibration/<cal>.json}`.
+optionally `policies/<surface>/bundle` (a pin: the model and calibration version the active policy
+runs on, see `app.serving.pins`);
+`model_store/<model>/<version>/{manifest.json, model.onnx, golden.json, calibration/<cal>.json}`.
+A bundle whose `golden.json` onnxruntime does not reproduce is refused like a bad sha256.
 A policy version that fails any check is left out and reported in `problems`; a surface whose
 active version fails is not served at all (never a silent fallback to another version); a shadow
 pointer to a version that fails is reported and ignored.
@@ -26,12 +29,15 @@ from app.artifacts.loading import (
     load_manifest,
     load_policy,
 )
+from app.artifacts.policy import ModelRef
 from app.errors import ArtifactError, PolicyError
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
+from app.serving.golden import check_golden
 from app.serving.model_runner import ModelRunner
 from app.serving.paths import confined
+from app.serving.pins import PIN_FILE, BundlePin, read_pin
 from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.serving.policy import CompiledPolicy
 
@@ -77,9 +83,12 @@ class BundleCache:
                 confined(self.model_store, part)  # a symlink out of the store is refused, not followed
             manifest = load_manifest(path)
             runner = ModelRunner(path / "model.onnx", manifest, intra_op_threads=self.intra_op_threads)
+            encoder = FeatureEncoder(manifest.features)
+            sample = _sample_request(path)
+            golden = check_golden(path, manifest, runner, encoder, sample)  # raises on a mismatch
             self.bundles[key] = ModelBundle(
-                path=path, manifest=manifest, runner=runner, encoder=FeatureEncoder(manifest.features),
-                calibrations={}, sample_request=_sample_request(path),
+                path=path, manifest=manifest, runner=runner, encoder=encoder,
+                calibrations={}, sample_request=sample, golden_max_abs_diff=golden,
             )
         return self.bundles[key]
 
@@ -95,9 +104,15 @@ class BundleCache:
         bundle.calibrations[version] = compiled
         return compiled
 
-    def bind(self, policy_path: Path) -> PolicyBinding:
+    def bind(self, policy_path: Path, pin: BundlePin | None = None) -> PolicyBinding:
+        """Bind a policy file to the model and calibration it names, or to those of `pin`."""
         confined(policy_path.parent.parent, policy_path)  # <policies>/<surface>/<version>.yaml
         policy = load_policy(policy_path)
+        if pin is not None:
+            policy = policy.model_copy(update={
+                "model": ModelRef(name=policy.model.name, version=pin.model_version),
+                "calibration_version": pin.calibration_version,
+            })
         name, version = policy.model.name, policy.model.version
         if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():
             raise PolicyError(
@@ -146,14 +161,25 @@ def load_snapshot(
                 f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
             )
             continue
+        try:
+            pin = read_pin(surface_dir)
+            if pin is not None:
+                versions[active] = cache.bind(surface_dir / f"{active}.yaml", pin)
+        except ArtifactError as exc:
+            problems.append(
+                f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove"
+                f" {surface_dir / PIN_FILE})"
+            )
+            continue
         surfaces[surface_dir.name] = SurfaceRoute(
-            surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems)
+            surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin
         )
     for problem in problems:
         log.error("artifact problem: %s", problem)
-    return ServingSnapshot(
-        surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=dict(cache.bundles)
-    )
+    # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
+    used = {id(b.bundle) for route in surfaces.values() for b in route.bindings()}
+    bundles = {key: bundle for key, bundle in cache.bundles.items() if id(bundle) in used}
+    return ServingSnapshot(surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles)
 
 
 def _bundles_in(model_store: Path) -> list[str]:

@@ -106,10 +106,15 @@ def test_onnx_graph_is_one_file_with_dynamic_batch_and_task_order(trained: tuple
     bundle = store / "tiny" / "3"
     assert sorted(p.name for p in bundle.iterdir()) == [
         "calibration",
+        "golden.json",
         "manifest.json",
         "model.onnx",
         "sample_request.json",
     ]
+    # The golden batch written at export is reproduced when the service loads the bundle.
+    from app.serving.loader import BundleCache
+
+    assert BundleCache(store, 1).bundle("tiny", "3").golden_max_abs_diff == 0.0
     session = ort.InferenceSession(str(bundle / "model.onnx"))
     numeric = session.get_inputs()[0]
     assert numeric.name == "numeric" and isinstance(numeric.shape[0], str)

@@ -8,9 +8,10 @@ own apply (the service's code) after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -21,11 +22,11 @@ from app.errors import ArtifactError
 from app.offline.calibration.apply import OfflineCalibration
 from app.offline.calibration.collect import Collected, collect
 from app.offline.calibration.fit import FitConfig, fit_task
-from app.offline.calibration.source import MISSING, PredictionFile
+from app.offline.calibration.source import MISSING, PredictionFile, TaskColumns
 from app.offline.metrics import field_rce, summary
 from app.serving.calibration import sigmoid
 
-__all__ = ["FitOutcome", "fit_predictions", "held_out_metrics"]
+__all__ = ["FitOutcome", "check_segments", "fit_collected", "fit_predictions", "held_out_metrics"]
 
 Array = npt.NDArray[np.float64]
 
@@ -51,22 +52,38 @@ def fit_predictions(
     holdout_fraction: float = 0.2, holdout_key: str | None = "group_id", show_progress: bool = True,
 ) -> FitOutcome:
     """Fit every task of `source` (with `manifest`: exactly the model's tasks) into one calibration file."""
-    vocabularies: dict[str, list[str]] | None = None
-    if manifest is not None:
-        categorical = {f.name: f.vocabulary for f in manifest.features.categorical}
-        for feature in config.segments:
-            if feature not in categorical:
-                raise ArtifactError(source.path, feature, f"--segment {feature} is not a categorical feature of"
-                                    f" {manifest.name}/{manifest.version}", f"use one of {sorted(categorical)}")
-        vocabularies = {f: categorical[f] for f in config.segments}
+    check_segments(config, manifest, source.path)
     tasks = source.tasks(need_labels=True, only=manifest.task_names() if manifest else None)
     collected = collect(source, tasks, config.segments, holdout_fraction=holdout_fraction, key=holdout_key,
                         show_progress=show_progress)
+    return fit_collected(collected, tasks, config, version=version, manifest=manifest, origin=source.path,
+                         name=source.path.name)
+
+
+def check_segments(config: FitConfig, manifest: ModelManifest | None, origin: Path | str) -> None:
+    """With a model: every --segment must be one of its categorical features."""
+    if manifest is None:
+        return
+    categorical = {f.name for f in manifest.features.categorical}
+    for feature in config.segments:
+        if feature not in categorical:
+            raise ArtifactError(origin, feature, f"--segment {feature} is not a categorical feature of"
+                                f" {manifest.name}/{manifest.version}", f"use one of {sorted(categorical)}")
+
+
+def fit_collected(
+    collected: Collected, tasks: Sequence[TaskColumns], config: FitConfig, *, version: str,
+    manifest: ModelManifest | None, origin: Path | str, name: str,
+) -> FitOutcome:
+    """The driver step, whatever engine collected the statistics: fit every task, add held-out metrics."""
     if collected.held_out_rows == 0 or collected.held_out_rows == collected.rows:
-        raise ArtifactError(source.path, "", f"the hold-out split left {collected.held_out_rows} of"
+        raise ArtifactError(origin, "", f"the hold-out split left {collected.held_out_rows} of"
                             f" {collected.rows} rows held out", "use more rows or another --holdout fraction")
     stats = collected.stats
-    if vocabularies is None:
+    if manifest is not None:
+        categorical = {f.name: f.vocabulary for f in manifest.features.categorical}
+        vocabularies = {f: categorical[f] for f in config.segments}
+    else:
         vocabularies = {f: [v for v in stats.values_of(f) if v != MISSING] for f in config.segments}
     config = FitConfig(method=config.method, segments=config.segments, shrinkage_prior=config.shrinkage_prior,
                        drift_buckets=config.drift_buckets, vocabularies=vocabularies)
@@ -75,7 +92,7 @@ def fit_predictions(
         try:
             fitted[columns.task] = fit_task(stats.per_task[columns.task], stats.cells, config.segments, config)
         except ValueError as exc:
-            raise ArtifactError(source.path, columns.raw, f"cannot fit task {columns.task!r}: {exc}",
+            raise ArtifactError(origin, columns.raw, f"cannot fit task {columns.task!r}: {exc}",
                                 "check the task's predictions and labels in the fit split") from None
     created = datetime.now(UTC).replace(microsecond=0)
     draft = CalibrationFile(
@@ -84,7 +101,7 @@ def fit_predictions(
                                                       sha256=manifest.model_sha256),
         notes=(f"method {config.method}; segments {list(config.segments) or 'none'} (shrinkage pseudo-count"
                f" {config.shrinkage_prior:g}); fitted on {collected.rows - collected.held_out_rows} rows of"
-               f" {source.path.name}, metrics on {collected.held_out_rows} held-out rows (split by"
+               f" {name}, metrics on {collected.held_out_rows} held-out rows (split by"
                f" {collected.key or 'row number'})."),
     )
     with_metrics = _add_metrics(draft, collected, vocabularies)

@@ -22,7 +22,7 @@ from app.serving.calibration import logit
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["MISSING", "PredictionFile", "TaskColumns", "encode_column"]
+__all__ = ["MISSING", "PredictionFile", "TaskColumns", "encode_column", "find_tasks", "observed", "raw_logits"]
 
 Array = npt.NDArray[np.float64]
 MISSING = "\x00missing"  # the cell value of a null segment value: never gets a correction
@@ -91,24 +91,7 @@ class PredictionFile:
 
     def tasks(self, *, need_labels: bool, only: Sequence[str] | None = None) -> list[TaskColumns]:
         """The tasks found (or `only` these), each with its raw, label and mask columns."""
-        names = set(self.columns)
-        found = sorted({c.split("_", 1)[1] for c in self.columns if c.startswith(("logit_", "p_")) and "_" in c})
-        wanted = list(only) if only is not None else found
-        out = []
-        for task in wanted:
-            raw = f"logit_{task}" if f"logit_{task}" in names else f"p_{task}" if f"p_{task}" in names else None
-            if raw is None:
-                raise ArtifactError(self.path, f"logit_{task}", f"no raw prediction column for task {task!r}",
-                                    f"add a logit_{task} (or p_{task}) column")
-            label = f"label_{task}" if f"label_{task}" in names else None
-            if need_labels and label is None:
-                raise ArtifactError(self.path, f"label_{task}", f"column {raw} has no label column",
-                                    f"add label_{task} (0/1), or drop {raw}")
-            out.append(TaskColumns(task, raw, label, f"mask_{task}" if f"mask_{task}" in names else None))
-        if not out:
-            raise ArtifactError(self.path, "", "no prediction columns found",
-                                "name raw predictions logit_<task> or p_<task>, labels label_<task>")
-        return out
+        return find_tasks(self.columns, self.path, need_labels=need_labels, only=only)
 
     def require(self, columns: Sequence[str], what: str) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -134,40 +117,76 @@ class PredictionFile:
 
     def raw_logits(self, batch: pa.RecordBatch, columns: TaskColumns, first_row: int) -> Array:
         """The task's raw prediction as float64 logits [R] (NaN stays NaN; masked rows are checked later)."""
-        values = _floats(batch, columns.raw, self.path)
-        if columns.is_probability:
-            bad = np.flatnonzero((values < 0) | (values > 1))
-            if bad.size:
-                raise ArtifactError(self.path, columns.raw, f"row {first_row + int(bad[0])}: {values[bad[0]]}"
-                                    " is not a probability", "give probabilities in [0, 1], or logits as logit_*")
-            return np.where(np.isnan(values), np.nan, logit(np.nan_to_num(values)))
-        return values
+        return raw_logits(batch, columns, self.path, first_row)
 
     def observed(self, batch: pa.RecordBatch, columns: TaskColumns, z: Array, first_row: int) -> tuple[Array, Array]:
         """(labels [R], weights [R]): weight 1 for observed rows, 0 for masked; checks observed rows."""
-        w = np.ones(batch.num_rows) if columns.mask is None else _floats(batch, columns.mask, self.path)
-        if columns.mask is not None and not np.all((w == 0) | (w == 1)):
-            bad = int(np.flatnonzero((w != 0) & (w != 1))[0])
-            raise ArtifactError(self.path, columns.mask, f"row {first_row + bad}: mask {w[bad]} is not 0 or 1",
-                                "use 1 for an observed label and 0 for a missing one")
-        if columns.label is None:
-            raise ArtifactError(self.path, f"label_{columns.task}", "no label column", f"add label_{columns.task}")
-        y = _floats(batch, columns.label, self.path)
-        observed = w > 0
-        bad_y = np.flatnonzero(observed & ~((y == 0) | (y == 1)))
-        if bad_y.size:
-            row = int(bad_y[0])
-            raise ArtifactError(self.path, columns.label, f"row {first_row + row}: label {y[row]} is not 0 or 1",
-                                f"use 0/1 labels; mark unobserved rows with {columns.mask or 'a mask_ column'} = 0")
-        bad_z = np.flatnonzero(observed & ~np.isfinite(z))
-        if bad_z.size:
-            row = int(bad_z[0])
-            raise ArtifactError(self.path, columns.raw, f"row {first_row + row}: prediction {z[row]} is not finite",
-                                "fix the prediction, or mask the row")
-        return np.where(observed, y, 0.0), w
+        return observed(batch, columns, z, self.path, first_row)
 
 
-def _floats(batch: pa.RecordBatch, column: str, path: Path) -> Array:
+def find_tasks(
+    columns: Sequence[str], path: Path | str, *, need_labels: bool, only: Sequence[str] | None = None
+) -> list[TaskColumns]:
+    """The tasks among `columns` (or `only` these), each with its raw, label and mask columns."""
+    names = set(columns)
+    found = sorted({c.split("_", 1)[1] for c in columns if c.startswith(("logit_", "p_")) and "_" in c})
+    wanted = list(only) if only is not None else found
+    out = []
+    for task in wanted:
+        raw = f"logit_{task}" if f"logit_{task}" in names else f"p_{task}" if f"p_{task}" in names else None
+        if raw is None:
+            raise ArtifactError(path, f"logit_{task}", f"no raw prediction column for task {task!r}",
+                                f"add a logit_{task} (or p_{task}) column")
+        label = f"label_{task}" if f"label_{task}" in names else None
+        if need_labels and label is None:
+            raise ArtifactError(path, f"label_{task}", f"column {raw} has no label column",
+                                f"add label_{task} (0/1), or drop {raw}")
+        out.append(TaskColumns(task, raw, label, f"mask_{task}" if f"mask_{task}" in names else None))
+    if not out:
+        raise ArtifactError(path, "", "no prediction columns found",
+                            "name raw predictions logit_<task> or p_<task>, labels label_<task>")
+    return out
+
+
+def raw_logits(batch: pa.RecordBatch, columns: TaskColumns, path: Path | str, first_row: int) -> Array:
+    """The task's raw prediction of a batch as float64 logits [R] (NaN stays NaN)."""
+    values = _floats(batch, columns.raw, path)
+    if columns.is_probability:
+        bad = np.flatnonzero((values < 0) | (values > 1))
+        if bad.size:
+            raise ArtifactError(path, columns.raw, f"row {first_row + int(bad[0])}: {values[bad[0]]}"
+                                " is not a probability", "give probabilities in [0, 1], or logits as logit_*")
+        return np.where(np.isnan(values), np.nan, logit(np.nan_to_num(values)))
+    return values
+
+
+def observed(
+    batch: pa.RecordBatch, columns: TaskColumns, z: Array, path: Path | str, first_row: int
+) -> tuple[Array, Array]:
+    """(labels [R], weights [R]) of a batch: weight 1 for observed rows, 0 for masked; checks observed rows."""
+    w = np.ones(batch.num_rows) if columns.mask is None else _floats(batch, columns.mask, path)
+    if columns.mask is not None and not np.all((w == 0) | (w == 1)):
+        bad = int(np.flatnonzero((w != 0) & (w != 1))[0])
+        raise ArtifactError(path, columns.mask, f"row {first_row + bad}: mask {w[bad]} is not 0 or 1",
+                            "use 1 for an observed label and 0 for a missing one")
+    if columns.label is None:
+        raise ArtifactError(path, f"label_{columns.task}", "no label column", f"add label_{columns.task}")
+    y = _floats(batch, columns.label, path)
+    seen = w > 0
+    bad_y = np.flatnonzero(seen & ~((y == 0) | (y == 1)))
+    if bad_y.size:
+        row = int(bad_y[0])
+        raise ArtifactError(path, columns.label, f"row {first_row + row}: label {y[row]} is not 0 or 1",
+                            f"use 0/1 labels; mark unobserved rows with {columns.mask or 'a mask_ column'} = 0")
+    bad_z = np.flatnonzero(seen & ~np.isfinite(z))
+    if bad_z.size:
+        row = int(bad_z[0])
+        raise ArtifactError(path, columns.raw, f"row {first_row + row}: prediction {z[row]} is not finite",
+                            "fix the prediction, or mask the row")
+    return np.where(seen, y, 0.0), w
+
+
+def _floats(batch: pa.RecordBatch, column: str, path: Path | str) -> Array:
     import pyarrow as pa
 
     array = batch.column(column)

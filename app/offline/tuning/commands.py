@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,20 @@ from app.artifacts.policy import PolicyFile
 from app.errors import PolicyError
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
-from app.offline.tuning.logs import read_candidate_log
+from app.offline.tuning.logs import CandidateLog, read_candidate_log
 from app.offline.tuning.report import plot_pareto, simulation_markdown
 from app.offline.tuning.simulation import (
+    LocalReplayer,
+    LogReplayer,
     PolicyVariant,
     emit_draft,
     grid_variants,
     pareto_front,
-    simulate,
     tuned_variant,
 )
 from app.offline.tuning.targeting import NdcgGapTuner, RegretTuner
 
-__all__ = ["parse_pairs", "run_constrained", "run_fraction_tuner", "run_simulate"]
+__all__ = ["LogReader", "parse_pairs", "run_constrained", "run_fraction_tuner", "run_simulate"]
 
 ACCEPTED_ERROR = 0.02  # absolute fraction error sum under which targets count as reached
 
@@ -70,16 +71,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+LogReader = Callable[[list[str] | None], CandidateLog]  # tasks (None: all) -> the tuner's columns of the log
+
+
 def run_fraction_tuner(
     kind: str, logs: Path, targets: Sequence[str], *, negative: Sequence[str], k: int | None, labels: bool,
-    out: Path, show_progress: bool,
+    out: Path, show_progress: bool, reader: LogReader | None = None,
 ) -> dict[str, Any]:
     """`tune ndcg-gap` (kind "ndcg_gap") or `tune regret`: fit, write weights.json, return its content."""
     wanted = parse_pairs(targets, "--target")
     unknown = [t for t in negative if t not in wanted]
     if unknown:
         raise ValueError(f"--negative {unknown}: only tasks given a --target can be negative")
-    log = read_candidate_log(logs, tasks=list(wanted), attributes=False)
+    log = (reader or _local_reader(logs))(list(wanted))
     common: dict[str, Any] = {"targets": wanted, "negative": set(negative), "k": k, "show_progress": show_progress}
     tuner = NdcgGapTuner(**common) if kind == "ndcg_gap" else RegretTuner(labels=labels, **common)
     result = tuner.fit(log).to_dict()
@@ -91,11 +95,11 @@ def run_fraction_tuner(
 def run_constrained(
     logs: Path, *, tasks: Sequence[str], negative: Sequence[str], primary: str, labels: bool, bounds: Sequence[str],
     k: int, holdout: float, confidence: float, sweep: int, out: Path, show_progress: bool,
+    reader: LogReader | None = None,
 ) -> dict[str, Any]:
     """`tune constrained`: fit at the given bounds, optionally sweep the first bound; write files."""
     limits = parse_pairs(bounds, "--bound")
-    log = read_candidate_log(logs, tasks=list(dict.fromkeys([*tasks, *limits])) if tasks else None,
-                             attributes=False)
+    log = (reader or _local_reader(logs))(list(dict.fromkeys([*tasks, *limits])) if tasks else None)
     utility_tasks = list(tasks) or list(log.tasks)
 
     def make(bound_map: dict[str, float]) -> ConstrainedTuner:
@@ -125,21 +129,29 @@ def run_constrained(
     return result
 
 
+def _local_reader(logs: Path) -> LogReader:
+    def read(tasks: list[str] | None) -> CandidateLog:
+        return read_candidate_log(logs, tasks=tasks, attributes=False)
+
+    return read
+
+
 def _load_policy_file(path: Path) -> PolicyFile:
     return parse_artifact(PolicyFile, read_yaml(path), path, error=PolicyError)
 
 
 def run_simulate(
-    logs: Path, policies: Sequence[Path], *, grid: Sequence[str], weights: Sequence[Path] = (), out: Path, k: int,
-    top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
+    logs: Path | str, policies: Sequence[Path], *, grid: Sequence[str], weights: Sequence[Path] = (), out: Path,
+    k: int, top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
     y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
+    replayer: LogReplayer | None = None,
 ) -> dict[str, Any]:
     """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
-    pareto.png and results.json (and a draft policy)."""
+    pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
-    log = read_candidate_log(logs)
+    log = replayer if replayer is not None else LocalReplayer(read_candidate_log(Path(logs)))
     variants: list[PolicyVariant] = []
     for path in policies:
         policy = _load_policy_file(path)
@@ -165,8 +177,8 @@ def run_simulate(
     x_metric = x or f"expected:{(negatives or [log.tasks[-1]])[0]}"
     y_metric = y or f"ndcg@{k}:{(positives or [log.tasks[0]])[0]}"
     segment_metrics = [f"ndcg@{k}:{t}" for t in log.tasks] + [f"expected:{t}" for t in log.tasks]
-    result = simulate(log, variants, k=k, top_k=top_k, context=context_map, mix=mix_columns,
-                      segments=segment_columns, segment_metrics=segment_metrics, show_progress=show_progress)
+    result = log.simulate(variants, k=k, top_k=top_k, context=context_map, mix=mix_columns,
+                          segments=segment_columns, segment_metrics=segment_metrics, show_progress=show_progress)
     first = result.metrics[variants[0].label]
     for metric in (x_metric, y_metric):
         if metric not in first:

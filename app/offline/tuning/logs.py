@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from app.errors import ArtifactError
 
-__all__ = ["CandidateLog", "LogError", "read_candidate_log"]
+__all__ = ["CandidateLog", "LogError", "candidate_log", "read_candidate_log"]
 
 Float = npt.NDArray[np.float64]
 PREDICTION = "p_"
@@ -80,7 +80,12 @@ def read_candidate_log(path: Path, *, tasks: list[str] | None = None, attributes
     names = _column_names(path)
     if not attributes:
         names = [n for n in names if n in REQUIRED or n.startswith((PREDICTION, LABEL, "mask_"))]
-    table = _read_table(path, names)
+    return candidate_log(_read_table(path, names), path, tasks=tasks)
+
+
+def candidate_log(table: Any, path: Path | str, *, tasks: list[str] | None = None) -> CandidateLog:
+    """Validate an Arrow table of logged candidates (rows in log order) and pad it; `path` names it in errors."""
+    names = list(table.column_names)
     for column in REQUIRED:
         if column not in names:
             raise LogError(path, column, "required column is missing",
@@ -189,7 +194,7 @@ def _has_missing(values: npt.NDArray[Any]) -> bool:
     return bool(values.dtype.kind == "f" and np.isnan(values).any())
 
 
-def _numeric(path: Path, columns: dict[str, npt.NDArray[Any]], name: str) -> Float:
+def _numeric(path: Path | str, columns: dict[str, npt.NDArray[Any]], name: str) -> Float:
     values = columns[name]
     if values.dtype.kind in "iufb":
         return values.astype(np.float64)
@@ -199,7 +204,7 @@ def _numeric(path: Path, columns: dict[str, npt.NDArray[Any]], name: str) -> Flo
         raise LogError(path, name, "is not numeric", "write numbers (empty for unobserved)") from None
 
 
-def _check_unique_candidates(path: Path, groups: npt.NDArray[np.intp], candidates: npt.NDArray[Any]) -> None:
+def _check_unique_candidates(path: Path | str, groups: npt.NDArray[np.intp], candidates: npt.NDArray[Any]) -> None:
     codes = candidates if candidates.dtype != object else np.unique(candidates.astype(str), return_inverse=True)[1]
     order = np.lexsort((codes.reshape(-1), groups))
     same = (groups[order][1:] == groups[order][:-1]) & (codes.reshape(-1)[order][1:] == codes.reshape(-1)[order][:-1])

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import yaml
@@ -25,6 +26,8 @@ from app.offline.tuning.outcomes import replay_outcomes, segment_outcomes
 from app.offline.tuning.replay import replay_policy
 
 __all__ = [
+    "LocalReplayer",
+    "LogReplayer",
     "PolicyVariant",
     "SimulationResult",
     "emit_draft",
@@ -122,6 +125,43 @@ def simulate(
         for column in segments:
             by_segment[column][variant.label] = segment_outcomes(log, replay, k, column, segment_metrics)
     return SimulationResult(k, list(variants), metrics, by_segment)
+
+
+class LogReplayer(Protocol):
+    """A log that `run_simulate` can replay, whichever engine holds it (this machine or Spark)."""
+
+    @property
+    def columns(self) -> Sequence[str]: ...
+
+    @property
+    def tasks(self) -> tuple[str, ...]: ...
+
+    def simulate(
+        self, variants: Sequence[PolicyVariant], *, k: int, top_k: int | None, context: Mapping[str, str],
+        mix: Sequence[str], segments: Sequence[str], segment_metrics: Sequence[str], show_progress: bool,
+    ) -> SimulationResult: ...
+
+
+@dataclass(frozen=True)
+class LocalReplayer:
+    """The local engine: the whole log in memory, `simulate` on it."""
+
+    log: CandidateLog
+
+    @property
+    def columns(self) -> Sequence[str]:
+        return list(self.log.columns)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.log.tasks
+
+    def simulate(
+        self, variants: Sequence[PolicyVariant], *, k: int, top_k: int | None, context: Mapping[str, str],
+        mix: Sequence[str], segments: Sequence[str], segment_metrics: Sequence[str], show_progress: bool,
+    ) -> SimulationResult:
+        return simulate(self.log, variants, k=k, top_k=top_k, context=context, mix=mix, segments=segments,
+                        segment_metrics=segment_metrics, show_progress=show_progress)
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from app.artifacts.loading import load_calibration, load_manifest
 from app.serving.calibration import CalibrationSet
+from app.serving.features import FeatureEncoder
 from tests.conftest import ADMIN, ADMIN_TOKEN, make_settings
 from tests.lifecycle_helpers import build_store, live_server
 
@@ -30,25 +31,33 @@ DEADLINE_SECONDS = 120.0
 TRIPLES = [("2", "1"), ("2", "2"), ("1", "2"), ("1", "1")]
 
 
-def _expected(store: Path) -> tuple[dict[str, dict[str, list[float]]], dict[tuple[str, str], CalibrationSet]]:
-    """model version -> candidate id -> golden logits; (model, calibration) -> the calibration as served."""
+def _expected(
+    store: Path,
+) -> tuple[dict[str, dict[str, list[float]]], dict[tuple[str, str], CalibrationSet], dict[str, dict[str, Any]]]:
+    """model version -> candidate id -> golden logits; (model, calibration) -> the calibration as served;
+    model version -> candidate id -> its encoded categorical row (segment corrections read it)."""
     golden: dict[str, dict[str, list[float]]] = {}
     calibrations = {}
+    categorical: dict[str, dict[str, Any]] = {}
     for model in ("1", "2"):
         bundle = store / "demo_ranker" / model
         sample = json.loads((bundle / "sample_request.json").read_text())
         record = json.loads((bundle / "golden.json").read_text())
         golden[model] = {c["id"]: row for c, row in zip(sample["candidates"], record["logits"], strict=True)}
         manifest = load_manifest(bundle)
+        encoded = FeatureEncoder(manifest.features).encode(
+            [c.get("features", {}) for c in sample["candidates"]], sample["context"].get("features", {})
+        ).categorical
+        categorical[model] = {c["id"]: row for c, row in zip(sample["candidates"], encoded, strict=True)}
         for cal in ("1", "2"):
             calibrations[model, cal] = CalibrationSet(load_calibration(bundle / "calibration" / f"{cal}.json"),
                                                       manifest)
-    return golden, calibrations
+    return golden, calibrations, categorical
 
 
 def test_fifty_activations_under_load_fail_nothing_and_mix_nothing(tmp_path: Path) -> None:
     store, policies = build_store(tmp_path)
-    golden, calibrations = _expected(store)
+    golden, calibrations, categorical = _expected(store)
     assert golden["1"] != golden["2"]
     sample = json.loads((store / "demo_ranker" / "1" / "sample_request.json").read_text())
     body = {**sample, "options": {"debug": True}}
@@ -103,7 +112,8 @@ def test_fifty_activations_under_load_fail_nothing_and_mix_nothing(tmp_path: Pat
         rows = answer["candidates"] + answer["filtered"]
         logits = np.array([[row["debug"]["logits"][t] for t in tasks] for row in rows], dtype=np.float32)
         np.testing.assert_allclose(logits, [golden[model][row["id"]] for row in rows], atol=1e-5, rtol=0)
-        recomputed = calibration.apply(logits, np.zeros((len(rows), 0), dtype=np.int64))
+        codes = np.array([categorical[model][row["id"]] for row in rows], dtype=np.int64)
+        recomputed = calibration.apply(logits, codes)
         for row, expected in zip(answer["candidates"], recomputed, strict=False):
             assert [row["predictions"][t] for t in tasks] == expected.tolist()  # exactly, not approximately
     print(f"\nlifecycle under load: {ACTIVATIONS} activations ({dict(applied)}), {len(responses)} requests,"

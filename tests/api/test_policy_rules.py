@@ -37,7 +37,11 @@ def test_answers_obey_the_slate_rules_and_overrides_of_the_pinned_version(
     assert max(Counter(attributes[i]["creator_id"] for i in answered).values()) <= per_creator["max"]
     assert sum(attributes[i]["sponsored"] is cap["equals"] for i in answered) <= cap["max"]
     dropped = {f["id"]: f["rule"] for f in body["filtered"] if f["stage"] == "slate"}
-    assert set(dropped.values()) == {per_creator["name"], cap["name"]}  # the golden batch triggers both
+    # Every drop is one of the two rules; on the shipped golden batch the sponsored cap always fires,
+    # and the creator cap too for the default context (which rule fires depends on the ranking).
+    assert cap["name"] in dropped.values() and set(dropped.values()) <= {per_creator["name"], cap["name"]}
+    if segment == "regular":
+        assert per_creator["name"] in dropped.values()
     assert all(attributes[i]["sponsored"] for i, rule in dropped.items() if rule == cap["name"])
 
     override = policy["overrides"][0]

@@ -90,7 +90,9 @@ def test_dry_run_on_the_golden_batch_refuses_what_the_schema_lets_through(
 
 
 def test_a_bundle_without_golden_batch_cannot_activate_policies(store_copy: tuple[Path, Path]) -> None:
-    (store_copy[0] / "demo_ranker" / "1" / "sample_request.json").unlink()
+    bundle = store_copy[0] / "demo_ranker" / "1"
+    (bundle / "sample_request.json").unlink()
+    (bundle / "golden.json").unlink(missing_ok=True)  # golden logits are recorded for the sample request
     error = _refusal(store_copy, None)
     assert "golden batch" in error.message and "sample_request.json" in error.fix
 

@@ -14,6 +14,7 @@ Both return weights >= 0 summing to 1 over the tasks; a negative task (hide) ent
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from typing import Any, Self
 
@@ -42,7 +43,7 @@ def check_targets(targets: Mapping[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in targets.items()}
 
 
-class _FractionTuner:
+class _FractionTuner(ABC):
     objective = ""
     quantity = ""
     increasing = True
@@ -70,8 +71,9 @@ class _FractionTuner:
         self.tol = tol
         self.show_progress = show_progress
 
+    @abstractmethod
     def _evaluator(self, log: CandidateLog, matrix: TaskMatrix) -> Any:
-        raise NotImplementedError
+        """The objective each subclass targets: weights -> per-task fractions."""
 
     def fit(self, log: CandidateLog) -> Self:
         targets = check_targets(self.targets)

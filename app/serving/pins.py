@@ -12,13 +12,11 @@ the policy must validate against the pinned model and calibration exactly as aga
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import ArtifactError
-from app.serving.pointers import VERSION_PATTERN
+from app.serving.pointers import VERSION_PATTERN, write_atomically
 
 __all__ = ["PIN_FILE", "BundlePin", "read_pin", "remove_pin", "write_pin"]
 
@@ -60,17 +58,7 @@ def read_pin(surface_dir: Path) -> BundlePin | None:
 
 def write_pin(surface_dir: Path, pin: BundlePin) -> None:
     """Replace the pin atomically; raises OSError when the folder is read-only."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{PIN_FILE}.", suffix=".tmp", dir=surface_dir)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(pin.to_dict()) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, surface_dir / PIN_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(surface_dir / PIN_FILE, json.dumps(pin.to_dict()) + "\n")
 
 
 def remove_pin(surface_dir: Path) -> None:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from app.errors import ArtifactError
 
-__all__ = ["ACTIVE_FILE", "SHADOW_FILE", "VERSION_PATTERN", "read_pointer", "remove_pointer", "write_pointer"]
+__all__ = [
+    "ACTIVE_FILE",
+    "SHADOW_FILE",
+    "VERSION_PATTERN",
+    "read_pointer",
+    "remove_pointer",
+    "write_atomically",
+    "write_pointer",
+]
 
 ACTIVE_FILE = "active"
 SHADOW_FILE = "shadow"
@@ -36,19 +44,25 @@ def read_pointer(surface_dir: Path, name: str) -> str | None:
     return version
 
 
-def write_pointer(surface_dir: Path, name: str, version: str) -> None:
-    """Replace the pointer atomically; raises OSError when the folder is read-only (e.g. a ConfigMap)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=surface_dir)
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` via a temp file in the same folder and `os.replace`, so a reader never
+    sees half a file; raises OSError when the folder is read-only (e.g. a ConfigMap)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the pointer is as readable as the policies
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the file is as readable as the policies
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(version + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, surface_dir / name)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_pointer(surface_dir: Path, name: str, version: str) -> None:
+    """Replace the pointer atomically; raises OSError when the folder is read-only (e.g. a ConfigMap)."""
+    write_atomically(surface_dir / name, version + "\n")
 
 
 def remove_pointer(surface_dir: Path, name: str) -> None:

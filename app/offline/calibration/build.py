@@ -111,22 +111,22 @@ def fit_collected(
 def _add_metrics(draft: CalibrationFile, collected: Collected, vocabularies: dict[str, list[str]]) -> CalibrationFile:
     stats = collected.stats
     features = stats.segment_features
-    applier = OfflineCalibration(draft, list(draft.tasks), vocabularies)
+    # One task at a time: an [R, T] apply of every task would hold T times the held-out rows of one.
+    draft_tasks = list(draft.tasks)
+    appliers = {task: OfflineCalibration(draft, [task], vocabularies) for task in draft_tasks}
     # Vocabulary code of every (cell, feature): [cells, F]; 0 for values without a code (unknown, null).
     cell_codes = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
     for j, feature in enumerate(features):
-        cell_codes[:, j] = applier.codes(feature, stats.cell_values(feature))
+        cell_codes[:, j] = appliers[draft_tasks[0]].codes(feature, stats.cell_values(feature))
     # Field-RCE groups rows by their value, known or not, so it uses the cell's value index instead.
     value_ids = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
     for j, feature in enumerate(features):
         _, inverse = np.unique(np.array(stats.cell_values(feature), dtype=str), return_inverse=True)
         value_ids[:, j] = inverse.reshape(-1)
     tasks: dict[str, TaskCalibration] = {}
-    for t, (task, cal) in enumerate(draft.tasks.items()):
+    for task, cal in draft.tasks.items():
         held = collected.held_out[task]
-        logits = np.zeros((held.z.size, len(draft.tasks)))
-        logits[:, t] = held.z
-        p_after = applier.apply(logits, cell_codes[held.cell])[:, t]
+        p_after = appliers[task].apply(held.z[:, None], cell_codes[held.cell])[:, 0]
         segment_codes = {f: value_ids[held.cell, j] for j, f in enumerate(features)}
         metrics = BeforeAfter(
             before=held_out_metrics(sigmoid(held.z), held.y, segment_codes),

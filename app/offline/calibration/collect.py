@@ -103,11 +103,12 @@ def collect(
             out.rows += n
             out.held_out_rows += int(held.sum())
             bar.advance(job, n)
-    for task, parts in out._parts.items():
+    for task in list(out._parts):
+        parts = out._parts.pop(task)  # freed task by task: the copy never holds every task's rows twice
         out.held_out[task] = HeldOut(
             z=np.concatenate([p[0] for p in parts]) if parts else np.empty(0),
             y=np.concatenate([p[1] for p in parts]) if parts else np.empty(0),
             cell=np.concatenate([p[2] for p in parts]) if parts else np.empty(0, dtype=np.intp),
         )
-    out._parts.clear()
+        del parts
     return out

@@ -1,21 +1,24 @@
 """`calibrate fit --engine spark`: Spark computes the mergeable statistics, the driver runs the local fit.
 
-Every Spark partition streams its Arrow batches through the local path's own code (`raw_logits`,
-`observed`, `encode_column`, `holdout_mask`, `CalibrationStats.add`: the same validation, hold-out
-split and bin edges) into one partial `CalibrationStats`, and emits its non-empty (task, cell, bin)
-sums (`mapInArrow`). Spark sums the partials by key (`groupBy().agg(sum)`), which is exactly
-`CalibrationStats.merge`; the driver receives [tasks x cells x bins] sums, never the fit rows, and
-runs `fit_collected`, the code `--engine local` runs. The held-out rows (the `--holdout` fraction,
-observed rows only) reach the driver as Arrow for the exact sorted metrics (AUC, equal-mass ECE), in
-their input order: the driver's memory grows with the held-out fraction, as on the local path.
+Two native Spark jobs, no Python on the executors:
 
-The split needs an integer key column (default `group_id`): a distributed read has no row numbers.
-Sums are float64 in another order than on one machine, so parameters agree to ~1e-12, not bit for bit.
+1. the statistics: per row and task the local reader's z, y, w (`SparkPredictions`), the SplitMix64
+   hold-out split of the key (`with_holdout`, bit for bit the local one), the `LogitGrid` bin of the
+   fit rows, then `task_sums`: one `groupBy(task, cells..., bin).agg(sum)`, which is
+   `CalibrationStats.add` + `merge`. The same job counts rows, held-out rows, null keys and bad rows;
+   the driver fills a `CalibrationStats` from the [tasks x cells x bins] sums;
+2. the held-out rows (the `--holdout` fraction, observed rows only) reach the driver as Arrow for
+   the exact sorted metrics (AUC, equal-mass ECE), in input order: the driver's memory grows with
+   the held-out fraction, as on the local path.
+
+The driver then runs `fit_collected`, the code `--engine local` runs. The split needs an integer key
+column (default `group_id`): a distributed read has no row numbers. Sums are float64 in another
+order than on one machine, so parameters agree to ~1e-12, not bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,108 +26,59 @@ import numpy.typing as npt
 
 from app.errors import ArtifactError
 from app.offline.calibration.build import FitOutcome, check_segments, fit_collected
-from app.offline.calibration.collect import Collected, HeldOut, holdout_mask
+from app.offline.calibration.collect import Collected, HeldOut
 from app.offline.calibration.fit import FitConfig
-from app.offline.calibration.source import TaskColumns, encode_column, find_tasks, observed, raw_logits
+from app.offline.calibration.source import TaskColumns, encode_column, find_tasks
 from app.offline.calibration.stats import CalibrationStats, LogitGrid
 from app.offline.spark.errors import spark_errors
+from app.offline.spark.predictions import SparkPredictions
+from app.offline.spark.split import with_holdout
+from app.offline.spark.sums import TASK, logit_bin, task_sums
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
     from app.artifacts.manifest import ModelManifest
 
 __all__ = ["collect_on_spark", "fit_on_spark"]
 
+HELD = "__fusionrank_held"
 ROW = "__fusionrank_row"
-STAT, HELD, COUNT = 0, 1, 2  # kinds of partial rows
 
 
-def _segment_columns(segments: Sequence[str]) -> list[str]:
-    return [f"segment_{j}" for j in range(len(segments))]
+def _check_key(frame: DataFrame, key: str | None, origin: str) -> str:
+    from pyspark.sql.types import IntegralType
+
+    if key is None or key not in frame.columns:
+        raise ArtifactError(origin, key or "--holdout-key", "the Spark engine splits by an integer key column,"
+                            " and the input has none", "give --holdout-key COLUMN (e.g. group_id)")
+    if not isinstance(frame.schema[key].dataType, IntegralType):
+        raise ArtifactError(origin, key, f"hold-out key column has type {frame.schema[key].dataType}",
+                            "give an integer key (e.g. a request id)")
+    return key
 
 
-def _partial_schema(segments: Sequence[str]) -> str:
-    cells = "".join(f"{c} string, " for c in _segment_columns(segments))
-    # STAT: a, b, c = sum w, sum w*y, sum w*z (bin -1: a cell seen, no sums); HELD: a = z, b = y, row;
-    # COUNT: a = rows, b = held-out rows of the partition.
-    return f"kind int, task string, {cells}bin int, a double, b double, c double, row long"
+# Bin codes of the rows that are counted but not summed (`task_sums` sums bins >= 0 only).
+MASKED, HELD_OUT, NULL_KEY, BAD = -1, -2, -3, -4
 
 
-def _partials(
-    tasks: Sequence[TaskColumns], segments: tuple[str, ...], *, fraction: float, key: str, grid: LogitGrid,
-    origin: str,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The per-partition function of `mapInArrow` (runs on the executors)."""
-    names = tuple(t.task for t in tasks)
+def _statistics_columns(predictions: SparkPredictions, key: str, grid: LogitGrid) -> dict[str, dict[str, Column]]:
+    """Per task: the bin of a fit row (as `CalibrationStats.add` bins it), or the code of a row not fitted on.
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow as pa
+    A fit row has weight 1 (masks are 0 or 1), so a bin's weight is its row count and its label and
+    logit sums are the sums of y and z.
+    """
+    from pyspark.sql import functions as F
 
-        stats = CalibrationStats(tasks=names, segment_features=segments, grid=grid)
-        rows = held_rows = 0
-        for batch in batches:
-            n = batch.num_rows
-            keys = batch.column(key)
-            if keys.null_count:
-                raise ArtifactError(origin, key, "the hold-out key has nulls", "give every row its key")
-            held = holdout_mask(keys.to_numpy(zero_copy_only=False), fraction)
-            encoded = [encode_column(batch, s) for s in segments]
-            try:
-                cells = stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], n)
-            except ValueError as exc:
-                raise ArtifactError(origin, ", ".join(segments), str(exc),
-                                    "segment by fewer or lower-cardinality features (not ids)") from None
-            order = batch.column(ROW).to_numpy(zero_copy_only=False)
-            cell_values = [np.array([cell[j] for cell in stats.cells], dtype=object) for j in range(len(segments))]
-            for columns in tasks:
-                z = raw_logits(batch, columns, origin, 0)
-                y, w = observed(batch, columns, z, origin, 0)
-                stats.add(columns.task, z, y, np.where(held, 0.0, w), cells)
-                keep = np.flatnonzero(held & (w > 0))
-                if keep.size:
-                    yield _batch(pa, HELD, columns.task, [v[cells[keep]] for v in cell_values],
-                                 np.full(keep.size, -1), z[keep], y[keep], np.zeros(keep.size), order[keep])
-            rows += n
-            held_rows += int(held.sum())
-        yield from _stat_batches(pa, stats)
-        one = np.ones(1)
-        yield _batch(pa, COUNT, names[0], [np.array([""], dtype=object)] * len(segments), np.full(1, -1),
-                     one * rows, one * held_rows, one * 0, np.zeros(1, dtype=np.int64))
-
-    return run
-
-
-def _stat_batches(pa_module: object, stats: CalibrationStats) -> Iterator[pa.RecordBatch]:
-    """The partition's non-empty sums, one batch per task, plus every cell it saw (bin -1)."""
-    width = len(stats.segment_features)
-    cell_values = [np.array([cell[j] for cell in stats.cells], dtype=object) for j in range(width)]
-    cells = len(stats.cells)
-    yield _batch(pa_module, STAT, stats.tasks[0], cell_values, np.full(cells, -1), np.zeros(cells),
-                 np.zeros(cells), np.zeros(cells), np.zeros(cells, dtype=np.int64))
-    for task in stats.tasks:
-        table = stats.per_task[task]
-        cell, bins = np.nonzero(table.weight > 0)
-        yield _batch(pa_module, STAT, task, [v[cell] for v in cell_values], bins, table.weight[cell, bins],
-                     table.label_sum[cell, bins], table.logit_sum[cell, bins], np.zeros(cell.size, dtype=np.int64))
-
-
-def _batch(
-    pa_module: object, kind: int, task: str, segment_values: Sequence[npt.NDArray[np.object_]],
-    bins: npt.NDArray[np.integer], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
-    c: npt.NDArray[np.float64], row: npt.NDArray[np.integer],
-) -> pa.RecordBatch:
-    import pyarrow as pa
-
-    n = len(bins)
-    arrays = [pa.array(np.full(n, kind, dtype=np.int32)), pa.array([task] * n, type=pa.string())]
-    arrays += [pa.array(v.tolist(), type=pa.string()) for v in segment_values]
-    arrays += [pa.array(np.asarray(bins, dtype=np.int32)), pa.array(np.asarray(a, dtype=np.float64)),
-               pa.array(np.asarray(b, dtype=np.float64)), pa.array(np.asarray(c, dtype=np.float64)),
-               pa.array(np.asarray(row, dtype=np.int64))]
-    names = ["kind", "task", *(f"segment_{j}" for j in range(len(segment_values))), "bin", "a", "b", "c", "row"]
-    return pa.RecordBatch.from_arrays(arrays, names=names)
+    out = {}
+    for columns in predictions.tasks:
+        task = predictions.task(columns)
+        code = (F.when(predictions.bad(columns), F.lit(BAD)).when(F.col(key).isNull(), F.lit(NULL_KEY))
+                .when(F.col(HELD), F.lit(HELD_OUT)).when(F.isnan(task.w) | (task.w <= 0.0), F.lit(MASKED))
+                .otherwise(logit_bin(task.z, grid)))
+        out[columns.task] = {"bin": code, "label_sum": task.y, "logit_sum": task.z}
+    return out
 
 
 def collect_on_spark(
@@ -132,65 +86,72 @@ def collect_on_spark(
     key: str | None, origin: str, grid: LogitGrid | None = None,
 ) -> Collected:
     """Spark's counterpart of `collect`: the same statistics and held-out rows (see the module docstring)."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import IntegralType
-
     grid = grid or LogitGrid()
-    missing = [s for s in segments if s not in frame.columns]
-    if missing:
-        raise ArtifactError(origin, missing[0], f"segment column {missing[0]!r} is missing",
-                            f"add it, or pick from the input's columns {frame.columns}")
-    if key is None or key not in frame.columns:
-        raise ArtifactError(origin, key or "--holdout-key", "the Spark engine splits by an integer key column,"
-                            " and the input has none", "give --holdout-key COLUMN (e.g. group_id)")
-    if not isinstance(frame.schema[key].dataType, IntegralType):
-        raise ArtifactError(origin, key, f"hold-out key column has type {frame.schema[key].dataType}",
-                            "give an integer key (e.g. a request id)")
-    columns = sorted({c for t in tasks for c in (t.raw, t.label, t.mask) if c is not None} | set(segments) | {key})
-    source = frame.select(*columns).withColumn(ROW, F.monotonically_increasing_id())  # input order, for ties
-    partials = source.mapInArrow(
-        _partials(tasks, segments, fraction=holdout_fraction, key=key, grid=grid, origin=origin),
-        _partial_schema(segments),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    cells = _segment_columns(segments)
-    with spark_errors(origin):
-        try:
-            sums = (partials.filter(F.col("kind") == STAT).groupBy("task", *cells, "bin")
-                    .agg(F.sum("a").alias("a"), F.sum("b").alias("b"), F.sum("c").alias("c")).toArrow())
-            counts = partials.filter(F.col("kind") == COUNT).agg(F.sum("a"), F.sum("b")).collect()[0]
-            held = partials.filter(F.col("kind") == HELD).select("task", *cells, "a", "b", "row").toArrow()
-        finally:
-            partials.unpersist()
+    key = _check_key(frame, key, origin)
+    predictions = SparkPredictions(frame, tasks, segments, origin)
+    cells = _cell_names(segments)
+    rows = with_holdout(frame.select("*", *predictions.segment_values(cells)), key, holdout_fraction, HELD)
+    sums = task_sums(rows, cells, _statistics_columns(predictions, key, grid), origin)
+    if cells:  # cells registered in sorted order of their values, whatever order Spark's groups come in
+        sums = sums.sort_by([(c, "ascending") for c in cells])
+    task_of, bins, counts = (sums.column(n).to_numpy(zero_copy_only=False) for n in (TASK, "bin", "rows"))
+    bad = [c for c in tasks if counts[(task_of == c.task) & (bins == BAD)].sum()]
+    if bad:
+        predictions.raise_first_problem(bad, key)
+    first = task_of == tasks[0].task
+    if counts[first & (bins == NULL_KEY)].sum():
+        raise ArtifactError(origin, key, f"the hold-out key is null in {counts[first & (bins == NULL_KEY)].sum()}"
+                            " rows", "give every row its key")
     stats = CalibrationStats(tasks=tuple(t.task for t in tasks), segment_features=segments, grid=grid)
-    cell = _cell_ids(stats, sums, cells)  # cells registered in sorted order of their values
-    task_of, bins = sums.column("task").to_numpy(zero_copy_only=False), sums.column("bin").to_numpy()
-    a, b, c = (sums.column(n).to_numpy() for n in ("a", "b", "c"))
+    cell = _cell_ids(stats, sums, cells)
     for name in stats.tasks:
         sel = (task_of == name) & (bins >= 0)
         table = stats.per_task[name]
-        table.weight[cell[sel], bins[sel]] = a[sel]
-        table.label_sum[cell[sel], bins[sel]] = b[sel]
-        table.logit_sum[cell[sel], bins[sel]] = c[sel]
-    out = Collected(stats=stats, held_out={}, rows=round(counts[0] or 0), held_out_rows=round(counts[1] or 0), key=key)
-    held_cell = _cell_ids(stats, held, cells)
-    held_task = held.column("task").to_numpy(zero_copy_only=False)
-    z, y, row = (held.column(n).to_numpy() for n in ("a", "b", "row"))
-    for name in stats.tasks:
-        sel = np.flatnonzero(held_task == name)
-        sel = sel[np.argsort(row[sel], kind="stable")]
-        out.held_out[name] = HeldOut(z=z[sel], y=y[sel], cell=held_cell[sel])
+        table.weight[cell[sel], bins[sel]] = counts[sel]
+        table.label_sum[cell[sel], bins[sel]] = sums.column("label_sum").to_numpy()[sel]
+        table.logit_sum[cell[sel], bins[sel]] = sums.column("logit_sum").to_numpy()[sel]
+    out = Collected(stats=stats, held_out={}, rows=int(counts[first].sum()),
+                    held_out_rows=int(counts[first & (bins == HELD_OUT)].sum()), key=key)
+    out.held_out.update(_held_out(rows, predictions, stats, cells, origin))
     return out
 
 
+def _held_out(
+    rows: DataFrame, predictions: SparkPredictions, stats: CalibrationStats, cells: Sequence[str], origin: str,
+) -> dict[str, HeldOut]:
+    """Each task's held-out observed rows (z, y, cell), in input order."""
+    from pyspark.sql import functions as F
+
+    selected: list[Column | str] = [F.col(ROW), *cells]
+    for i, columns in enumerate(predictions.tasks):
+        task = predictions.task(columns)
+        selected += [task.z.alias(f"z{i}"), task.y.alias(f"y{i}"), task.w.alias(f"w{i}")]
+    # The row number is nondeterministic: Spark then cannot push the filter below it and inline the
+    # hash's projections into one huge condition. The filter must stay after it.
+    numbered = rows.withColumn(ROW, F.monotonically_increasing_id())
+    with spark_errors(origin):
+        table = numbered.filter(F.col(HELD)).select(*selected).toArrow()
+    order = np.argsort(table.column(ROW).to_numpy(), kind="stable")
+    cell = _cell_ids(stats, table, cells)[order]
+    out = {}
+    for i, columns in enumerate(predictions.tasks):
+        z, y, w = (table.column(f"{v}{i}").to_numpy()[order] for v in "zyw")
+        keep = w > 0
+        out[columns.task] = HeldOut(z=z[keep], y=y[keep], cell=cell[keep])
+    return out
+
+
+def _cell_names(segments: Sequence[str]) -> list[str]:
+    return [f"__fusionrank_segment_{j}" for j in range(len(segments))]
+
+
 def _cell_ids(stats: CalibrationStats, table: pa.Table, cells: Sequence[str]) -> npt.NDArray[np.intp]:
-    codes, dictionaries = [], []
-    for column in cells:
-        values = np.asarray(table.column(column).to_numpy(zero_copy_only=False), dtype=str)
-        dictionary, inverse = np.unique(values, return_inverse=True)
-        codes.append(inverse.reshape(-1).astype(np.int64))
-        dictionaries.append([str(v) for v in dictionary.tolist()])
-    return stats.cell_ids_encoded(codes, dictionaries, table.num_rows)
+    """The cell of every row of `table` (its segment value columns `cells`), registering new cells."""
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.intp)
+    batch = table.select(list(cells)).combine_chunks().to_batches()[0]
+    encoded = [encode_column(batch, c) for c in cells]
+    return stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], table.num_rows)
 
 
 def fit_on_spark(

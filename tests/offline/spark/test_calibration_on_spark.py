@@ -62,6 +62,19 @@ def test_spark_fit_writes_the_local_calibration_file(spark: Any, predictions: Pa
     assert remote.calibration.tasks["click"].segments  # the comparison covered segment corrections too
 
 
+def test_spark_split_is_the_local_split_for_every_key(spark: Any) -> None:
+    from app.offline.calibration.collect import holdout_mask
+    from app.offline.spark.split import with_holdout
+
+    rng = np.random.default_rng(1)
+    edges = [0, 1, -1, 2**31 - 1, -(2**31), 2**32, 2**63 - 1, -(2**63)]
+    keys = np.r_[edges, rng.integers(-(2**63), 2**63 - 1, 4000, dtype=np.int64)].astype(np.int64)
+    frame = spark.createDataFrame([(int(k),) for k in keys], "k long")
+    for fraction in (0.05, 0.5):
+        held = [row[0] for row in with_holdout(frame, "k", fraction, "held").select("held").collect()]
+        np.testing.assert_array_equal(np.array(held), holdout_mask(keys, fraction))
+
+
 def test_spark_refuses_bad_rows_naming_the_column(spark: Any, tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,9 +84,20 @@ def test_spark_refuses_bad_rows_naming_the_column(spark: Any, tmp_path: Path) ->
     table = pa.table({"group_id": np.arange(50, dtype=np.int64), "logit_click": np.zeros(50),
                       "label_click": np.r_[np.zeros(49), 2.0]})
     pq.write_table(table, tmp_path / "bad.parquet")
-    with pytest.raises(ArtifactError, match="not 0 or 1"):
+    with pytest.raises(ArtifactError, match="not 0 or 1") as refused:
         fit_on_spark(spark.read.parquet(str(tmp_path / "bad.parquet")), FitConfig(), version="v", origin="bad",
                      name="bad")
+    assert "group_id = 49" in str(refused.value)  # the bad row, named by its key
+    probabilities = pa.table({"group_id": np.arange(50, dtype=np.int64), "p_click": np.r_[np.full(49, 0.5), 1.5],
+                              "label_click": np.zeros(50)})
+    pq.write_table(probabilities, tmp_path / "p.parquet")
+    with pytest.raises(ArtifactError, match=r"1\.5 is not a probability"):
+        fit_on_spark(spark.read.parquet(str(tmp_path / "p.parquet")), FitConfig(), version="v", origin="p", name="p")
+    null_key = table.set_column(0, "group_id", pa.array([None, *range(1, 50)], type=pa.int64()))
+    pq.write_table(null_key.set_column(2, "label_click", pa.array(np.zeros(50))), tmp_path / "null.parquet")
+    with pytest.raises(ArtifactError, match="key is null in 1 rows"):
+        fit_on_spark(spark.read.parquet(str(tmp_path / "null.parquet")), FitConfig(), version="v", origin="null",
+                     name="null")
     no_key = table.drop(["group_id"])
     pq.write_table(no_key, tmp_path / "nokey.parquet")
     with pytest.raises(ArtifactError, match="integer key"):

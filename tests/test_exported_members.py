@@ -14,7 +14,7 @@ PUBLIC = {
     "app.errors": 12,
     "app.offline.calibration": 25,
     "app.offline.tuning": 12,
-    "app.offline.spark": 10,
+    "app.offline.spark": 11,
 }
 
 

@@ -73,7 +73,7 @@ def calibrate_fit(
             from app.offline.spark import SparkInput, fit_on_spark, read_input, spark_session
 
             source = SparkInput(predictions, table)
-            with spark_session(spark_master, spark_conf or ()) as spark:
+            with spark_session(spark_master, spark_conf or (), show_progress=progress) as spark:
                 outcome = fit_on_spark(read_input(spark, source), config, version=cal_version, origin=source.origin,
                                        name=source.name, manifest=manifest, holdout_fraction=holdout,
                                        holdout_key=holdout_key or None)

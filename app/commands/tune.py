@@ -32,13 +32,14 @@ tune_app = typer.Typer(no_args_is_help=True, help="Tune utility weights on logge
 @contextmanager
 def _log_reader(
     engine: str, logs: Path | None, table: str | None, master: str | None, conf: list[str] | None, sample: float,
+    progress: bool,
 ) -> Iterator[tuple[Path, Any]]:
     """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine."""
     if check_engine(engine, logs, table) == "spark":
         from app.offline.spark import SparkInput, read_input, sampled_candidate_log, spark_session
 
         source = SparkInput(logs, table)
-        with spark_session(master, conf or ()) as spark:
+        with spark_session(master, conf or (), show_progress=progress) as spark:
             frame = read_input(spark, source)
             yield Path(source.origin), lambda tasks: sampled_candidate_log(frame, source.origin, tasks=tasks,
                                                                            sample=sample)
@@ -68,7 +69,7 @@ def tune_ndcg_gap(
 
     with (
         offline_errors(),
-        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample, progress) as (name, reader),
     ):
         result = run_fraction_tuner("ndcg_gap", name, target, negative=negative, k=k, labels=False, out=out,
                                     show_progress=progress, reader=reader)
@@ -99,7 +100,7 @@ def tune_regret(
 
     with (
         offline_errors(),
-        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample, progress) as (name, reader),
     ):
         result = run_fraction_tuner("regret", name, target, negative=negative, k=k, labels=labels, out=out,
                                     show_progress=progress, reader=reader)
@@ -134,7 +135,7 @@ def tune_constrained(
 
     with (
         offline_errors(),
-        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample) as (name, reader),
+        _log_reader(engine, logs, table, spark_master, spark_conf, spark_sample, progress) as (name, reader),
     ):
         result = run_constrained(name, tasks=task, negative=negative, primary=primary, labels=labels,
                                  bounds=bound, k=k, holdout=holdout, confidence=confidence, sweep=sweep, out=out,
@@ -185,7 +186,7 @@ def simulate_command(
             from app.offline.spark import SparkInput, SparkReplayer, read_input, spark_session
 
             source = SparkInput(logs, table)
-            with spark_session(spark_master, spark_conf or ()) as spark:
+            with spark_session(spark_master, spark_conf or (), show_progress=progress) as spark:
                 result = run(SparkReplayer(read_input(spark, source), source.origin, buckets=spark_buckets),
                              source.origin)
         else:

@@ -3,7 +3,14 @@ the driver runs the local path's own fit and metrics. pyspark is imported lazily
 
 from app.offline.spark.calibration import collect_on_spark, fit_on_spark
 from app.offline.spark.errors import spark_errors
-from app.offline.spark.session import SparkInput, parse_spark_conf, read_input, spark_session, start_session
+from app.offline.spark.session import (
+    SparkInput,
+    parse_spark_conf,
+    quiet_settings,
+    read_input,
+    spark_session,
+    start_session,
+)
 from app.offline.spark.simulation import SparkReplayer
 from app.offline.spark.tuning import sampled_candidate_log
 
@@ -13,6 +20,7 @@ __all__ = [
     "collect_on_spark",
     "fit_on_spark",
     "parse_spark_conf",
+    "quiet_settings",
     "read_input",
     "sampled_candidate_log",
     "spark_errors",

@@ -10,6 +10,7 @@ PYSPARK_PYTHON) says otherwise, so the workers import the very same `app` packag
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,9 +22,10 @@ from app.errors import ArtifactError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["SparkInput", "parse_spark_conf", "read_input", "spark_session", "start_session"]
+__all__ = ["SparkInput", "parse_spark_conf", "quiet_settings", "read_input", "spark_session", "start_session"]
 
 INSTALL_FIX = "pip install 'fusionrank[spark]' and a Java 17 runtime (scripts/java.sh installs one)"
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
 
 def parse_spark_conf(items: Sequence[str]) -> dict[str, str]:
@@ -39,7 +41,26 @@ def parse_spark_conf(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def start_session(master: str | None, conf: Mapping[str, str], *, app_name: str = "fusionrank") -> SparkSession:
+def quiet_settings(conf: Mapping[str, str], *, show_progress: bool) -> dict[str, str]:
+    """`conf` plus the console defaults of a fusionrank command; a key the user gave keeps the user's value.
+
+    Spark's log goes through `log4j2.properties` beside this module (errors only): its start-up WARN
+    lines (native Hadoop libraries, loopback address, default log level) are not for the command's
+    user. Spark's console progress bars are off when the command's progress is (`--no-progress`).
+    """
+    settings = dict(conf)
+    if not show_progress:
+        settings.setdefault("spark.ui.showConsoleProgress", "false")
+    options = settings.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" not in options:
+        ours = shlex.quote(f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES}")
+        settings["spark.driver.extraJavaOptions"] = f"{ours} {options}".strip()
+    return settings
+
+
+def start_session(
+    master: str | None, conf: Mapping[str, str], *, app_name: str = "fusionrank", show_progress: bool = True,
+) -> SparkSession:
     """A SparkSession with `conf` applied; see the module docstring for how the master is chosen."""
     try:
         from pyspark.sql import SparkSession
@@ -51,7 +72,7 @@ def start_session(master: str | None, conf: Mapping[str, str], *, app_name: str 
         builder = builder.master(master)
     elif not submitted and "spark.master" not in conf:
         builder = builder.master("local[*]")
-    settings = dict(conf)
+    settings = quiet_settings(conf, show_progress=show_progress)
     if not submitted and "PYSPARK_PYTHON" not in os.environ:
         # pyspark reads the workers' interpreter from the environment when the context starts.
         os.environ["PYSPARK_PYTHON"] = settings.get("spark.pyspark.python", sys.executable)
@@ -96,16 +117,18 @@ def read_input(spark: SparkSession, source: SparkInput) -> DataFrame:
 
 
 @contextmanager
-def spark_session(master: str | None, conf_items: Sequence[str]) -> Iterator[SparkSession]:
+def spark_session(
+    master: str | None, conf_items: Sequence[str], *, show_progress: bool = True
+) -> Iterator[SparkSession]:
     """A session for one CLI command, stopped afterwards; a session that was already running (spark-submit's,
-    a notebook's) is joined and left running."""
+    a notebook's) is joined and left running, with its own log and progress settings."""
     conf = parse_spark_conf(conf_items)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise ArtifactError("--engine", "spark", "the Spark engine needs pyspark", INSTALL_FIX) from None
     running = SparkSession.getActiveSession()
-    spark = running if running is not None else start_session(master, conf)
+    spark = running if running is not None else start_session(master, conf, show_progress=show_progress)
     try:
         yield spark
     finally:

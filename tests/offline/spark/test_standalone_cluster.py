@@ -16,6 +16,7 @@ import pytest
 
 from tests.offline.calibration_data import write_predictions
 from tests.offline.spark.compare import max_number_diff
+from tests.offline.spark.conftest import FAST_START_JVM
 
 pytestmark = pytest.mark.spark
 
@@ -44,7 +45,8 @@ def standalone(tmp_path: Path) -> Iterator[str]:
 
     spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(spark_class.parents[1]),
-           "PYSPARK_PYTHON": sys.executable, "SPARK_WORKER_DIR": str(tmp_path / "work")}
+           "PYSPARK_PYTHON": sys.executable, "SPARK_WORKER_DIR": str(tmp_path / "work"),
+           "SPARK_DAEMON_JAVA_OPTS": FAST_START_JVM}
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -74,22 +76,27 @@ def standalone(tmp_path: Path) -> Iterator[str]:
 
 
 def test_fit_on_a_standalone_cluster_writes_the_local_file(standalone: str, tmp_path: Path) -> None:
+    from app.offline.calibration import FitConfig, PredictionFile, fit_predictions
+
     predictions = write_predictions(tmp_path / "predictions.parquet", 6_000, seed=5)
-    files = {}
-    for engine in ("local", "spark"):
-        out = tmp_path / f"{engine}.json"
-        command = [sys.executable, "-m", "app.cli", "calibrate", "fit", "--predictions", str(predictions),
-                   "--out", str(out), "--version", "v", "--segment", "user_tenure", "--no-progress",
-                   "--engine", engine]
-        if engine == "spark":
-            command += ["--spark-master", standalone, "--spark-conf", "spark.ui.enabled=false",
-                        "--spark-conf", "spark.driver.host=127.0.0.1",
-                        "--spark-conf", "spark.driver.bindAddress=127.0.0.1",
-                        "--spark-conf", "spark.executor.memory=512m", "--spark-conf", "spark.cores.max=1"]
-        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
-                              cwd=Path(__file__).resolve().parents[3])
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-        files[engine] = json.loads(out.read_text())
-        files[engine].pop("created_at")
-    assert max_number_diff(files["local"], files["spark"]) < 1e-9
+    out = tmp_path / "spark.json"
+    command = [sys.executable, "-m", "app.cli", "calibrate", "fit", "--predictions", str(predictions),
+               "--out", str(out), "--version", "v", "--segment", "user_tenure", "--no-progress",
+               "--engine", "spark", "--spark-master", standalone, "--spark-conf", "spark.ui.enabled=false",
+               "--spark-conf", "spark.driver.host=127.0.0.1", "--spark-conf", "spark.driver.bindAddress=127.0.0.1",
+               "--spark-conf", "spark.executor.memory=512m", "--spark-conf", "spark.cores.max=1",
+               "--spark-conf", "spark.sql.shuffle.partitions=2",
+               "--spark-conf", f"spark.driver.extraJavaOptions={FAST_START_JVM}",
+               "--spark-conf", f"spark.executor.extraJavaOptions={FAST_START_JVM}"]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    # --no-progress: no stage bars, and none of Spark's start-up log lines
+    assert "[Stage" not in done.stderr and " WARN " not in done.stderr, done.stderr[-2000:]
+    assert "log4j profile" not in done.stderr and "default log level" not in done.stderr, done.stderr[-2000:]
+    local = fit_predictions(PredictionFile(predictions), FitConfig(segments=("user_tenure",)), version="v",
+                            show_progress=False).calibration.model_dump(mode="json")
+    remote = json.loads(out.read_text())
+    local.pop("created_at"), remote.pop("created_at")
+    assert max_number_diff(local, remote) < 1e-9

@@ -89,7 +89,11 @@ def arrow_with(n: int, seed: int = 0) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-MODELS = ("demo", "reference")
+MODELS = {
+    "demo": "demo bundle demo_ranker/1 (8 numeric + 4 categorical features, 64-32 trunk, 4 heads)",
+    "reference": "the issue's reference shape (bench/reference_bundle.py: 48 numeric + 4 categorical features "
+                 "per candidate, 256-128 trunk, 5 heads)",
+}
 
 
 def segmented_store(folder: Path, model: str = "demo") -> tuple[Path, Path]:

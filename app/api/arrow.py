@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from app.api.decode import check_batch, validation_error
 from app.api.schemas import ScoreEnvelope
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Column
+from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
 
 __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "decode_arrow_request"]
@@ -30,6 +30,7 @@ __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "d
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 REQUEST_KEY = b"fusionrank.request"
 RESPONSE_KEY = b"fusionrank.response"
+_STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
 _NUMERIC_TYPE_IDS = frozenset(
     kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
                          pa.uint64(), pa.float16(), pa.float32(), pa.float64())
@@ -89,10 +90,19 @@ def _columns(table: pa.Table) -> dict[str, Column]:
             block = np.empty((len(numeric), 0), dtype=np.float64)
         _refuse_nan_values(chosen, block)
         columns = dict(zip(numeric, block, strict=True))
-    for name in schema.names:
-        if name != "id" and name not in columns:
-            columns[name] = table.column(name).to_pylist()
+    for name, kind in zip(schema.names, schema.types, strict=True):
+        if name == "id" or name in columns:
+            continue
+        column = table.column(name)
+        columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
     return columns
+
+
+def _encoded(column: pa.ChunkedArray) -> EncodedStrings:
+    """A string column dictionary-encoded in C++: codes (null -> -1) and its few distinct values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+    return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
 
 
 def _refuse_nan_values(table: pa.Table, block: npt.NDArray[np.float64]) -> None:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from app.artifacts.manifest import OOV_INDEX, FeatureSchema
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Candidates, Column, read_column, where
+from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, read_column, where
 
 __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
@@ -85,6 +85,8 @@ class FeatureEncoder:
         """
         columns = [read_column(features, name) for name in self.numeric_names]
         for j, column in enumerate(columns):
+            if isinstance(column, EncodedStrings):  # strings where numbers are due: named below
+                column = columns[j] = column.tolist()
             if not isinstance(column, np.ndarray) and not _NUMBER_TYPES.issuperset(map(type, column)):
                 problems[self.numeric_names[j]] = _bad_number(features, self.numeric_names[j], column)
                 columns[j] = [None] * n
@@ -136,7 +138,8 @@ class FeatureEncoder:
         self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.int64]:
         vocabulary = self.vocabularies[j]
-        column = _objects(read_column(features, name))
+        raw = read_column(features, name)
+        column = [] if isinstance(raw, EncodedStrings) else _objects(raw)  # encoded: strings by their type
         if not _CATEGORY_TYPES.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in _CATEGORY_TYPES)
             raise InvalidRequest.at(
@@ -153,6 +156,9 @@ class FeatureEncoder:
         default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
         # A missing value (None) takes the context's category; map() keeps the lookups in C.
         lookup = self.lookups[j] if default == OOV_INDEX else _with_missing(vocabulary, default)
+        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
+            table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), lookup[None]], dtype=np.int64)
+            return table[raw.codes]
         return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
 
 
@@ -167,6 +173,8 @@ def _objects(column: Column) -> list[Any]:
     """A column as Python values; a float64 column (numbers where strings were due) keeps its floats."""
     if isinstance(column, np.ndarray):
         return [None if v != v else v for v in column.tolist()]
+    if isinstance(column, EncodedStrings):
+        return column.tolist()
     return column
 
 

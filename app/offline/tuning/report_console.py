@@ -22,6 +22,10 @@ def print_fraction_result(result: dict[str, Any], quantity: str) -> None:
     verdict = "reached" if result["reached"] else "NOT reached (the targets may be unreachable on these logs)"
     console.print(f"absolute fraction error sum {result['abs_error_sum']:.4f}: targets {verdict};"
                   f" {result['evaluations']} evaluations in {result['seconds']:.1f} s")
+    if not result["reached"]:
+        seen = ", ".join(f"{t} {lo:.3f}-{hi:.3f}" for t, (lo, hi) in result["fractions_seen"].items())
+        console.print(f"fractions seen (each task alone included): {seen}; a target outside its range is most"
+                      " likely unreachable: choose targets inside these ranges")
 
 
 def print_constrained_result(result: dict[str, Any]) -> None:

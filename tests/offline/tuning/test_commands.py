@@ -52,6 +52,20 @@ def test_tune_constrained_writes_the_frontier(small_log_path: Path, tmp_path: Pa
     assert "| bound on mean p_hide@10" in (tmp_path / "constrained_frontier.md").read_text()
 
 
+def test_tune_constrained_says_which_bounds_its_room_can_meet(uneven_log_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "constrained.json"
+    result = CliRunner().invoke(app, [
+        "tune", "constrained", "--logs", str(uneven_log_path), "--primary", "purchase", "--predictions",
+        "--bound", "hide=0.01", "--negative", "hide", "--sweep", "0", "--out", str(out), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["feasible"]["train"] is False
+    reachable = data["top_k_mean_prediction"]["train"]["hide"] + data["room"]["hide"]
+    assert "Reachable with this room: hide >=" in " ".join(result.output.split())
+    assert f"{reachable:.4g}" in result.output
+
+
 def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     demo_shaped_log_path: Path, tmp_path: Path
 ) -> None:

@@ -22,8 +22,8 @@ docs/tuning.md) from the held-out ratings only (`--no-train` reuses the exported
   columnar request (`FeatureEncoder` with the manifest's vocabularies and defaults, `ModelRunner`);
 - `fusionrank calibrate fit` fits calibration version 2 (Platt per task) on the validation ratings,
   with metrics on held-out users, into the bundle. No segment corrections: gender and age-band
-  corrections, fitted on the ~150 validation users, made the held-out users' ECE worse for every
-  task (docs/tuning.md has the figures): ratings of one user are not independent draws;
+  corrections, fitted on ~120 validation users, helped love but made like and hide worse on the
+  held-out users and on the test ratings (docs/tuning.md has the figures);
 - `fusionrank calibrate apply` turns the test ratings' logits into calibrated p_<task> -> logs.parquet.
 
 A candidate set (`group_id`) is one user's ratings on one day (the spec's request), in rating order,

@@ -110,7 +110,7 @@ def plot_frontier(points: list[FrontierPoint], primary: str, task: str, k: int, 
     ax.set_ylabel(f"NDCG@{k} of {primary} (higher is better)")
     ax.set_title(f"{primary} vs {task}: constrained-tuning frontier")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -14,7 +14,7 @@ PUBLIC = {
     "app.errors": 12,
     "app.offline.calibration": 28,
     "app.offline.tuning": 12,
-    "app.offline.spark": 11,
+    "app.offline.spark": 12,
 }
 
 

@@ -137,12 +137,18 @@ def calibrate_apply(
 @calibrate.command("report")
 def calibrate_report(
     calibration: Annotated[Path, typer.Option(help="calibration file")],
-    predictions: Annotated[Path, typer.Option(help="Parquet or CSV with raw predictions, labels and segments")],
     out: Annotated[Path, typer.Option(help="folder for report.md and the reliability PNGs")],
+    predictions: Annotated[Path | None, typer.Option(help="Parquet or CSV with raw predictions, labels and"
+                                                           " segments (with --engine spark: a Parquet file or"
+                                                           " directory)")] = None,
     model: Annotated[Path | None, typer.Option(help="model bundle dir: checks the file, uses its vocabularies")] = None,
     segment: Annotated[list[str] | None, typer.Option(help="extra segment column to tabulate (repeat)")] = None,
     buckets: Annotated[int, typer.Option(min=2, max=100, help="equal-mass prediction buckets")] = 10,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    engine: EngineOption = "local",
+    table: TableOption = None,
+    spark_master: SparkMasterOption = None,
+    spark_conf: SparkConfOption = None,
 ) -> None:
     """Bucket and segment tables before/after, reliability diagrams, as a markdown report."""
 
@@ -154,8 +160,16 @@ def calibrate_report(
         manifest = bundle_manifest(model)
         if manifest is not None:
             check_calibration_for(cal, manifest, calibration)
-        path = write_report(cal, PredictionFile(predictions), out, manifest=manifest,
-                            extra_segments=tuple(segment or ()), buckets=buckets, show_progress=progress)
+        if check_engine(engine, predictions, table) == "spark":
+            from app.offline.spark import SparkInput, read_input, report_on_spark, spark_session
+
+            source = SparkInput(predictions, table)
+            with spark_session(spark_master, spark_conf or (), show_progress=progress) as spark:
+                path = report_on_spark(cal, read_input(spark, source), out, origin=source.origin, manifest=manifest,
+                                       extra_segments=tuple(segment or ()), buckets=buckets)
+        else:
+            path = write_report(cal, PredictionFile(local_input(predictions)), out, manifest=manifest,
+                                extra_segments=tuple(segment or ()), buckets=buckets, show_progress=progress)
         typer.echo(f"wrote {path}")
 
     run_offline(action)

@@ -81,3 +81,33 @@ def test_an_empty_stream_has_no_buckets_and_undefined_rates() -> None:
     out = stream.summary()
     assert out["count"] == 0 and stream.buckets(10) == [] and stream.auc_error_bound == 0.0
     assert all(np.isnan(out[k]) for k in ("calibration_ratio", "logloss", "brier", "auc"))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_an_engine_that_bins_and_keeps_rows_itself_gives_the_same_metrics(ties: bool) -> None:
+    """What `calibrate report --engine spark` feeds: per-bin sums, totals, then only the kept rows, shuffled."""
+    p, y = _rows(6007, seed=7, ties=ties)
+    engine = StreamedMetrics([7])
+    b = engine.bin_of(p)
+    bins = np.unique(b)
+    low = np.full(bins.size, np.inf)
+    high = np.full(bins.size, -np.inf)
+    where = np.searchsorted(bins, b)
+    np.minimum.at(low, where, p)
+    np.maximum.at(high, where, p)
+    engine.add_binned(bins, np.bincount(where).astype(float), np.bincount(where, weights=y),
+                      np.bincount(where, weights=p), low, high)
+    width = np.searchsorted(np.linspace(0.0, 1.0, 11)[1:-1], p, side="left")
+    q = np.clip(p, 1e-15, 1 - 1e-15)
+    engine.add_totals(np.bincount(width, weights=p, minlength=10), np.bincount(width, weights=y, minlength=10),
+                      float(-np.sum(y * np.log(q) + (1 - y) * np.log1p(-q))), float(np.sum((p - y) ** 2)))
+    kept = np.flatnonzero(engine.kept_bins()[b])
+    shuffled = np.random.default_rng(0).permutation(kept)  # an engine returns rows in any order
+    engine.add_kept(p[shuffled], y[shuffled], shuffled.astype(np.int64) * 3 + 5)  # any increasing key
+    local = _stream(p, y, [7], [2000])
+    assert engine.summary() == pytest.approx(local.summary(), rel=1e-12)
+    assert engine.summary()["auc"] == pytest.approx(summary(p, y)["auc"], rel=1e-12)
+    assert [(x.low, x.high, x.count, x.positives) for x in engine.buckets(7)] == [
+        (x.low, x.high, x.count, x.positives) for x in local.buckets(7)]
+    with pytest.raises(ValueError, match="rows of kept_bins"):
+        engine.add_kept(p, y, np.arange(p.size))

@@ -32,7 +32,7 @@ from app.offline.calibration.stream_metrics import Bucket, StreamedMetrics
 from app.offline.progress import progress_bar
 from app.serving.calibration import sigmoid
 
-__all__ = ["write_report"]
+__all__ = ["SegmentSums", "TaskTables", "render_report", "report_features", "write_report"]
 
 Array = npt.NDArray[np.float64]
 _METRICS = ("count", "positives", "calibration_ratio", "ece", "ece_equal_width", "logloss",
@@ -41,7 +41,7 @@ _NULL = "(null)"  # how a missing segment value is shown
 
 
 @dataclass(slots=True)
-class _SegmentSums:
+class SegmentSums:
     """Per value of one segment feature: count, positives, Σp raw (before) and Σp calibrated (after)."""
 
     index: dict[str, int] = field(default_factory=dict)
@@ -58,6 +58,14 @@ class _SegmentSums:
         for j, weights in enumerate((None, y, before, after)):
             self.sums[:, j] += np.bincount(row_ids, weights=weights, minlength=len(self.index))
 
+    def add_totals(self, values: Sequence[str], totals: Array) -> None:
+        """Sums an engine computed: per value [V] (MISSING = null) its count, positives, Σp before, Σp after [V, 4]."""
+        for value, row in zip(values, np.asarray(totals, dtype=np.float64), strict=True):
+            i = self.index.setdefault(_NULL if value == MISSING else value, len(self.index))
+            if i == self.sums.shape[0]:
+                self.sums = np.vstack([self.sums, np.zeros((1, 4))])
+            self.sums[i] += row
+
     def rows(self) -> list[tuple[str, int, float, float, float]]:
         """(value, count, positives, Σp before, Σp after) of the values seen, sorted by value."""
         return [(v, int(self.sums[i, 0]), float(self.sums[i, 1]), float(self.sums[i, 2]), float(self.sums[i, 3]))
@@ -72,10 +80,15 @@ class _SegmentSums:
 
 
 @dataclass(slots=True)
-class _TaskTables:
+class TaskTables:
     before: StreamedMetrics
     after: StreamedMetrics
-    segments: dict[str, _SegmentSums]
+    segments: dict[str, SegmentSums]
+
+    @classmethod
+    def empty(cls, features: Sequence[str], buckets: int) -> TaskTables:
+        """Nothing added yet: both prediction streams (with `buckets` equal-mass buckets) and the segment sums."""
+        return cls(StreamedMetrics([buckets]), StreamedMetrics([buckets]), {f: SegmentSums() for f in features})
 
     def metrics(self, after: bool) -> dict[str, float]:
         """`held_out_metrics`: the summary set plus Field-RCE per segment feature."""
@@ -117,13 +130,12 @@ def _batches(
 def _read(
     calibration: CalibrationFile, source: PredictionFile, features: Sequence[str], manifest: ModelManifest | None,
     buckets: int, show_progress: bool,
-) -> dict[str, _TaskTables]:
+) -> dict[str, TaskTables]:
     """Two passes: sums, histograms and segment sums; then the rows that place ranks exactly."""
     tasks = source.tasks(need_labels=True, only=list(calibration.tasks))
     source.require(features, "segment")
     applier = OfflineCalibration(calibration, [t.task for t in tasks], segment_vocabularies(calibration, manifest))
-    tables = {t.task: _TaskTables(StreamedMetrics([buckets]), StreamedMetrics([buckets]),
-                                  {f: _SegmentSums() for f in features}) for t in tasks}
+    tables = {t.task: TaskTables.empty(features, buckets) for t in tasks}
     with progress_bar(show_progress) as bar:
         job = bar.add_task(f"reading {source.path.name} (1/2: sums)", total=source.rows)
         for rows, encoded, per_task in _batches(source, tasks, applier, features):
@@ -149,13 +161,26 @@ def write_report(
     extra_segments: Sequence[str] = (), buckets: int = 10, show_progress: bool = True,
 ) -> Path:
     """Write `out/report.md` and `out/reliability_<task>_{before,after}.png`; returns the markdown path."""
-    features = list(dict.fromkeys([s.feature for t in calibration.tasks.values() for s in t.segments]
-                                  + list(extra_segments)))
+    features = report_features(calibration, extra_segments)
     tables = _read(calibration, source, features, manifest, buckets, show_progress)
+    return render_report(calibration, tables, out, predictions=str(source.path), buckets=buckets)
+
+
+def report_features(calibration: CalibrationFile, extra_segments: Sequence[str]) -> list[str]:
+    """The segment features a report tabulates: the file's, in order, then the extra ones."""
+    return list(dict.fromkeys([s.feature for t in calibration.tasks.values() for s in t.segments]
+                              + list(extra_segments)))
+
+
+def render_report(
+    calibration: CalibrationFile, tables: dict[str, TaskTables], out: Path, *, predictions: str, buckets: int,
+) -> Path:
+    """The report from complete tables, whichever engine summed them (`--engine spark` does too)."""
+    features = list(next(iter(tables.values())).segments) if tables else []
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Calibration report: version {calibration.version}", "",
              f"- calibration file fitted for: {_fitted_for(calibration)}",
-             f"- predictions: `{source.path}`; observed rows only (mask = 1)",
+             f"- predictions: `{predictions}`; observed rows only (mask = 1)",
              f"- buckets: {buckets} equal-mass buckets of the prediction; Field-RCE per feature:"
              " sum over values |sum(p) - sum(y)| / sum(y)", ""]
     for task, rows in tables.items():

@@ -99,7 +99,7 @@ class StreamedMetrics:
         self._seen_again = 0
         self._sorted: dict[int, tuple[Array, Array]] | None = None
 
-    def _bin(self, p: Array) -> npt.NDArray[np.intp]:
+    def bin_of(self, p: Array) -> npt.NDArray[np.intp]:
         """[R] bin of each p, by comparison with the p-space edges: monotone in p by construction."""
         return np.searchsorted(self._edges, p, side="right").astype(np.intp)
 
@@ -111,7 +111,7 @@ class StreamedMetrics:
         """Pass 1: observed rows' predictions p and 0/1 labels y, both [R]."""
         if self._kept is not None:
             raise RuntimeError("add() after add_again(): the first pass is over")
-        b = self._bin(p)
+        b = self.bin_of(p)
         self.count += np.bincount(b, minlength=_BINS)
         self.positives += np.bincount(b, weights=y, minlength=_BINS)
         self.sum_p += np.bincount(b, weights=p, minlength=_BINS)
@@ -128,14 +128,47 @@ class StreamedMetrics:
     def add_again(self, p: Array, y: Array) -> None:
         """Pass 2: the same rows, in the same order; keeps those of the bins that hold a bucket edge
         (and of the mixed bins, within the budget)."""
-        if self._kept is None:
-            self._kept = self._boundary_bins()
-        b = self._bin(p)
-        keep = self._kept[b]
+        b = self.bin_of(p)
+        keep = self.kept_bins()[b]
         rows = np.arange(self._seen_again, self._seen_again + len(p), dtype=np.int64)
         self._seen_again += len(p)
         if keep.any():
             self._parts.append((p[keep], y[keep], rows[keep], b[keep]))
+
+    def add_binned(self, bins: npt.NDArray[np.intp], count: Array, positives: Array, sum_p: Array, low: Array,
+                   high: Array) -> None:
+        """Pass 1 from an engine that binned the rows itself (`bin_of`), e.g. Spark: per bin [K] its index,
+        row count, Σy, Σp, min p and max p. The sums `add_totals` takes complete the pass."""
+        if self._kept is not None:
+            raise RuntimeError("add_binned() after the second pass began")
+        np.add.at(self.count, bins, count)
+        np.add.at(self.positives, bins, positives)
+        np.add.at(self.sum_p, bins, sum_p)
+        np.minimum.at(self._min, bins, low)
+        np.maximum.at(self._max, bins, high)
+
+    def add_totals(self, width_p: Array, width_y: Array, logloss: float, brier: float) -> None:
+        """Pass 1's other sums from an engine: Σp and Σy per equal-width bucket [10], Σ logloss and Σ Brier terms."""
+        self._width_p += width_p
+        self._width_y += width_y
+        self._logloss += logloss
+        self._brier += brier
+
+    def kept_bins(self) -> npt.NDArray[np.bool_]:
+        """[bins] whose rows the second pass keeps; known once the first pass is complete."""
+        if self._kept is None:
+            self._kept = self._boundary_bins()
+        return self._kept
+
+    def add_kept(self, p: Array, y: Array, order: npt.NDArray[np.int64]) -> None:
+        """Pass 2 from an engine that kept the rows of `kept_bins()` itself and saw every row: those rows'
+        p and y [R], and `order` [R], any key increasing with their position among the rows (ties in p are
+        ranked by it, as `add_again` ranks them by row number)."""
+        b = self.bin_of(p)
+        if not np.all(self.kept_bins()[b]):
+            raise ValueError("add_kept() takes the rows of kept_bins() only")
+        self._parts.append((p, y, np.asarray(order, dtype=np.int64), b))
+        self._seen_again = self.n  # the engine's second pass saw them all
 
     def _boundary_bins(self) -> npt.NDArray[np.bool_]:
         """The bins holding a bucket's first or last rank, and the mixed bins if they fit the budget."""

@@ -105,12 +105,14 @@ def main() -> None:
             if engine == "spark":
                 command += ["--spark-master", args.spark_master, "--spark-conf", "spark.ui.enabled=false",
                             "--spark-conf", f"spark.driver.memory={args.driver_memory}"]
+            load_before = os.getloadavg()[0]
             seconds, peak_mb, code = run(command, args.timeout)
+            load = f"{load_before:.1f} → {os.getloadavg()[0]:.1f}"
             status = "ok" if code == 0 else f"failed (exit {code}, timeout {args.timeout:.0f} s)"
             if code == 0:
                 files[engine] = json.loads(out.read_text())
-            print(f"{rows:,} rows, {engine}: {seconds:.1f} s, peak {peak_mb:.0f} MB, {status}", flush=True)
-            results.append((rows, engine, seconds, peak_mb, status, size_mb, generated))
+            print(f"{rows:,} rows, {engine}: {seconds:.1f} s, peak {peak_mb:.0f} MB, load {load}, {status}", flush=True)
+            results.append((rows, engine, seconds, peak_mb, status, size_mb, generated, load))
         if {"local", "spark"} <= set(files):
             a, b = (files[e]["tasks"]["click"]["calibrator"] for e in ("local", "spark"))
             print(f"click calibrator local {a} spark {b}")
@@ -122,16 +124,16 @@ def main() -> None:
         f" per group_id), `calibrate fit --segment user_tenure --segment item_type --holdout {args.holdout}`"
         f" (platt) as a fresh CLI process; Spark = `--spark-master {args.spark_master}` with"
         f" spark.driver.memory={args.driver_memory} on this machine; peak = largest sum of RSS over the"
-        f" command's process tree (CLI + JVM + Python workers); load average at the end"
-        f" {os.getloadavg()[0]:.1f} (the machine is shared with other jobs)",
+        f" command's process tree (CLI + JVM + Python workers); load = 1-minute load average before → after"
+        f" each run (the machine is shared with other jobs)",
         "",
-        "| rows | Parquet MB | engine | wall s | rows/s | time vs first size | peak RSS MB | status |",
-        "|---:|---:|---|---:|---:|---:|---:|---|",
+        "| rows | Parquet MB | engine | wall s | rows/s | time vs first size | peak RSS MB | load 1 min | status |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
-    for rows, engine, seconds, peak_mb, status, size_mb, generated in results:
+    for rows, engine, seconds, peak_mb, status, size_mb, generated, load in results:
         growth = seconds / base[engine] if base.get(engine) else float("nan")
         lines.append(f"| {rows:,} | {size_mb:.0f} ({generated}) | {engine} | {seconds:.1f} | {rows / seconds:,.0f} |"
-                     f" {growth:.2f}x for {rows / first_rows:.0f}x rows | {peak_mb:.0f} | {status} |")
+                     f" {growth:.2f}x for {rows / first_rows:.0f}x rows | {peak_mb:.0f} | {load} | {status} |")
     print("\n".join(lines))
     append_results("bench/offline_scale.py", lines)
 

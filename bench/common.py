@@ -29,8 +29,13 @@ BUNDLE = ROOT / "model_store" / "demo_ranker" / "1"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
+# The bundle whose sample request the bodies grow from: the demo bundle, or the bench's copy chosen
+# by `segmented_store` (the reference shape's sample has other features).
+_sample_from = BUNDLE
+
+
 def sample_request() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((BUNDLE / "sample_request.json").read_text())
+    data: dict[str, Any] = json.loads((_sample_from / "sample_request.json").read_text())
     return data
 
 
@@ -84,19 +89,36 @@ def arrow_with(n: int, seed: int = 0) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def segmented_store(folder: Path) -> tuple[Path, Path]:
-    """Copies of model_store/ and policies/ whose calibration also has segment corrections.
+MODELS = {
+    "demo": "demo bundle demo_ranker/1 (8 numeric + 4 categorical features, 64-32 trunk, 4 heads)",
+    "reference": "the issue's reference shape (bench/reference_bundle.py: 48 numeric + 4 categorical features "
+                 "per candidate, 256-128 trunk, 5 heads)",
+}
 
-    The shipped calibration is global Platt only; the benchmarks add per-value corrections on
-    `user_tenure` and `item_type` to every task, so that the segment stage runs as it would in
-    production (fusionrank and the peers read the same files).
+
+def segmented_store(folder: Path, model: str = "demo") -> tuple[Path, Path]:
+    """Copies of model_store/ and policies/ whose calibration has set segment corrections.
+
+    The benchmarks replace the calibration's per-value corrections on `user_tenure` and
+    `item_type` by fixed ones for every task, so that the segment stage runs as it would in
+    production and every run reads the same files (fusionrank and the peers alike). model:
+    "demo" (the shipped bundle) or "reference" (the issue's 48 + 4 features, 256-128 trunk, 5
+    heads; bench/reference_bundle.py). The bodies built afterwards grow from that bundle's sample.
     """
-    store, policies = folder / "model_store", folder / "policies"
-    shutil.copytree(ROOT / "model_store", store)
-    shutil.copytree(ROOT / "policies", policies)
-    path = store / "demo_ranker" / "1" / "calibration" / "1.json"
+    global _sample_from
+    if model == "reference":
+        from bench.reference_bundle import build_reference_store
+
+        store, policies = build_reference_store(ROOT / "model_store", ROOT / "policies", folder)
+    else:
+        store, policies = folder / "model_store", folder / "policies"
+        shutil.copytree(ROOT / "model_store", store)
+        shutil.copytree(ROOT / "policies", policies)
+    bundle = store / "demo_ranker" / "1"
+    _sample_from = bundle
+    path = bundle / "calibration" / "1.json"
     calibration = json.loads(path.read_text())
-    manifest = json.loads((BUNDLE / "manifest.json").read_text())
+    manifest = json.loads((bundle / "manifest.json").read_text())
     vocabularies = {f["name"]: f["vocabulary"] for f in manifest["features"]["categorical"]}
     for t, task in enumerate(calibration["tasks"].values()):
         task["segments"] = [

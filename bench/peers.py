@@ -11,7 +11,7 @@ fusionrank's; then `hey` drives each at concurrency 1 and 8 in alternating round
 spikes from other jobs on a shared machine hit every server alike. The in-process floor and the
 raw ort.run time of the same run are recorded too. Peers run from their own venv (the `bench`
 extra: `python -m venv .venv-bench && .venv-bench/bin/pip install -e ".[bench]"`).
-Usage: python bench/peers.py [--requests N] [--rounds N] [--peer-python PATH]
+Usage: python bench/peers.py [--requests N] [--rounds N] [--peer-python PATH] [--model demo|reference]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.api.arrow import ARROW_MEDIA_TYPE
 from bench.common import (
+    MODELS,
     ROOT,
     Served,
     append_results,
@@ -101,8 +102,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=120, help="requests per server and concurrency per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
+    parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle every server serves")
     args = parser.parse_args()
-    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-peers-")))
+    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-peers-")), args.model)
     rows = body_of("rows", 1000)[0]
     columns = body_of("columns", 1000)[0]
     arrow = body_of("arrow", 1000)[0]
@@ -139,13 +141,13 @@ def main() -> None:
     table = [
         f"machine: {machine()}  ",
         f"date: {now()}; {fusionrank_versions()}; peers: {peer_versions(args.peer_python)}  ",
-        "1000 candidates per request (demo bundle: 8 numeric + 4 categorical features, 64-32 trunk, 4 heads; "
-        "Platt + segment calibration; policy home/1: 4 utility terms, 2 guardrails, 2 slate rules, top_k 20); "
+        f"1000 candidates per request ({MODELS[args.model]}; Platt + segment calibration; "
+        "policy home/1: 4 utility terms, 2 guardrails, 2 slate rules, top_k 20); "
         f"one worker each; `hey`, {args.rounds} alternating rounds of {args.requests} requests per server and "
         "concurrency  ",
         f"load average after each round: {'; '.join(loads)}  ",
-        "**The machine was shared with other engineers' jobs during the run: absolute times are inflated; the "
-        "ratios compare servers measured in the same alternating rounds.**  ",
+        "The ratios compare servers measured in the same alternating rounds (on a shared machine absolute "
+        "times are inflated).  ",
         "; ".join(agreement) + "  ",
         "in process, after the servers stopped (other load; the same-run floor ratio is score_bench.py's): "
         f"floor (a) p50 {floor['(a) floor'][0]:.2f} ms, ort.run (o) p50 "

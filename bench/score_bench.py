@@ -14,7 +14,7 @@
     cold start to ready and RSS per worker.
 The machine may be shared: every table records the load average, and ratios compare figures
 measured in the same run. Prints markdown tables and appends them to bench/RESULTS.md.
-Usage: python bench/score_bench.py [--requests N] [--repeats N] [--no-http] [--knobs]
+Usage: python bench/score_bench.py [--requests N] [--repeats N] [--no-http] [--knobs] [--model demo|reference]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from app.serving.bundle import PolicyBinding
 from app.serving.loader import load_snapshot
 from app.settings import Settings
 from bench.common import (
+    MODELS,
     append_results,
     arrow_with,
     columns_with,
@@ -241,16 +242,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="in-process repetitions at 1000 candidates")
     parser.add_argument("--no-http", action="store_true", help="skip (c)")
     parser.add_argument("--knobs", action="store_true", help="also measure the deployment knobs (k)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle to serve")
     args = parser.parse_args()
-    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")))
+    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")), args.model)
     lines = [
         f"machine: {machine()}  ",
-        f"date: {now()}; demo bundle demo_ranker/1 (8 numeric + 4 categorical features, 64-32 trunk, 4 heads), "
+        f"date: {now()}; {MODELS[args.model]}, "
         "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
         "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
         "ORT 1 intra-op thread, scoring on a worker thread (the defaults)  ",
-        "**The machine is shared with other engineers' jobs: absolute times are inflated and noisy; compare "
-        "ratios measured in the same run.**",
+        "Load averages are recorded beside each table: on a shared machine absolute times are inflated; "
+        "compare ratios measured in the same run.",
         "",
         "In process (interleaved; CPU = process time per candidate):",
         "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 from pydantic import ValidationError
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from app.api.decode import check_batch, validation_error
 from app.api.schemas import ScoreEnvelope
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Column
+from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
 
 __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "decode_arrow_request"]
@@ -29,6 +30,11 @@ __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "d
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 REQUEST_KEY = b"fusionrank.request"
 RESPONSE_KEY = b"fusionrank.response"
+_STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
+_NUMERIC_TYPE_IDS = frozenset(
+    kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                         pa.uint64(), pa.float16(), pa.float32(), pa.float64())
+)
 
 
 def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
@@ -57,8 +63,7 @@ def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
         raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
     ids = table.column("id").to_pylist()
     check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
-    columns = {name: _column(name, table.column(name)) for name in names if name != "id"}
-    candidates = CandidateColumns(size=len(ids), columns=columns)
+    candidates = CandidateColumns(size=len(ids), columns=_columns(table))
     context = request.context
     return request, ScoreInput(
         ids=ids, features=candidates, attributes=candidates, context_features=context.features,
@@ -66,20 +71,53 @@ def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
     )
 
 
-def _column(name: str, column: pa.ChunkedArray) -> Column:
-    """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values."""
-    kind = column.type
-    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-        return list(column.to_pylist())
-    values = np.asarray(column.to_numpy(), dtype=np.float64)  # nulls -> NaN
-    if pa.types.is_floating(kind) and column.null_count < np.count_nonzero(np.isnan(values)):
-        # A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way.
-        valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
-        index = int(np.flatnonzero(np.isnan(values) & valid)[0])
-        raise InvalidRequest.at(
-            f"columns.{name}[{index}]", "value is NaN", "send null for a missing value", candidate_index=index,
-        )
-    return values
+def _columns(table: pa.Table) -> dict[str, Column]:
+    """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values.
+
+    The numeric columns are converted together, in one C++ call (`RecordBatch.to_tensor`), into
+    one column-major block whose columns are handed out as contiguous views.
+    """
+    schema = table.schema
+    numeric = [name for name, kind in zip(schema.names, schema.types, strict=True)
+               if kind.id in _NUMERIC_TYPE_IDS and name != "id"]
+    columns: dict[str, Column] = {}
+    if numeric:
+        chosen = table.select(numeric).combine_chunks()
+        batches = chosen.to_batches()
+        if batches:  # one batch after combine_chunks; none when the table has no rows
+            block = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=False), dtype=np.float64).T
+        else:
+            block = np.empty((len(numeric), 0), dtype=np.float64)
+        _refuse_nan_values(chosen, block)
+        columns = dict(zip(numeric, block, strict=True))
+    for name, kind in zip(schema.names, schema.types, strict=True):
+        if name == "id" or name in columns:
+            continue
+        column = table.column(name)
+        columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
+    return columns
+
+
+def _encoded(column: pa.ChunkedArray) -> EncodedStrings:
+    """A string column dictionary-encoded in C++: codes (null -> -1) and its few distinct values."""
+    encoded = column.combine_chunks().dictionary_encode()
+    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+    return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
+
+
+def _refuse_nan_values(table: pa.Table, block: npt.NDArray[np.float64]) -> None:
+    """A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way."""
+    nans = np.count_nonzero(np.isnan(block), axis=1)
+    if not nans.any():
+        return
+    for j, column in enumerate(table.columns):
+        if nans[j] > column.null_count:
+            valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+            index = int(np.flatnonzero(np.isnan(block[j]) & valid)[0])
+            raise InvalidRequest.at(
+                f"columns.{table.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
+                candidate_index=index,
+            )
 
 
 def arrow_answer(answer: dict[str, Any], tasks: list[str]) -> bytes:

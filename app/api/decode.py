@@ -20,6 +20,7 @@ _CANDIDATE_KEYS = frozenset({"id", "features", "attributes"})
 _EMPTY: dict[str, Any] = {}
 _DICT = frozenset({dict})
 _STR = frozenset({str})
+_LIST = frozenset({list})
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
@@ -135,11 +136,18 @@ def check_batch(ids: list[Any], max_candidates: int, path: Callable[[int], str])
 
 def _decode_columns(raw: dict[str, Any], max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
     """Column-oriented JSON: every column a list as long as `columns.id`."""
+    columns = raw["columns"]
+    if type(columns) is dict and set(map(type, columns.values())) <= _LIST:
+        # The usual case: validate the envelope only; the columns stay the lists orjson built
+        # (validating them as `list[Any]` would copy every one), and the encoders check their values.
+        rest = {key: value for key, value in raw.items() if key != "columns"}
+        validate: Callable[[dict[str, Any]], ScoreEnvelope] = ScoreEnvelope.model_validate
+    else:  # the full model says what is wrong with `columns`
+        rest, validate = raw, ColumnarScoreRequest.model_validate
     try:
-        request = ColumnarScoreRequest.model_validate(raw)
+        request = validate(rest)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    columns = request.columns
     ids = columns.get("id")
     if ids is None:
         raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as `columns.id`")

@@ -142,6 +142,7 @@ def calibrate_report(
     model: Annotated[Path | None, typer.Option(help="model bundle dir: checks the file, uses its vocabularies")] = None,
     segment: Annotated[list[str] | None, typer.Option(help="extra segment column to tabulate (repeat)")] = None,
     buckets: Annotated[int, typer.Option(min=2, max=100, help="equal-mass prediction buckets")] = 10,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Bucket and segment tables before/after, reliability diagrams, as a markdown report."""
 
@@ -154,7 +155,7 @@ def calibrate_report(
         if manifest is not None:
             check_calibration_for(cal, manifest, calibration)
         path = write_report(cal, PredictionFile(predictions), out, manifest=manifest,
-                            extra_segments=tuple(segment or ()), buckets=buckets)
+                            extra_segments=tuple(segment or ()), buckets=buckets, show_progress=progress)
         typer.echo(f"wrote {path}")
 
     run_offline(action)

@@ -82,8 +82,17 @@ class DemoLog:
         return self.take(np.flatnonzero((hours >= first_day * 24) & (hours < last_day * 24)))
 
 
-def generate_log(n_rows: int, seed: int, *, group_size: int = 20) -> DemoLog:
-    """`n_rows` impressions (rounded down to whole requests) over DAYS days."""
+def generate_log(
+    n_rows: int, seed: int, *, group_size: int = 20, first_day: float = 0.0, last_day: float = DAYS
+) -> DemoLog:
+    """`n_rows` impressions (rounded down to whole requests) over days [first_day, last_day) of DAYS.
+
+    A narrower window draws rows from the same distribution restricted to those days (drift and label
+    maturity depend on the event time only), e.g. days [21, 28) for calibration without the training
+    weeks; the default window draws exactly what it always drew.
+    """
+    if not 0.0 <= first_day < last_day <= DAYS:
+        raise ValueError(f"the day window [{first_day}, {last_day}) must lie inside [0, {DAYS}]")
     rng = np.random.default_rng(seed)
     n_users, n_items, n_creators = max(50, n_rows // 40), max(50, n_rows // 60), 200
     n_groups = max(1, n_rows // group_size)
@@ -108,7 +117,7 @@ def generate_log(n_rows: int, seed: int, *, group_size: int = 20) -> DemoLog:
     category_effect = rng.normal(0, 0.3, len(CATEGORIES))
 
     group_user = rng.integers(0, n_users, n_groups)
-    group_hours = np.sort(rng.uniform(0, DAYS * 24, n_groups))
+    group_hours = np.sort(rng.uniform(first_day * 24, last_day * 24, n_groups))
     user = np.repeat(group_user, group_size)
     hours = np.repeat(group_hours, group_size)
     item = rng.integers(0, n_items, rows)

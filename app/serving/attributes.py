@@ -12,12 +12,12 @@ import numpy.typing as npt
 
 from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
-from app.serving.columns import Candidates, Column, read_column, where
+from app.serving.columns import Candidates, EncodedStrings, Values, read_column, where
 
 __all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "take"]
 
 # number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
-AttributeColumns = dict[str, Column]
+AttributeColumns = dict[str, Values]
 
 _ALLOWED: dict[str, frozenset[type]] = {
     "number": frozenset({int, float, type(None)}),
@@ -32,7 +32,8 @@ def extract_attributes(
     """attributes: one mapping per candidate, or columns. Undeclared attributes are carried but not read."""
     columns: AttributeColumns = {}
     for name, kind in declared.items():
-        column = read_column(attributes, name)
+        read = read_column(attributes, name)
+        column = read.tolist() if isinstance(read, EncodedStrings) else read
         if isinstance(column, np.ndarray) and kind != "number":
             # A numeric Arrow column where strings or booleans were due: the check below names it.
             column = [None if v != v else v for v in column.tolist()]
@@ -59,20 +60,20 @@ def extract_attributes(
     return columns
 
 
-def take(column: Column, index: npt.NDArray[np.intp]) -> Column:
+def take(column: Values, index: npt.NDArray[np.intp]) -> Values:
     """The column's values at `index`, keeping its representation."""
     if isinstance(column, np.ndarray):
         return column[index]
     return [column[i] for i in index.tolist()]
 
 
-def missing_mask(column: Column) -> npt.NDArray[np.bool_]:
+def missing_mask(column: Values) -> npt.NDArray[np.bool_]:
     if isinstance(column, np.ndarray):
         return np.isnan(column)
     return np.fromiter(map(is_, column, repeat(None)), np.bool_, count=len(column))
 
 
-def equals_mask(column: Column, value: Any) -> npt.NDArray[np.bool_]:
+def equals_mask(column: Values, value: Any) -> npt.NDArray[np.bool_]:
     """True where the attribute equals `value` with the same JSON type (true never equals 1)."""
     if isinstance(column, np.ndarray):
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -17,11 +17,31 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CandidateColumns", "Candidates", "Column", "read_column", "where"]
+__all__ = ["CandidateColumns", "Candidates", "Column", "EncodedStrings", "Values", "read_column", "where"]
 
-# A column of B values: a list with None for missing, or float64 [B] with NaN for missing
-# (Arrow numeric columns arrive that way, without a Python object per value).
-Column = list[Any] | npt.NDArray[np.float64]
+# B values as the policy stages read them: a list with None for missing, or float64 [B] with NaN for
+# missing (Arrow numeric columns arrive that way, without a Python object per value).
+Values = list[Any] | npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedStrings:
+    """A string column dictionary-encoded at the edge (Arrow): value i is `distinct[codes[i]]`, -1 = missing.
+
+    The feature encoder maps the few distinct values to vocabulary indices and gathers by code, instead
+    of building and looking up one Python string per candidate.
+    """
+
+    codes: npt.NDArray[np.intp]  # [B]
+    distinct: list[str]
+
+    def tolist(self) -> list[str | None]:
+        table = np.array([*self.distinct, None], dtype=object)  # code -1 picks the trailing None
+        values: list[str | None] = table[self.codes].tolist()
+        return values
+
+
+Column = Values | EncodedStrings
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from app.artifacts.manifest import OOV_INDEX, FeatureSchema
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Candidates, Column, read_column, where
+from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, read_column, where
 
 __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
@@ -58,69 +58,88 @@ class FeatureEncoder:
     ) -> EncodedFeatures:
         """features: one mapping per candidate (already checked to be dicts), or columns."""
         n = features.size if isinstance(features, CandidateColumns) else len(features)
-        problems: list[InvalidRequest] = []  # one per bad column, so a client fixes them all at once
-        numeric = np.empty((n, len(self.numeric_names)), dtype=np.float64)
-        for j, name in enumerate(self.numeric_names):
-            try:
-                numeric[:, j] = self._numeric_column(name, j, features, context_features)
-            except InvalidRequest as problem:
-                problems.append(problem)
+        # One problem per bad column, so that a client fixes them all at once; in column order.
+        problems: dict[str, InvalidRequest] = {}
+        numeric = self._numeric_block(n, features, context_features, problems)
         categorical = np.empty((n, len(self.categorical_names)), dtype=np.int64)
         for j, name in enumerate(self.categorical_names):
             try:
                 categorical[:, j] = self._categorical_column(name, j, features, context_features)
             except InvalidRequest as problem:
-                problems.append(problem)
+                problems[name] = problem
         if problems:
-            details = [d for problem in problems for d in problem.details]
+            found = [problems[name] for name in (*self.numeric_names, *self.categorical_names) if name in problems]
+            details = [d for problem in found for d in problem.details]
             raise InvalidRequest(
-                problems[0].message + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                details=details,
+                found[0].message + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), details=details,
             )
-        return EncodedFeatures(numeric.astype(np.float32), categorical)
+        return EncodedFeatures(numeric, categorical)
 
-    def _numeric_column(
-        self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
-    ) -> npt.NDArray[np.float64]:
-        column = read_column(features, name)
-        if isinstance(column, np.ndarray):
-            values = column.copy()  # already float64 with NaN for missing (a numeric Arrow column)
-        elif _NUMBER_TYPES.issuperset(map(type, column)):
-            values = np.array(column, dtype=np.float64)  # None -> nan: missing
-        else:
-            raise _bad_number(features, name, column)
-        missing = np.isnan(values)
+    def _numeric_block(
+        self, n: int, features: Candidates, context: Mapping[str, Any], problems: dict[str, InvalidRequest]
+    ) -> npt.NDArray[np.float32]:
+        """All numeric features at once: float32 [B, N]; a bad column adds its problem.
+
+        The checks run on the whole [N, B] block with a handful of numpy calls; only a column that
+        fails one is looked at alone, to name its first bad candidate.
+        """
+        columns = [read_column(features, name) for name in self.numeric_names]
+        for j, column in enumerate(columns):
+            if isinstance(column, EncodedStrings):  # strings where numbers are due: named below
+                column = columns[j] = column.tolist()
+            if not isinstance(column, np.ndarray) and not _NUMBER_TYPES.issuperset(map(type, column)):
+                problems[self.numeric_names[j]] = _bad_number(features, self.numeric_names[j], column)
+                columns[j] = [None] * n
+        block = np.array(columns, dtype=np.float64).reshape(len(columns), n)  # None -> NaN: missing
+        missing = np.isnan(block)
         if missing.any():
-            fill = context.get(name, None)
-            if fill is None:
-                fill = self.numeric_defaults[j]
-            elif type(fill) not in (int, float):
-                raise InvalidRequest.at(
-                    f"context.features.{name}", f"expected a number, got {type(fill).__name__}",
-                    "send a JSON number",
-                )
-            if np.isnan(fill):
-                index = int(np.flatnonzero(missing)[0])
-                raise InvalidRequest.at(
-                    where(features, "features", name, index), "required numeric feature is missing",
-                    f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
-                )
-            values[missing] = fill
+            for j in np.flatnonzero(missing.any(axis=1)).tolist():
+                name = self.numeric_names[j]
+                if name not in problems:
+                    try:
+                        block[j, missing[j]] = self._fill(name, j, features, context, missing[j])
+                    except InvalidRequest as problem:
+                        problems[name] = problem
         # The model reads float32: a finite float64 such as 1e308 would become inf there.
-        out_of_range = ~(np.abs(values) <= _FLOAT32_MAX)  # NaN compares False: caught too
+        out_of_range = ~(np.abs(block) <= _FLOAT32_MAX)  # NaN compares False: caught too
         if out_of_range.any():
-            index = int(np.flatnonzero(out_of_range)[0])
+            for j in np.flatnonzero(out_of_range.any(axis=1)).tolist():
+                name = self.numeric_names[j]
+                if name not in problems:
+                    index = int(np.flatnonzero(out_of_range[j])[0])
+                    problems[name] = InvalidRequest.at(
+                        where(features, "features", name, index), "value is not finite (as float32, |x| <= 3.4e38)",
+                        "send a finite number (NaN and infinity are not features)", candidate_index=index,
+                    )
+        if problems:  # the request is refused: no float32 block (a bad value would overflow the cast)
+            return np.zeros((n, len(columns)), dtype=np.float32)
+        return block.T.astype(np.float32, order="C")
+
+    def _fill(
+        self, name: str, j: int, features: Candidates, context: Mapping[str, Any], missing: npt.NDArray[np.bool_]
+    ) -> float:
+        """The value for candidates without `name`: the context's, else the manifest default."""
+        fill = context.get(name, None)
+        if fill is None:
+            fill = self.numeric_defaults[j]
+        elif type(fill) not in (int, float):
             raise InvalidRequest.at(
-                where(features, "features", name, index), "value is not finite (as float32, |x| <= 3.4e38)",
-                "send a finite number (NaN and infinity are not features)", candidate_index=index,
+                f"context.features.{name}", f"expected a number, got {type(fill).__name__}", "send a JSON number",
             )
-        return values
+        if np.isnan(fill):
+            index = int(np.flatnonzero(missing)[0])
+            raise InvalidRequest.at(
+                where(features, "features", name, index), "required numeric feature is missing",
+                f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
+            )
+        return float(fill)
 
     def _categorical_column(
         self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.int64]:
         vocabulary = self.vocabularies[j]
-        column = _objects(read_column(features, name))
+        raw = read_column(features, name)
+        column = [] if isinstance(raw, EncodedStrings) else _objects(raw)  # encoded: strings by their type
         if not _CATEGORY_TYPES.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in _CATEGORY_TYPES)
             raise InvalidRequest.at(
@@ -137,6 +156,9 @@ class FeatureEncoder:
         default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
         # A missing value (None) takes the context's category; map() keeps the lookups in C.
         lookup = self.lookups[j] if default == OOV_INDEX else _with_missing(vocabulary, default)
+        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
+            table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), lookup[None]], dtype=np.int64)
+            return table[raw.codes]
         return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
 
 
@@ -151,6 +173,8 @@ def _objects(column: Column) -> list[Any]:
     """A column as Python values; a float64 column (numbers where strings were due) keeps its floats."""
     if isinstance(column, np.ndarray):
         return [None if v != v else v for v in column.tolist()]
+    if isinstance(column, EncodedStrings):
+        return column.tolist()
     return column
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from app.artifacts.policy import SlateRules
 from app.serving.attributes import AttributeColumns, equals_mask, take
-from app.serving.columns import Column
+from app.serving.columns import Values
 
 __all__ = ["SlateResult", "apply_slate", "occurrence_rank"]
 
@@ -76,7 +76,7 @@ def apply_slate(
     return SlateResult(order, dropped, np.empty(0, dtype=np.intp))
 
 
-def _py(column: Column) -> list[Any]:
+def _py(column: Values) -> list[Any]:
     """Python values: a number column's NaN (missing) -> None; a list column as it is."""
     if isinstance(column, np.ndarray):
         return [None if v != v else v for v in column.tolist()]

@@ -237,3 +237,37 @@ def test_other_content_types_are_refused(client: TestClient, sample_request: dic
     error = error_of(response)
     assert error["details"][0]["field"] == "content-type"
     assert ARROW_MEDIA_TYPE in error["details"][0]["fix"]
+
+
+def test_arrow_in_several_batches_with_integer_columns_answers_like_rows(
+    client: TestClient, sample_request: dict[str, Any]
+) -> None:
+    """Numeric columns of mixed Arrow types, nulls and chunks are converted in one block, exactly."""
+    body = copy.deepcopy(sample_request)
+    for i, c in enumerate(body["candidates"]):
+        c["features"]["item_age_hours"] = i * 3  # integers: sent as an int64 column
+        if i % 4 == 1:
+            c["features"].pop("affinity")  # null in the Arrow column, the manifest default in both
+    expected = without_timings(post_json(client, body).json())
+    table = pa.ipc.open_stream(to_arrow(body)).read_all()
+    assert table.schema.field("item_age_hours").type == pa.int64()
+    half = table.num_rows // 2
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:  # two record batches: two chunks per column
+        writer.write_table(table.slice(0, half))
+        writer.write_table(table.slice(half))
+    answer = post_arrow(client, bytes(sink.getvalue().to_pybytes()), accept="application/json")
+    assert answer.status_code == 200, answer.text
+    assert_close(without_timings(answer.json()), expected)
+    # A NaN value (not a null) in the second chunk is named by its row in the whole table.
+    values = table.column("affinity").to_pylist()
+    row = half + 3
+    values[row] = float("nan")
+    with_nan = table.set_column(table.column_names.index("affinity"), "affinity", pa.array(values))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, with_nan.schema) as writer:
+        writer.write_table(with_nan.slice(0, half))
+        writer.write_table(with_nan.slice(half))
+    error = error_of(post_arrow(client, bytes(sink.getvalue().to_pybytes())))
+    assert error["details"][0]["field"] == f"columns.affinity[{row}]"
+    assert error["details"][0]["candidate_index"] == row

@@ -43,3 +43,14 @@ def write_predictions(path: Path, rows: int, seed: int = 0) -> Path:
     else:
         pq.write_table(table, path, row_group_size=max(1, rows // 3))
     return path
+
+
+def report_columns(rows: int = 5000, seed: int = 5) -> dict[str, np.ndarray]:
+    """`predictions_columns` with click logits rounded to 0.1 (ties across bucket edges) and every
+    97th user_tenure null: the input of tests/fixtures/calibration_report."""
+    columns = predictions_columns(rows, seed)
+    columns["logit_click"] = np.round(columns["logit_click"], 1)
+    tenure = columns["user_tenure"].astype(object)
+    tenure[::97] = None
+    columns["user_tenure"] = tenure
+    return columns

@@ -7,6 +7,7 @@ import pytest
 
 from app.artifacts import CategoricalFeature, FeatureSchema, NumericFeature
 from app.errors import InvalidRequest
+from app.serving.columns import CandidateColumns, EncodedStrings
 from app.serving.features import FeatureEncoder
 
 SCHEMA = FeatureSchema(
@@ -63,3 +64,26 @@ def test_every_bad_column_is_reported_at_once() -> None:
         "candidates[0].features.price", "candidates[0].features.quality", "candidates[0].features.kind"
     ]
     assert "(and 2 more)" in info.value.message
+
+
+@pytest.mark.parametrize("context", [{}, {"kind": "b"}, {"kind": "zzz"}])
+def test_dictionary_encoded_strings_encode_like_a_list(context: dict[str, str]) -> None:
+    """Arrow string columns arrive dictionary-encoded: same codes as the list, missing -> context -> OOV."""
+    kinds = ["b", None, "zzz", "a", None, "a"]
+    distinct = ["b", "zzz", "a"]
+    encoded = EncodedStrings(codes=np.array([0, -1, 1, 2, -1, 2], dtype=np.intp), distinct=distinct)
+    assert encoded.tolist() == kinds
+    quality = np.arange(6, dtype=np.float64)
+    as_list = FeatureEncoder(SCHEMA).encode(CandidateColumns(6, {"kind": kinds, "quality": quality}), context)
+    as_codes = FeatureEncoder(SCHEMA).encode(CandidateColumns(6, {"kind": encoded, "quality": quality}), context)
+    np.testing.assert_array_equal(as_codes.categorical, as_list.categorical)
+    fallback = {"b": 2, "zzz": 0}.get(context.get("kind", ""), 0)
+    np.testing.assert_array_equal(as_codes.categorical[:, 0], [2, fallback, 0, 1, fallback, 1])
+
+
+def test_encoded_strings_where_numbers_are_due_are_named() -> None:
+    strings = EncodedStrings(codes=np.array([-1, 0], dtype=np.intp), distinct=["high"])
+    with pytest.raises(InvalidRequest) as caught:
+        FeatureEncoder(SCHEMA).encode(CandidateColumns(2, {"quality": strings}), {"quality": 1.0})
+    assert caught.value.details[0].field == "columns.quality[1]"
+    assert caught.value.details[0].candidate_index == 1

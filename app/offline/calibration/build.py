@@ -20,13 +20,16 @@ from app.artifacts.calibration import BeforeAfter, CalibrationFile, FittedFor, T
 from app.artifacts.manifest import ModelManifest
 from app.errors import ArtifactError
 from app.offline.calibration.apply import OfflineCalibration
+from app.offline.calibration.binned_metrics import cell_value_ids, cell_vocabulary_codes
 from app.offline.calibration.collect import Collected, collect
 from app.offline.calibration.fit import FitConfig, fit_task
 from app.offline.calibration.source import MISSING, PredictionFile, TaskColumns
+from app.offline.calibration.stats import CalibrationStats
 from app.offline.metrics import field_rce, summary
 from app.serving.calibration import sigmoid
 
-__all__ = ["FitOutcome", "check_segments", "fit_collected", "fit_predictions", "held_out_metrics"]
+__all__ = ["FitOutcome", "check_segments", "fit_collected", "fit_predictions", "fit_statistics",
+           "held_out_metrics"]
 
 Array = npt.NDArray[np.float64]
 
@@ -71,6 +74,33 @@ def check_segments(config: FitConfig, manifest: ModelManifest | None, origin: Pa
                                 f" {manifest.name}/{manifest.version}", f"use one of {sorted(categorical)}")
 
 
+def fit_statistics(
+    stats: CalibrationStats, fields: Mapping[str, str], config: FitConfig, *, manifest: ModelManifest | None,
+    origin: Path | str,
+) -> tuple[dict[str, TaskCalibration], dict[str, list[str]]]:
+    """The driver step on summed statistics: (every task's calibration, the segment vocabularies used).
+
+    fields: task -> the column (or model output) holding its raw prediction, in task order; it is the
+    field an error names. Segment corrections are limited to the model's vocabularies, or without a
+    model to the values seen (null excluded). Metrics are left empty.
+    """
+    if manifest is not None:
+        categorical = {f.name: f.vocabulary for f in manifest.features.categorical}
+        vocabularies = {f: list(categorical[f]) for f in config.segments}
+    else:
+        vocabularies = {f: [v for v in stats.values_of(f) if v != MISSING] for f in config.segments}
+    config = FitConfig(method=config.method, segments=config.segments, shrinkage_prior=config.shrinkage_prior,
+                       drift_buckets=config.drift_buckets, vocabularies=vocabularies)
+    fitted: dict[str, TaskCalibration] = {}
+    for task, field in fields.items():
+        try:
+            fitted[task] = fit_task(stats.per_task[task], stats.cells, stats.segment_features, config)
+        except ValueError as exc:
+            raise ArtifactError(origin, field, f"cannot fit task {task!r}: {exc}",
+                                "check the task's predictions and labels in the fit split") from None
+    return fitted, vocabularies
+
+
 def fit_collected(
     collected: Collected, tasks: Sequence[TaskColumns], config: FitConfig, *, version: str,
     manifest: ModelManifest | None, origin: Path | str, name: str,
@@ -79,21 +109,8 @@ def fit_collected(
     if collected.held_out_rows == 0 or collected.held_out_rows == collected.rows:
         raise ArtifactError(origin, "", f"the hold-out split left {collected.held_out_rows} of"
                             f" {collected.rows} rows held out", "use more rows or another --holdout fraction")
-    stats = collected.stats
-    if manifest is not None:
-        categorical = {f.name: f.vocabulary for f in manifest.features.categorical}
-        vocabularies = {f: categorical[f] for f in config.segments}
-    else:
-        vocabularies = {f: [v for v in stats.values_of(f) if v != MISSING] for f in config.segments}
-    config = FitConfig(method=config.method, segments=config.segments, shrinkage_prior=config.shrinkage_prior,
-                       drift_buckets=config.drift_buckets, vocabularies=vocabularies)
-    fitted: dict[str, TaskCalibration] = {}
-    for columns in tasks:
-        try:
-            fitted[columns.task] = fit_task(stats.per_task[columns.task], stats.cells, config.segments, config)
-        except ValueError as exc:
-            raise ArtifactError(origin, columns.raw, f"cannot fit task {columns.task!r}: {exc}",
-                                "check the task's predictions and labels in the fit split") from None
+    fitted, vocabularies = fit_statistics(collected.stats, {t.task: t.raw for t in tasks}, config,
+                                          manifest=manifest, origin=origin)
     created = datetime.now(UTC).replace(microsecond=0)
     draft = CalibrationFile(
         schema_version=1, version=version, created_at=created, tasks=fitted,
@@ -112,15 +129,8 @@ def _add_metrics(draft: CalibrationFile, collected: Collected, vocabularies: dic
     stats = collected.stats
     features = stats.segment_features
     applier = OfflineCalibration(draft, list(draft.tasks), vocabularies)
-    # Vocabulary code of every (cell, feature): [cells, F]; 0 for values without a code (unknown, null).
-    cell_codes = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
-    for j, feature in enumerate(features):
-        cell_codes[:, j] = applier.codes(feature, stats.cell_values(feature))
-    # Field-RCE groups rows by their value, known or not, so it uses the cell's value index instead.
-    value_ids = np.zeros((len(stats.cells), len(features)), dtype=np.int64)
-    for j, feature in enumerate(features):
-        _, inverse = np.unique(np.array(stats.cell_values(feature), dtype=str), return_inverse=True)
-        value_ids[:, j] = inverse.reshape(-1)
+    cell_codes = cell_vocabulary_codes(stats, applier)
+    value_ids = cell_value_ids(stats)
     tasks: dict[str, TaskCalibration] = {}
     for t, (task, cal) in enumerate(draft.tasks.items()):
         held = collected.held_out[task]

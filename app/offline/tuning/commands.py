@@ -13,7 +13,7 @@ from typing import Any
 
 from app.artifacts.loading import parse_artifact, read_yaml
 from app.artifacts.policy import PolicyFile
-from app.errors import PolicyError
+from app.errors import ArtifactError, PolicyError
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
 from app.offline.tuning.logs import CandidateLog, read_candidate_log
@@ -197,7 +197,9 @@ def run_simulate(
             raise ValueError(f"--pick {chosen!r}: no such variant; use one of {[v.label for v in variants]}")
         values = result.metrics[chosen]
         note = f"Simulated on {logs}: {x_metric}={values[x_metric]:.5g}, {y_metric}={values[y_metric]:.5g}."
-        emitted = str(emit_draft(match[0], out / "policies", version=emit_version, note=note))
+        emitted = str(emit_draft(match[0], out / "policies", version=emit_version,
+                                 taken=_versions_in_use(match[0].policy.surface, policies, out / "policies"),
+                                 note=note))
     report = simulation_markdown(result, log_path=str(logs), x=x_metric, y=y_metric, front=front, plot=png.name,
                                  emitted=emitted)
     (out / "report.md").write_text(report, encoding="utf-8")
@@ -206,6 +208,20 @@ def run_simulate(
                "emitted_policy": emitted, "picked": chosen}
     _write_json(out / "results.json", summary)
     return summary
+
+
+def _versions_in_use(surface: str, policies: Sequence[Path], drafts: Path) -> set[str]:
+    """Versions of `surface` among the replayed policy files, the files beside them and earlier drafts."""
+    taken = set()
+    for path in [*policies, *drafts.joinpath(surface).glob("*.yaml")]:
+        for sibling in [path, *path.parent.glob("*.yaml")]:
+            try:
+                policy = _load_policy_file(sibling)
+            except ArtifactError:
+                continue  # not a policy (or not a valid one): it holds no version
+            if policy.surface == surface:
+                taken.add(policy.version)
+    return taken
 
 
 def _pick(points: dict[str, tuple[float, float]], front: list[str], base: str, same: set[str]) -> str:

@@ -34,7 +34,7 @@ from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.ndcg import discounts, ideal_dcg
 from app.offline.tuning.objectives import TaskMatrix, softmax, task_gains, top_k_rows
 
-__all__ = ["ConstrainedTuner", "TopKEvaluator", "holdout_split"]
+__all__ = ["ConstrainedTuner", "TopKEvaluator", "bound_room", "holdout_split"]
 
 Float = npt.NDArray[np.float64]
 
@@ -46,6 +46,12 @@ def holdout_split(log: CandidateLog, fraction: float) -> tuple[npt.NDArray[np.in
                         count=log.n_groups)
     held = codes < round(fraction * 10_000)
     return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def bound_room(confidence: float, n_train: int, n_held: int) -> float:
+    """Room kept under a bound, in standard errors of the training mean: `confidence` standard errors
+    of the difference between the training and the held-out mean, se * sqrt(1 + G_train / G_held)."""
+    return confidence * float(np.sqrt(1.0 + n_train / n_held))
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ class ConstrainedTuner:
         limits = np.array([self.bounds[t] for t in bounded])
         # Held-out groups are a different sample: meet the bound on the training groups with room for
         # `confidence` standard errors of the train - held-out difference of the means.
-        room = self.confidence * np.sqrt(1.0 + len(train_groups) / len(held_groups))
+        room = bound_room(self.confidence, len(train_groups), len(held_groups))
 
         def evaluator(groups: npt.NDArray[np.intp]) -> TopKEvaluator:
             part = log.subset(groups)
@@ -207,6 +213,8 @@ class ConstrainedTuner:
         self.outcomes_train_ = dict(zip(bounded, map(float, at_train.outcomes), strict=True))
         self.outcomes_holdout_ = dict(zip(bounded, map(float, at_held.outcomes), strict=True))
         self.feasible_holdout_ = bool(all(self.outcomes_holdout_[t] <= self.bounds[t] for t in bounded))
+        # what the training groups had to meet: outcome + room <= bound
+        self.room_ = dict(zip(bounded, map(float, room * at_train.stderr), strict=True))
         self.n_groups_ = (len(train_groups), len(held_groups))
         self.n_evaluations_ = evaluations
         self.log_path_ = log.path
@@ -224,6 +232,7 @@ class ConstrainedTuner:
             "bounds": dict(self.bounds),
             "confidence": self.confidence,
             "top_k_mean_prediction": {"train": self.outcomes_train_, "holdout": self.outcomes_holdout_},
+            "room": self.room_,
             "feasible": {"train": self.feasible_train_, "holdout": self.feasible_holdout_},
             "weights": self.weights_,
             "signed_weights": self.signed_weights(),

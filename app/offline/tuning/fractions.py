@@ -14,7 +14,9 @@ derivative-free stages instead, each run only while the error is above the toler
    best point so far with a simplex wide enough (steps of 0.5 in z) to see across the steps.
 
 The error is the absolute fraction error sum, sum_t |achieved_t - target_t|; the best point ever
-evaluated is returned.
+evaluated is returned, with the range of each task's fraction over every evaluation. When the
+tolerance is not met, each task alone (w = e_t) is evaluated too, so the range shows what the
+weights can reach: a target outside it is most likely unreachable on these logs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class FractionMatch:
     error: float  # sum |fractions - targets|
     evaluations: int = 0
     history: list[float] = field(default_factory=list)  # error after each evaluation
+    seen_low: Float = field(default_factory=lambda: np.zeros(0))  # [T] least fraction of each task evaluated
+    seen_high: Float = field(default_factory=lambda: np.zeros(0))  # [T] largest
 
 
 class _Tracker:
@@ -53,6 +57,7 @@ class _Tracker:
         self.evaluate, self.targets, self.tick = evaluate, targets, tick
         self.best: FractionMatch | None = None
         self.history: list[float] = []
+        self.low, self.high = np.full(len(targets), np.inf), np.full(len(targets), -np.inf)
 
     def __call__(self, weights: Float) -> FractionMatch:
         values = np.maximum(self.evaluate(weights), 0.0)
@@ -60,6 +65,7 @@ class _Tracker:
         fractions = values / total if total > 0 else np.full(len(values), 1.0 / len(values))
         error = float(np.abs(fractions - self.targets).sum())
         self.history.append(error)
+        self.low, self.high = np.minimum(self.low, fractions), np.maximum(self.high, fractions)
         self.tick()
         point = FractionMatch(weights.copy(), values, fractions, error)
         if self.best is None or error < self.best.error:
@@ -98,9 +104,13 @@ def match_fractions(
         _newton(tracker, targets, newton_iter, tol)
         if tracker.best_point().error > tol and polish_maxfev > 0:
             _polish(tracker, polish_maxfev, tol)
+        if tracker.best_point().error > tol:
+            for alone in np.eye(t):  # the corners of the simplex: how far the fractions can move
+                tracker(alone)
     best = tracker.best_point()
     best.evaluations = len(tracker.history)
     best.history = tracker.history
+    best.seen_low, best.seen_high = tracker.low, tracker.high
     return best
 
 

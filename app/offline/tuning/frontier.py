@@ -1,9 +1,12 @@
 """The primary-vs-constraint frontier of the constrained tuner: sweep one bound, plot and tabulate.
 
 Each point is a full constrained fit at one bound b on the training groups, measured on the
-held-out groups. The sweep spans the bounded task's top-k mean from ranking by the bounded task
-alone (the least any weights can reach) to ranking by the primary task alone (the bound no longer
-binds).
+held-out groups. The sweep spans the bounds from ranking by the bounded task alone (the least any
+weights can meet) to ranking by the primary task alone (the bound no longer binds), each being
+that ranking's top-k mean on the training groups plus the room the tuner keeps under a bound for
+the held-out check (`bound_room`). Without the room, a sweep on a few hundred requests can lie
+entirely below what the tuner may accept, and every point falls back to the same least-violating
+weights (MovieLens: room 0.018 against a trade-off 0.007 wide).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.offline.tuning.constrained import ConstrainedTuner, TopKEvaluator, holdout_split
+from app.offline.tuning.constrained import ConstrainedTuner, TopKEvaluator, bound_room, holdout_split
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.objectives import TaskMatrix
 
@@ -28,6 +31,7 @@ class FrontierPoint:
     outcome_holdout: float
     primary_train: float
     outcome_train: float
+    feasible_train: bool  # met the bound with the room on the training groups
     feasible_holdout: bool
     weights: dict[str, float]
 
@@ -35,16 +39,18 @@ class FrontierPoint:
 def sweep_bounds(log: CandidateLog, tuner: ConstrainedTuner, points: int) -> list[float]:
     """`points` bounds for the first bounded task, between its least and its unconstrained value."""
     task = next(iter(tuner.bounds))
-    train, _ = holdout_split(log, tuner.holdout)
+    train, held = holdout_split(log, tuner.holdout)
     part = log.subset(train)
     utility_tasks = list(dict.fromkeys([*tuner.tasks, task]))
     matrix = TaskMatrix.from_log(part, utility_tasks, set(tuner.negative) | {task})
     evaluate = TopKEvaluator(part, matrix, primary=tuner.primary, labels=tuner.labels, k=tuner.k, bounded=[task])
+    room = bound_room(tuner.confidence, len(train), max(len(held), 1))
 
     def alone(name: str) -> float:
         weights = np.zeros(len(utility_tasks))
         weights[utility_tasks.index(name)] = 1.0
-        return float(evaluate(weights).outcomes[0])
+        got = evaluate(weights)
+        return float(got.outcomes[0] + room * got.stderr[0])
 
     low, high = alone(task), alone(tuner.primary)
     if high <= low:
@@ -66,7 +72,7 @@ def sweep_frontier(
         points.append(FrontierPoint(
             bound=bound, primary_holdout=tuner.primary_holdout_, outcome_holdout=tuner.outcomes_holdout_[task],
             primary_train=tuner.primary_train_, outcome_train=tuner.outcomes_train_[task],
-            feasible_holdout=tuner.feasible_holdout_, weights=tuner.weights_,
+            feasible_train=tuner.feasible_train_, feasible_holdout=tuner.feasible_holdout_, weights=tuner.weights_,
         ))
     return points
 
@@ -74,11 +80,13 @@ def sweep_frontier(
 def frontier_markdown(points: list[FrontierPoint], primary: str, task: str, k: int) -> str:
     tasks = list(points[0].weights) if points else []
     head = (f"| bound on mean p_{task}@{k} | held-out p_{task}@{k} | held-out NDCG@{k} {primary} | "
-            f"train NDCG@{k} | meets bound | " + " | ".join(f"w_{t}" for t in tasks) + " |")
-    rule = "|" + "---:|" * (5 + len(tasks))
+            f"train NDCG@{k} | fit met bound + room | meets bound held-out | "
+            + " | ".join(f"w_{t}" for t in tasks) + " |")
+    rule = "|" + "---:|" * (6 + len(tasks))
     rows = [
         f"| {p.bound:.5f} | {p.outcome_holdout:.5f} | {p.primary_holdout:.4f} | {p.primary_train:.4f} | "
-        f"{'yes' if p.feasible_holdout else 'NO'} | " + " | ".join(f"{p.weights[t]:.3f}" for t in tasks) + " |"
+        f"{'yes' if p.feasible_train else 'NO'} | {'yes' if p.feasible_holdout else 'NO'} | "
+        + " | ".join(f"{p.weights[t]:.3f}" for t in tasks) + " |"
         for p in points
     ]
     return "\n".join([head, rule, *rows]) + "\n"
@@ -102,7 +110,7 @@ def plot_frontier(points: list[FrontierPoint], primary: str, task: str, k: int, 
     ax.set_ylabel(f"NDCG@{k} of {primary} (higher is better)")
     ax.set_title(f"{primary} vs {task}: constrained-tuning frontier")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

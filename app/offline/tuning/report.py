@@ -14,7 +14,7 @@ __all__ = ["plot_pareto", "simulation_markdown"]
 def _fmt(value: float) -> str:
     if value != value:  # NaN
         return "–"
-    if abs(value) >= 100:
+    if abs(value) >= 100 or (abs(value) >= 10 and value == int(value)):  # counts print as counts
         return f"{value:,.0f}"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
@@ -46,7 +46,8 @@ def simulation_markdown(
     k = result.k
     metrics = list(next(iter(result.metrics.values())))
     core = [m for m in metrics if m.startswith((f"ndcg@{k}:", "expected:")) or m in ("utility", "slate_size")]
-    filters = [m for m in metrics if m.startswith("filtered:")]
+    # each variant reports the rules it has: a table of every rule of every variant ("–" where absent)
+    filters = list(dict.fromkeys(m for values in result.metrics.values() for m in values if m.startswith("filtered:")))
     mix = _mix_columns(metrics) + [m for m in ("new_item_share", "creator_hhi", "creators_per_slate") if m in metrics]
     lines = [
         "# Policy simulation", "",

@@ -22,6 +22,10 @@ def print_fraction_result(result: dict[str, Any], quantity: str) -> None:
     verdict = "reached" if result["reached"] else "NOT reached (the targets may be unreachable on these logs)"
     console.print(f"absolute fraction error sum {result['abs_error_sum']:.4f}: targets {verdict};"
                   f" {result['evaluations']} evaluations in {result['seconds']:.1f} s")
+    if not result["reached"]:
+        seen = ", ".join(f"{t} {lo:.3f}-{hi:.3f}" for t, (lo, hi) in result["fractions_seen"].items())
+        console.print(f"fractions seen (each task alone included): {seen}; a target outside its range is most"
+                      " likely unreachable: choose targets inside these ranges")
 
 
 def print_constrained_result(result: dict[str, Any]) -> None:
@@ -31,13 +35,19 @@ def print_constrained_result(result: dict[str, Any]) -> None:
     for column in ("", "train", "held-out"):
         table.add_column(column, justify="right")
     table.add_row(primary["metric"], f"{primary['train']:.4f}", f"{primary['holdout']:.4f}")
-    top = result["top_k_mean_prediction"]
+    top, room = result["top_k_mean_prediction"], result["room"]
     for task, limit in result["bounds"].items():
         table.add_row(f"mean p_{task} (bound {limit:g})", f"{top['train'][task]:.5f}", f"{top['holdout'][task]:.5f}")
+        table.add_row(f"room kept under the p_{task} bound", f"{room[task]:.5f}", "")
     table.add_row("meets every bound", str(result["feasible"]["train"]), str(result["feasible"]["holdout"]))
     console.print(table)
     weights = ", ".join(f"{t} {w:+.4f}" for t, w in result["signed_weights"].items())
     console.print(f"weights: {weights}")
+    if not result["feasible"]["train"]:
+        needed = ", ".join(f"{t} >= {top['train'][t] + room[t]:.4g}" for t in result["bounds"])
+        console.print(f"no weights met every bound with {result['confidence']:g} standard errors of room on the"
+                      f" {result['groups']['train']} training groups; these weights violate it least. Reachable"
+                      f" with this room: {needed}; or lower --confidence, or log more requests.")
     if "frontier" in result:
         console.print(f"frontier: {result['frontier']['markdown']} and {result['frontier']['png']}")
 

@@ -10,7 +10,7 @@ the service refuses until a reviewer approves it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,10 +176,14 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda name: points[name][0])
 
 
-def emit_draft(variant: PolicyVariant, out_dir: Path, *, version: str | None = None, note: str = "") -> Path:
-    """Write `variant` as a draft policy `out_dir/<surface>/<version>.yaml` (approved_by empty)."""
+def emit_draft(
+    variant: PolicyVariant, out_dir: Path, *, version: str | None = None, taken: Collection[str] = (), note: str = ""
+) -> Path:
+    """Write `variant` as a draft policy `out_dir/<surface>/<version>.yaml` (approved_by empty); the
+    default version is one past the highest integer among the base's version and `taken` (versions
+    of the surface already in use), so copying the draft beside them never overwrites one."""
     base = variant.policy
-    new_version = version or _next_version(base.version)
+    new_version = version or _next_version(base.version, taken)
     data = base.to_yaml_dict()
     data["version"] = new_version
     data["governance"] = {
@@ -196,5 +200,8 @@ def emit_draft(variant: PolicyVariant, out_dir: Path, *, version: str | None = N
     return path
 
 
-def _next_version(version: str) -> str:
-    return str(int(version) + 1) if version.isdigit() else f"{version}-draft"
+def _next_version(version: str, taken: Collection[str] = ()) -> str:
+    numbers = [int(v) for v in (version, *taken) if v.isdigit()]
+    if not numbers:
+        return f"{version}-draft"
+    return str(max(numbers) + 1)

@@ -94,6 +94,8 @@ class _FractionTuner(ABC):
         self.achieved_ = dict(zip(tasks, map(float, match.fractions), strict=True))
         self.error_ = match.error
         self.n_evaluations_ = match.evaluations
+        self.fractions_seen_ = {t: (float(lo), float(hi))
+                                for t, lo, hi in zip(tasks, match.seen_low, match.seen_high, strict=True)}
         self.history_ = match.history
         self.n_groups_ = log.n_groups
         self.log_path_ = log.path
@@ -113,6 +115,7 @@ class _FractionTuner(ABC):
             "targets": self.targets_,
             "achieved": self.achieved_,
             "abs_error_sum": self.error_,
+            "fractions_seen": {t: list(r) for t, r in self.fractions_seen_.items()},
             self.quantity: self.values_,
             "k": self.k,
             "log": self.log_path_,

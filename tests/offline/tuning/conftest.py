@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.offline.tuning.demo_logs import synthetic_log_columns, write_log
@@ -22,3 +23,24 @@ def demo_shaped_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 groups x 25 candidates with the demo model's tasks and the demo policy's attributes."""
     return write_log(tmp_path_factory.mktemp("logs") / "demo_shaped.parquet",
                      synthetic_log_columns(300, 25, DEMO_TASKS, seed=5))
+
+
+@pytest.fixture(scope="session")
+def uneven_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 requests x 20 candidates whose hide levels differ far more between requests than inside one
+    (as MovieLens users do): the room kept for the held-out check is wider than the whole trade-off."""
+    rng = np.random.default_rng(11)
+    groups, size = 100, 20
+    quality = rng.normal(0.0, 1.0, (groups, size))
+    level = rng.uniform(-4.0, -0.5, (groups, 1))  # the request's own hide rate
+
+    def sigmoid(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
+
+    columns = {
+        "group_id": np.repeat(np.arange(groups), size),
+        "candidate_id": np.tile(np.arange(size), groups),
+        "p_purchase": sigmoid(-2.0 + quality).ravel(),
+        "p_hide": sigmoid(level - 0.3 * quality + rng.normal(0.0, 0.3, (groups, size))).ravel(),
+    }
+    return write_log(tmp_path_factory.mktemp("logs") / "uneven.parquet", columns)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from app.artifacts.loading import check_policy_against, load_manifest, load_policy
@@ -52,6 +53,20 @@ def test_tune_constrained_writes_the_frontier(small_log_path: Path, tmp_path: Pa
     assert "| bound on mean p_hide@10" in (tmp_path / "constrained_frontier.md").read_text()
 
 
+def test_tune_constrained_says_which_bounds_its_room_can_meet(uneven_log_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "constrained.json"
+    result = CliRunner().invoke(app, [
+        "tune", "constrained", "--logs", str(uneven_log_path), "--primary", "purchase", "--predictions",
+        "--bound", "hide=0.01", "--negative", "hide", "--sweep", "0", "--out", str(out), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["feasible"]["train"] is False
+    reachable = data["top_k_mean_prediction"]["train"]["hide"] + data["room"]["hide"]
+    assert "Reachable with this room: hide >=" in " ".join(result.output.split())
+    assert f"{reachable:.4g}" in result.output
+
+
 def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     demo_shaped_log_path: Path, tmp_path: Path
 ) -> None:
@@ -76,13 +91,34 @@ def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     assert (out / "pareto.png").stat().st_size > 10_000
 
     draft_path = Path(summary["emitted_policy"])
-    assert draft_path.parent.name == "home" and draft_path.name == "2.yaml"
+    # policies/home holds 1.yaml and 2.yaml: the draft takes the next free version, overwriting neither
+    assert draft_path.parent.name == "home" and draft_path.name == "3.yaml"
     draft = load_policy(draft_path)
-    assert draft.governance.approved_by == [] and draft.version == "2"
+    assert draft.governance.approved_by == [] and draft.version == "3"
     manifest = load_manifest(BUNDLE)
     check_policy_against(draft, manifest, "1", draft_path, serving=False)  # valid in every other respect
     with pytest.raises(PolicyError, match=r"approved_by|approver"):
         check_policy_against(draft, manifest, "1", draft_path)
+
+
+def test_simulate_reports_the_filter_rates_of_every_variant(demo_shaped_log_path: Path, tmp_path: Path) -> None:
+    """The first policy has no guardrail or slate rule; the second one's rates still get their table."""
+    data = yaml.safe_load(SHIPPED_POLICY.read_text())
+    data.update(version="9", guardrails=[], slate={"top_k": 20}, overrides=[])
+    open_policy = tmp_path / "9.yaml"
+    open_policy.write_text(yaml.safe_dump(data))
+    out = tmp_path / "sim"
+    result = CliRunner().invoke(app, [
+        "simulate", "--logs", str(demo_shaped_log_path), "--policy", str(open_policy), "--policy",
+        str(SHIPPED_POLICY), "--out", str(out), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    table = report.split("## Filter rates (share of logged candidates)", 1)[1].split("##", 1)[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| home/")}
+    assert "`filtered:report_risk`" in table and "`filtered:creator_diversity`" in table
+    assert set(rows["home/9"].split("|")[2:-1]) == {" – "}
+    assert "–" not in rows["home/1"]
 
 
 def test_simulate_replays_tuned_weights_on_the_policy(demo_shaped_log_path: Path, tmp_path: Path) -> None:

@@ -71,6 +71,15 @@ def test_replay_reproduces_a_hand_computed_ranking(tiny_log: Path) -> None:
     assert outcomes["ndcg@2:click"] == pytest.approx((g1 + g2) / 2)
 
 
+def test_a_policy_without_guardrails_filters_nothing(tiny_log: Path) -> None:
+    log = read_candidate_log(tiny_log)
+    replay = replay_policy(log, _policy(guardrails=[], overrides=[]), "open.yaml", label="open")
+    ids = log.columns["candidate_id"]
+    assert (replay.guardrail == -1).all()
+    # utility = click - hide: e 0.40 (kept: no eligibility rule) > d 0.30 > b 0.24 > a 0.20 > c 0.19 > f -0.20
+    assert [[ids[r] for r in row] for row in replay.served] == [["e", "d"], ["e", "d"]]
+    assert [m for m in replay_outcomes(log, replay, 2) if m.startswith("filtered:")] == ["filtered:creator_diversity"]
+
 def test_policy_reading_what_the_log_lacks_is_refused(tiny_log: Path) -> None:
     log = read_candidate_log(tiny_log)
     with pytest.raises(PolicyError, match="p_purchase"):

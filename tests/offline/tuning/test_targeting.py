@@ -44,6 +44,25 @@ def test_regret_tuner_reaches_reachable_targets(small_log_path: Path, labels: bo
     assert tuner.to_dict()["gains"] == ("labels" if labels else "predictions")
 
 
+def test_unreached_targets_come_with_the_fractions_each_task_alone_gives(small_log_path: Path) -> None:
+    log = read_candidate_log(small_log_path, attributes=False)
+    targets = {"click": 0.05, "like": 0.05, "share": 0.05, "hide": 0.85}  # hide's regret cannot dominate so
+    tuner = RegretTuner(targets=targets, negative={"hide"}, max_iter=3, newton_iter=1, polish_maxfev=10).fit(log)
+    assert tuner.error_ > 0.02
+    matrix = TaskMatrix.from_log(log, TASKS, {"hide"})
+    gains = task_gains(log, matrix, labels=False)
+    ideal = matrix.ideal_dcgs(gains)
+    seen = tuner.to_dict()["fractions_seen"]
+    for t in range(len(TASKS)):
+        regrets = matrix.regrets(np.eye(len(TASKS))[t], gains, ideal)
+        alone = regrets / regrets.sum()  # the split when ranking by this task alone
+        for s, name in enumerate(TASKS):
+            assert seen[name][0] - 1e-12 <= alone[s] <= seen[name][1] + 1e-12
+    assert seen["hide"][1] < targets["hide"]  # the range shows the target is out of reach
+    for task, (low, high) in seen.items():
+        assert low <= tuner.achieved_[task] <= high
+
+
 def test_regret_grows_when_a_task_loses_weight(small_log_path: Path) -> None:
     log = read_candidate_log(small_log_path, attributes=False)
     matrix = TaskMatrix.from_log(log, TASKS, {"hide"})

@@ -55,6 +55,7 @@ from bench.common import (
     segmented_store,
     served,
 )
+from bench.live import session_priority
 
 FORMATS = ("rows", "columns", "arrow")
 SIZES = (10, 100, 1000, 5000)
@@ -243,14 +244,16 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip (c)")
     parser.add_argument("--knobs", action="store_true", help="also measure the deployment knobs (k)")
     parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle to serve")
+    parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
     args = parser.parse_args()
+    priority = session_priority(args.session_nice)
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")), args.model)
     lines = [
         f"machine: {machine()}  ",
         f"date: {now()}; {MODELS[args.model]}, "
         "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
         "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
-        "ORT 1 intra-op thread, scoring on a worker thread (the defaults)  ",
+        f"ORT 1 intra-op thread, scoring on a worker thread (the defaults); scheduling: {priority}  ",
         "Load averages are recorded beside each table: on a shared machine absolute times are inflated; "
         "compare ratios measured in the same run.",
         "",

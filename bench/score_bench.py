@@ -60,6 +60,7 @@ from bench.live import session_priority
 FORMATS = ("rows", "columns", "arrow")
 SIZES = (10, 100, 1000, 5000)
 JSON = "application/json"
+NO_DEADLINE: dict[str, Any] = {}  # an ASGI scope without a request deadline
 
 
 def body_of(fmt: str, n: int) -> tuple[bytes, str]:
@@ -134,7 +135,9 @@ def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tupl
     for fmt in FORMATS:
         body = body_of(fmt, n)[0]
         arrow = fmt == "arrow"
-        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(state, body, arrow, arrow, time.perf_counter())
+        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(
+            state, body, arrow, arrow, time.perf_counter(), NO_DEADLINE
+        )
     gc.collect()
     gc.freeze()  # as the service does after start-up
     wall: dict[str, list[float]] = {name: [] for name in cases}

@@ -43,6 +43,7 @@ from bench.common import (
     segmented_store,
     served,
 )
+from bench.live import session_priority
 from bench.score_bench import body_of, in_process
 
 JSON = "application/json"
@@ -103,7 +104,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle every server serves")
+    parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
     args = parser.parse_args()
+    priority = session_priority(args.session_nice)
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-peers-")), args.model)
     rows = body_of("rows", 1000)[0]
     columns = body_of("columns", 1000)[0]
@@ -143,7 +146,8 @@ def main() -> None:
         f"date: {now()}; {fusionrank_versions()}; peers: {peer_versions(args.peer_python)}  ",
         f"1000 candidates per request ({MODELS[args.model]}; Platt + segment calibration; "
         "policy home/1: 4 utility terms, 2 guardrails, 2 slate rules, top_k 20); "
-        f"one worker each; `hey`, {args.rounds} alternating rounds of {args.requests} requests per server and "
+        f"one worker each; scheduling: {priority}; `hey`, {args.rounds} alternating rounds of {args.requests} "
+        "requests per server and "
         "concurrency  ",
         f"load average after each round: {'; '.join(loads)}  ",
         "The ratios compare servers measured in the same alternating rounds (on a shared machine absolute "

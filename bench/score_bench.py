@@ -55,10 +55,12 @@ from bench.common import (
     segmented_store,
     served,
 )
+from bench.live import session_priority
 
 FORMATS = ("rows", "columns", "arrow")
 SIZES = (10, 100, 1000, 5000)
 JSON = "application/json"
+NO_DEADLINE: dict[str, Any] = {}  # an ASGI scope without a request deadline
 
 
 def body_of(fmt: str, n: int) -> tuple[bytes, str]:
@@ -133,7 +135,9 @@ def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tupl
     for fmt in FORMATS:
         body = body_of(fmt, n)[0]
         arrow = fmt == "arrow"
-        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(state, body, arrow, arrow, time.perf_counter())
+        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(
+            state, body, arrow, arrow, time.perf_counter(), NO_DEADLINE
+        )
     gc.collect()
     gc.freeze()  # as the service does after start-up
     wall: dict[str, list[float]] = {name: [] for name in cases}
@@ -243,14 +247,16 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip (c)")
     parser.add_argument("--knobs", action="store_true", help="also measure the deployment knobs (k)")
     parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle to serve")
+    parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
     args = parser.parse_args()
+    priority = session_priority(args.session_nice)
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")), args.model)
     lines = [
         f"machine: {machine()}  ",
         f"date: {now()}; {MODELS[args.model]}, "
         "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
         "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
-        "ORT 1 intra-op thread, scoring on a worker thread (the defaults)  ",
+        f"ORT 1 intra-op thread, scoring on a worker thread (the defaults); scheduling: {priority}  ",
         "Load averages are recorded beside each table: on a shared machine absolute times are inflated; "
         "compare ratios measured in the same run.",
         "",

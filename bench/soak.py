@@ -4,7 +4,10 @@ Records per minute: requests, errors (anything but 200, transport errors include
 latency, RSS and open file descriptors of the server; plus every swap's outcome. Passes when there
 are zero errors and RSS grew less than 5 % between the end of the warm-up minute and the end.
 
-    .venv/bin/python -m bench.soak --minutes 10        # appends to bench/RESULTS.md
+    setsid -w nice -n -15 .venv/bin/python -m bench.soak --minutes 10 --session-nice -15   # appends to bench/RESULTS.md
+
+(`--session-nice`: an autogroup priority of its own, see `bench.live.session_priority`; with sched_autogroup a
+plain `nice` does not order processes of different sessions.)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import httpx
 import orjson
 
 from bench.common import append_results, free_port, machine, now, sample_request
-from bench.live import ADMIN, OpenLoop, closed_loop_throughput, live_server, p50_p99_ms
+from bench.live import ADMIN, OpenLoop, closed_loop_throughput, live_server, p50_p99_ms, session_priority
 
 
 def main() -> None:
@@ -27,8 +30,10 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.7, help="share of the measured saturation")
     parser.add_argument("--swap-every", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    priority = session_priority(args.session_nice)
     body = orjson.dumps(sample_request())
     load_before = os.getloadavg()
     with live_server(free_port()) as live:
@@ -83,7 +88,7 @@ def main() -> None:
                if line.startswith("fusionrank_requests_shed_total"))
     lines = [
         f"- {now()}, {machine()}; shared machine (other engineers' jobs running), load average "
-        f"{load_before[0]:.2f} before / {load_after[0]:.2f} after (1 min)",
+        f"{load_before[0]:.2f} before / {load_after[0]:.2f} after (1 min); scheduling: {priority}",
         f"- {args.minutes:g} min at {args.load:.0%} of the measured saturation ({saturation:.0f} req/s with 8"
         f" closed-loop clients on the same machine) = {rate:.0f} req/s of the 40-candidate sample request,"
         f" {args.workers} client threads; policy 1 <-> 2 activated through the admin API every"

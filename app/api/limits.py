@@ -57,6 +57,9 @@ class AdmissionControl:
         self.limits = limits
         self.metrics = metrics
         self.in_flight = 0
+        for route in _WORK_ROUTES:  # series at 0 from the start: increase() then sees the first 503 or 504
+            metrics.shed.labels(route)
+            metrics.deadline_exceeded.labels(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in _WORK_ROUTES:

@@ -75,7 +75,9 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
     deadline = request.scope  # carries the request's deadline, if any (app.api.limits)
     shadows: ShadowModelQueue | None = getattr(request.app.state, "shadow_models", None)
     if settings.score_in_thread:
-        content = await anyio.to_thread.run_sync(_answer, state, body, arrow_in, arrow_out, t0, deadline, shadows)
+        content = await anyio.to_thread.run_sync(
+            _answer, state, body, arrow_in, arrow_out, t0, deadline, shadows, limiter=state.scoring_threads
+        )
     else:
         content = _answer(state, body, arrow_in, arrow_out, t0, deadline, shadows)
     return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")

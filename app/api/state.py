@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import anyio
+
 from app.api.shutdown import ShutdownDrain
 from app.monitoring.dedup import RecentEventIds
 from app.monitoring.metrics import ServiceMetrics
@@ -27,11 +29,14 @@ class ServiceState:
     drain: ShutdownDrain = field(default_factory=ShutdownDrain)
     # Feedback event ids counted lately on this replica (a retried batch counts once).
     feedback_ids: RecentEventIds = field(init=False)
+    # Worker threads `/v1/score` may use at once (settings.score_threads); waiting for one is cancellable.
+    scoring_threads: anyio.CapacityLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.feedback_ids = RecentEventIds(
             max_ids=self.settings.feedback_dedup_ids, max_age_seconds=self.settings.feedback_dedup_seconds
         )
+        self.scoring_threads = anyio.CapacityLimiter(self.settings.score_threads)
 
     @property
     def serving(self) -> bool:

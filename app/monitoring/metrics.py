@@ -33,6 +33,12 @@ SHIFT_BUCKETS = (-0.1, -0.05, -0.02, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0
 # the canary triple of each surface serve at any time, and a version only appears once activated.
 VERSION_LABELS = ("surface", "arm", "model_version", "calibration_version", "policy_version")
 
+# Label values of the refusal counters that alerts watch, primed at 0 (see `_prime_refusals`): the
+# reasons app/api/auth.py counts, the sources of policy changes, the bundle changes that can be refused.
+_AUTH_REASONS = ("missing", "invalid")
+_POLICY_SOURCES = ("api", "watch")
+_REFUSABLE_BUNDLE_ACTIONS = ("activate", "rollback", "canary", "promote", "shadow_model")
+
 
 class ServiceMetrics:
     """Request, stage, guardrail, version and calibration-drift metrics."""
@@ -190,6 +196,8 @@ class ServiceMetrics:
             "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
             registry=r,
         )
+        for reason in _AUTH_REASONS:
+            self.admin_auth_failures.labels(reason)
         self.shadow_scored = Counter(
             "fusionrank_shadow_requests", "Requests also ranked under the surface's shadow policy",
             ["surface", "shadow_version"], registry=r,
@@ -219,6 +227,8 @@ class ServiceMetrics:
             self.policy_active.labels(surface, route.active).set(1)
             if route.shadow is not None:
                 self.policy_shadow.labels(surface, route.shadow).set(1)
+        for surface in snapshot.surfaces:
+            self._prime_refusals(surface)
         self.canary_info.clear()
         for surface, route in snapshot.surfaces.items():
             if route.canary is not None:
@@ -232,6 +242,15 @@ class ServiceMetrics:
                 scheme = self.schemes.of(binding.bundle.manifest, binding.calibration.file)
                 self.feedback.prime(scheme)
                 self.served.prime(scheme)
+
+    def _prime_refusals(self, surface: str) -> None:
+        """Create a surface's refusal series at 0. A counter series first seen at 1 has no increase() in
+        Prometheus, so without this a replica's first refused swap would never alert."""
+        for source in _POLICY_SOURCES:
+            self.policy_activation_failures.labels(surface, source)
+        for action in _REFUSABLE_BUNDLE_ACTIONS:
+            self.bundle_activation_failures.labels(surface, action)
+        self.policy_file_rejections.labels(surface)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

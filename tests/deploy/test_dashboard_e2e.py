@@ -3,7 +3,10 @@
 The service (uvicorn, `python -m app.cli serve`) and Prometheus (Debian's binary, 1 s scrape and rule
 interval, storage in tmp) listen on 127.0.0.1 only and are stopped afterwards. The traffic is bounded:
 SCORE_REQUESTS /v1/score calls, then outcome events for every ranked candidate with labels drawn at
-0.8 x the served prediction (a known miscalibration: predicted / observed = 1.25), seeded.
+0.8 x the served prediction (a known miscalibration: predicted / observed = 1.25), seeded. Then the
+service is driven into what the operational alerts watch: a burst past its MAX_IN_FLIGHT (503s), requests
+whose deadline cannot be met (504s), wrong admin tokens and refused activations; each of those alerts
+must go pending or firing in Prometheus.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,13 @@ OTHER_OUTCOMES_PER_CANDIDATE = 2
 BATCH = 5000
 MISCALIBRATION = 0.8
 DEADLINE_SECONDS = 90
+MAX_IN_FLIGHT = 2  # the service's limit: a burst from BURST_CLIENTS threads is mostly shed
+BURST_CLIENTS = 12
+BURST_REQUESTS = 25  # per client
+LATE_REQUESTS = 20  # 2000 candidates with a 1 ms budget: decoding alone outlasts it
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+OPERATIONAL_ALERTS = ("FusionrankShedding", "FusionrankDeadlineExceeded", "FusionrankAdminAuthFailures",
+                      "FusionrankSwapRefused")
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -66,6 +78,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # The window must outlast the whole test (score traffic first, then ~100k feedback events):
         # on a loaded machine the feedback phase alone can take longer than the default 15 ticks.
         "FUSIONRANK_DRIFT_PSI_WINDOW_SLOTS": "3600",
+        "FUSIONRANK_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+        "FUSIONRANK_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     command = [
         sys.executable, "-m", "app.cli", "serve", "--model-store", str(MODEL_STORE), "--policies", str(POLICIES),
@@ -164,6 +178,49 @@ def outcome_events(served: list[dict[str, Any]], rng: np.random.Generator) -> li
     return events
 
 
+def overload_and_admin_faults(service: str) -> dict[int, int]:
+    """Drive shedding, deadline expiry, auth failures and refused swaps; the status counts of the work requests.
+
+    Spread over a few seconds so that several 1 s scrapes see each counter rise.
+    """
+    sample = json.loads((BUNDLE / "sample_request.json").read_text())
+    pool = sample["candidates"]
+    large = {**sample, "candidates": [{**pool[i % len(pool)], "id": f"late-{i}"} for i in range(2000)]}
+    large_body = json.dumps(large).encode()
+    answered: list[int] = []  # list.append is atomic: the burst threads share it
+    json_headers = {"content-type": "application/json"}
+
+    def burst() -> None:
+        with httpx.Client(base_url=service, timeout=30) as client:
+            for _ in range(BURST_REQUESTS):
+                # 2000 candidates hold a slot for tens of ms: the other clients find both taken, however
+                # slowly this process's threads send on a loaded machine.
+                answered.append(client.post("/v1/score", content=large_body, headers=json_headers).status_code)
+
+    threads = [threading.Thread(target=burst) for _ in range(BURST_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    wrong = {"authorization": "Bearer not-the-token"}
+    with httpx.Client(base_url=service, timeout=30) as client:
+        for i in range(LATE_REQUESTS):
+            late = client.post("/v1/score", content=large_body, headers={**json_headers, "x-request-deadline-ms": "1"})
+            answered.append(late.status_code)
+            if i % 2 == 0:
+                assert client.get("/admin/policies", headers=wrong).status_code == 401
+                refused = client.post("/admin/policies/home/activate", json={"version": "9"},
+                                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+                assert refused.status_code == 404
+            time.sleep(0.1)
+    return dict(Counter(answered))
+
+
+def firing_or_pending(prometheus: str) -> dict[str, str]:
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return {a["labels"]["alertname"]: a["state"] for a in alerts}
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "fusionrank.json").read_text())
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
@@ -220,9 +277,31 @@ def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheu
     assert all(np.isfinite(float(r["value"][1])) for r in psi)
 
 
+def test_shedding_deadlines_and_admin_faults_reach_panels_and_alerts(service: str, prometheus: str) -> None:
+    wait_for("the primed shed counter in Prometheus", lambda: bool(query(prometheus, "fusionrank_requests_shed_total")))
+    statuses = overload_and_admin_faults(service)
+    assert statuses.get(503, 0) > BURST_CLIENTS * BURST_REQUESTS // 2, statuses  # most of the burst was shed
+    assert statuses.get(504, 0) == LATE_REQUESTS, statuses
+    assert set(statuses) <= {200, 503, 504}, statuses
+    wait_for("the operational alerts", lambda: set(OPERATIONAL_ALERTS) <= set(firing_or_pending(prometheus)))
+    states = firing_or_pending(prometheus)
+    assert {name: states[name] for name in OPERATIONAL_ALERTS} == {
+        "FusionrankShedding": "pending", "FusionrankDeadlineExceeded": "pending",  # `for: 5m`
+        "FusionrankAdminAuthFailures": "firing", "FusionrankSwapRefused": "firing",
+    }
+    # The panels show what was driven, not only primed zeros.
+    nonzero = {
+        "shed": 'route:fusionrank_requests_shed:ratio_rate5m{route="/v1/score"} > 0',
+        "deadline": 'route:fusionrank_deadline_exceeded:ratio_rate5m{route="/v1/score"} > 0',
+        "auth": 'sum by (reason) (increase(fusionrank_admin_auth_failures_total{reason="invalid"}[10m])) > 0',
+        "swap": 'sum by (surface, source) (increase(fusionrank_policy_activation_failures_total[15m])) > 0',
+    }
+    assert {name: bool(query(prometheus, expr)) for name, expr in nonzero.items()} == dict.fromkeys(nonzero, True)
+
+
 def test_shipped_rule_files_are_the_ones_loaded(prometheus: str) -> None:
     groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     loaded = {Path(g["file"]).name for g in groups}
     assert loaded == {"recording.yml", "alerts.yml"}
     health = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
-    assert len(health) == 24 and set(health.values()) <= {"ok", "unknown"}
+    assert len(health) == 30 and set(health.values()) <= {"ok", "unknown"}

@@ -8,6 +8,7 @@ again. The wiring through the real app is checked with a body that streams slowl
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -191,3 +192,44 @@ def test_a_request_past_its_deadline_is_never_scored(
     assert 'fusionrank_deadline_exceeded_total{route="/v1/score"} 1.0' in metrics
     on_time = client.post("/v1/score", json=sample_request, headers={"x-request-deadline-ms": "10000"})
     assert on_time.status_code == 200 and scored == [1]
+
+
+def test_admitted_requests_score_on_at_most_score_threads_threads(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admitted past the scoring threads, a request waits in line instead of contending for the GIL."""
+    import app.api.score as score_module
+
+    real_answer = score_module._answer
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    def counting_answer(*args: Any, **kwargs: Any) -> bytes:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # long enough for every admitted request to be waiting or scoring
+            return real_answer(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(score_module, "_answer", counting_answer)
+    test_client = client_factory(max_in_flight=CAPACITY, score_threads=2)
+    body = orjson.dumps(sample_request)
+
+    async def main() -> list[int]:
+        async with _client(test_client.app) as client:
+            statuses: list[int] = []
+
+            async def one() -> None:
+                statuses.append((await client.post("/v1/score", content=body, headers=JSON)).status_code)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(CAPACITY):
+                    tg.start_soon(one)
+            return statuses
+
+    assert anyio.run(main) == [200] * CAPACITY  # all admitted, all answered
+    assert most[0] == 2

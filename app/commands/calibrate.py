@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    pass
+    from app.artifacts.calibration import CalibrationFile
+    from app.artifacts.manifest import ModelManifest
 
 from app.commands.common import (
     EngineOption,
@@ -121,13 +122,9 @@ def calibrate_apply(
     """Write calibrated p_<task> columns beside the input, with the service's own apply code."""
 
     def action() -> None:
-        from app.artifacts.loading import check_calibration_for, load_calibration
         from app.offline.calibration import PredictionFile, apply_predictions
 
-        cal = load_calibration(calibration)
-        manifest = bundle_manifest(model)
-        if manifest is not None:
-            check_calibration_for(cal, manifest, calibration)
+        cal, manifest = _checked(calibration, model)
         rows = apply_predictions(cal, PredictionFile(predictions), out, manifest=manifest, show_progress=progress)
         typer.echo(f"wrote {rows} rows with p_{{task}} for {', '.join(cal.tasks)} to {out}")
 
@@ -153,13 +150,9 @@ def calibrate_report(
     """Bucket and segment tables before/after, reliability diagrams, as a markdown report."""
 
     def action() -> None:
-        from app.artifacts.loading import check_calibration_for, load_calibration
         from app.offline.calibration import PredictionFile, write_report
 
-        cal = load_calibration(calibration)
-        manifest = bundle_manifest(model)
-        if manifest is not None:
-            check_calibration_for(cal, manifest, calibration)
+        cal, manifest = _checked(calibration, model)
         if check_engine(engine, predictions, table) == "spark":
             from app.offline.spark import SparkInput, read_input, report_on_spark, spark_session
 
@@ -173,3 +166,14 @@ def calibrate_report(
         typer.echo(f"wrote {path}")
 
     run_offline(action)
+
+
+def _checked(calibration: Path, model: Path | None) -> tuple[CalibrationFile, ModelManifest | None]:
+    """The calibration file, and with `--model` the bundle's manifest it has been checked against."""
+    from app.artifacts.loading import check_calibration_for, load_calibration
+
+    cal = load_calibration(calibration)
+    manifest = bundle_manifest(model)
+    if manifest is not None:
+        check_calibration_for(cal, manifest, calibration)
+    return cal, manifest

@@ -28,13 +28,16 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # onnxruntime threads per session. One keeps a 2-core replica predictable under concurrency.
     ort_intra_op_threads: int = Field(default=1, ge=0, le=64)
-    # Score on a worker thread, not on the event loop: +19-30 % requests/s at concurrency 8 in two
-    # runs on 2 cores (the loop reads the next bodies while a request scores); docs/performance.md.
-    score_in_thread: bool = True
-    # Threads scoring at once; admitted requests beyond them wait in line (max_in_flight bounds the line).
-    # More threads only contend for the GIL with the event loop, which then reads and sheds requests late:
-    # 2 against anyio's default 40, at 2x saturation on 2 shared cores: +30 % accepted requests/s, p99
-    # 26 vs 57 ms, 503 p50 0.5 vs 1.4 ms (medians of 4 interleaved rounds, bench/RESULTS.md).
+    # Score on the event loop, one request at a time in arrival order, the loop reading its sockets
+    # between two requests. On 2 quiet cores this beat worker threads at concurrency 8 by 16-36 %
+    # requests/s on every body format and both bench models, at lower CPU per request: a scoring thread
+    # and the loop reading the next bodies fight for the GIL (docs/performance.md). True: score on
+    # `score_threads` worker threads instead (a model whose onnxruntime time dominates may gain).
+    score_in_thread: bool = False
+    # With score_in_thread: threads scoring at once; admitted requests beyond them wait in line
+    # (max_in_flight bounds the line). More threads only contend for the GIL with the event loop, which
+    # then reads and sheds requests late: 2 against anyio's default 40, at 2x saturation on 2 shared
+    # cores: +30 % accepted requests/s, p99 26 vs 57 ms, 503 p50 0.5 vs 1.4 ms (bench/RESULTS.md).
     score_threads: int = Field(default=2, ge=1, le=64)
     max_candidates: int = Field(default=5000, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)

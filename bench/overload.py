@@ -5,12 +5,13 @@ Measures the saturation throughput mu (closed loop, 8 connections), then offers 
 Retry-After at once; the p99 of the *accepted* requests stays bounded; when the load drops the service
 recovers by itself, with no 503 and the accepted p99 back near the idle one.
 
-The expected bound: at most `max_in_flight` requests are admitted; `score_threads` of them score and the
-rest wait in line, served at the rate the process manages, so an admitted request is answered after about
-max_in_flight / mu. Under overload the process also spends CPU refusing the excess, so its accepted rate
-mu' is below mu and the line moves at mu': at 2x the line is always full, and the accepted p50 should sit
-at max_in_flight / mu'. The p99 adds what the machine's scheduler adds; bounded means it does not grow
-while the overload lasts (first vs second half of the phase).
+The expected bound: at most `max_in_flight` requests are admitted; one of them scores on the event loop
+(the default; with `--scoring N`, N of them on worker threads) and the rest wait in line, served at the
+rate the process manages, so an admitted request is answered after about max_in_flight / mu. Under
+overload the process also spends CPU refusing the excess, so its accepted rate mu' is below mu and the
+line moves at mu': at 2x the line is always full, and the accepted p50 should sit at max_in_flight / mu'.
+The p99 adds what the machine's scheduler adds; bounded means it does not grow while the overload lasts
+(first vs second half of the phase).
 
 The client is `bench/http_load.py` (one uvloop loop, prepared request bytes, answers parsed as they
 arrive), not Python threads: those spend about as much CPU per request as the server, and on 2 shared
@@ -22,8 +23,9 @@ priority of its own (`bench.live.session_priority`):
 
     setsid -w nice -n -15 .venv/bin/python -m bench.overload --session-nice -15   # appends to bench/RESULTS.md
 
-`--compare-score-threads 40,2` instead measures, in interleaved rounds, the 2x phase under each
-FUSIONRANK_SCORE_THREADS value (40 is anyio's default thread pool, what scoring used before the setting).
+`--compare-scoring loop,2` instead measures, in interleaved rounds, the 2x phase under each way of
+scoring: `loop` (FUSIONRANK_SCORE_IN_THREAD=false, the default) or N worker threads
+(FUSIONRANK_SCORE_IN_THREAD=true, FUSIONRANK_SCORE_THREADS=N; 40 is anyio's default thread pool).
 """
 
 from __future__ import annotations
@@ -43,9 +45,17 @@ PHASES = (("idle (0.3x)", 0.3, 0.5), ("overload (2x)", 2.0, 1.0), ("recovered (0
 BODY = orjson.dumps(sample_request())
 
 
-def _server_env(args: argparse.Namespace, score_threads: int) -> dict[str, str]:
-    return {"FUSIONRANK_MAX_IN_FLIGHT": str(args.max_in_flight), "FUSIONRANK_SCORE_THREADS": str(score_threads),
-            "FUSIONRANK_POLICY_WATCH_INTERVAL": "0"}
+def _server_env(args: argparse.Namespace, scoring: str) -> dict[str, str]:
+    """scoring: "loop" (on the event loop, one request at a time) or a number of scoring threads."""
+    env = {"FUSIONRANK_MAX_IN_FLIGHT": str(args.max_in_flight), "FUSIONRANK_POLICY_WATCH_INTERVAL": "0",
+           "FUSIONRANK_SCORE_IN_THREAD": str(scoring != "loop").lower()}
+    if scoring != "loop":
+        env["FUSIONRANK_SCORE_THREADS"] = str(int(scoring))
+    return env
+
+
+def _scoring_label(scoring: str) -> str:
+    return "event loop" if scoring == "loop" else f"{scoring} threads"
 
 
 def _saturation(port: int) -> float:
@@ -64,7 +74,7 @@ def _halves_p99(report: OpenLoopReport) -> tuple[float, float]:
 def run_phases(args: argparse.Namespace, priority: str) -> list[str]:
     load_before = os.getloadavg()
     port = free_port()
-    with live_server(port, _server_env(args, args.score_threads)) as live:
+    with live_server(port, _server_env(args, args.scoring)) as live:
         server_nice = os.getpriority(os.PRIO_PROCESS, live.pid)
         client_nice = os.nice(args.client_nice)
         saturation = _saturation(port)
@@ -96,7 +106,7 @@ def run_phases(args: argparse.Namespace, priority: str) -> list[str]:
         f" {load_after[0]:.2f} after (1 min)",
         f"- saturation mu = {saturation:.0f} req/s (8 closed-loop connections, 40-candidate sample request, client"
         f" and server on the same 2 cores); FUSIONRANK_MAX_IN_FLIGHT={args.max_in_flight},"
-        f" FUSIONRANK_SCORE_THREADS={args.score_threads}; open loop from `bench/http_load.py` (evenly spaced"
+        f" scoring on {_scoring_label(args.scoring)}; open loop from `bench/http_load.py` (evenly spaced"
         f" sends, up to {args.connections} keep-alive connections); scheduling: {priority}; niceness server"
         f" {server_nice}, client {client_nice}",
         f"- expected at 2x: max_in_flight / mu = {args.max_in_flight} / {saturation:.0f} = **{bound_ms:.1f} ms**;"
@@ -115,10 +125,10 @@ def run_phases(args: argparse.Namespace, priority: str) -> list[str]:
     ]
 
 
-def compare_score_threads(args: argparse.Namespace, priority: str, values: list[int]) -> list[str]:
+def compare_scoring(args: argparse.Namespace, priority: str, values: list[str]) -> list[str]:
     """Interleaved rounds: per value, a fresh server, its saturation, then 2x of a fixed rate for --seconds."""
     load_before = os.getloadavg()
-    rows: dict[int, list[tuple[float, ...]]] = {v: [] for v in values}
+    rows: dict[str, list[tuple[float, ...]]] = {v: [] for v in values}
     rate = 0.0
     for _ in range(args.rounds):
         for value in values:
@@ -136,13 +146,14 @@ def compare_score_threads(args: argparse.Namespace, priority: str, values: list[
             shed = p50_p99_ms(report.latencies(503))
             rows[value].append((saturation, len(report.latencies(200)) / args.seconds, *accepted, *shed))
             print(value, rows[value][-1], flush=True)
-    header = ("| score threads | mu req/s (c=8) | accepted req/s at 2x | accepted p50 ms | accepted p99 ms |"
+    header = ("| scoring | mu req/s (c=8) | accepted req/s at 2x | accepted p50 ms | accepted p99 ms |"
               " 503 p50 ms | 503 p99 ms |")
     lines = [
         f"- {now()}, {machine()}; shared machine, load average {load_before[0]:.2f} before /"
         f" {os.getloadavg()[0]:.2f} after (1 min); scheduling: {priority}",
-        f"- FUSIONRANK_SCORE_THREADS in {values}, {args.rounds} interleaved rounds; per round and value a fresh"
-        f" server, its saturation (8 closed-loop connections), then {rate:.0f} req/s open loop for {args.seconds:g} s"
+        f"- scoring on {', '.join(map(_scoring_label, values))}; {args.rounds} interleaved rounds; per round and"
+        f" value a fresh server, its saturation (8 closed-loop connections), then {rate:.0f} req/s open loop for"
+        f" {args.seconds:g} s"
         f" (2x the first server's saturation); FUSIONRANK_MAX_IN_FLIGHT={args.max_in_flight}. Medians over the rounds:",
         "",
         header,
@@ -150,14 +161,15 @@ def compare_score_threads(args: argparse.Namespace, priority: str, values: list[
     ]
     for value, measured in rows.items():
         m = np.median(np.asarray(measured), axis=0)
-        lines.append(f"| {value} | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.1f} | {m[3]:.1f} | {m[4]:.1f} | {m[5]:.1f} |")
-    lines += ["", "Every round:", "", header.replace("| score threads |", "| score threads (round) |"),
+        lines.append(f"| {_scoring_label(value)} | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.1f} | {m[3]:.1f} | {m[4]:.1f} |"
+                     f" {m[5]:.1f} |")
+    lines += ["", "Every round:", "", header.replace("| scoring |", "| scoring (round) |"),
               "|---:|---:|---:|---:|---:|---:|---:|"]
     for round_ in range(args.rounds):
         for value in values:
             r = rows[value][round_]
-            lines.append(f"| {value} ({round_ + 1}) | {r[0]:.0f} | {r[1]:.0f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} |"
-                         f" {r[5]:.1f} |")
+            lines.append(f"| {_scoring_label(value)} ({round_ + 1}) | {r[0]:.0f} | {r[1]:.0f} | {r[2]:.1f} |"
+                         f" {r[3]:.1f} | {r[4]:.1f} | {r[5]:.1f} |")
     return lines
 
 
@@ -165,19 +177,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the overload phase")
     parser.add_argument("--max-in-flight", type=int, default=16)
-    parser.add_argument("--score-threads", type=int, default=2)
+    parser.add_argument("--scoring", default="loop", help="`loop` (the default) or a number of scoring threads")
     parser.add_argument("--connections", type=int, default=256, help="open-loop connection cap")
     parser.add_argument("--client-nice", type=int, default=5, help="added to the client's niceness after the"
                         " server started (the server keeps the niceness the bench was started with)")
     parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
-    parser.add_argument("--compare-score-threads", help="comma-separated FUSIONRANK_SCORE_THREADS values")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds of --compare-score-threads")
+    parser.add_argument("--compare-scoring", help="comma-separated ways of scoring: `loop` or a number of threads")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of --compare-scoring")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     priority = session_priority(args.session_nice)
-    if args.compare_score_threads:
-        values = [int(v) for v in args.compare_score_threads.split(",")]
-        lines, title = compare_score_threads(args, priority, values), "bench/overload.py (score threads compared)"
+    if args.compare_scoring:
+        values = [v.strip() for v in args.compare_scoring.split(",")]
+        lines, title = compare_scoring(args, priority, values), "bench/overload.py (scoring compared)"
     else:
         lines, title = run_phases(args, priority), "bench/overload.py"
     print("\n".join(lines))

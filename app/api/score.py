@@ -79,7 +79,8 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
             _answer, state, body, arrow_in, arrow_out, t0, deadline, shadows, limiter=state.scoring_threads
         )
     else:
-        content = _answer(state, body, arrow_in, arrow_out, t0, deadline, shadows)
+        async with state.scoring_turn:  # the next in line starts on a later loop turn, after a socket poll
+            content = _answer(state, body, arrow_in, arrow_out, t0, deadline, shadows)
     return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")
 
 

@@ -31,12 +31,16 @@ class ServiceState:
     feedback_ids: RecentEventIds = field(init=False)
     # Worker threads `/v1/score` may use at once (settings.score_threads); waiting for one is cancellable.
     scoring_threads: anyio.CapacityLimiter = field(init=False)
+    # On the event loop (the default), the turn to score: one request at a time, first come first
+    # served; waiting is cancellable, and the loop reads its sockets between two turns.
+    scoring_turn: anyio.Lock = field(init=False)
 
     def __post_init__(self) -> None:
         self.feedback_ids = RecentEventIds(
             max_ids=self.settings.feedback_dedup_ids, max_age_seconds=self.settings.feedback_dedup_seconds
         )
         self.scoring_threads = anyio.CapacityLimiter(self.settings.score_threads)
+        self.scoring_turn = anyio.Lock(fast_acquire=True)  # uncontended: no extra trip through the loop
 
     @property
     def serving(self) -> bool:

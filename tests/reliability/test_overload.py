@@ -194,20 +194,24 @@ def test_a_request_past_its_deadline_is_never_scored(
     assert on_time.status_code == 200 and scored == [1]
 
 
-def test_admitted_requests_score_on_at_most_score_threads_threads(
-    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("settings", "at_once"), [({}, 1), ({"score_in_thread": True, "score_threads": 2}, 2)])
+def test_admitted_requests_wait_in_line_for_their_turn_to_score(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+    settings: dict[str, Any], at_once: int,
 ) -> None:
-    """Admitted past the scoring threads, a request waits in line instead of contending for the GIL."""
+    """Admitted requests score one at a time on the event loop (the default), or on at most
+    `score_threads` worker threads: the others wait in line instead of contending for the GIL."""
     import app.api.score as score_module
 
     real_answer = score_module._answer
     lock = threading.Lock()
-    running, most = [0], [0]
+    running, most, threads = [0], [0], set()
 
     def counting_answer(*args: Any, **kwargs: Any) -> bytes:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
+            threads.add(threading.get_ident())
         try:
             time.sleep(0.02)  # long enough for every admitted request to be waiting or scoring
             return real_answer(*args, **kwargs)
@@ -216,20 +220,24 @@ def test_admitted_requests_score_on_at_most_score_threads_threads(
                 running[0] -= 1
 
     monkeypatch.setattr(score_module, "_answer", counting_answer)
-    test_client = client_factory(max_in_flight=CAPACITY, score_threads=2)
+    test_client = client_factory(max_in_flight=CAPACITY, **settings)
     body = orjson.dumps(sample_request)
+    bad = orjson.dumps({**sample_request, "candidates": []})  # 422 inside the turn: the turn is given back
 
-    async def main() -> list[int]:
+    async def main() -> tuple[list[int], int]:
         async with _client(test_client.app) as client:
             statuses: list[int] = []
 
-            async def one() -> None:
-                statuses.append((await client.post("/v1/score", content=body, headers=JSON)).status_code)
+            async def one(content: bytes) -> None:
+                statuses.append((await client.post("/v1/score", content=content, headers=JSON)).status_code)
 
             async with anyio.create_task_group() as tg:
-                for _ in range(CAPACITY):
-                    tg.start_soon(one)
-            return statuses
+                tg.start_soon(one, bad)
+                for _ in range(CAPACITY - 1):
+                    tg.start_soon(one, body)
+            return sorted(statuses), threading.get_ident()
 
-    assert anyio.run(main) == [200] * CAPACITY  # all admitted, all answered
-    assert most[0] == 2
+    statuses, loop_thread = anyio.run(main)
+    assert statuses == [200] * (CAPACITY - 1) + [422]  # all admitted, all answered
+    assert most[0] == at_once
+    assert (threads == {loop_thread}) is (at_once == 1)  # the default scores on the event loop's thread

@@ -14,7 +14,7 @@ from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
 from app.serving.columns import Candidates, EncodedStrings, Values, read_column, where
 
-__all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "take"]
+__all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask"]
 
 # number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
 AttributeColumns = dict[str, Values]
@@ -58,13 +58,6 @@ def extract_attributes(
         else:
             columns[name] = column
     return columns
-
-
-def take(column: Values, index: npt.NDArray[np.intp]) -> Values:
-    """The column's values at `index`, keeping its representation."""
-    if isinstance(column, np.ndarray):
-        return column[index]
-    return [column[i] for i in index.tolist()]
 
 
 def missing_mask(column: Values) -> npt.NDArray[np.bool_]:

@@ -24,6 +24,7 @@ __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = frozenset({str, type(None)})
+_MISSING = -1  # a categorical value not sent: the context's category fills it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,8 @@ class FeatureEncoder:
         self.vocabularies = [
             {value: i + 1 for i, value in enumerate(f.vocabulary)} for f in schema.categorical
         ]
-        # The same with None (missing, no context value) -> out of vocabulary.
-        self.lookups = [_with_missing(v, OOV_INDEX) for v in self.vocabularies]
+        # The same with None (missing) -> _MISSING, replaced per request by the context's category.
+        self.lookups = [_with_missing(v, _MISSING) for v in self.vocabularies]
 
     def encode(
         self, features: Candidates, context_features: Mapping[str, Any]
@@ -137,29 +138,41 @@ class FeatureEncoder:
     def _categorical_column(
         self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.int64]:
-        vocabulary = self.vocabularies[j]
         raw = read_column(features, name)
-        column = [] if isinstance(raw, EncodedStrings) else _objects(raw)  # encoded: strings by their type
-        if not _CATEGORY_TYPES.issuperset(map(type, column)):
-            index = next(i for i, v in enumerate(column) if type(v) not in _CATEGORY_TYPES)
-            raise InvalidRequest.at(
-                where(features, "features", name, index),
-                f"expected a string category, got {type(column[index]).__name__}",
-                "send categorical values as JSON strings", candidate_index=index,
-            )
+        lookup = self.lookups[j]
+        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
+            table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), _MISSING], dtype=np.int64)
+            codes = table[raw.codes]
+        else:
+            column = _objects(raw)
+            try:  # map() keeps the lookups in C
+                codes = np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
+            except TypeError:  # an unhashable value (a list, an object): named by the check below
+                codes = np.full(len(column), OOV_INDEX, dtype=np.int64)
+            _check_categories(features, name, column, codes)
         fallback = context.get(name)
         if fallback is not None and not isinstance(fallback, str):
             raise InvalidRequest.at(
                 f"context.features.{name}", f"expected a string category, got {type(fallback).__name__}",
                 "send categorical values as JSON strings",
             )
-        default = vocabulary.get(fallback, OOV_INDEX) if fallback is not None else OOV_INDEX
-        # A missing value (None) takes the context's category; map() keeps the lookups in C.
-        lookup = self.lookups[j] if default == OOV_INDEX else _with_missing(vocabulary, default)
-        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
-            table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), lookup[None]], dtype=np.int64)
-            return table[raw.codes]
-        return np.fromiter(map(lookup.get, column, repeat(OOV_INDEX)), dtype=np.int64, count=len(column))
+        missing = codes == _MISSING  # a missing value takes the context's category, else out of vocabulary
+        if missing.any():
+            codes[missing] = OOV_INDEX if fallback is None else self.vocabularies[j].get(fallback, OOV_INDEX)
+        return codes
+
+
+def _check_categories(features: Candidates, name: str, column: list[Any], codes: npt.NDArray[np.int64]) -> None:
+    """Refuse a value that is not a string. Such a value is never in the vocabulary (its keys are
+    strings), so only the out-of-vocabulary positions, usually few, have their type looked at."""
+    unknown = np.flatnonzero(codes == OOV_INDEX).tolist()
+    if _CATEGORY_TYPES.issuperset(map(type, map(column.__getitem__, unknown))):
+        return
+    index = next(i for i in unknown if type(column[i]) not in _CATEGORY_TYPES)
+    raise InvalidRequest.at(
+        where(features, "features", name, index), f"expected a string category, got {type(column[index]).__name__}",
+        "send categorical values as JSON strings", candidate_index=index,
+    )
 
 
 def _with_missing(vocabulary: dict[str, int], missing: int) -> dict[str | None, int]:

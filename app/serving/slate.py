@@ -14,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 
 from app.artifacts.policy import SlateRules
-from app.serving.attributes import AttributeColumns, equals_mask, take
+from app.serving.attributes import AttributeColumns, equals_mask
 from app.serving.columns import Values
 
-__all__ = ["SlateResult", "apply_slate", "occurrence_rank"]
+__all__ = ["SlateResult", "apply_slate", "occurrence_rank", "value_codes"]
 
 IntArray = npt.NDArray[np.intp]
 
@@ -29,15 +29,20 @@ class SlateResult:
     truncated: IntArray  # survivors past top_k, in order
 
 
-def occurrence_rank(values: Sequence[Any]) -> IntArray:
-    """For each position, how many earlier positions hold the same value (0 for the first).
-
-    None never counts: a candidate without the attribute is not limited by the rule.
-    """
+def value_codes(values: Sequence[Any]) -> IntArray:
+    """A code per position, shared by equal values (numbered in order of first appearance); None (missing) is -1."""
     lookup = {value: code for code, value in enumerate(dict.fromkeys(values))}
     codes = np.fromiter(map(lookup.__getitem__, values), np.intp, count=len(values))
     if None in lookup:
         codes[codes == lookup[None]] = -1
+    return codes
+
+
+def occurrence_rank(codes: IntArray) -> IntArray:
+    """For each position, how many earlier positions hold the same code (0 for the first).
+
+    Code -1 (missing) never counts: a candidate without the attribute is not limited by the rule.
+    """
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
@@ -59,14 +64,15 @@ def apply_slate(
     """kept: indices that passed the guardrails. Ties in utility keep request order."""
     order = kept[np.argsort(-utility[kept], kind="stable")]
     dropped: list[tuple[IntArray, str]] = []
+    # Codes and matches are computed over the whole request in its order, then gathered into the ranking.
     for per_value in rules.max_per_value:
-        values = _py(take(attributes[per_value.attribute], order))
-        over = occurrence_rank(values) >= per_value.max
+        codes = value_codes(_py(attributes[per_value.attribute]))
+        over = occurrence_rank(codes[order]) >= per_value.max
         if over.any():
             dropped.append((order[over], per_value.name))
             order = order[~over]
     for matching in rules.max_matching:
-        hits = equals_mask(take(attributes[matching.attribute], order), matching.equals)
+        hits = equals_mask(attributes[matching.attribute], matching.equals)[order]
         over = hits & (np.cumsum(hits) > matching.max)
         if over.any():
             dropped.append((order[over], matching.name))

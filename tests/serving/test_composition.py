@@ -14,7 +14,7 @@ from app.errors import InvalidRequest
 from app.serving.attributes import extract_attributes
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import CompiledPolicy
-from app.serving.slate import apply_slate, occurrence_rank
+from app.serving.slate import apply_slate, occurrence_rank, value_codes
 from app.serving.utility import compose_utility
 from tests.conftest import BUNDLE
 
@@ -98,7 +98,9 @@ def test_attribute_in_guardrail_and_type_errors() -> None:
 
 
 def test_occurrence_rank_counts_earlier_equal_values_and_ignores_missing() -> None:
-    np.testing.assert_array_equal(occurrence_rank(["a", "b", "a", None, "a", None, "b"]), [0, 0, 1, 0, 2, 0, 1])
+    codes = value_codes(["a", "b", "a", None, "a", None, "b"])
+    np.testing.assert_array_equal(codes, [0, 1, 0, -1, 0, -1, 1])
+    np.testing.assert_array_equal(occurrence_rank(codes), [0, 0, 1, 0, 2, 0, 1])
 
 
 def test_slate_orders_by_utility_applies_rules_then_top_k() -> None:

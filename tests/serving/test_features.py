@@ -41,6 +41,9 @@ def test_context_features_fill_candidates_that_lack_them() -> None:
         ([{"quality": True}], "candidates[0].features.quality", 0),
         ([{"quality": 1.0}, {"quality": float("inf")}], "candidates[1].features.quality", 1),
         ([{"quality": 1.0, "kind": 3}], "candidates[0].features.kind", 0),
+        ([{"quality": 1.0, "kind": "a"}, {"quality": 1.0, "kind": True}], "candidates[1].features.kind", 1),
+        ([{"quality": 1.0, "kind": "b"}, {"quality": 1.0, "kind": ["a"]}], "candidates[1].features.kind", 1),
+        ([{"quality": 1.0, "kind": {"a": 1}}], "candidates[0].features.kind", 0),  # unhashable
     ],
 )
 def test_bad_values_name_field_and_candidate(features: list[dict[str, object]], field: str, index: int) -> None:

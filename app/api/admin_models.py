@@ -54,7 +54,7 @@ class ShadowModelBody(TripleBody):
     fraction: float = Field(default=0.0, ge=0, le=1, description="share of requests scored; 0 stops the shadow")
 
 
-def get_bundles(request: Request) -> BundleRegistry:
+async def get_bundles(request: Request) -> BundleRegistry:  # async: no worker thread (app.api.deps)
     bundles: BundleRegistry | None = getattr(request.app.state, "bundle_registry", None)
     if bundles is None:
         raise NotReady("the bundle registry is not started yet")

@@ -1,4 +1,9 @@
-"""FastAPI dependencies as `Annotated` aliases."""
+"""FastAPI dependencies as `Annotated` aliases.
+
+All are `async def` although none awaits: FastAPI runs a plain `def` dependency on a worker thread,
+and that round trip (a thread hand-off and back, contending for the GIL) cost every request, probes
+and `/v1/score` included, more than the dependency's own work.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from app.errors import NotReady
 __all__ = ["AdminDep", "RegistryDep", "StateDep", "get_admin", "get_registry", "get_state"]
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.fusionrank
     return state
 
@@ -22,7 +27,7 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def get_admin(request: Request, state: StateDep) -> str:
+async def get_admin(request: Request, state: StateDep) -> str:
     """The name of the admin token the request presents (404 when the admin API is off, 401 if wrong)."""
     return authenticate(request.headers.get("authorization"), state.settings.admin_credentials(), state.metrics)
 
@@ -30,7 +35,7 @@ def get_admin(request: Request, state: StateDep) -> str:
 AdminDep = Annotated[str, Depends(get_admin)]
 
 
-def get_registry(request: Request) -> PolicyRegistry:
+async def get_registry(request: Request) -> PolicyRegistry:
     registry: PolicyRegistry | None = getattr(request.app.state, "policy_registry", None)
     if registry is None:
         raise NotReady("the policy registry is not started yet")

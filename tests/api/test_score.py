@@ -211,3 +211,24 @@ def test_event_loop_and_worker_thread_answer_alike(
         answers.append(body)
     assert answers[0] == answers[1]
     assert answers[0]["filtered"]
+
+
+def test_default_scoring_and_probes_never_hop_to_a_worker_thread(
+    client: TestClient, sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker-thread round trip per request: neither for the scoring (on the event loop by default)
+    nor for a dependency (FastAPI runs a plain `def` dependency on a thread; ours are `async def`)."""
+    import anyio.to_thread
+
+    real_run_sync = anyio.to_thread.run_sync
+    hops: list[str] = []
+
+    async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real_run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
+    assert client.post("/v1/score", json=sample_request).status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    assert hops == []

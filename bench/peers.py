@@ -79,7 +79,7 @@ def servers(store: tuple[Path, Path], python: str) -> Iterator[dict[str, tuple[S
     """name -> (server, scoring path), all started, stopped at the end."""
     env = {"PEER_MODEL_STORE": str(store[0]), "PEER_POLICIES": str(store[1]), "PYTHONPATH": str(ROOT),
            "BENTOML_HOME": tempfile.mkdtemp(prefix="bentoml-home-"), "OMP_NUM_THREADS": "1",
-           "BENTOML_DO_NOT_TRACK": "true", "BENTOML_CONFIG_OPTIONS": "api_server.logging.access.enabled=false"}
+           "BENTOML_DO_NOT_TRACK": "true"}
     with contextlib.ExitStack() as stack:
         started: dict[str, tuple[Served, str]] = {}
         started["fusionrank"] = (stack.enter_context(served(free_port(), store=store)), "/v1/score")

@@ -8,8 +8,10 @@
     features, model, calibration, utility, 2 guardrails, 2 slate rules, encode, metrics and drift
     accounting) for row JSON, column JSON and Arrow bodies; (a), (o) and (b) interleaved;
 (c) HTTP: `fusionrank serve` on 127.0.0.1, driven by `hey`: p50/p99 at concurrency 1 and 8 and
-    throughput at 8, per format; the scale curve (10, 100, 1000, 5000 candidates at concurrency 1)
-    with the server's CPU per candidate read from /proc;
+    throughput at 8, per format; the transport floor (bench/peer_apps/transport_floor.py: uvicorn
+    reading the same body and answering 3 kB, no framework, no work) at concurrency 1; the scale
+    curve (10, 100, 1000, 5000 candidates at concurrency 1) with the server's CPU per candidate
+    read from /proc;
 (k) with --knobs: ORT intra-op threads, scoring on the event loop or a thread, uvicorn workers;
     cold start to ready and RSS per worker.
 The machine may be shared: every table records the load average, and ratios compare figures
@@ -185,6 +187,22 @@ def http_formats(
     )
 
 
+def transport_floor(requests: int) -> dict[str, tuple[float, float]]:
+    """format -> (p50 ms, server CPU ms per request) of the bare ASGI app at concurrency 1, 1000 candidates."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "bench.peer_apps.transport_floor:app", "--port", str(port),
+               "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    out = {}
+    with served(port, command=command, ready_path="/") as server:
+        for fmt in FORMATS:
+            body, kind = body_of(fmt, 1000)
+            hey(f"{server.url}/", body, kind, count=20, concurrency=1)
+            c0 = server.cpu_seconds()
+            ok, _ = hey(f"{server.url}/", body, kind, count=requests, concurrency=1)
+            out[fmt] = (percentiles(ok)[0], (server.cpu_seconds() - c0) / len(ok) * 1000)
+    return out
+
+
 def scale_curve(server: Any, requests: int) -> dict[tuple[str, int], tuple[float, float, float]]:
     """(format, n) -> (p50 ms, p50 µs per candidate, server CPU µs per candidate) at concurrency 1."""
     out = {}
@@ -280,18 +298,25 @@ def main() -> None:
             load_formats = load_average()
             curve = scale_curve(server, args.requests)
             load_curve = load_average()
+        transport = transport_floor(args.requests)
         lines += [
             "", f"Over HTTP, 1000 candidates (load average {load_formats}; floor (a) p50 = {floor_1000:.3f} ms and "
             f"ort.run (o) p50 = {ort_1000:.3f} ms, measured in process between the HTTP runs of the same rounds):",
             "",
-            "| body | c=1 p50 / p99 ms | p50 / floor | p50 / ort.run | p99 / p50 | c=8 p50 / p99 ms | c=8 requests/s |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| body | c=1 p50 / p99 ms | p50 / floor | p50 / ort.run | p99 / p50 | c=8 p50 / p99 ms | c=8 requests/s "
+            "| transport floor p50 ms / CPU ms | (transport floor + ort.run) / ort.run |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for fmt in FORMATS:
             p50, p99, _ = formats[(fmt, 1)]
             p50_8, p99_8, rate = formats[(fmt, 8)]
+            bare, bare_cpu = transport[fmt]
             lines.append(f"| {fmt} | {p50:.2f} / {p99:.2f} | {p50 / floor_1000:.2f} | {p50 / ort_1000:.2f} | "
-                         f"{p99 / p50:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:.1f} |")
+                         f"{p99 / p50:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:.1f} | {bare:.2f} / {bare_cpu:.2f} | "
+                         f"{(bare + ort_1000) / ort_1000:.2f} |")
+        lines += ["", "The transport floor is bench/peer_apps/transport_floor.py under uvicorn, sent the same body at "
+                  "concurrency 1 right after the curve below (`hey` reports whole 0.1 ms): HTTP alone, before any "
+                  "parsing or model; its last column is the least `p50 / ort.run` any Python ASGI server reaches here."]
         lines += [
             "", f"Scale curve over HTTP at concurrency 1 (load average {load_curve}; the server's CPU from /proc; "
             "FUSIONRANK_MAX_CANDIDATES=5000 and FUSIONRANK_MAX_BODY_BYTES=16 MiB answer 413 beyond):", "",

@@ -16,7 +16,8 @@ import onnxruntime as ort
 from bench.peer_apps.composition import Answer, Candidate, Composition, Context
 
 
-@bentoml.service(workers=1, traffic={"timeout": 60})
+# Access logging off, as fusionrank has none: a log line per request would tax BentoML alone.
+@bentoml.service(workers=1, traffic={"timeout": 60}, logging={"access": {"enabled": False}})
 class Ranker:
     def __init__(self) -> None:
         self.composition = Composition()

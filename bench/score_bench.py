@@ -274,7 +274,7 @@ def main() -> None:
         f"date: {now()}; {MODELS[args.model]}, "
         "calibration Platt per task + segment corrections on user_tenure and item_type, policy home/1 "
         "(4 utility terms incl. a value term, 2 guardrails, 2 slate rules, top_k 20); one uvicorn worker, "
-        f"ORT 1 intra-op thread, scoring on a worker thread (the defaults); scheduling: {priority}  ",
+        f"ORT 1 intra-op thread, scoring on the event loop (the defaults); scheduling: {priority}  ",
         "Load averages are recorded beside each table: on a shared machine absolute times are inflated; "
         "compare ratios measured in the same run.",
         "",

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -79,8 +80,12 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
             _answer, state, body, arrow_in, arrow_out, t0, deadline, shadows, limiter=state.scoring_threads
         )
     else:
-        async with state.scoring_turn:  # the next in line starts on a later loop turn, after a socket poll
+        async with state.scoring_turn:
             content = _answer(state, body, arrow_in, arrow_out, t0, deadline, shadows)
+            # Keep the turn for one pass of the loop: the next in line scores after the loop has read its
+            # sockets (admitting or shedding new requests), not back to back with this one. Shielded:
+            # finished work is answered.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
     return Response(content, media_type=ARROW_MEDIA_TYPE if arrow_out else "application/json")
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import orjson
 import pytest
@@ -241,3 +242,47 @@ def test_admitted_requests_wait_in_line_for_their_turn_to_score(
     assert statuses == [200] * (CAPACITY - 1) + [422]  # all admitted, all answered
     assert most[0] == at_once
     assert (threads == {loop_thread}) is (at_once == 1)  # the default scores on the event loop's thread
+
+
+def test_event_loop_scoring_reads_the_sockets_between_two_requests(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests ready in the same pass of the loop do not score back to back in it: the loop polls between
+    two of them, so newly arrived requests are admitted or shed while a line is being served."""
+    import app.api.score as score_module
+
+    real_answer = score_module._answer
+    passes = [0]  # passes of the event loop, counted by a task that yields once per pass
+    scored_in_pass: list[int] = []
+
+    def recording_answer(*args: Any, **kwargs: Any) -> bytes:
+        scored_in_pass.append(passes[0])
+        return real_answer(*args, **kwargs)
+
+    monkeypatch.setattr(score_module, "_answer", recording_answer)
+    test_client = client_factory(max_in_flight=CAPACITY)
+    body = orjson.dumps(sample_request)
+
+    async def main() -> list[int]:
+        async with _client(test_client.app) as client:
+            statuses: list[int] = []
+
+            async def count_passes() -> None:
+                while True:
+                    passes[0] += 1
+                    await anyio.lowlevel.checkpoint()
+
+            async def one() -> None:
+                statuses.append((await client.post("/v1/score", content=body, headers=JSON)).status_code)
+
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(count_passes)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(CAPACITY):
+                        tg.start_soon(one)
+                outer.cancel_scope.cancel()
+            return statuses
+
+    assert anyio.run(main) == [200] * CAPACITY
+    assert len(scored_in_pass) == CAPACITY
+    assert len(set(scored_in_pass)) == CAPACITY, f"several requests scored in one pass: {scored_in_pass}"

@@ -101,7 +101,8 @@ def _columns(table: pa.Table) -> dict[str, Column]:
 def _encoded(column: pa.ChunkedArray) -> EncodedStrings:
     """A string column dictionary-encoded in C++: codes (null -> -1) and its few distinct values."""
     encoded = column.combine_chunks().dictionary_encode()
-    codes = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+    indices = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
     return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
 
 

@@ -8,6 +8,7 @@ FILE`, the stack-only requests are also run under cProfile and the top of the pr
 (`python -m pstats FILE` opens it). This is how the worker-thread hop of FastAPI's plain-`def`
 dependencies was found (bench/profiles/README.md).
 Usage: python bench/profile_stack.py [--model demo|reference] [--format rows|columns|arrow] [--requests N]
+       [--profile FILE] [--no-record]   (appends its table to bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import app.api.score as score_module
 from app.main import create_app
 from app.settings import Settings
-from bench.common import MODELS, load_average, machine, now, segmented_store
+from bench.common import MODELS, append_results, load_average, machine, now, segmented_store
 from bench.score_bench import FORMATS, body_of
 
 
@@ -106,9 +107,12 @@ def main() -> None:
     parser.add_argument("--format", choices=FORMATS, default="columns")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--profile", help="write a cProfile of the stack-only requests to this file")
+    parser.add_argument("--no-record", action="store_true", help="do not append the table to bench/RESULTS.md")
     args = parser.parse_args()
     lines = uvloop.run(_measure(args))
     print("\n".join(lines))
+    if not args.no_record:
+        append_results("bench/profile_stack.py", lines)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # onnxruntime threads per session. One keeps a 2-core replica predictable under concurrency.
     ort_intra_op_threads: int = Field(default=1, ge=0, le=64)
-    # Score on the event loop, one request at a time in arrival order, the loop reading its sockets
-    # between two requests. On 2 quiet cores this beat worker threads at concurrency 8 by 16-36 %
-    # requests/s on every body format and both bench models, at lower CPU per request: a scoring thread
-    # and the loop reading the next bodies fight for the GIL (docs/performance.md). True: score on
-    # `score_threads` worker threads instead (a model whose onnxruntime time dominates may gain).
+    # Score on the event loop, one request per pass of the loop in arrival order, the loop reading its
+    # sockets between two requests. On 2 quiet cores this beat worker threads at concurrency 8 by
+    # 6-36 % requests/s (every body format, both bench models) at lower CPU per request, and accepted
+    # 25 % more under 2x overload: a scoring thread and the loop reading the next bodies fight for the
+    # GIL (docs/performance.md). True: score on `score_threads` worker threads instead (a model whose
+    # onnxruntime time dominates may gain).
     score_in_thread: bool = False
     # With score_in_thread: threads scoring at once; admitted requests beyond them wait in line
     # (max_in_flight bounds the line). More threads only contend for the GIL with the event loop, which

@@ -31,9 +31,9 @@ class Settings(BaseSettings):
     # Score on the event loop, one request per pass of the loop in arrival order, the loop reading its
     # sockets between two requests. On 2 quiet cores this beat worker threads at concurrency 8 by
     # 6-36 % requests/s (every body format, both bench models) at lower CPU per request, and accepted
-    # 25 % more under 2x overload: a scoring thread and the loop reading the next bodies fight for the
-    # GIL (docs/performance.md). True: score on `score_threads` worker threads instead (a model whose
-    # onnxruntime time dominates may gain).
+    # 25 % more at the same overload (twice the loop's saturation offered to both): a scoring thread
+    # and the loop reading the next bodies fight for the GIL (docs/performance.md). True: score on
+    # `score_threads` worker threads instead (a model whose onnxruntime time dominates may gain).
     score_in_thread: bool = False
     # With score_in_thread: threads scoring at once; admitted requests beyond them wait in line
     # (max_in_flight bounds the line). More threads only contend for the GIL with the event loop, which

@@ -44,7 +44,16 @@ def _scope(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 async def _measure(args: argparse.Namespace) -> list[str]:
-    store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-stack-")), args.model)
+    with tempfile.TemporaryDirectory(prefix="fusionrank-stack-") as folder:
+        real = score_module._answer
+        try:
+            return await _measure_in(args, Path(folder))
+        finally:
+            score_module._answer = real  # the real route again, whatever happened
+
+
+async def _measure_in(args: argparse.Namespace, folder: Path) -> list[str]:
+    store = segmented_store(folder, args.model)
     app = create_app(Settings(model_store=store[0], policies=store[1], policy_watch_interval=0))
     body, content_type = body_of(args.format, 1000)
     scope = _scope(body, content_type)
@@ -87,7 +96,6 @@ async def _measure(args: argparse.Namespace) -> list[str]:
             profiler.disable()
             profiler.dump_stats(args.profile)
             pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
-    score_module._answer = real
     whole = sorted(r[0] for r in rounds)[1]
     stack = sorted(r[1] for r in rounds)[1]
     return [

@@ -95,6 +95,7 @@ def _answer(
 ) -> bytes:
     """Decode, score, count and encode one request: all of its CPU work, on whichever thread runs it."""
     metrics = state.metrics
+    check_deadline(deadline)  # waited in line past its deadline: not even decoded
     decode = decode_arrow_request if arrow_in else decode_score_request
     envelope, scored = decode(body, max_candidates=state.settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot

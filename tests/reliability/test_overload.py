@@ -195,6 +195,23 @@ def test_a_request_past_its_deadline_is_never_scored(
     assert on_time.status_code == 200 and scored == [1]
 
 
+def test_a_request_that_waited_in_line_past_its_deadline_is_not_even_decoded(
+    client: TestClient, sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handed its turn after its deadline (anyio no longer cancels a finished wait): 504 before decoding."""
+    import app.api.score as score_module
+    from app.api.limits import _DEADLINE_KEY
+    from app.errors import DeadlineExceeded
+
+    decoded: list[int] = []
+    monkeypatch.setattr(score_module, "decode_score_request", lambda *_, **__: decoded.append(1))
+    state = client.app.state.fusionrank
+    late = {_DEADLINE_KEY: time.perf_counter() - 1.0}
+    with pytest.raises(DeadlineExceeded):
+        score_module._answer(state, orjson.dumps(sample_request), False, False, time.perf_counter(), late)
+    assert decoded == []
+
+
 @pytest.mark.parametrize(("settings", "at_once"), [({}, 1), ({"score_in_thread": True, "score_threads": 2}, 2)])
 def test_admitted_requests_wait_in_line_for_their_turn_to_score(
     client_factory: Callable[..., TestClient], sample_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
@@ -226,6 +243,10 @@ def test_admitted_requests_wait_in_line_for_their_turn_to_score(
     bad = orjson.dumps({**sample_request, "candidates": []})  # 422 inside the turn: the turn is given back
 
     async def main() -> tuple[list[int], int]:
+        with anyio.fail_after(30):  # a turn that is never given back hangs: fail instead
+            return await requests()
+
+    async def requests() -> tuple[list[int], int]:
         async with _client(test_client.app) as client:
             statuses: list[int] = []
 
@@ -264,6 +285,10 @@ def test_event_loop_scoring_reads_the_sockets_between_two_requests(
     body = orjson.dumps(sample_request)
 
     async def main() -> list[int]:
+        with anyio.fail_after(30):  # a turn that is never given back hangs: fail instead
+            return await requests()
+
+    async def requests() -> list[int]:
         async with _client(test_client.app) as client:
             statuses: list[int] = []
 

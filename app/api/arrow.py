@@ -40,7 +40,7 @@ _NUMERIC_TYPE_IDS = frozenset(
 def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
     """Read an Arrow IPC stream into the envelope and columnar candidates; 422 naming what is wrong."""
     try:
-        table = pa.ipc.open_stream(body).read_all()
+        table = _one_batch(pa.ipc.open_stream(body))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidRequest.at(
             "body", f"not an Arrow IPC stream: {exc}", "send one record batch stream (pyarrow.ipc.new_stream)"
@@ -71,7 +71,17 @@ def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
     )
 
 
-def _columns(table: pa.Table) -> dict[str, Column]:
+def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
+    """The stream as one record batch: the batch itself when it holds one (the usual case, no copy),
+    else its batches concatenated (no batch at all: an empty one)."""
+    batches = list(reader)
+    if len(batches) == 1:
+        return batches[0]
+    combined = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks().to_batches()
+    return combined[0] if combined else pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+
+def _columns(table: pa.RecordBatch) -> dict[str, Column]:
     """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values.
 
     The numeric columns are converted together, in one C++ call (`RecordBatch.to_tensor`), into
@@ -82,10 +92,9 @@ def _columns(table: pa.Table) -> dict[str, Column]:
                if kind.id in _NUMERIC_TYPE_IDS and name != "id"]
     columns: dict[str, Column] = {}
     if numeric:
-        chosen = table.select(numeric).combine_chunks()
-        batches = chosen.to_batches()
-        if batches:  # one batch after combine_chunks; none when the table has no rows
-            block = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=False), dtype=np.float64).T
+        chosen = table.select(numeric)
+        if chosen.num_rows:
+            block = np.asarray(chosen.to_tensor(null_to_nan=True, row_major=False), dtype=np.float64).T
         else:
             block = np.empty((len(numeric), 0), dtype=np.float64)
         _refuse_nan_values(chosen, block)
@@ -98,15 +107,15 @@ def _columns(table: pa.Table) -> dict[str, Column]:
     return columns
 
 
-def _encoded(column: pa.ChunkedArray) -> EncodedStrings:
+def _encoded(column: pa.Array) -> EncodedStrings:
     """A string column dictionary-encoded in C++: codes (null -> -1) and its few distinct values."""
-    encoded = column.combine_chunks().dictionary_encode()
+    encoded = column.dictionary_encode()
     indices = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
     codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
     return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
 
 
-def _refuse_nan_values(table: pa.Table, block: npt.NDArray[np.float64]) -> None:
+def _refuse_nan_values(table: pa.RecordBatch, block: npt.NDArray[np.float64]) -> None:
     """A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way."""
     nans = np.count_nonzero(np.isnan(block), axis=1)
     if not nans.any():

@@ -40,12 +40,12 @@ _NUMERIC_TYPE_IDS = frozenset(
 def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
     """Read an Arrow IPC stream into the envelope and columnar candidates; 422 naming what is wrong."""
     try:
-        table = _one_batch(pa.ipc.open_stream(body))
+        batch = _one_batch(pa.ipc.open_stream(body))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidRequest.at(
             "body", f"not an Arrow IPC stream: {exc}", "send one record batch stream (pyarrow.ipc.new_stream)"
         ) from None
-    metadata = table.schema.metadata or {}
+    metadata = batch.schema.metadata or {}
     if REQUEST_KEY not in metadata:
         raise InvalidRequest.at(
             "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
@@ -55,15 +55,15 @@ def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
         request = ScoreEnvelope.model_validate_json(metadata[REQUEST_KEY])
     except ValidationError as exc:
         raise validation_error(exc, prefix=f"schema.metadata[{REQUEST_KEY.decode()}]") from None
-    names = table.column_names
+    names = batch.column_names
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise InvalidRequest.at(f"columns.{duplicate}", "column sent twice", "send each column once")
     if "id" not in names:
         raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
-    ids = table.column("id").to_pylist()
+    ids = batch.column("id").to_pylist()
     check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
-    candidates = CandidateColumns(size=len(ids), columns=_columns(table))
+    candidates = CandidateColumns(size=len(ids), columns=_columns(batch))
     context = request.context
     return request, ScoreInput(
         ids=ids, features=candidates, attributes=candidates, context_features=context.features,
@@ -81,18 +81,18 @@ def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
     return combined[0] if combined else pa.RecordBatch.from_pylist([], schema=reader.schema)
 
 
-def _columns(table: pa.RecordBatch) -> dict[str, Column]:
+def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
     """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values.
 
     The numeric columns are converted together, in one C++ call (`RecordBatch.to_tensor`), into
     one column-major block whose columns are handed out as contiguous views.
     """
-    schema = table.schema
+    schema = batch.schema
     numeric = [name for name, kind in zip(schema.names, schema.types, strict=True)
                if kind.id in _NUMERIC_TYPE_IDS and name != "id"]
     columns: dict[str, Column] = {}
     if numeric:
-        chosen = table.select(numeric)
+        chosen = batch.select(numeric)
         if chosen.num_rows:
             block = np.asarray(chosen.to_tensor(null_to_nan=True, row_major=False), dtype=np.float64).T
         else:
@@ -102,7 +102,7 @@ def _columns(table: pa.RecordBatch) -> dict[str, Column]:
     for name, kind in zip(schema.names, schema.types, strict=True):
         if name == "id" or name in columns:
             continue
-        column = table.column(name)
+        column = batch.column(name)
         columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
     return columns
 
@@ -115,17 +115,17 @@ def _encoded(column: pa.Array) -> EncodedStrings:
     return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
 
 
-def _refuse_nan_values(table: pa.RecordBatch, block: npt.NDArray[np.float64]) -> None:
+def _refuse_nan_values(batch: pa.RecordBatch, block: npt.NDArray[np.float64]) -> None:
     """A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way."""
     nans = np.count_nonzero(np.isnan(block), axis=1)
     if not nans.any():
         return
-    for j, column in enumerate(table.columns):
+    for j, column in enumerate(batch.columns):
         if nans[j] > column.null_count:
             valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
             index = int(np.flatnonzero(np.isnan(block[j]) & valid)[0])
             raise InvalidRequest.at(
-                f"columns.{table.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
+                f"columns.{batch.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
                 candidate_index=index,
             )
 

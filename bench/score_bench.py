@@ -35,10 +35,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.api.arrow import ARROW_MEDIA_TYPE
 from app.api.score import _answer
 from app.api.state import ServiceState
 from app.monitoring.metrics import ServiceMetrics
+from app.protocol.arrow import ARROW_MEDIA_TYPE
 from app.serving.bundle import PolicyBinding
 from app.serving.loader import load_snapshot
 from app.settings import Settings

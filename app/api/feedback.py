@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 
 from app.api.body import read_json_body
 from app.api.deps import StateDep
-from app.api.feedback_decode import admit, decode_feedback
-from app.api.feedback_schemas import FeedbackEvent, FeedbackRequest, FeedbackResponse
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
+from app.protocol.feedback import admit, decode_feedback
+from app.protocol.feedback_schemas import FeedbackEvent, FeedbackRequest, FeedbackResponse
 
 __all__ = ["openapi_components", "router"]
 

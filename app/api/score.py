@@ -12,16 +12,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from app.api.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
 from app.api.body import read_body
-from app.api.decode import decode_score_request
 from app.api.deps import StateDep
-from app.api.encode import score_response
 from app.api.limits import check_deadline
-from app.api.schemas import ColumnarScoreRequest, ScoreEnvelope, ScoreRequest, ScoreResponse
 from app.api.state import ServiceState
 from app.errors import FusionrankError, InvalidRequest, NotReady
 from app.monitoring.metrics import ServiceMetrics
+from app.protocol.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
+from app.protocol.response import score_response
+from app.protocol.rows import decode_score_request
+from app.protocol.schemas import ColumnarScoreRequest, ScoreEnvelope, ScoreRequest, ScoreResponse
 from app.serving.bundle import PolicyBinding, SurfaceRoute
 from app.serving.routing import key_value, routes_to_canary
 from app.serving.scorer import ScoreInput, ScoreOutcome, score

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from app.api.decode import decode_score_request
 from app.errors import FusionrankError, PolicyError
+from app.protocol.rows import decode_score_request
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 from app.serving.loader import BundleCache
 from app.serving.pins import BundlePin

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.arrow import ARROW_MEDIA_TYPE, REQUEST_KEY, RESPONSE_KEY
+from app.protocol.arrow import ARROW_MEDIA_TYPE, REQUEST_KEY, RESPONSE_KEY
 
 ENVELOPE_KEYS = ("request_id", "surface", "policy_version", "context", "options")
 TASKS = ("click", "purchase", "hide", "report", "like")

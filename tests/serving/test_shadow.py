@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.api.decode import decode_score_request
+from app.protocol.rows import decode_score_request
 from app.serving.loader import BundleCache
 from app.serving.scorer import score
 from app.serving.shadow import compare_rankings, shadow_rank

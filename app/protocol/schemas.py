@@ -2,7 +2,7 @@
 
 `ScoreRequest` validates the envelope; candidates are validated column-wise by the feature encoder
 (a pydantic model per candidate costs ~10 ms per 1000 candidates, more than the model itself), so
-`Candidate` documents their shape in the OpenAPI schema and `app.api.decode` enforces it.
+`Candidate` documents their shape in the OpenAPI schema and `app.protocol.rows` enforces it.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
-from app.api.decode import check_batch, validation_error
-from app.api.schemas import ScoreEnvelope
 from app.errors import InvalidRequest
+from app.protocol.rows import check_batch, validation_error
+from app.protocol.schemas import ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
 

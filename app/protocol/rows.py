@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from app.api.schemas import MAX_ID_LENGTH, ColumnarScoreRequest, ScoreEnvelope, ScoreRequest
 from app.errors import ErrorDetail, InvalidRequest, PayloadTooLarge
+from app.protocol.schemas import MAX_ID_LENGTH, ColumnarScoreRequest, ScoreEnvelope, ScoreRequest
 from app.serving.columns import CandidateColumns, Candidates
 from app.serving.scorer import ScoreInput
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.api.schemas import ScoreEnvelope
+from app.protocol.schemas import ScoreEnvelope
 from app.serving.scorer import ScoreInput, ScoreOutcome
 
 __all__ = ["score_response"]

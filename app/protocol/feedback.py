@@ -19,10 +19,10 @@ import numpy.typing as npt
 import orjson
 from pydantic import ValidationError
 
-from app.api.feedback_schemas import FeedbackEvent, RejectedEvent
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
+from app.protocol.feedback_schemas import FeedbackEvent, RejectedEvent
 
 __all__ = ["FeedbackGroup", "admit", "decode_feedback"]
 

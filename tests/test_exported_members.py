@@ -11,6 +11,7 @@ PUBLIC = {
     "app.serving": 19,
     "app.monitoring": 12,
     "app.api": 5,
+    "app.protocol": 15,
     "app.errors": 12,
     "app.offline.calibration": 28,
     "app.offline.tuning": 12,

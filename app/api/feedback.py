@@ -11,8 +11,7 @@ from app.api.body import read_json_body
 from app.api.deps import StateDep
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
-from app.protocol.feedback import admit, decode_feedback
-from app.protocol.feedback_schemas import FeedbackEvent, FeedbackRequest, FeedbackResponse
+from app.protocol.feedback import FeedbackEvent, FeedbackRequest, FeedbackResponse, admit, decode_feedback
 
 __all__ = ["openapi_components", "router"]
 

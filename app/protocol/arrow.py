@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from app.errors import InvalidRequest
-from app.protocol.rows import check_batch, validation_error
+from app.protocol.envelope import check_batch, validation_error
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput

@@ -1,4 +1,5 @@
-"""Validate a `POST /v1/feedback` body event by event: bad events are rejected by index, good ones kept.
+"""`POST /v1/feedback` on the wire: its bodies, and a body validated event by event (bad events are
+rejected by index, good ones kept).
 
 Two passes. `decode_feedback` checks the envelope (a bad envelope fails the whole request) and each
 event's shape and ranges with `FeedbackEvent`. `admit` then checks each event against the drift
@@ -12,19 +13,77 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
+from app.artifacts.common import Identifier
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
-from app.protocol.feedback_schemas import FeedbackEvent, RejectedEvent
 
-__all__ = ["FeedbackGroup", "admit", "decode_feedback"]
+__all__ = [
+    "FeedbackEvent",
+    "FeedbackGroup",
+    "FeedbackRequest",
+    "FeedbackResponse",
+    "RejectedEvent",
+    "admit",
+    "decode_feedback",
+]
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeedbackEvent(_Body):
+    """One observed outcome of one served prediction of one task."""
+
+    event_id: str = Field(min_length=1, max_length=256, description="unique within the batch (deduplication key)")
+    task: str = Field(min_length=1, max_length=64, description="a task of the named model version")
+    prediction: float = Field(
+        ge=0.0, le=1.0, allow_inf_nan=False, description="the calibrated probability as served by /v1/score"
+    )
+    label: int = Field(ge=0, le=1, strict=True, description="the outcome: 1 happened, 0 did not (JSON integer)")
+    segment: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict,
+        description="segment values by field (categorical features of the model, e.g. device); unknown values"
+        " are counted as __other__",
+    )
+    model: Identifier = Field(description="`versions.model` of the score response")
+    model_version: Identifier
+    calibration_version: Identifier
+    event_time: AwareDatetime = Field(description="when the outcome was observed (ISO 8601 with a time zone)")
+
+
+class FeedbackRequest(_Body):
+    """Body of `POST /v1/feedback` (events are validated one by one; see `FeedbackResponse`)."""
+
+    events: Annotated[
+        list[dict[str, Any]],
+        WithJsonSchema({"type": "array", "minItems": 1, "items": FeedbackEvent.model_json_schema()}),
+    ]
+
+
+class RejectedEvent(_Body):
+    index: int = Field(description="position of the event in `events`")
+    field: str = Field(description="the event field at fault, e.g. `prediction`")
+    reason: str = Field(description="what is wrong and how to fix it")
+
+
+class FeedbackResponse(_Body):
+    """Good events are counted even when others in the same batch are rejected."""
+
+    accepted: int
+    rejected: list[RejectedEvent]
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="indices of events whose event_id this replica already counted (a retry): not counted again",
+    )
+
 
 # Clock skew tolerated between the caller and this replica.
 MAX_FUTURE = timedelta(minutes=5)

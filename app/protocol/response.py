@@ -1,4 +1,5 @@
-"""Turn a `ScoreOutcome` into the `/v1/score` JSON answer."""
+"""The `/v1/score` answer of a `ScoreOutcome` as plain data in the shape of `ScoreResponse`, which every
+output format encodes: JSON as is (`app.protocol.rows`), Arrow as columns plus metadata (`app.protocol.arrow`)."""
 
 from __future__ import annotations
 

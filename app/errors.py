@@ -23,6 +23,7 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyError",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -75,6 +76,12 @@ class PayloadTooLarge(InvalidRequest):
     """More candidates or more bytes than this service accepts (HTTP 413)."""
 
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A body in a media type or content coding this endpoint does not accept (HTTP 415)."""
+
+    code = "unsupported_media_type"
 
 
 class NotFound(FusionrankError):

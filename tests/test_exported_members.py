@@ -12,7 +12,7 @@ PUBLIC = {
     "app.monitoring": 12,
     "app.api": 5,
     "app.protocol": 15,
-    "app.errors": 12,
+    "app.errors": 13,
     "app.offline.calibration": 28,
     "app.offline.tuning": 12,
     "app.offline.spark": 12,

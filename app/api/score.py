@@ -16,9 +16,10 @@ from app.api.body import read_body
 from app.api.deps import StateDep
 from app.api.limits import check_deadline
 from app.api.state import ServiceState
-from app.errors import FusionrankError, InvalidRequest, NotReady
+from app.errors import FusionrankError, NotReady
 from app.monitoring.metrics import ServiceMetrics
 from app.protocol.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
+from app.protocol.media import SCORE_MEDIA_TYPES, body_media_type
 from app.protocol.response import score_response
 from app.protocol.rows import decode_score_request
 from app.protocol.schemas import ColumnarScoreRequest, ScoreEnvelope, ScoreRequest, ScoreResponse
@@ -61,7 +62,7 @@ _OPENAPI_BODY: dict[str, Any] = {
     responses={
         200: {"model": ScoreResponse, "content": {ARROW_MEDIA_TYPE: {}},
               "description": "JSON, or Arrow with `Accept: application/vnd.apache.arrow.stream`"},
-        404: _ERROR_DOC, 413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC, 504: _ERROR_DOC},
+        404: _ERROR_DOC, 413: _ERROR_DOC, 415: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC, 504: _ERROR_DOC},
     openapi_extra=_OPENAPI_BODY,
 )
 async def score_candidates(request: Request, state: StateDep) -> Response:
@@ -70,7 +71,9 @@ async def score_candidates(request: Request, state: StateDep) -> Response:
         raise NotReady("no serving snapshot is loaded and warmed yet; see /readyz for the load problems")
     settings = state.settings
     t0 = time.perf_counter()
-    arrow_in = _is_arrow(request.headers.get("content-type", "application/json"))
+    headers = request.headers
+    media = body_media_type(headers.get("content-type"), headers.get("content-encoding"), SCORE_MEDIA_TYPES)
+    arrow_in = media == ARROW_MEDIA_TYPE
     arrow_out = ARROW_MEDIA_TYPE in request.headers.get("accept", "")
     body = await read_body(request, settings.max_body_bytes)
     deadline = request.scope  # carries the request's deadline, if any (app.api.limits)
@@ -96,8 +99,13 @@ def _answer(
     """Decode, score, count and encode one request: all of its CPU work, on whichever thread runs it."""
     metrics = state.metrics
     check_deadline(deadline)  # waited in line past its deadline: not even decoded
-    decode = decode_arrow_request if arrow_in else decode_score_request
-    envelope, scored = decode(body, max_candidates=state.settings.max_candidates)
+    settings = state.settings
+    if arrow_in:
+        envelope, scored = decode_arrow_request(
+            body, max_candidates=settings.max_candidates, max_decoded_bytes=settings.decoded_bytes_limit()
+        )
+    else:
+        envelope, scored = decode_score_request(body, max_candidates=settings.max_candidates)
     snapshot = state.snapshot  # read once: the whole request uses this snapshot
     route = snapshot.route(envelope.surface)
     binding, arm = _arm(route, envelope)
@@ -133,19 +141,6 @@ def _answer(
     for group in outcome.filtered:
         metrics.filtered.labels(envelope.surface, group.stage, group.rule).inc(len(group.indices))
     return content
-
-
-def _is_arrow(content_type: str) -> bool:
-    """True for an Arrow stream body, False for JSON (rows or columns); 422 for anything else."""
-    media = content_type.split(";")[0].strip().lower()
-    if media == ARROW_MEDIA_TYPE:
-        return True
-    if media.endswith("json"):
-        return False
-    raise InvalidRequest.at(
-        "content-type", f"{content_type!r} is neither JSON nor an Arrow stream",
-        f"send `Content-Type: application/json` or `Content-Type: {ARROW_MEDIA_TYPE}`",
-    )
 
 
 def _arm(route: SurfaceRoute, envelope: ScoreEnvelope) -> tuple[PolicyBinding, str]:

@@ -19,8 +19,9 @@ import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
-from app.errors import InvalidRequest
-from app.protocol.envelope import check_batch, validation_error
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.protocol.envelope import check_batch, too_many_candidates, validation_error
+from app.protocol.ipc import DeclaredStream, declared_stream
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
@@ -30,37 +31,48 @@ __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "d
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 REQUEST_KEY = b"fusionrank.request"
 RESPONSE_KEY = b"fusionrank.response"
+# A stream of many small batches costs a Python object each; clients send one.
+MAX_BATCHES = 64
+# Columns of one request: far more than any model's features and a policy's attributes.
+MAX_COLUMNS = 2048
+_FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 _STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
+_BOOL_TYPE_ID = pa.bool_().id
 _NUMERIC_TYPE_IDS = frozenset(
     kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
                          pa.uint64(), pa.float16(), pa.float32(), pa.float64())
 )
 
 
-def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
-    """Read an Arrow IPC stream into the envelope and columnar candidates; 422 naming what is wrong."""
-    try:
-        batch = _one_batch(pa.ipc.open_stream(body))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidRequest.at(
-            "body", f"not an Arrow IPC stream: {exc}", "send one record batch stream (pyarrow.ipc.new_stream)"
-        ) from None
-    metadata = batch.schema.metadata or {}
-    if REQUEST_KEY not in metadata:
-        raise InvalidRequest.at(
-            "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
-            "put the request envelope (request_id, surface, context, options) as JSON in the schema metadata",
+def decode_arrow_request(
+    body: bytes, *, max_candidates: int, max_decoded_bytes: int
+) -> tuple[ScoreEnvelope, ScoreInput]:
+    """Read an Arrow IPC stream into the envelope and columnar candidates; 413/422 naming what is wrong.
+
+    Everything the stream declares is checked before pyarrow reads a batch: the column types (at the
+    schema), the row count against `max_candidates`, and the bytes the batches take once decompressed
+    and converted against `max_decoded_bytes`. Nothing is decompressed or materialised before that.
+    """
+    buffer = pa.py_buffer(body)  # zero-copy: batches read from the stream are views of `body`
+    declared = declared_stream(buffer, max_batches=MAX_BATCHES)
+    if declared.columns > MAX_COLUMNS:
+        raise PayloadTooLarge.at(
+            "schema", f"{declared.columns} columns is more than the limit of {MAX_COLUMNS}",
+            "send only the model's features and the policy's attributes",
         )
     try:
-        request = ScoreEnvelope.model_validate_json(metadata[REQUEST_KEY])
-    except ValidationError as exc:
-        raise validation_error(exc, prefix=f"schema.metadata[{REQUEST_KEY.decode()}]") from None
-    names = batch.column_names
-    if len(set(names)) != len(names):
-        duplicate = next(n for n in names if names.count(n) > 1)
-        raise InvalidRequest.at(f"columns.{duplicate}", "column sent twice", "send each column once")
-    if "id" not in names:
-        raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
+        reader = pa.ipc.open_stream(buffer)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidRequest.at("body", f"not an Arrow IPC stream: {exc}", _FIX) from None
+    schema = reader.schema
+    request = _envelope(schema)
+    _check_schema(schema)
+    _check_declared(declared, max_candidates, max_decoded_bytes)
+    try:
+        batch = _one_batch(reader)
+        batch.validate(full=True)  # buffers as long as the lengths say, offsets in range, valid UTF-8
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidRequest.at("body", f"not a valid Arrow IPC stream: {exc}", _FIX) from None
     ids = batch.column("id").to_pylist()
     check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
     candidates = CandidateColumns(size=len(ids), columns=_columns(batch))
@@ -69,6 +81,68 @@ def decode_arrow_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
         ids=ids, features=candidates, attributes=candidates, context_features=context.features,
         context_attributes=context.attributes, top_k=request.options.top_k,
     )
+
+
+def _envelope(schema: pa.Schema) -> ScoreEnvelope:
+    """The request envelope: JSON in the schema metadata key `fusionrank.request`."""
+    metadata = schema.metadata or {}
+    if REQUEST_KEY not in metadata:
+        raise InvalidRequest.at(
+            "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
+            "put the request envelope (request_id, surface, context, options) as JSON in the schema metadata",
+        )
+    try:
+        return ScoreEnvelope.model_validate_json(metadata[REQUEST_KEY])
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=f"schema.metadata[{REQUEST_KEY.decode()}]") from None
+
+
+def _check_schema(schema: pa.Schema) -> None:
+    """Each column once, a string `id`, and only types a feature or an attribute can have."""
+    names = schema.names
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise InvalidRequest.at(f"columns.{duplicate}", "column sent twice", "send each column once")
+    if "id" not in names:
+        raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
+    for name, kind in zip(names, schema.types, strict=True):
+        if name == "id" and not _is_string(kind):
+            raise InvalidRequest.at(
+                "columns.id", f"type {kind} is not a string type", "send the candidate ids as a string column"
+            )
+        if not (_is_string(kind) or kind.id in _NUMERIC_TYPE_IDS or kind.id == _BOOL_TYPE_ID):
+            raise InvalidRequest.at(
+                f"columns.{name}", f"unsupported column type {kind}",
+                "send numbers as an integer or floating column, categories and ids as a string (or"
+                " dictionary<int, string>) column, flags as bool; null values mark missing ones; leave out"
+                " a column that is missing for every candidate",
+            )
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return pa.types.is_integer(kind.index_type) and kind.value_type.id in _STRING_TYPE_IDS
+    return kind.id in _STRING_TYPE_IDS
+
+
+def _check_declared(declared: DeclaredStream, max_candidates: int, max_decoded_bytes: int) -> None:
+    """Row counts and decoded bytes, as the batches' metadata declares them, within the limits."""
+    rows = sum(batch.rows for batch in declared.batches if not batch.dictionary)
+    if rows > max_candidates:
+        raise too_many_candidates("columns.id", rows, max_candidates)
+    for batch in declared.batches:
+        if batch.longest_node > batch.rows or batch.rows > max_candidates:
+            what = "dictionary" if batch.dictionary else "column"
+            raise InvalidRequest.at(
+                "body", f"a {what} of {batch.longest_node} values in a batch of {batch.rows} rows", _FIX
+            )
+    # Buffers once decompressed, plus what the conversion allocates: one float64 or code per value.
+    decoded = sum(batch.decoded_bytes for batch in declared.batches) + 8 * rows * declared.columns
+    if decoded > max_decoded_bytes:
+        raise PayloadTooLarge.at(
+            "body", f"the stream decodes to {decoded} bytes, more than the limit of {max_decoded_bytes}",
+            "send fewer candidates or columns per request, or raise FUSIONRANK_MAX_DECODED_BYTES",
+        )
 
 
 def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
@@ -82,7 +156,8 @@ def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
 
 
 def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
-    """Integer and floating columns -> float64 [B] with NaN for null; others -> Python values.
+    """Integer and floating columns -> float64 [B] with NaN for null; string columns -> codes into their
+    distinct values; bool columns -> Python values.
 
     The numeric columns are converted together, in one C++ call (`RecordBatch.to_tensor`), into
     one column-major block whose columns are handed out as contiguous views.
@@ -103,8 +178,22 @@ def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
         if name == "id" or name in columns:
             continue
         column = batch.column(name)
-        columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
+        if pa.types.is_dictionary(kind):
+            columns[name] = _dictionary_strings(column)
+        else:
+            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
     return columns
+
+
+def _dictionary_strings(column: pa.DictionaryArray) -> EncodedStrings:
+    """A dictionary<int, string> column as it came: its indices as codes (null -> -1), no string per row."""
+    indices = column.indices.fill_null(-1) if column.indices.null_count else column.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
+    distinct: list[str | None] = column.dictionary.to_pylist()
+    if None in distinct:  # a null dictionary value is a missing value too
+        remap = np.array([-1 if v is None else i for i, v in enumerate(distinct)] + [-1], dtype=np.intp)
+        codes = remap[codes]  # code -1 picks the trailing -1
+    return EncodedStrings(codes=codes, distinct=["" if v is None else v for v in distinct])
 
 
 def _encoded(column: pa.Array) -> EncodedStrings:

@@ -24,6 +24,7 @@ from app.artifacts.common import Identifier
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
+from app.protocol.cost import check_json_containers
 
 __all__ = [
     "FeedbackEvent",
@@ -117,6 +118,7 @@ class FeedbackGroup:
 
 def decode_feedback(body: bytes, *, max_events: int) -> tuple[list[tuple[int, FeedbackEvent]], list[RejectedEvent]]:
     """Parse the envelope (errors fail the request) and each event (errors reject that event)."""
+    check_json_containers(body, max_events, "events")
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from app.errors import InvalidRequest
 from app.protocol.columns import decode_columns
+from app.protocol.cost import check_json_containers
 from app.protocol.envelope import check_batch, score_input, validation_error
 from app.protocol.schemas import ScoreEnvelope, ScoreRequest
 from app.serving.scorer import ScoreInput
@@ -26,7 +27,9 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
     """Parse and check the envelope and the shape of every candidate (not yet its features).
 
     A body with `columns` instead of `candidates` is column-oriented JSON (`ColumnarScoreRequest`).
+    A body of more objects and arrays than `max_candidates` could need is refused before it is parsed.
     """
+    check_json_containers(body, max_candidates, "candidates")
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.protocol.envelope import check_batch, too_many_candidates, validation_error
+from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, too_many_candidates, validation_error
 from app.protocol.ipc import DeclaredStream, declared_stream
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
@@ -33,8 +33,7 @@ REQUEST_KEY = b"fusionrank.request"
 RESPONSE_KEY = b"fusionrank.response"
 # A stream of many small batches costs a Python object each; clients send one.
 MAX_BATCHES = 64
-# Columns of one request: far more than any model's features and a policy's attributes.
-MAX_COLUMNS = 2048
+_CONVERSION_BYTES = 16
 _FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 _STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
 _BOOL_TYPE_ID = pa.bool_().id
@@ -54,7 +53,7 @@ def decode_arrow_request(
     and converted against `max_decoded_bytes`. Nothing is decompressed or materialised before that.
     """
     buffer = pa.py_buffer(body)  # zero-copy: batches read from the stream are views of `body`
-    declared = declared_stream(buffer, max_batches=MAX_BATCHES)
+    declared = declared_stream(buffer, max_batches=MAX_BATCHES, max_dictionaries=MAX_COLUMNS)
     if declared.columns > MAX_COLUMNS:
         raise PayloadTooLarge.at(
             "schema", f"{declared.columns} columns is more than the limit of {MAX_COLUMNS}",
@@ -91,10 +90,16 @@ def _envelope(schema: pa.Schema) -> ScoreEnvelope:
             "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
             "put the request envelope (request_id, surface, context, options) as JSON in the schema metadata",
         )
+    prefix = f"schema.metadata[{REQUEST_KEY.decode()}]"
     try:
-        return ScoreEnvelope.model_validate_json(metadata[REQUEST_KEY])
+        raw = orjson.loads(metadata[REQUEST_KEY])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest.at(prefix, f"not valid JSON: {exc}", "put the envelope there as a JSON object") from None
+    check_context_size(raw)
+    try:
+        return ScoreEnvelope.model_validate(raw)
     except ValidationError as exc:
-        raise validation_error(exc, prefix=f"schema.metadata[{REQUEST_KEY.decode()}]") from None
+        raise validation_error(exc, prefix=prefix) from None
 
 
 def _check_schema(schema: pa.Schema) -> None:
@@ -136,8 +141,9 @@ def _check_declared(declared: DeclaredStream, max_candidates: int, max_decoded_b
             raise InvalidRequest.at(
                 "body", f"a {what} of {batch.longest_node} values in a batch of {batch.rows} rows", _FIX
             )
-    # Buffers once decompressed, plus what the conversion allocates: one float64 or code per value.
-    decoded = sum(batch.decoded_bytes for batch in declared.batches) + 8 * rows * declared.columns
+    # Buffers once decompressed, plus what the conversion allocates per value: up to two float64 (the
+    # numeric block is built in pyarrow, then handed to numpy), or a code or a list slot.
+    decoded = sum(batch.decoded_bytes for batch in declared.batches) + _CONVERSION_BYTES * rows * declared.columns
     if decoded > max_decoded_bytes:
         raise PayloadTooLarge.at(
             "body", f"the stream decodes to {decoded} bytes, more than the limit of {max_decoded_bytes}",

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.errors import InvalidRequest
-from app.protocol.envelope import check_batch, score_input, validation_error
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, score_input, validation_error
 from app.protocol.schemas import ColumnarScoreRequest, ScoreEnvelope
 from app.serving.columns import CandidateColumns
 from app.serving.scorer import ScoreInput
@@ -22,6 +22,11 @@ _LIST = frozenset({list})
 def decode_columns(raw: dict[str, Any], max_candidates: int) -> tuple[ScoreEnvelope, ScoreInput]:
     """A parsed column-JSON body: every column a list as long as `columns.id`."""
     columns = raw["columns"]
+    if type(columns) is dict and len(columns) > MAX_COLUMNS:  # before pydantic lists each bad column
+        raise PayloadTooLarge.at(
+            "columns", f"{len(columns)} columns is more than the limit of {MAX_COLUMNS}",
+            "send only the model's features and the policy's attributes",
+        )
     if type(columns) is dict and set(map(type, columns.values())) <= _LIST:
         # The usual case: validate the envelope only; the columns stay the lists orjson built
         # (validating them as `list[Any]` would copy every one), and the encoders check their values.
@@ -29,6 +34,7 @@ def decode_columns(raw: dict[str, Any], max_candidates: int) -> tuple[ScoreEnvel
         validate: Callable[[dict[str, Any]], ScoreEnvelope] = ScoreEnvelope.model_validate
     else:  # the full model says what is wrong with `columns`
         rest, validate = raw, ColumnarScoreRequest.model_validate
+    check_context_size(rest)
     try:
         request = validate(rest)
     except ValidationError as exc:

@@ -13,15 +13,29 @@ from __future__ import annotations
 from app.errors import PayloadTooLarge
 from app.protocol.arrow import ARROW_MEDIA_TYPE
 
-__all__ = ["CONTAINERS_PER_ITEM", "PARSE_AMPLIFICATION", "check_json_containers"]
+__all__ = ["CONTAINERS_PER_ITEM", "PARSE_AMPLIFICATION", "check_json_containers", "parse_memory_bound"]
 
 # Peak bytes allocated while decoding a body, per body byte, for the costliest body of each format that
-# passes `check_json_containers` and the Arrow metadata checks (tests/protocol/test_cost.py measures
-# it at the default body limit; admission charges body size x this factor against its memory budget).
-# JSON: a body of short strings (orjson's document plus one str object each; `"a",` costs ~27 bytes
-# per byte); the shipped sample request costs ~15. Arrow: uncompressed int8 columns converted to
-# float64 (a compressed Arrow body is bounded by `max_decoded_bytes` instead, whatever its size).
-PARSE_AMPLIFICATION: dict[str, float] = {"application/json": 28.0, ARROW_MEDIA_TYPE: 12.0}
+# passes the checks before parsing (tests/protocol/test_cost.py measures them at the default limits;
+# admission may charge body size x this factor against its memory budget).
+# JSON: a body of 1-character strings, 26.5 (orjson's document plus one str object each); floats 20;
+# `null` 13.6 (orjson sizes its document from the body length); the sample request grown to 5000
+# candidates 15.4. Objects and arrays cost more (36) but `check_json_containers` refuses them first.
+# Arrow, uncompressed: int8 columns converted to float64, 12.7. A compressed Arrow body is bounded
+# absolutely instead: `parse_memory_bound`.
+PARSE_AMPLIFICATION: dict[str, float] = {"application/json": 28.0, ARROW_MEDIA_TYPE: 13.0}
+
+
+def parse_memory_bound(media_type: str, body_bytes: int, max_decoded_bytes: int) -> int:
+    """Most bytes decoding a body of `body_bytes` may allocate (beyond the body itself).
+
+    An Arrow stream is refused before reading when its declared decompressed buffers plus 16 bytes per
+    value exceed `max_decoded_bytes`, whatever its compression; JSON costs a multiple of its size.
+    """
+    if media_type == ARROW_MEDIA_TYPE:  # compressed or not: what the metadata check lets through
+        return max_decoded_bytes
+    return int(PARSE_AMPLIFICATION[media_type] * body_bytes)
+
 
 # Objects and arrays one candidate or feedback event needs: itself, `features`, `attributes` (or an
 # event's `segment`), with room for list-valued attributes; plus the envelope's handful.

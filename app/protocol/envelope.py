@@ -14,15 +14,19 @@ from app.protocol.schemas import MAX_ID_LENGTH, ScoreEnvelope
 from app.serving.columns import Candidates
 from app.serving.scorer import ScoreInput
 
-__all__ = ["check_batch", "score_input", "too_many_candidates", "validation_error"]
+__all__ = ["MAX_COLUMNS", "check_batch", "check_context_size", "score_input", "too_many_candidates", "validation_error"]
 
 _STR = frozenset({str})
+# Columns of a column-JSON or Arrow body: far more than any model's features and a policy's attributes.
+MAX_COLUMNS = 2048
+# Problems listed in one error body: enough to fix a request, bounded whatever the request.
+MAX_DETAILS = 20
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
     """A pydantic error as an `InvalidRequest` whose details name each field path."""
     details = []
-    for error in exc.errors(include_url=False):
+    for error in exc.errors(include_url=False)[:MAX_DETAILS]:
         path = prefix
         for part in error["loc"]:
             if isinstance(part, int):
@@ -41,6 +45,20 @@ def validation_error(exc: ValidationError, prefix: str = "") -> InvalidRequest:
         )
     first = details[0]
     return InvalidRequest(f"{first.field}: {first.message}", details=details)
+
+
+def check_context_size(raw: object) -> None:
+    """413 for a context with more features or attributes than `MAX_COLUMNS`, before pydantic reads them."""
+    context = raw.get("context") if isinstance(raw, dict) else None
+    if not isinstance(context, dict):
+        return
+    for name in ("features", "attributes"):
+        value = context.get(name)
+        if isinstance(value, dict) and len(value) > MAX_COLUMNS:
+            raise PayloadTooLarge.at(
+                f"context.{name}", f"{len(value)} entries is more than the limit of {MAX_COLUMNS}",
+                "send only the features and attributes the model and the policy read",
+            )
 
 
 def too_many_candidates(field: str, count: int, max_candidates: int) -> PayloadTooLarge:

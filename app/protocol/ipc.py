@@ -91,16 +91,18 @@ class _Flatbuffer:
         return [struct.unpack_from("<qq", self.data, start + 16 * i) for i in range(count)]
 
 
-def declared_stream(body: pa.Buffer, *, max_batches: int) -> DeclaredStream:
+def declared_stream(body: pa.Buffer, *, max_batches: int, max_dictionaries: int) -> DeclaredStream:
     """The column count and every batch's declared size of the Arrow IPC stream in `body`.
 
     Reads message frames and metadata only; a compressed buffer contributes the uncompressed length in
     its 8-byte prefix, and is never decompressed. Raises `InvalidRequest` for a stream that is not one
-    schema followed by record or dictionary batches, or that holds more than `max_batches` of them.
+    schema followed by record and dictionary batches, or that holds more than `max_batches` record
+    batches or `max_dictionaries` dictionary batches.
     """
     reader = pa.BufferReader(body)
     columns = -1
     batches: list[DeclaredBatch] = []
+    counts = {False: 0, True: 0}  # record batches, dictionary batches
     while True:
         try:
             message = pa.ipc.read_message(reader)
@@ -121,11 +123,15 @@ def declared_stream(body: pa.Buffer, *, max_batches: int) -> DeclaredStream:
                 raise InvalidRequest.at("body", "the Arrow stream does not start with its schema", _FIX)
             columns = meta.vector(header, 1)[1]
             continue
-        if len(batches) >= max_batches:
+        dictionary = kind == _DICTIONARY_BATCH
+        counts[dictionary] += 1
+        if counts[dictionary] > (max_dictionaries if dictionary else max_batches):
+            what = f"{max_dictionaries} dictionary" if dictionary else f"{max_batches} record"
             raise InvalidRequest.at(
-                "body", f"more than {max_batches} record batches", "send the candidates in one record batch"
+                "body", f"more than {what} batches", "send the candidates in one record batch (one dictionary"
+                " per dictionary column)",
             )
-        if kind == _DICTIONARY_BATCH:
+        if dictionary:
             data = meta.table(header, 1)
             if data is None:
                 raise InvalidRequest.at("body", "an Arrow dictionary batch without data", _FIX)

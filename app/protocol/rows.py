@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from app.errors import InvalidRequest
 from app.protocol.columns import decode_columns
 from app.protocol.cost import check_json_containers
-from app.protocol.envelope import check_batch, score_input, validation_error
+from app.protocol.envelope import check_batch, check_context_size, score_input, too_many_candidates, validation_error
 from app.protocol.schemas import ScoreEnvelope, ScoreRequest
 from app.serving.scorer import ScoreInput
 
@@ -42,7 +42,7 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
         )
     if "columns" in raw and "candidates" not in raw:
         return decode_columns(raw, max_candidates)
-    request = _envelope(raw)
+    request = _envelope(raw, max_candidates)
     candidates: list[dict[str, Any]] = raw["candidates"]
     ids: list[Any] = list(map(dict.get, candidates, repeat("id")))
     check_batch(ids, max_candidates, lambda i: f"candidates[{i}].id")
@@ -65,12 +65,15 @@ def decode_score_request(body: bytes, *, max_candidates: int) -> tuple[ScoreEnve
     return request, score_input(request, ids, features, attributes)
 
 
-def _envelope(raw: dict[str, Any]) -> ScoreEnvelope:
+def _envelope(raw: dict[str, Any], max_candidates: int) -> ScoreEnvelope:
     """Validate everything but the candidates, which stay the dicts orjson built (no per-candidate copy).
 
     When `candidates` is not a list of objects, the full `ScoreRequest` model says what is wrong.
     """
+    check_context_size(raw)
     candidates = raw.get("candidates")
+    if type(candidates) is list and len(candidates) > max_candidates:  # before pydantic lists each bad item
+        raise too_many_candidates("candidates", len(candidates), max_candidates)
     if type(candidates) is list and set(map(type, candidates)) <= _DICT:
         rest = {key: value for key, value in raw.items() if key != "candidates"}
         try:

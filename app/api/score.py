@@ -20,12 +20,12 @@ from app.api.body import read_body
 from app.api.deps import StateDep
 from app.api.limits import check_deadline
 from app.api.state import ServiceState
-from app.errors import NotReady
+from app.errors import InvalidRequest, NotReady
 from app.monitoring.answers import AnswerMetrics
 from app.protocol.arrow import ARROW_MEDIA_TYPE
 from app.protocol.media import JSON_MEDIA_TYPE, SCORE_MEDIA_TYPES, body_media_type
 from app.protocol.schemas import ColumnarScoreRequest, ScoreRequest, ScoreResponse
-from app.protocol.score import decode_score, encode_score
+from app.protocol.score import decode_score, encode_score, name_values
 from app.serving.answer import answer
 from app.serving.shadow_model import ShadowModelQueue
 
@@ -105,7 +105,10 @@ def _answer(
     metrics = AnswerMetrics(state.metrics)
     t1 = time.perf_counter()
     deadline = partial(check_deadline, scope)
-    answered = answer(state.snapshot, call, shadows=shadows, observer=metrics, checkpoint=deadline)
+    try:
+        answered = answer(state.snapshot, call, shadows=shadows, observer=metrics, checkpoint=deadline)
+    except InvalidRequest as exc:  # a bad candidate value: named by its path in this body
+        raise name_values(exc, call) from None
     t2 = time.perf_counter()
     content = encode_score(envelope, answered, arrow=arrow_out)
     metrics.coded(decode_seconds=t1 - t0, encode_seconds=time.perf_counter() - t2)

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from app.errors import InvalidRequest
 from app.protocol.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
 from app.protocol.response import score_response
 from app.protocol.rows import decode_score_request, encode_json_answer
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.answer import Answer, AnswerRequest, ShadowRanking
+from app.serving.columns import CandidateColumns
 
-__all__ = ["decode_score", "encode_score"]
+__all__ = ["decode_score", "encode_score", "name_values"]
 
 
 def decode_score(
@@ -52,3 +55,21 @@ def _shadow_report(shadow: ShadowRanking, ids: Any) -> dict[str, Any]:
         "missing": comparison.missing,
         "ranked_ids": [ids[i] for i in comparison.shadow_ranked.tolist()],
     }
+
+
+def name_values(error: InvalidRequest, request: AnswerRequest) -> InvalidRequest:
+    """`error` with each bad candidate value (`ErrorDetail.value`) named by its path in the body:
+    `candidates[3].features.price` for rows, `columns.price[3]` for column JSON and Arrow."""
+    if all(detail.value is None for detail in error.details):
+        return error
+    columnar = isinstance(request.candidates.features, CandidateColumns)
+    message, details = error.message, []
+    for detail in error.details:
+        at = detail.value
+        if at is not None:
+            path = f"columns.{at.name}[{at.index}]" if columnar else f"candidates[{at.index}].{at.section}.{at.name}"
+            if detail.field is not None:
+                message = message.replace(detail.field, path)
+            detail = replace(detail, field=path)
+        details.append(detail)
+    return type(error)(message, details=details)

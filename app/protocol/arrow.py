@@ -61,20 +61,25 @@ def decode_arrow_request(
         )
     try:
         reader = pa.ipc.open_stream(buffer)
-    except (pa.ArrowInvalid, OSError) as exc:
+        schema = reader.schema
+        schema.names  # noqa: B018 -- decodes every column name: not UTF-8 is refused here
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest.at("body", f"not an Arrow IPC stream: {exc}", _FIX) from None
-    schema = reader.schema
     request = _envelope(schema)
     _check_schema(schema)
     _check_declared(declared, max_candidates, max_decoded_bytes)
     try:
         batch = _one_batch(reader)
         batch.validate(full=True)  # buffers as long as the lengths say, offsets in range, valid UTF-8
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest.at("body", f"not a valid Arrow IPC stream: {exc}", _FIX) from None
     ids = batch.column("id").to_pylist()
     check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
-    candidates = CandidateColumns(size=len(ids), columns=_columns(batch))
+    try:
+        columns = _columns(batch)
+    except pa.ArrowException as exc:  # validated above: not expected, but never a 500
+        raise InvalidRequest.at("body", f"Arrow columns that cannot be converted: {exc}", _FIX) from None
+    candidates = CandidateColumns(size=len(ids), columns=columns)
     context = request.context
     return request, ScoreInput(
         ids=ids, features=candidates, attributes=candidates, context_features=context.features,

@@ -21,6 +21,7 @@ __all__ = ["DeclaredBatch", "DeclaredStream", "declared_stream"]
 
 # Message.header union tags (Message.fbs).
 _SCHEMA, _DICTIONARY_BATCH, _RECORD_BATCH = 1, 2, 3
+_STRUCTS = {fmt: struct.Struct(fmt) for fmt in ("<B", "<H", "<I", "<i", "<q")}
 _FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 
 
@@ -48,9 +49,12 @@ class _Flatbuffer:
         self.data = data
 
     def _read(self, fmt: str, pos: int) -> int:
-        if pos < 0 or pos + struct.calcsize(fmt) > len(self.data):
-            raise InvalidRequest.at("body", "corrupt Arrow message metadata (offset out of range)", _FIX)
-        value: int = struct.unpack_from(fmt, self.data, pos)[0]
+        try:
+            if pos < 0:  # unpack_from would read from the end
+                raise struct.error("negative offset")
+            value: int = _STRUCTS[fmt].unpack_from(self.data, pos)[0]
+        except struct.error:
+            raise InvalidRequest.at("body", "corrupt Arrow message metadata (offset out of range)", _FIX) from None
         return value
 
     def root(self) -> int:
@@ -88,7 +92,7 @@ class _Flatbuffer:
         start, count = self.vector(table, index)
         if start + 16 * count > len(self.data):
             raise InvalidRequest.at("body", "corrupt Arrow message metadata (vector out of range)", _FIX)
-        return [struct.unpack_from("<qq", self.data, start + 16 * i) for i in range(count)]
+        return list(struct.iter_unpack("<qq", self.data[start : start + 16 * count]))
 
 
 def declared_stream(body: pa.Buffer, *, max_batches: int, max_dictionaries: int) -> DeclaredStream:
@@ -108,7 +112,7 @@ def declared_stream(body: pa.Buffer, *, max_batches: int, max_dictionaries: int)
             message = pa.ipc.read_message(reader)
         except EOFError:
             break
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise InvalidRequest.at("body", f"not an Arrow IPC stream: {exc}", _FIX) from None
         if message is None:  # end-of-stream marker
             break

@@ -172,3 +172,32 @@ def test_dictionary_string_columns_score_like_plain_strings(client: TestClient, 
     assert [(c["id"], c["utility"]) for c in encoded.json()["candidates"]] == [
         (c["id"], c["utility"]) for c in rows.json()["candidates"]
     ]
+
+
+def test_flipped_bytes_anywhere_in_a_stream_are_refused_or_decoded_never_a_crash(
+    sample_request: dict[str, Any],
+) -> None:
+    """Corruptions of valid streams (plain; zstd with dictionary columns): a 4xx naming the problem,
+    or a valid decode; never another exception."""
+    plain = to_arrow(sample_request)
+    batch = pa.ipc.open_stream(plain).read_next_batch()
+    arrays = [c.dictionary_encode() if pa.types.is_string(c.type) and n != "id" else c
+              for n, c in zip(batch.schema.names, batch.columns, strict=True)]
+    encoded = pa.RecordBatch.from_arrays(arrays, batch.schema.names).replace_schema_metadata(batch.schema.metadata)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, encoded.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_batch(encoded)
+    rng = np.random.default_rng(11)
+    outcomes = {"ok": 0, "refused": 0}
+    for content in (plain, bytes(sink.getvalue().to_pybytes())):
+        for _ in range(300):
+            mutated = bytearray(content)
+            for _ in range(int(rng.integers(1, 4))):
+                mutated[int(rng.integers(len(mutated)))] = int(rng.integers(256))
+            try:
+                decode_arrow_request(bytes(mutated), max_candidates=100, max_decoded_bytes=MiB)
+                outcomes["ok"] += 1
+            except InvalidRequest as exc:
+                assert exc.details and exc.details[0].field and exc.details[0].fix
+                outcomes["refused"] += 1
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 600

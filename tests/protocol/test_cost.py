@@ -4,6 +4,7 @@ and a body of far more objects than candidates is refused before it is parsed.""
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,15 @@ def test_a_compressed_arrow_body_stays_within_the_decoded_budget(tmp_path: Path)
     cost = decode_cost("arrow", body, tmp_path)
     assert cost["status"] == 200, cost
     assert cost["pool_peak"] + cost["traced_peak"] <= parse_memory_bound(ARROW_MEDIA_TYPE, len(body), 32 * MiB)
+
+
+def test_the_red_team_body_of_empty_objects_is_refused_within_a_second_over_http(client: Any) -> None:
+    """16 MiB of `{}` candidates (5.6M; 490 MB to parse before): 413 on its declared size; at the 4 MiB
+    limit, 413 on the object count, neither parsed."""
+    for size in (16 * MiB, LIMIT):
+        body = b'{"request_id":"r","surface":"home","candidates":[' + b",".join([b"{}"] * ((size - 60) // 3)) + b"]}"
+        t0 = time.perf_counter()
+        response = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert time.perf_counter() - t0 < 1.0
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["details"][0]["field"] in ("body", "candidates")

@@ -1,7 +1,4 @@
-"""`fusionrank`: the service and the offline toolkit behind one command.
-
-Offline commands import torch and friends lazily, so `fusionrank serve` runs without them.
-"""
+"""`fusionrank serve`: /v1/score and the admin API on one host and port, with a graceful drain."""
 
 from __future__ import annotations
 
@@ -11,22 +8,18 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["app", "main"]
+from app.cli.options import LogLevel, ModelStoreOption, PoliciesOption
 
-app = typer.Typer(
-    name="fusionrank", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
-    help="Calibrated multi-task ranking under versioned utility policies.",
-)
+__all__ = ["serve"]
 
 
-@app.command()
 def serve(
-    model_store: Annotated[Path, typer.Option(help="folder of model bundles")] = Path("model_store"),
-    policies: Annotated[Path, typer.Option(help="folder of policies")] = Path("policies"),
+    model_store: ModelStoreOption = Path("model_store"),
+    policies: PoliciesOption = Path("policies"),
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="uvicorn log level")] = LogLevel.INFO,
 ) -> None:
     """Serve /v1/score on HOST:PORT with the bundles and policies given.
 
@@ -61,70 +54,3 @@ def serve(
     server.run()
     if not server.started:  # as uvicorn.run: a failed startup is a non-zero exit
         raise typer.Exit(code=3)
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="folder to write model_store/, policies/ and demo_data/ into")],
-    seed: Annotated[int, typer.Option(help="random seed; the same seed writes the same bundle")] = 7,
-    rows: Annotated[int, typer.Option(min=2000, help="impressions in the synthetic log")] = 300_000,
-    epochs: Annotated[int, typer.Option(min=1, help="training epochs")] = 3,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
-    logs: Annotated[bool, typer.Option(help="also write demo_data/logs.parquet for `tune` and `simulate`")] = False,
-) -> None:
-    """Generate a synthetic log, train, export, calibrate, and write a servable bundle and policy."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from app.offline.demo import DemoConfig, run_demo
-
-    result = run_demo(out, DemoConfig(seed=seed, rows=rows, epochs=epochs, show_progress=progress, logs=logs))
-    console = Console()
-    table = Table(title=f"{result.manifest.name}/{result.manifest.version} on held-out days")
-    features = [s.feature for s in next(iter(result.calibration.tasks.values())).segments]
-    for column in ("task", "AUC", "ratio raw", "ratio calibrated", "logloss raw", "logloss calibrated",
-                   *(f"Field-RCE {f} raw → cal." for f in features)):
-        table.add_column(column)
-    for task, cal in result.calibration.tasks.items():
-        before, after = cal.metrics.before, cal.metrics.after
-        table.add_row(
-            task, f"{before['auc']:.3f}", f"{before['calibration_ratio']:.3f}", f"{after['calibration_ratio']:.3f}",
-            f"{before['logloss']:.5f}", f"{after['logloss']:.5f}",
-            *(f"{before[f'field_rce.{f}']:.3f} → {after[f'field_rce.{f}']:.3f}" for f in features),
-        )
-    console.print(table)
-    if result.manifest.parity is not None:
-        console.print(f"parity torch vs onnxruntime: max |diff| = {result.manifest.parity.max_abs_diff:.2e}")
-    console.print(f"bundle: {result.bundle_dir}\npolicy: {result.policy_path}")
-    if result.predictions_path:
-        console.print(f"held-out predictions: {result.predictions_path}")
-    if result.logs_path:
-        console.print(f"logged candidate sets for tune/simulate: {result.logs_path}")
-
-
-def _register_groups() -> None:
-    """Attach the command groups, in the order `fusionrank --help` lists them."""
-    from app.cli_models import models_app
-    from app.commands.calibrate import calibrate
-    from app.commands.policy import policy_app
-    from app.commands.train import export, train
-    from app.commands.tune import simulate_command, tune_app
-
-    app.add_typer(tune_app, name="tune")
-    app.command("simulate")(simulate_command)
-    app.add_typer(policy_app)
-    app.add_typer(calibrate)
-    app.command()(train)
-    app.command()(export)
-    app.add_typer(models_app)
-
-
-_register_groups()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

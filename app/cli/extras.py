@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-__all__ = ["EXTRAS", "installed", "missing_module", "needs_extra", "require_extra"]
+__all__ = ["EXTRAS", "missing_module", "needs_extra", "require_extra"]
 
 R = TypeVar("R")
 
@@ -41,10 +41,6 @@ def missing_module(extra: str) -> str | None:
         except (ImportError, ValueError):  # a broken parent package or a module without a spec
             return module
     return None
-
-
-def installed(extra: str) -> bool:
-    return missing_module(extra) is None
 
 
 def require_extra(extra: str, command: str = "fusionrank") -> None:

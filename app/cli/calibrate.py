@@ -43,7 +43,6 @@ def calibrate_fit(
     engine: EngineOptions,
 ) -> None:
     """Fit a calibration file per task (global calibrator + segment corrections) from a predictions file."""
-
     import json
     from datetime import UTC, datetime
 
@@ -133,7 +132,6 @@ def calibrate_report(
     engine: EngineOptions,
 ) -> None:
     """Bucket and segment tables before/after, reliability diagrams, as a markdown report."""
-
     from app.offline.calibration import PredictionFile, write_report
 
     with user_errors():

@@ -56,7 +56,7 @@ def root(
         "--version", is_eager=True, callback=_print_version, help="print the versions and installed extras, exit"
     )] = False,
 ) -> None:
-    """Calibrated multi-task ranking under versioned utility policies."""
+    """The root command: --version is its one option of its own (the help text is the Typer's)."""
 
 
 # the service, then the offline toolkit in the order a user meets it

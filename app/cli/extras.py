@@ -34,13 +34,14 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 def missing_module(extra: str) -> str | None:
     """The first module of `extra` that cannot be imported here (found without importing it), or None."""
-    for module in EXTRAS[extra]:
-        try:
-            if importlib.util.find_spec(module) is None:
-                return module
-        except (ImportError, ValueError):  # a broken parent package or a module without a spec
-            return module
-    return None
+    return next((module for module in EXTRAS[extra] if not _findable(module)), None)
+
+
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken parent package or a module without a spec
+        return False
 
 
 def require_extra(extra: str, command: str = "fusionrank") -> None:
@@ -68,7 +69,7 @@ def needs_extra(extra: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
             except ModuleNotFoundError as error:
                 module = (error.name or "").partition(".")[0]
                 owner = extra if module in EXTRAS[extra] else _extra_of(module)
-                if owner is None:
+                if owner is None or _findable(module):  # not an extra's module, or installed but broken
                     raise
                 _exit_missing(owner, module, name)
 

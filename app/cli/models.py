@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from app.cli.options import ModelStoreOption, PoliciesOption
+
 __all__ = ["models_app"]
 
 models_app = typer.Typer(
@@ -17,8 +19,8 @@ models_app = typer.Typer(
 
 @models_app.command("list")
 def models_list(
-    model_store: Annotated[Path, typer.Option(help="folder of model bundles")] = Path("model_store"),
-    policies: Annotated[Path, typer.Option(help="folder of policies (for the surfaces' triples)")] = Path("policies"),
+    model_store: ModelStoreOption = Path("model_store"),
+    policies: PoliciesOption = Path("policies"),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Every model version: manifest summary, sha256, golden batch, calibrations; and each surface's triple."""

@@ -1,3 +1,5 @@
+"""`fusionrank tune ndcg-gap|regret|constrained` and `fusionrank simulate` as a user runs them, on synthetic logs."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ from app.artifacts.loading import check_policy_against, load_manifest, load_poli
 from app.cli import app
 from app.errors import PolicyError
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_POLICY = ROOT / "policies" / "home" / "1.yaml"
 BUNDLE = ROOT / "model_store" / "demo_ranker" / "1"
 

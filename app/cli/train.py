@@ -7,20 +7,25 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from app.cli.exits import user_errors
+from app.cli.extras import needs_extra
+from app.cli.options import MemoryMode, ProgressOption
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-
-
 __all__ = ["export", "train"]
 
+
+@needs_extra("train")
 def train(
     spec: Annotated[Path, typer.Option(help="training spec YAML (dataset columns, tasks, training options)")],
     data: Annotated[Path, typer.Option(help="a Parquet/CSV log file, or a folder of them")],
     out: Annotated[Path, typer.Option(help="run folder to write (model, checkpoints, report)")],
     seed: Annotated[int | None, typer.Option(help="override training.seed")] = None,
-    memory: Annotated[str, typer.Option(help="auto | stream (re-read the files every epoch) | memory")] = "auto",
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    memory: Annotated[MemoryMode, typer.Option(help="hold the log in memory, re-read it every epoch (stream), or"
+                                                    " decide from its size (auto)")] = MemoryMode.AUTO,
+    progress: ProgressOption = True,
     resume: Annotated[
         bool, typer.Option(help="continue from RUN's last checkpoint (same spec; epochs may grow)")
     ] = False,
@@ -28,25 +33,16 @@ def train(
     """Train a multi-task ranker from a spec and a log; writes RUN with the model and its report."""
     from rich.console import Console
 
-    from app.errors import FusionrankError
     from app.offline.pipeline import train_run
 
-    if memory not in ("auto", "stream", "memory"):
-        raise typer.BadParameter("use auto, stream or memory", param_hint="--memory")
     console = Console()
-    try:
-        result = train_run(
-            spec, data, out, seed=seed, memory=memory, show_progress=progress, resume=resume  # type: ignore[arg-type]
-        )
-    except FusionrankError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        for detail in exc.details[1:]:  # the first one is the message
-            console.print(f"  {detail.field or ''}: {detail.message}", highlight=False)
-        raise typer.Exit(code=2) from None
+    with user_errors():
+        result = train_run(spec, data, out, seed=seed, memory=memory.value, show_progress=progress, resume=resume)
     _print_report(console, result.report)
     console.print(f"run: {result.run} ({result.seconds:.1f} s); report: {result.run / 'report.md'}")
 
 
+@needs_extra("train")
 def export(
     run: Annotated[Path, typer.Option(help="run folder written by `fusionrank train`")],
     out: Annotated[Path, typer.Option(help="bundle folder model_store/<name>/<version>")],
@@ -56,15 +52,11 @@ def export(
     """Export RUN to ONNX with a parity check, a manifest and a starter calibration."""
     from rich.console import Console
 
-    from app.errors import FusionrankError
     from app.offline.bundle import export_run
 
     console = Console()
-    try:
+    with user_errors():
         result = export_run(run, out, calibration_version=calibration_version, overwrite=overwrite)
-    except FusionrankError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(code=2) from None
     parity = result.manifest.parity
     if parity is not None:
         console.print(

@@ -1,6 +1,7 @@
 """The bodies of `fusionrank tune ...` and `fusionrank simulate`: parse, run, write, summarise.
 
-`app/cli.py` only declares the options and imports this module lazily. Argument problems raise
+`app/cli/tune.py` only declares the options and imports this module when a command runs (it needs the
+offline extra). Argument problems raise
 `ValueError` with a message naming the option and the fix (the CLI shows it as a usage error).
 """
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from app.cli.options import ModelStoreOption
+
 __all__ = ["policy_app"]
 
 policy_app = typer.Typer(
@@ -18,7 +20,7 @@ policy_app = typer.Typer(
 @policy_app.command("validate")
 def policy_validate(
     file: Annotated[Path, typer.Argument(help="policy file, stored as <policies>/<surface>/<version>.yaml")],
-    model_store: Annotated[Path, typer.Option(help="folder of model bundles")] = Path("model_store"),
+    model_store: ModelStoreOption = Path("model_store"),
 ) -> None:
     """Check a policy as an activation would: schema, its model and calibration, golden-batch dry run."""
     from rich.console import Console
@@ -86,5 +88,3 @@ def policy_diff(
     for d in deltas:
         table.add_row(d.section, d.item, d.field, f"[{colour[d.change]}]{d.change}[/]", f"{d.old} -> {d.new}")
     console.print(table)
-
-

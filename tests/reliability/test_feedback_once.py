@@ -52,17 +52,59 @@ def test_a_malformed_event_rejects_only_itself_and_can_be_resent_fixed(
 def test_the_window_is_bounded_by_count_and_age() -> None:
     now = [0.0]
     window = RecentEventIds(max_ids=3, max_age_seconds=60, clock=lambda: now[0])
-    window.add(["a", "b", "c"])
-    assert all(i in window for i in "abc")
-    window.add(["d"])  # the oldest id is forgotten past max_ids
-    assert "a" not in window and len(window) == 3
+    window.add([("a", "click"), ("b", "click"), ("c", "click")])
+    assert all((i, "click") in window for i in "abc")
+    window.add([("d", "click")])  # the oldest key is forgotten past max_ids
+    assert ("a", "click") not in window and len(window) == 3
     now[0] = 61.0
-    assert "d" not in window and len(window) == 0  # and past max_age_seconds
-    window.add(["x" * 10_000])
-    assert "x" * 10_000 in window
+    assert ("d", "click") not in window and len(window) == 0  # and past max_age_seconds
+    window.add([("x" * 10_000, "click")])
+    assert ("x" * 10_000, "click") in window
     off = RecentEventIds(max_ids=0, max_age_seconds=60)
-    off.add(["a"])
-    assert "a" not in off
+    off.add([("a", "click")])
+    assert ("a", "click") not in off
+
+
+def test_the_window_keys_on_event_id_and_task() -> None:
+    window = RecentEventIds(max_ids=10, max_age_seconds=60)
+    window.add([("e1", "click")])
+    assert ("e1", "click") in window
+    assert ("e1", "purchase") not in window
+    # Neither part can leak into the other: the split between id and task is part of the key.
+    window.add([("ab", "c")])
+    assert ("a", "bc") not in window and ("abc", "") not in window
+    window.add([("e1", "purchase")])
+    assert len(window) == 3  # a key, not an id: both outcomes of e1 take a slot
+
+
+def test_a_click_and_a_purchase_of_one_event_both_count_and_each_counts_once(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    """The red-team repro: the same event_id for a click and a purchase outcome used to drop the second one."""
+    client = client_factory()
+    purchase = {**VERSIONS, "task": "purchase"}
+
+    def purchases() -> float:
+        return sum(
+            sample(client, "fusionrank_feedback_events_total", **purchase, bucket=f"{b:02d}") or 0.0 for b in range(10)
+        )
+
+    click, bought = event("served-1"), event("served-1", task="purchase", prediction=0.02)
+    first = client.post("/v1/feedback", json={"events": [click]}).json()
+    later = client.post("/v1/feedback", json={"events": [bought]}).json()  # e.g. 3 days later
+    assert first == later == {"accepted": 1, "rejected": [], "duplicates": []}
+    assert _counted(client) == 1 and purchases() == 1
+    # Both outcomes in one batch are two events, not a duplicate ...
+    both = client.post("/v1/feedback", json={"events": [event("served-2"), event("served-2", task="purchase")]})
+    assert both.json() == {"accepted": 2, "rejected": [], "duplicates": []}
+    assert _counted(client) == 2 and purchases() == 2
+    # ... while a true duplicate (same event_id and task) is still counted once, across batches and within one.
+    retry = client.post("/v1/feedback", json={"events": [bought, click]}).json()
+    assert retry == {"accepted": 0, "rejected": [], "duplicates": [0, 1]}
+    twice = client.post("/v1/feedback", json={"events": [event("served-3"), event("served-3")]}).json()
+    assert twice["accepted"] == 1 and [(r["index"], r["field"]) for r in twice["rejected"]] == [(1, "event_id")]
+    assert _counted(client) == 3 and purchases() == 2
+    assert sample(client, "fusionrank_feedback_duplicate_events_total") == 2
 
 
 def test_dedup_can_be_turned_off(client_factory: Callable[..., TestClient]) -> None:

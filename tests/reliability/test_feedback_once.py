@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.monitoring.dedup import RecentEventIds
@@ -112,3 +115,39 @@ def test_dedup_can_be_turned_off(client_factory: Callable[..., TestClient]) -> N
     batch = {"events": [event("same")]}
     assert client.post("/v1/feedback", json=batch).json()["accepted"] == 1
     assert client.post("/v1/feedback", json=batch).json()["accepted"] == 1
+
+
+def test_events_naming_an_unloadable_calibration_reject_only_themselves(
+    client_factory: Callable[..., TestClient], store_copy: tuple[Path, Path], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A calibration file nested 100000 deep (RecursionError in the JSON parser), one that is not JSON and one
+    outside the numeric bounds: the events naming them are rejected with the reason, the others counted, no 500."""
+    store, policies = store_copy
+    calibrations = store / "demo_ranker" / "1" / "calibration"
+    (calibrations / "2.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    (calibrations / "3.json").write_text('{"schema_version": 1, "version": "3", ')
+    data = json.loads((calibrations / "1.json").read_text())
+    data["version"] = "4"
+    data["tasks"]["click"]["calibrator"]["a"] = 1e7
+    (calibrations / "4.json").write_text(json.dumps(data))
+    client = client_factory(store=store, policies=policies)
+    batch = {"events": [
+        event("ok-1"), event("deep", calibration_version="2"), event("ok-2", task="purchase"),
+        event("cut", calibration_version="3"), event("big", calibration_version="4"), event("ok-3"),
+    ]}
+    for attempt in range(2):  # the second time from the catalog's remembered misses
+        response = client.post("/v1/feedback", json=batch)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["accepted"] == (3 if attempt == 0 else 0)
+        assert answer["duplicates"] == ([] if attempt == 0 else [0, 2, 5])
+        rejected = {r["index"]: r for r in answer["rejected"]}
+        assert sorted(rejected) == [1, 3, 4]
+        assert {r["field"] for r in rejected.values()} == {"calibration_version"}
+        assert "demo_ranker/1/2" in rejected[1]["reason"] and "unusable" in rejected[1]["reason"]
+        assert "invalid JSON" in rejected[3]["reason"]
+        assert "1e+06" in rejected[4]["reason"]
+        assert all("fix" in r["reason"] for r in rejected.values())
+    assert _counted(client) == 2  # ok-1 and ok-3 (click); ok-2 is a purchase
+    assert sample(client, "fusionrank_feedback_rejected_total", field="calibration_version") == 6
+    assert any("demo_ranker/1/2" in r.getMessage() for r in caplog.records)

@@ -87,7 +87,7 @@ def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
     triggered = evaluate_guardrails(probabilities, attributes, policy, effective)
     removed = np.asarray(triggered.any(axis=1))
     filtered: list[Filtered] = []
-    unrankable = non_finite(probabilities, utility)
+    unrankable = non_finite(probabilities, utility, policy.unread_tasks)
     if unrankable is not None:
         for mask, rule in ((unrankable.prediction, NON_FINITE_PREDICTION), (unrankable.utility, NON_FINITE_UTILITY)):
             hit = np.flatnonzero(mask)

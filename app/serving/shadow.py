@@ -49,7 +49,7 @@ def shadow_rank(served: ScoreOutcome, shadow: PolicyBinding, request: ScoreInput
     effective = policy.resolve(request.context_attributes)
     _, utility = compose_utility(served.probabilities, attributes, policy, effective.weights)
     removed = evaluate_guardrails(served.probabilities, attributes, policy, effective).any(axis=1)
-    unrankable = non_finite(served.probabilities, utility)
+    unrankable = non_finite(served.probabilities, utility, policy.unread_tasks)
     if unrankable is not None:  # removed as `score` removes them
         removed |= unrankable.any_row
     limits = [k for k in (request.top_k, policy.file.slate.top_k) if k is not None]

@@ -50,20 +50,20 @@ class NonFinite(NamedTuple):
         return np.asarray(self.prediction | self.utility)
 
 
-def non_finite(probabilities: npt.NDArray[np.float64], utility: npt.NDArray[np.float64]) -> NonFinite | None:
-    """probabilities [B, T], utility [B] -> None when every number is finite (the hot path's case).
+def non_finite(
+    probabilities: npt.NDArray[np.float64], utility: npt.NDArray[np.float64], unread_tasks: npt.NDArray[np.intp]
+) -> NonFinite | None:
+    """probabilities [B, T], utility [B], unread_tasks [U] (columns no utility term reads) -> None when
+    every number is finite (the hot path's case), else which rows are not.
 
-    The check costs one `isfinite` over [B] and one sum over [B, T] (probabilities lie in [0, 1], so
-    their sum is not finite only when one of them is NaN); rows are examined only when one is not.
-    A NaN prediction must not pass silently: every comparison with NaN is False, so no guardrail on
-    that task would ever remove the candidate.
+    A NaN prediction of a task a term reads makes the utility NaN (NaN x w is NaN, even for w = 0 or a
+    missing attribute), so the hot path costs one `isfinite` over the utility [B], plus a sum over the
+    unread columns [B, U] when there are any (probabilities lie in [0, 1]: their sum is not finite only
+    when one is NaN). A NaN prediction must not pass silently: every comparison with NaN is False, so
+    no guardrail on that task would ever remove the candidate.
     """
     finite_utility = np.isfinite(utility)
-    finite_predictions = bool(np.isfinite(probabilities.sum()))
-    if finite_predictions and finite_utility.all():
+    if finite_utility.all() and (unread_tasks.size == 0 or np.isfinite(probabilities[:, unread_tasks].sum())):
         return None
-    prediction: BoolArray = (
-        np.zeros(len(utility), dtype=np.bool_) if finite_predictions
-        else np.asarray(~np.isfinite(probabilities).all(axis=1))
-    )
+    prediction = np.asarray(~np.isfinite(probabilities).all(axis=1))
     return NonFinite(prediction, np.asarray(~finite_utility & ~prediction))

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_WEIGHT
+from app.artifacts.policy import PolicyFile, UtilityTerm, utility_bound
 from app.serving.bundle import PolicyBinding
 from app.serving.loader import BundleCache
 from app.serving.policy import CompiledPolicy
@@ -114,3 +116,25 @@ def test_nan_logits_from_the_model_are_filtered_as_a_prediction_problem(binding:
     assert groups["non_finite_prediction"] == [2, 9] and "non_finite_utility" not in groups
     assert np.isfinite(outcome.probabilities[outcome.ranked]).all()
     assert np.isfinite(outcome.utility[outcome.ranked]).all()
+
+
+def test_the_validation_dry_run_matches_the_service_arithmetic(binding: PolicyBinding) -> None:
+    """`utility_bound` (schema validation) and `compose_utility` (serving) agree at the extremes: a policy
+    at the bound stays finite on the largest legal attributes; past it (forced around validation), it overflows."""
+    file = binding.policy.file
+    terms = [UtilityTerm(name=f"v{i}", task="purchase", weight=MAX_WEIGHT / 2, attribute="margin") for i in range(300)]
+    legal = PolicyFile.model_validate({**file.to_yaml_dict(), "overrides": [],
+                                       "utility": [t.model_dump() for t in terms]})
+    assert utility_bound(legal.utility) == pytest.approx(1.5e308)
+    extreme_p = np.ones((2, 4))
+    attributes = {"margin": np.array([MAX_ATTRIBUTE_MAGNITUDE, -MAX_ATTRIBUTE_MAGNITUDE]),
+                  "creator_id": ["a", "b"], "sponsored": [False, False], "eligible": [True, True]}
+    compiled = CompiledPolicy(legal, binding.bundle.manifest)
+    _, utility = compose_utility(extreme_p, attributes, compiled, compiled.resolve({}).weights)
+    assert np.isfinite(utility).all() and utility[0] == pytest.approx(1.5e308)
+    more = legal.model_copy(update={"utility": [*legal.utility, *terms[:100]]})  # 400 terms: 2e308
+    with pytest.raises(ValueError, match="overflow"):
+        utility_bound(more.utility)
+    compiled = CompiledPolicy(more, binding.bundle.manifest)
+    _, utility = compose_utility(extreme_p, attributes, compiled, compiled.resolve({}).weights)
+    assert not np.isfinite(utility).any()

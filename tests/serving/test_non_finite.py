@@ -17,6 +17,7 @@ from app.serving.loader import BundleCache
 from app.serving.policy import CompiledPolicy
 from app.serving.scorer import ScoreInput, score
 from app.serving.shadow import shadow_rank
+from app.serving.shadow_model import ShadowJob, compare_models
 from app.serving.utility import compose_utility, non_finite
 from tests.conftest import BUNDLE, MODEL_STORE, POLICIES
 
@@ -138,3 +139,15 @@ def test_the_validation_dry_run_matches_the_service_arithmetic(binding: PolicyBi
     compiled = CompiledPolicy(more, binding.bundle.manifest)
     _, utility = compose_utility(extreme_p, attributes, compiled, compiled.resolve({}).weights)
     assert not np.isfinite(utility).any()
+
+
+def test_the_shadow_model_shift_skips_nan_predictions(binding: PolicyBinding) -> None:
+    served = np.full((3, 4), 0.25)
+    served[1] = np.nan  # the served model emitted NaN for candidate 1 (filtered from the answer)
+    shadow = np.full((3, 4), 0.5)
+    tasks = binding.bundle.manifest.task_names()
+    job = ShadowJob("home", binding, binding, _request(), np.array([0, 2]), served)
+    report = compare_models(job, np.array([2, 0]), shadow, tasks, tasks)
+    assert report.shifts == dict.fromkeys(tasks, 0.25)
+    served[:] = np.nan  # nothing to compare: no shift rather than a NaN one
+    assert compare_models(job, np.array([2, 0]), shadow, tasks, tasks).shifts == {}

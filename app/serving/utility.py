@@ -3,6 +3,7 @@ candidates whose numbers cannot be ranked (a non-finite prediction or utility)."
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -51,19 +52,19 @@ class NonFinite(NamedTuple):
 
 
 def non_finite(
-    probabilities: npt.NDArray[np.float64], utility: npt.NDArray[np.float64], unread_tasks: npt.NDArray[np.intp]
+    probabilities: npt.NDArray[np.float64], utility: npt.NDArray[np.float64], unread_tasks: tuple[int, ...]
 ) -> NonFinite | None:
-    """probabilities [B, T], utility [B], unread_tasks [U] (columns no utility term reads) -> None when
-    every number is finite (the hot path's case), else which rows are not.
+    """probabilities [B, T], utility [B], unread_tasks (columns no utility term reads) -> None when every
+    number is finite (the hot path's case), else which rows are not.
 
     A NaN prediction of a task a term reads makes the utility NaN (NaN x w is NaN, even for w = 0 or a
     missing attribute), so the hot path costs one `isfinite` over the utility [B], plus a sum over the
-    unread columns [B, U] when there are any (probabilities lie in [0, 1]: their sum is not finite only
+    unread columns when there are any (probabilities lie in [0, 1]: a column's sum is not finite only
     when one is NaN). A NaN prediction must not pass silently: every comparison with NaN is False, so
     no guardrail on that task would ever remove the candidate.
     """
     finite_utility = np.isfinite(utility)
-    if finite_utility.all() and (unread_tasks.size == 0 or np.isfinite(probabilities[:, unread_tasks].sum())):
+    if finite_utility.all() and all(math.isfinite(probabilities[:, t].sum()) for t in unread_tasks):
         return None
     prediction = np.asarray(~np.isfinite(probabilities).all(axis=1))
     return NonFinite(prediction, np.asarray(~finite_utility & ~prediction))

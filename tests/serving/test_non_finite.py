@@ -21,7 +21,7 @@ from app.serving.shadow_model import ShadowJob, compare_models
 from app.serving.utility import compose_utility, non_finite
 from tests.conftest import BUNDLE, MODEL_STORE, POLICIES
 
-NONE = np.empty(0, dtype=np.intp)
+NONE: tuple[int, ...] = ()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _with_weight(binding: PolicyBinding, term: str, weight: float) -> PolicyBind
 def test_finite_numbers_cost_one_pass_and_flag_nothing() -> None:
     p = np.full((5, 4), 0.5)
     assert non_finite(p, np.zeros(5), NONE) is None
-    assert non_finite(p, np.zeros(5), np.array([3])) is None
+    assert non_finite(p, np.zeros(5), (3,)) is None
 
 
 def test_each_row_is_flagged_once_under_its_cause() -> None:
@@ -58,14 +58,14 @@ def test_each_row_is_flagged_once_under_its_cause() -> None:
     p[1, 0] = np.nan  # a task the utility reads: the utility is NaN too, the cause is the prediction
     p[3, 3] = np.nan  # a task only a guardrail reads: the utility stays finite
     utility = np.array([1.0, np.nan, np.inf, 2.0, -np.inf])
-    flagged = non_finite(p, utility, np.array([3]))
+    flagged = non_finite(p, utility, (3,))
     assert flagged is not None
     assert flagged.prediction.tolist() == [False, True, False, True, False]
     assert flagged.utility.tolist() == [False, False, True, False, True]
     # The NaN in the unread column is found even when every utility is finite.
     p = np.full((5, 4), 0.5)
     p[3, 3] = np.nan
-    only = non_finite(p, np.ones(5), np.array([3]))
+    only = non_finite(p, np.ones(5), (3,))
     assert only is not None and only.prediction.tolist() == [False, False, False, True, False]
 
 

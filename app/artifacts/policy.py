@@ -58,9 +58,9 @@ def _bounded_scalar(value: str | int | float | bool) -> str | int | float | bool
     # `not abs(x) <= bound` is True for NaN, infinities and ints too large for a float.
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_ATTRIBUTE_MAGNITUDE:
         raise ValueError(
-                f"{value!r} is not a finite number with |x| <= {MAX_ATTRIBUTE_MAGNITUDE:g}: compare with a value"
-                " a request attribute can hold"
-            )
+            f"{value!r:.40} is not a finite number with |x| <= {MAX_ATTRIBUTE_MAGNITUDE:g}: compare with a value"
+            " a request attribute can hold"
+        )
     return value
 
 

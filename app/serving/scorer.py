@@ -45,7 +45,8 @@ class ScoreInput:
 
 @dataclass(frozen=True, slots=True)
 class Filtered:
-    """Candidates removed by one rule at one stage (`guardrail` or `slate`)."""
+    """Candidates removed by one rule at one stage (`guardrail` or `slate`); at stage `guardrail`, the rule
+    is a policy guardrail's name or the service's own `non_finite_prediction` / `non_finite_utility`."""
 
     indices: npt.NDArray[np.intp]
     stage: str

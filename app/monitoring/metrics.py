@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.artifacts.policy import BUILT_IN_RULES
 from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.psi import ServedPredictions
@@ -62,7 +63,9 @@ class ServiceMetrics:
             "fusionrank_candidates_scored", "Candidates scored", ["surface"], registry=r
         )
         self.filtered = Counter(
-            "fusionrank_candidates_filtered", "Candidates removed, by surface, stage and rule",
+            "fusionrank_candidates_filtered",
+            "Candidates removed, by surface, stage and rule (the policy's rules, and the service's own"
+            " non_finite_prediction / non_finite_utility at stage guardrail)",
             ["surface", "stage", "rule"], registry=r,
         )
         self.active = Gauge(
@@ -251,6 +254,9 @@ class ServiceMetrics:
         for action in _REFUSABLE_BUNDLE_ACTIONS:
             self.bundle_activation_failures.labels(surface, action)
         self.policy_file_rejections.labels(surface)
+        # Candidates a surface could not rank (NaN prediction or non-finite utility): watched, so primed.
+        for rule in BUILT_IN_RULES:
+            self.filtered.labels(surface, "guardrail", rule)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

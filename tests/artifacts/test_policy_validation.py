@@ -43,7 +43,22 @@ def _guard(policy: dict[str, Any], index: int, **changes: Any) -> None:
         # thresholds outside [0, 1], in a guardrail and in an override
         (lambda p: _guard(p, 0, above=1.5), "guardrails[0].above"),
         (lambda p: _guard(p, 0, below=-0.1), "guardrails[0].below"),
-        (lambda p: p["overrides"][0]["thresholds"].update(report_risk=2.0), "overrides[0].thresholds"),
+        (lambda p: p["overrides"][0]["thresholds"].update(report_risk=2.0), "overrides[0].thresholds.report_risk"),
+        # finite but out of the documented bounds (app/artifacts/bounds.py): the red-team's 1e308 weight,
+        # an override weight, slate sizes, and numbers compared with attributes
+        (lambda p: p["utility"][1].update(weight=1e308), "utility[1].weight"),
+        (lambda p: p["utility"][0].update(weight=-1.5e6), "utility[0].weight"),
+        (lambda p: p["overrides"][0]["weights"].update(hide_penalty=-1e7), "overrides[0].weights.hide_penalty"),
+        (lambda p: p["slate"].update(top_k=10**6), "slate.top_k"),
+        (lambda p: p["slate"]["max_per_value"][0].update(max=10**12), "slate.max_per_value[0].max"),
+        (lambda p: p["slate"]["max_matching"][0].update(equals=math.inf), "slate.max_matching[0].equals"),
+        (lambda p: _guard(p, 1, equals=10**400), "guardrails[1].equals"),
+        (lambda p: _guard(p, 1, equals=None, **{"in": [1.0, math.nan]}), "guardrails[1].in[1]"),
+        (lambda p: p["overrides"][0]["when"].update(user_segment=-1e301), "overrides[0].when.user_segment"),
+        # the dry run at the extremes: 200 value terms at the largest weight can sum past the largest float
+        (lambda p: p["utility"].extend(
+            {"name": f"margin_{i}", "task": "purchase", "weight": 1e6, "attribute": "margin"} for i in range(200)
+        ), "utility"),
         # unknown (undeclared) attributes: value term, guardrail, slate rules
         (lambda p: p["utility"][1].update(attribute="price_tag"), "utility[1].attribute"),
         (lambda p: _guard(p, 1, attribute="is_safe"), "guardrails[1].attribute"),

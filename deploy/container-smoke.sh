@@ -67,7 +67,8 @@ SOURCE=$(git remote get-url origin 2>/dev/null || echo unknown)
 docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
     --build-arg REVISION="$REVISION" --build-arg CREATED="$CREATED" --build-arg SOURCE="$SOURCE" \
     -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; exit 1; }
-grep -E -A23 '^freed: ' "$WORK/build.log" | sed 's/^#[0-9]* [0-9.]* //' || true
+# What deploy/image/trim_venv.py removed, and the largest packages left (its report in the build log).
+sed -E 's/^#[0-9]+ [0-9.]+ //' "$WORK/build.log" | awk '/^freed: /{on=1} on && !/^(freed: |\/opt\/| )/{exit} on'
 docker image ls "$IMAGE"
 
 step "image size: budget $MAX_IMAGE_MB MB"
@@ -85,6 +86,15 @@ done
 grep -q "^org.opencontainers.image.revision = $REVISION\$" "$WORK/labels.txt" \
     || { echo "the revision label is not $REVISION" >&2; exit 1; }
 
+# Exactly the locked packages (and fusionrank itself), nothing resolved at build time.
+normalise() { awk -F'==' '{ n = tolower($1); gsub(/[-_.]+/, "-", n); print n "==" $2 }' | sort; }
+docker run --rm --network none "$IMAGE" python3 -c \
+    "import importlib.metadata as m; print('\n'.join(d.metadata['Name'] + '==' + d.version for d in m.distributions()))" \
+    | normalise >"$WORK/installed.txt"
+{ grep -oE '^[A-Za-z0-9._-]+==[^ ]+' requirements/service.lock; echo "fusionrank==$VERSION"; } | normalise >"$WORK/locked.txt"
+diff "$WORK/locked.txt" "$WORK/installed.txt" \
+    || { echo "the image's packages differ from requirements/service.lock (< lock, > image)" >&2; exit 1; }
+echo "packages: exactly requirements/service.lock and fusionrank ($(wc -l <"$WORK/locked.txt") distributions)"
 uid=$(docker run --rm --network none "$IMAGE" id -u)
 [[ "$uid" != 0 ]] || { echo "the image runs as root" >&2; exit 1; }
 echo "uid: $uid"

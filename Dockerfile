@@ -5,8 +5,9 @@
 # Without one (this machine), deploy/container-smoke.sh bootstraps a slim base with debootstrap, imports it
 # as fusionrank-base:bookworm-slim, and builds with the OCI label arguments filled from git and pyproject.toml:
 #   docker build --network host --build-arg BASE_IMAGE=fusionrank-base:bookworm-slim \
-#     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
-#     --build-arg CREATED="$(git log -1 --format=%cI)" -t fusionrank:local .
+#     --build-arg VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml)" \
+#     --build-arg REVISION="$(git rev-parse HEAD)" --build-arg CREATED="$(git log -1 --format=%cI)" \
+#     -t fusionrank:local .
 #
 # Dependencies come from requirements/service.lock (every package pinned, sha256 required) and the wheel is
 # built with requirements/build.lock: nothing is resolved at build time, so two builds of one commit hold the
@@ -34,10 +35,11 @@ RUN python3 -m venv /opt/build \
         --disable-pip-version-check --require-hashes --no-deps -r requirements/service.lock \
     && /opt/build/bin/python -m pip --python /opt/fusionrank/bin/python check \
     && /opt/fusionrank/bin/python deploy/image/trim_venv.py /opt/fusionrank
-# The code last: a code change rebuilds these layers only, not the dependencies.
+# The code last: a code change rebuilds these layers only, not the dependencies. SOURCE_DATE_EPOCH makes the
+# wheel byte-identical between builds (zip timestamps), so is every file of /opt/fusionrank but the .pyc.
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN /opt/build/bin/python -m pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
+RUN SOURCE_DATE_EPOCH=315532800 /opt/build/bin/python -m pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
         --wheel-dir /tmp/dist . \
     && /opt/build/bin/python -m pip --python /opt/fusionrank/bin/python install --no-cache-dir \
         --disable-pip-version-check --no-deps --no-index /tmp/dist/fusionrank-*.whl \

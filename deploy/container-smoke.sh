@@ -68,7 +68,9 @@ docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VER
     --build-arg REVISION="$REVISION" --build-arg CREATED="$CREATED" --build-arg SOURCE="$SOURCE" \
     -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; exit 1; }
 # What deploy/image/trim_venv.py removed, and the largest packages left (its report in the build log).
-sed -E 's/^#[0-9]+ [0-9.]+ //' "$WORK/build.log" | awk '/^freed: /{on=1} on && !/^(freed: |\/opt\/| )/{exit} on'
+sed -E 's/^#[0-9]+ [0-9.]+ //' "$WORK/build.log" | awk '/^freed: /{on=1} on && !/^(freed: |\/opt\/| )/{exit} on' \
+    >"$WORK/trim.txt"
+if [[ -s "$WORK/trim.txt" ]]; then cat "$WORK/trim.txt"; else echo "(dependency layer from the build cache: no trim report)"; fi
 docker image ls "$IMAGE"
 
 step "image size: budget $MAX_IMAGE_MB MB"

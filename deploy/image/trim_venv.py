@@ -16,6 +16,9 @@ freed with pyarrow 26.0.1, onnxruntime 1.32.0, numpy 2.4.6 on x86_64 (the build 
   without them;
 - libarrow_python shipped three times under its three names (a wheel cannot hold symlinks): two become
   symlinks, 5 MB;
+- onnxruntime's C API library (capi/libonnxruntime.so.*, for C and C++ programs): 35 MB. The Python
+  module (capi/onnxruntime_pybind11_state, 37 MB) contains the runtime itself: it neither links this library
+  (no NEEDED entry) nor names it (no string in the module, no Python file that loads it);
 - onnxruntime's Python tooling (transformers/, quantization/, tools/, datasets/), never imported by
   ``import onnxruntime``: 8 MB;
 - numpy's f2py, C headers and static libraries: 2 MB;
@@ -25,8 +28,9 @@ freed with pyarrow 26.0.1, onnxruntime 1.32.0, numpy 2.4.6 on x86_64 (the build 
 
 Kept although large: pyarrow's libarrow, libarrow_compute, libparquet, libarrow_dataset, libarrow_acero and
 libarrow_substrait (libarrow_python links every one of them), onnxruntime's pybind module (the runtime
-itself), numpy's OpenBLAS, and the .pyc files (without them every start would compile the imported modules
-again: the root filesystem is read-only and PYTHONDONTWRITEBYTECODE is set).
+itself), numpy's OpenBLAS (vendored by auditwheel), and the .pyc files (23 MB: without them every start
+would compile the imported modules again, as the root filesystem is read-only and PYTHONDONTWRITEBYTECODE
+is set).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ CUTS: dict[str, tuple[str, ...]] = {
     ),
     "pyarrow S3 filesystem": ("pyarrow/libarrow_s3.so*", "pyarrow/_s3fs.*.so"),
     "pyarrow C++ test module": ("pyarrow/_pyarrow_cpp_tests.*.so",),
+    # The C API library for C/C++ programs: the Python module (onnxruntime_pybind11_state) holds the runtime
+    # itself, neither links nor names it.
+    "onnxruntime C API library": ("onnxruntime/capi/libonnxruntime.so.*",),
     "onnxruntime Python tooling": (
         "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools", "onnxruntime/datasets",
     ),

@@ -111,9 +111,9 @@ def _bounded_httptools_protocol() -> type[asyncio.Protocol]:
             super().data_received(data)
             # A read that began and ended inside unfinished headers belongs to them whole (llhttp keeps
             # a header until it is complete, so this is what the parser holds).
-            if reading and self.reading_headers and not self.transport.is_closing():
-                if self._over(len(data), parsed=False):
-                    self._answer_and_close(431, "request headers too large")
+            still_reading = reading and self.reading_headers and not self.transport.is_closing()
+            if still_reading and self._over(len(data), parsed=False):
+                self._answer_and_close(431, "request headers too large")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

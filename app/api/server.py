@@ -195,7 +195,7 @@ def _bounded_httptools_protocol() -> type[asyncio.Protocol]:
 
         def _answer_and_close(self, status: int, text: str) -> None:
             log.info("%s: answered %d and closed the connection (%d header bytes)", text, status,
-                     self.header_bytes)
+                     max(self.header_bytes, self.parsed_header_bytes))
             body = text.encode("ascii")
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"

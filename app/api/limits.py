@@ -112,6 +112,8 @@ class AdmissionControl:
         self.limits = limits
         self.metrics = metrics
         self.ledger = ledger or AdmissionLedger()
+        memory = self.ledger.memory
+        metrics.reserved_bytes.set_function(lambda: memory.reserved_bytes)  # read at scrape time
         for route in _WORK_ROUTES:  # series at 0 from the start: increase() then sees the first 503 or 504
             metrics.shed.labels(route)
             metrics.shed_memory.labels(route)
@@ -137,7 +139,7 @@ class AdmissionControl:
         if self._full():  # nothing read yet: the cheapest answer an overloaded replica can give
             await self._shed(scope, receive, send)
             return
-        reservation = _Reservation(self.ledger.memory, self.metrics)
+        reservation = _Reservation(self.ledger.memory)
         try:
             body = await self._admit_body(scope, receive, send, reservation)
             if body is None:
@@ -274,9 +276,8 @@ class AdmissionControl:
 class _Reservation:
     """The bytes of the memory budget one request holds; given back once, when the request ends."""
 
-    def __init__(self, memory: MemoryBudget, metrics: ServiceMetrics) -> None:
+    def __init__(self, memory: MemoryBudget) -> None:
         self.memory = memory
-        self.metrics = metrics
         self.held = 0
 
     def reserve(self, cost: int, body_bytes: int) -> FusionrankError | None:
@@ -299,14 +300,12 @@ class _Reservation:
                 " (fix: retry after a moment, send fewer candidates per request, or add replicas)"
             )
         self.held = total
-        self.metrics.reserved_bytes.set(self.memory.reserved_bytes)
         return None
 
     def release(self) -> None:
         if self.held:
             self.memory.release(self.held)
             self.held = 0
-            self.metrics.reserved_bytes.set(self.memory.reserved_bytes)
 
 
 def _content_headers(scope: Scope) -> tuple[str | None, int | None]:

@@ -7,6 +7,7 @@ tests/reliability/test_slow_clients.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -257,5 +258,25 @@ def test_readyz_says_saturated_when_the_replica_takes_no_work(
             after = await client.get("/readyz")
             assert after.status_code == 200 and after.json()["status"] == "ready"
             assert after.json()["admission"]["reserved_bytes"] == 0
+
+    anyio.run(main)
+
+
+def test_the_body_timer_never_swallows_someone_elses_cancellation() -> None:
+    """The body deadline cancels the reading task with a timer: an outer cancellation (a deadline scope,
+    shutdown) must still cancel, and a timer that fired must leave no pending cancellation behind."""
+    from app.api.body import BodyDeadline, receive_body
+
+    async def main() -> None:
+        forever = Wire([None], {})
+        with anyio.move_on_after(0.05) as outer:
+            await receive_body(forever.receive, limit=100, deadline=BodyDeadline(30, 0))
+        assert outer.cancelled_caught
+        late = Wire([None], {})
+        with pytest.raises(Exception, match="did not arrive within"):
+            await receive_body(late.receive, limit=100, deadline=BodyDeadline(0.05, 0))
+        await anyio.sleep(0.01)  # not cancelled by a leftover request
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0
 
     anyio.run(main)

@@ -73,8 +73,8 @@ class AdmissionLedger:
     """What admitted work holds now (requests in flight, bytes reserved), shared with `/readyz`.
 
     `shed_since` is when the replica last began turning every work request away: set by the first
-    503 after a request was admitted or finished, cleared by the next admission or finish. A replica
-    whose `shed_since` is old has neither taken nor finished any work since: it cannot take work.
+    503 after a request was admitted, finished or gave back memory, cleared by the next of those. A
+    replica whose `shed_since` is old has neither taken nor finished any work since: it cannot take work.
     """
 
     memory: MemoryBudget = field(default_factory=MemoryBudget)
@@ -82,8 +82,11 @@ class AdmissionLedger:
     shed_since: float | None = None
 
     def shedding_for(self) -> float:
-        """Seconds the replica has turned every work request away (0.0: it is taking work)."""
-        return 0.0 if self.shed_since is None else time.monotonic() - self.shed_since
+        """Seconds the replica has turned every work request away (0.0: it is taking work, or holds
+        nothing: then the next request will be taken, and a 503 from /readyz would only keep it away)."""
+        if self.shed_since is None or (self.in_flight == 0 and self.memory.reserved_bytes == 0):
+            return 0.0
+        return time.monotonic() - self.shed_since
 
     def describe(self) -> dict[str, float | int]:
         """The numbers `/readyz` shows."""
@@ -139,7 +142,7 @@ class AdmissionControl:
         if self._full():  # nothing read yet: the cheapest answer an overloaded replica can give
             await self._shed(scope, receive, send)
             return
-        reservation = _Reservation(self.ledger.memory)
+        reservation = _Reservation(self.ledger)
         try:
             body = await self._admit_body(scope, receive, send, reservation)
             if body is None:
@@ -276,8 +279,9 @@ class AdmissionControl:
 class _Reservation:
     """The bytes of the memory budget one request holds; given back once, when the request ends."""
 
-    def __init__(self, memory: MemoryBudget) -> None:
-        self.memory = memory
+    def __init__(self, ledger: AdmissionLedger) -> None:
+        self.ledger = ledger
+        self.memory = ledger.memory
         self.held = 0
 
     def reserve(self, cost: int, body_bytes: int) -> FusionrankError | None:
@@ -306,6 +310,7 @@ class _Reservation:
         if self.held:
             self.memory.release(self.held)
             self.held = 0
+            self.ledger.shed_since = None  # room again: the next request may fit
 
 
 def _content_headers(scope: Scope) -> tuple[str | None, int | None]:

@@ -280,3 +280,14 @@ def test_the_body_timer_never_swallows_someone_elses_cancellation() -> None:
         assert current is not None and current.cancelling() == 0
 
     anyio.run(main)
+
+
+def test_saturation_ends_when_the_work_holding_the_replica_ends() -> None:
+    """A replica that sheds only while something holds it: once that is given back (even with no new
+    request to clear it) /readyz must not keep it out of the load balancer."""
+    ledger = AdmissionLedger(memory=MemoryBudget(100))
+    ledger.in_flight = 1
+    ledger.shed_since = time.monotonic() - 10
+    assert ledger.shedding_for() >= 10
+    ledger.in_flight = 0
+    assert ledger.shedding_for() == 0.0

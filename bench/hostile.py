@@ -375,8 +375,8 @@ def run(port: int) -> tuple[list[Row], float, list[str]]:
         measure("20 clients closing mid-upload", lambda: aborted_uploads(port))
         shed_500_after = metric_sum(live.url, "fusionrank_http_requests_total", route="/v1/score", status="500")
         errors_after = log.read_text(errors="replace").count("ERROR") if log.exists() else 0
-        rows[-1].note = (f'status="500" +{shed_500_after - shed_500:.0f}, ERROR log lines +{errors_after - errors_before}'
-                         " (the server logs at warning level here)")
+        rows[-1].note = (f'status="500" +{shed_500_after - shed_500:.0f}, '
+                         f"ERROR log lines +{errors_after - errors_before} (the server logs at warning level here)")
 
         def deep_policy() -> tuple[str, float]:
             start = time.monotonic()

@@ -11,7 +11,7 @@ PUBLIC = {
     "app.serving": 19,
     "app.monitoring": 12,
     "app.api": 5,
-    "app.errors": 12,
+    "app.errors": 13,
     "app.offline.calibration": 28,
     "app.offline.tuning": 12,
     "app.offline.spark": 12,

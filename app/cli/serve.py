@@ -28,6 +28,7 @@ def serve(
     """
     import uvicorn
 
+    from app.api.server import server_options
     from app.api.shutdown import DrainingServer, ShutdownDrain
     from app.main import create_app
     from app.settings import get_settings
@@ -38,17 +39,16 @@ def serve(
     os.environ["FUSIONRANK_HOST"] = host
     os.environ["FUSIONRANK_PORT"] = str(port)
     settings = get_settings()  # fail here, before binding, on a bad environment
-    grace = settings.shutdown_grace_seconds
     if workers > 1:  # uvicorn's supervisor owns the signals; each worker shuts down gracefully itself
         uvicorn.run(
             "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-            access_log=False, timeout_graceful_shutdown=grace,
+            access_log=False, **server_options(settings),
         )
         return
     drain = ShutdownDrain()
     config = uvicorn.Config(
         create_app(drain=drain), host=host, port=port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=grace,
+        **server_options(settings),
     )
     server = DrainingServer(config, drain, settings.shutdown_drain_seconds)
     server.run()

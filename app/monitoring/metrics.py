@@ -97,6 +97,29 @@ class ServiceMetrics:
             "fusionrank_deadline_exceeded", "Work requests answered 504: their deadline passed, work abandoned",
             ["route"], registry=r,
         )
+        self.shed_memory = Counter(
+            "fusionrank_requests_shed_memory",
+            "Work requests answered 503 before their body was parsed: its parse cost did not fit in the memory"
+            " budget beside the bodies admitted (FUSIONRANK_MEMORY_BUDGET_BYTES)", ["route"], registry=r,
+        )
+        self.reserved_bytes = Gauge(
+            "fusionrank_admission_reserved_bytes",
+            "Memory reserved now by admitted work requests: body bytes x the format's parse amplification",
+            registry=r,
+        )
+        self.memory_budget = Gauge(
+            "fusionrank_admission_memory_budget_bytes", "The memory budget of admitted work (0: none)", registry=r
+        )
+        self.body_late = Counter(
+            "fusionrank_request_bodies_late",
+            "Work request bodies answered 408 and cut: past the read timeout, or below the minimum rate",
+            ["route", "reason"], registry=r,
+        )
+        self.client_closed = Counter(
+            "fusionrank_client_closed_requests",
+            "Requests whose client closed the connection before the answer (also counted as status 499)",
+            ["route"], registry=r,
+        )
         self.feedback_duplicates = Counter(
             "fusionrank_feedback_duplicate_events",
             "Feedback events not counted again: their id was counted within the de-duplication window",

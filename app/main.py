@@ -16,17 +16,17 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, admin_models, feedback, probes, score
 from app.api.errors import install_error_handlers
-from app.api.lifecycle import BundleRegistry
 from app.api.limits import AdmissionControl, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
-from app.api.registry import PolicyRegistry
 from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
-from app.api.warmup import warm_up
-from app.api.watcher import PolicyWatcher, fingerprint
+from app.control.lifecycle import BundleRegistry
+from app.control.loader import load_snapshot
+from app.control.registry import PolicyRegistry
+from app.control.warmup import warm_up
+from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
-from app.serving.loader import load_snapshot
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
 

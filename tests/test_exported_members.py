@@ -8,7 +8,7 @@ import pytest
 
 PUBLIC = {
     "app.artifacts": 30,
-    "app.serving": 19,
+    "app.serving": 18,
     "app.monitoring": 12,
     "app.api": 5,
     "app.errors": 12,

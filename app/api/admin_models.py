@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, StateDep
-from app.api.lifecycle import BundleRegistry, Triple
+from app.control.lifecycle import BundleRegistry, Triple
+from app.control.store import describe_store
 from app.errors import NotReady
 from app.serving.bundle import PolicyBinding, SurfaceRoute
-from app.serving.store import describe_store
 
 __all__ = ["CanaryBody", "ShadowModelBody", "TripleBody", "router"]
 

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.auth import authenticate
-from app.api.registry import PolicyRegistry
 from app.api.state import ServiceState
+from app.control.registry import PolicyRegistry
 from app.errors import NotReady
 
 __all__ = ["AdminDep", "RegistryDep", "StateDep", "get_admin", "get_registry", "get_state"]

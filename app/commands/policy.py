@@ -23,9 +23,9 @@ def policy_validate(
     """Check a policy as an activation would: schema, its model and calibration, golden-batch dry run."""
     from rich.console import Console
 
-    from app.api.warmup import validate_policy_file
+    from app.control.loader import BundleCache
+    from app.control.warmup import validate_policy_file
     from app.errors import FusionrankError
-    from app.serving.loader import BundleCache
 
     console, errors = Console(), Console(stderr=True)
     try:

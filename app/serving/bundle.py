@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from app.artifacts.manifest import ModelManifest
+from app.control.pins import BundlePin
 from app.errors import NotFound
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
-from app.serving.pins import BundlePin
 from app.serving.policy import CompiledPolicy
 
 __all__ = ["Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]

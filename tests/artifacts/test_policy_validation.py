@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.api.warmup import validate_policy_file
+from app.control.loader import BundleCache
+from app.control.warmup import validate_policy_file
 from app.errors import PolicyError
-from app.serving.loader import BundleCache
 from tests.conftest import write_policy
 
 

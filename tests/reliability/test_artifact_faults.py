@@ -22,7 +22,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-import app.serving.loader as loader_module
+import app.control.loader as loader_module
 from tests.conftest import ADMIN, ADMIN_TOKEN, POLICIES
 
 Fault = Callable[[Path, Path, pytest.MonkeyPatch], None]

@@ -13,16 +13,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.api.audit import PolicyChange, audit
-from app.api.warmup import dry_run, validate_policy_file
+from app.control.audit import PolicyChange, audit
+from app.control.loader import read_active_version
+from app.control.pins import PIN_FILE, BundlePin, read_pin
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
+from app.control.warmup import dry_run, validate_policy_file
 from app.errors import ArtifactError, FusionrankError
 from app.serving.bundle import PolicyBinding, SurfaceRoute
-from app.serving.loader import read_active_version
-from app.serving.pins import PIN_FILE, BundlePin, read_pin
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 
 if TYPE_CHECKING:
-    from app.api.registry import PolicyRegistry
+    from app.control.registry import PolicyRegistry
 
 __all__ = ["WATCHER", "SurfaceSync"]
 

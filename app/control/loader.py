@@ -3,7 +3,7 @@
 Layout: `policies/<surface>/<version>.yaml`, `policies/<surface>/active` (one line: the active
 version) and optionally `policies/<surface>/shadow` (a version ranked alongside, for comparison);
 optionally `policies/<surface>/bundle` (a pin: the model and calibration version the active policy
-runs on, see `app.serving.pins`);
+runs on, see `app.control.pins`);
 `model_store/<model>/<version>/{manifest.json, model.onnx, golden.json, calibration/<cal>.json}`.
 A bundle whose `golden.json` onnxruntime does not reproduce is refused like a bad sha256.
 A policy version that fails any check is left out and reported in `problems`; a surface whose
@@ -30,15 +30,15 @@ from app.artifacts.loading import (
     load_policy,
 )
 from app.artifacts.policy import ModelRef
+from app.control.paths import confined
+from app.control.pins import PIN_FILE, BundlePin, read_pin
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.errors import ArtifactError, PolicyError
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.golden import check_golden
 from app.serving.model_runner import ModelRunner
-from app.serving.paths import confined
-from app.serving.pins import PIN_FILE, BundlePin, read_pin
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.serving.policy import CompiledPolicy
 
 __all__ = ["ACTIVE_FILE", "BundleCache", "load_snapshot", "read_active_version", "surface_dirs"]

@@ -3,7 +3,7 @@
 Polling, not inotify: a ConfigMap volume updates by writing a new hidden folder and swapping the
 `..data` symlink, which inotify on the visible names does not report. Each poll hashes the
 contents of `<surface>/*.yaml`, `<surface>/active`, `<surface>/shadow` and `<surface>/bundle` (the
-model/calibration pin, see `app.serving.pins`; following symlinks); a
+model/calibration pin, see `app.control.pins`; following symlinks); a
 file whose hash differs from the previous poll is "changed". Files are tiny, so a poll costs well
 under a millisecond per surface. A file caught half-written is refused, then picked up complete at
 the next poll (write files elsewhere and `mv` them in to avoid the noise).
@@ -16,11 +16,11 @@ import logging
 import threading
 from pathlib import Path
 
-from app.api.audit import PolicyChange
-from app.api.registry import PolicyRegistry
-from app.serving.loader import surface_dirs
-from app.serving.pins import PIN_FILE
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE
+from app.control.audit import PolicyChange
+from app.control.loader import surface_dirs
+from app.control.pins import PIN_FILE
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE
+from app.control.registry import PolicyRegistry
 
 __all__ = ["Fingerprint", "PolicyWatcher", "fingerprint"]
 

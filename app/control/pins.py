@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.control.pointers import VERSION_PATTERN, write_atomically
 from app.errors import ArtifactError
-from app.serving.pointers import VERSION_PATTERN, write_atomically
 
 __all__ = ["PIN_FILE", "BundlePin", "read_pin", "remove_pin", "write_pin"]
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from app.artifacts.common import sha256_file
 from app.artifacts.loading import check_calibration_for, load_calibration, load_manifest, load_policy
+from app.control.loader import read_active_version, surface_dirs
+from app.control.pins import read_pin
 from app.errors import ArtifactError
 from app.serving.golden import GOLDEN_FILE
-from app.serving.loader import read_active_version, surface_dirs
-from app.serving.pins import read_pin
 
 __all__ = ["describe_store", "served_from_files"]
 

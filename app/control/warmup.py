@@ -15,10 +15,10 @@ import numpy as np
 import orjson
 
 from app.api.decode import decode_score_request
+from app.control.loader import BundleCache
+from app.control.pins import BundlePin
 from app.errors import FusionrankError, PolicyError
 from app.serving.bundle import PolicyBinding, ServingSnapshot
-from app.serving.loader import BundleCache
-from app.serving.pins import BundlePin
 from app.serving.scorer import ScoreInput, score
 
 __all__ = ["DryRun", "dry_run", "validate_policy_file", "warm_up"]

@@ -1,7 +1,7 @@
 """Rollout of model and calibration versions: activate a triple, roll back, canary, shadow model.
 
 A surface serves a (model, calibration, policy) triple: its active policy, bound to the model and
-calibration its file names, or to a *pin* (`policies/<surface>/bundle`, see `app.serving.pins`) that
+calibration its file names, or to a *pin* (`policies/<surface>/bundle`, see `app.control.pins`) that
 overrides them. Every change here runs under the policy registry's lock (so a policy activation and
 a model activation never interleave) and goes: resolve the triple (omitted parts stay as served),
 load the bundle if new (schema, sha256, golden logits to 1e-5), cross-check calibration and policy
@@ -19,14 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from app.api.audit import PolicyChange, audit
-from app.api.registry import PolicyRegistry
-from app.api.warmup import validate_policy_file
 from app.artifacts.loading import load_policy
+from app.control.audit import PolicyChange, audit
+from app.control.pins import BundlePin, remove_pin, write_pin
+from app.control.pointers import ACTIVE_FILE, VERSION_PATTERN
+from app.control.registry import PolicyRegistry
+from app.control.warmup import validate_policy_file
 from app.errors import Conflict, FusionrankError, InvalidRequest, NotFound
 from app.serving.bundle import Canary, ModelBundle, PolicyBinding, SurfaceRoute
-from app.serving.pins import BundlePin, remove_pin, write_pin
-from app.serving.pointers import ACTIVE_FILE, VERSION_PATTERN
 from app.serving.routing import CANARY_KEY
 
 __all__ = ["BundleRegistry", "Triple"]

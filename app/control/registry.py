@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from app.api.audit import PolicyChange, audit
 from app.api.state import ServiceState
-from app.api.surface_sync import WATCHER, SurfaceSync
-from app.api.warmup import DryRun, validate_policy_file
+from app.control.audit import PolicyChange, audit
+from app.control.loader import BundleCache
+from app.control.pins import BundlePin
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN, remove_pointer, write_pointer
+from app.control.surface_sync import WATCHER, SurfaceSync
+from app.control.warmup import DryRun, validate_policy_file
 from app.errors import Conflict, FusionrankError, InvalidRequest, NotFound
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
-from app.serving.loader import BundleCache
-from app.serving.pins import BundlePin
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN, remove_pointer, write_pointer
 
 __all__ = ["WATCHER", "PolicyRegistry"]
 

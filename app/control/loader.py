@@ -15,7 +15,6 @@ Bundles already loaded (`reuse`) are not loaded again: a policy change never rel
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from app.artifacts.loading import (
     load_calibration,
     load_manifest,
     load_policy,
+    read_json,
 )
 from app.artifacts.policy import ModelRef
 from app.control.paths import confined
@@ -209,8 +209,5 @@ def _sample_request(bundle_dir: Path) -> dict[str, Any] | None:
     path = bundle_dir / "sample_request.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(path, "", f"unreadable sample request: {exc}", "rewrite it as a /v1/score body") from None
+    data = read_json(path, what="sample request (golden batch)")
     return data if isinstance(data, dict) else None

@@ -186,14 +186,14 @@ def permission_denied(_: Path, policies: Path, monkeypatch: pytest.MonkeyPatch) 
         path.chmod(0)
         return
     # Root reads any file whatever its mode: make reading this one file fail as it would for a user.
-    real = Path.read_text
+    real = Path.open
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
         if self == path:
             raise PermissionError(13, "Permission denied", str(self))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(Path, "open", open_)
 
 
 # fault -> a phrase the error must contain (it also always names the file)

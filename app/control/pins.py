@@ -12,27 +12,16 @@ the policy must validate against the pinned model and calibration exactly as aga
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from app.artifacts.loading import parse_json_text, read_artifact_text
 from app.control.pointers import MAX_POINTER_BYTES, VERSION_PATTERN, write_atomically
 from app.errors import ArtifactError
+from app.serving.bundle import BundlePin
 
 __all__ = ["PIN_FILE", "BundlePin", "read_pin", "remove_pin", "write_pin"]
 
 PIN_FILE = "bundle"
-
-
-@dataclass(frozen=True, slots=True)
-class BundlePin:
-    """The (model version, calibration version) a surface's active policy is bound to."""
-
-    model_version: str
-    calibration_version: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"model_version": self.model_version, "calibration_version": self.calibration_version}
 
 
 def read_pin(surface_dir: Path) -> BundlePin | None:

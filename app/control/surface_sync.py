@@ -1,69 +1,83 @@
-"""One file-watcher pass over one surface folder, applied under the policy registry's lock.
+"""One file-watcher pass over one surface folder: what changed on disk, turned into the route to serve.
 
-Reloads changed policy files, follows a changed `active`, `shadow` or `bundle` (pin) file, and installs
-the resulting route. With a pin, the active policy is rebound to the pinned model and calibration; a
-pin (or an active policy) that does not validate against the pinned triple is refused and the surface
-keeps serving what it served.
+Reloads changed policy files, follows a changed `active`, `shadow` or `bundle` (pin) file, and works
+out the resulting route. With a pin, the active policy is rebound to the pinned model and calibration;
+a pin (or an active policy) that does not validate against the pinned triple is refused and the surface
+keeps serving what it served. A pass only reads files and validates bindings: it installs nothing and
+audits nothing itself. The registry runs it under its lock, then installs `SyncResult.route` and
+audits `SyncResult.changes` (see `Registry.sync`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from app.control.audit import PolicyChange, audit
-from app.control.loader import read_active_version
-from app.control.pins import PIN_FILE, BundlePin, read_pin
+from app.control.audit import PolicyChange
+from app.control.loader import BundleCache, read_active_version
+from app.control.pins import PIN_FILE, read_pin
 from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
-from app.control.warmup import dry_run, validate_policy_file
+from app.control.warmup import GoldenBatch
 from app.errors import ArtifactError, FusionrankError
-from app.serving.bundle import PolicyBinding, SurfaceRoute
+from app.serving.bundle import BundlePin, PolicyBinding, SurfaceRoute
 
-if TYPE_CHECKING:
-    from app.control.registry import PolicyRegistry
-
-__all__ = ["WATCHER", "SurfaceSync"]
+__all__ = ["WATCHER", "SurfaceSync", "SyncResult"]
 
 log = logging.getLogger("fusionrank.registry")
 
 WATCHER = "watcher"  # the `who` of changes the file watcher applies
 
 
-class SurfaceSync:
-    """One watcher pass over one surface folder (runs under the registry's lock)."""
+@dataclass(slots=True)
+class SyncResult:
+    """What a pass found: the route to install (None: nothing to install), the surface's problems, the
+    changes to audit (applied, unchanged or refused) and the surface's refused files (version -> why)."""
 
-    def __init__(self, registry: PolicyRegistry, surface: str, changed: set[str]) -> None:
-        self.registry = registry
-        self.surface = surface
+    route: SurfaceRoute | None = None
+    problems: tuple[str, ...] = ()
+    changes: list[PolicyChange] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+class SurfaceSync:
+    """One watcher pass over `surface_dir`, starting from `route` (None: the surface is not served yet)."""
+
+    def __init__(
+        self, surface_dir: Path, route: SurfaceRoute | None, changed: set[str], *, cache: BundleCache,
+        golden: GoldenBatch, problems: tuple[str, ...], rejected: dict[str, str],
+    ) -> None:
+        self.surface = surface_dir.name
+        self.dir = surface_dir
+        self.route = route
         self.changed = changed
-        self.dir = registry.folder / surface
-        self.snapshot = registry._state.snapshot
-        self.route = self.snapshot.surfaces.get(surface)
-        self.versions: dict[str, PolicyBinding] = dict(self.route.versions) if self.route else {}
-        self.active = self.route.active if self.route else None
-        self.shadow = self.route.shadow if self.route else None
-        self.pin = self.route.pin if self.route else None
-        self.cache = registry._cache()
+        self.cache = cache
+        self.golden = golden
+        self.problems = problems  # the snapshot's problems, every surface's
+        self.rejected = dict(rejected)
+        self.versions: dict[str, PolicyBinding] = dict(route.versions) if route else {}
+        self.active = route.active if route else None
+        self.shadow = route.shadow if route else None
+        self.pin = route.pin if route else None
         self.changes: list[PolicyChange] = []
 
-    def run(self) -> list[PolicyChange]:
-        reg = self.registry
+    def run(self) -> SyncResult:
         names = set(self.changed)
         if self.route is None:  # a surface not served yet: every file counts as new
             names |= {p.name for p in self.dir.glob("*.yaml")}
         for name in sorted(n for n in names if n.endswith(".yaml")):
             self._reload(name.removesuffix(".yaml"))
         if ACTIVE_FILE in self.changed or self.route is None:
-            self._follow(ACTIVE_FILE, "activate", self._read_active)
+            self._follow(ACTIVE_FILE, "activate", lambda: read_active_version(self.dir))
         if SHADOW_FILE in self.changed:
             self._follow(SHADOW_FILE, "shadow", lambda: read_pointer(self.dir, SHADOW_FILE))
+        result = SyncResult(changes=self.changes, rejected=self.rejected)
         if self.active is None:
             log.error("surface %r has no servable active policy yet; not served", self.surface)
-            return self.changes
+            return result
         if not self._repin():
-            return self.changes
+            return result
         route = self.route
         unchanged = route is not None and (route.active, route.shadow) == (self.active, self.shadow) and (
             route.versions.keys() == self.versions.keys()
@@ -71,21 +85,26 @@ class SurfaceSync:
         )
         # This surface's load problems (shown by /readyz) are now its refused files, nothing older.
         prefix = f"{self.dir}/"
-        problems = tuple(p for p in self.snapshot.problems if not p.startswith(prefix)) + tuple(
-            reg._rejected.get(self.surface, {}).values()
-        )
-        if not unchanged or problems != self.snapshot.problems:
-            route = SurfaceRoute(self.surface, self.active, self.versions, self.shadow, pin=self.pin)
-            if self.route is not None:  # keep the canary and the shadow model as they are
-                route = replace(
-                    self.route, active=self.active, versions=self.versions, shadow=self.shadow, pin=self.pin
-                )
-            reg._install(self.snapshot, route, self.cache.bundles, problems)
-        return self.changes
+        problems = tuple(p for p in self.problems if not p.startswith(prefix)) + tuple(self.rejected.values())
+        if not unchanged or problems != self.problems:
+            new = SurfaceRoute(self.surface, self.active, self.versions, self.shadow, pin=self.pin)
+            if route is not None:  # keep the canary and the shadow model as they are
+                new = replace(route, active=self.active, versions=self.versions, shadow=self.shadow, pin=self.pin)
+            result.route, result.problems = new, problems
+        return result
+
+    def _applied(self, action: str, before: str | None, after: str | None, *, changed: bool | None = None) -> None:
+        served = before != after if changed is None else changed
+        outcome = "applied" if served else "unchanged"
+        self.changes.append(PolicyChange(self.surface, action, "watch", WATCHER, before, after, outcome))
+
+    def _refused(self, action: str, before: str | None, after: str | None, error: FusionrankError) -> None:
+        self.changes.append(PolicyChange(self.surface, action, "watch", WATCHER, before, after, "refused",
+                                         error=error.message))
 
     def _repin(self) -> bool:
         """Bind the active policy to the surface's pin (when there is one); False: refused, nothing changes."""
-        reg, active = self.registry, self.active
+        active = self.active
         assert active is not None
         before = self.pin
         try:
@@ -97,23 +116,19 @@ class SurfaceSync:
             ):
                 return True  # neither the pin, the active version nor its file changed
             path = self.dir / f"{active}.yaml"
-            binding, _ = validate_policy_file(path, self.cache, surface=self.surface, pin=pin)
+            binding, _ = self.golden.validate(path, self.cache, surface=self.surface, pin=pin)
         except FusionrankError as exc:
-            self.changes.append(reg._refused(self.surface, "pin", "watch", WATCHER, _pin_text(before), exc,
-                                             after=active))
+            self._refused("pin", _pin_text(before), active, exc)
             log.error("bundle pin refused, the surface keeps what it serves: %s", exc.message)
             return False
         self.versions[active] = binding
         self.pin = pin
         if pin != before:
-            self.changes.append(reg._applied(self.surface, "pin", "watch", WATCHER, _pin_text(before), _pin_text(pin)))
+            self._applied("pin", _pin_text(before), _pin_text(pin))
         return True
 
-    def _read_active(self) -> str | None:
-        return read_active_version(self.dir)
-
     def _reload(self, version: str) -> None:
-        reg, path = self.registry, self.dir / f"{version}.yaml"
+        path = self.dir / f"{version}.yaml"
         if not path.exists():
             if version in (self.active, self.shadow):
                 log.error("%s was removed but is the %s version; it stays loaded until the pointer moves",
@@ -121,54 +136,45 @@ class SurfaceSync:
             else:
                 self.versions.pop(version, None)
                 log.info("%s was removed; version %r is no longer servable", path, version)
-            reg._rejected.get(self.surface, {}).pop(version, None)
+            self.rejected.pop(version, None)
             return
         try:
-            binding, _ = validate_policy_file(path, self.cache, surface=self.surface)
+            binding, _ = self.golden.validate(path, self.cache, surface=self.surface)
         except FusionrankError as exc:
-            reg._rejected.setdefault(self.surface, {})[version] = exc.message
-            reg._state.metrics.policy_file_rejections.labels(self.surface).inc()
+            self.rejected[version] = exc.message
             served = "the previously loaded version stays" if version in self.versions else "not servable"
             log.error("policy file refused (%s): %s", served, exc.message)
-            self.changes.append(audit(PolicyChange(
-                self.surface, "load", "watch", WATCHER, version if version in self.versions else None, version,
-                "refused", error=exc.message,
-            )))
+            self._refused("load", version if version in self.versions else None, version, exc)
             return
-        reg._rejected.get(self.surface, {}).pop(version, None)
+        self.rejected.pop(version, None)
         before = version if version in self.versions else None
         self.versions[version] = binding
         # The served policy's content changed: that is a switch too. Another version only becomes
         # servable (pinnable) in its new form: audited, not counted as an activation.
-        action = "reload" if version == self.active else "load"
-        self.changes.append(reg._applied(self.surface, action, "watch", WATCHER, before, version, changed=True))
+        self._applied("reload" if version == self.active else "load", before, version, changed=True)
 
     def _follow(self, pointer: str, action: str, read: Callable[[], str | None]) -> None:
-        reg = self.registry
         before = self.active if pointer == ACTIVE_FILE else self.shadow
         wanted: str | None = None
         try:
             wanted = read()
             if wanted is not None and wanted not in self.versions:
-                why = reg._rejected.get(self.surface, {}).get(wanted, "no such file")
+                why = self.rejected.get(wanted, "no such file")
                 raise ArtifactError(self.dir / pointer, "", f"version {wanted!r} is not servable: {why}",
                                     f"fix {wanted}.yaml or point to one of {sorted(self.versions)}")
             if wanted is not None and wanted != before:
-                binding = self.versions[wanted]
-                dry_run(binding, self.surface, self.dir / f"{wanted}.yaml")
+                self.golden.dry_run(self.versions[wanted], self.surface, self.dir / f"{wanted}.yaml")
         except FusionrankError as exc:
-            self.changes.append(reg._refused(self.surface, action, "watch", WATCHER, before, exc, after=wanted))
+            self._refused(action, before, wanted, exc)
             log.error("pointer change refused, %r stays: %s", before, exc.message)
             return
         if wanted == before:
             return
         if pointer == ACTIVE_FILE:
-            if self.active is not None:
-                reg._remember(self.surface, self.active)
             self.active = wanted
         else:
             self.shadow = wanted
-        self.changes.append(reg._applied(self.surface, action, "watch", WATCHER, before, wanted))
+        self._applied(action, before, wanted)
 
 
 def _pin_text(pin: BundlePin | None) -> str | None:

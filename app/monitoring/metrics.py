@@ -192,6 +192,10 @@ class ServiceMetrics:
             "fusionrank_policy_file_rejections", "New or changed policy files the watcher found invalid",
             ["surface"], registry=r,
         )
+        self.policy_watch_failures = Counter(
+            "fusionrank_policy_watch_failures", "Watcher passes over a surface folder that failed (logged once per"
+            " reason); the surface kept what it served and later edits are still applied", ["surface"], registry=r,
+        )
         self.admin_auth_failures = Counter(
             "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
             registry=r,

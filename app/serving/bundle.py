@@ -13,14 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from app.artifacts.manifest import ModelManifest
-from app.control.pins import BundlePin
 from app.errors import NotFound
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
 from app.serving.policy import CompiledPolicy
 
-__all__ = ["Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
+__all__ = ["BundlePin", "Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePin:
+    """The (model version, calibration version) a surface's active policy is bound to, overriding the
+    ones its policy file names (persisted as `policies/<surface>/bundle`, see `app.control.pins`)."""
+
+    model_version: str
+    calibration_version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model_version": self.model_version, "calibration_version": self.calibration_version}
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -139,6 +139,7 @@ def load_snapshot(
     """Load every surface under `policies`; problems are collected, not raised."""
     cache = BundleCache(model_store, intra_op_threads, reuse)
     surfaces: dict[str, SurfaceRoute] = {}
+    unserved: dict[str, str] = {}
     problems: list[str] = []
     if not policies.is_dir():
         problems.append(f"{policies}: policies folder not found (fix: point FUSIONRANK_POLICIES at it)")
@@ -148,6 +149,7 @@ def load_snapshot(
             active = read_active_version(surface_dir)
         except ArtifactError as exc:
             problems.append(str(exc))
+            unserved[surface_dir.name] = str(exc)
             continue
         versions: dict[str, PolicyBinding] = {}
         for policy_path in sorted(surface_dir.glob("*.yaml")):
@@ -160,6 +162,8 @@ def load_snapshot(
                 f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
                 f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
             )
+            why = next((p for p in problems if p.startswith(f"{surface_dir / active}.yaml")), problems[-1])
+            unserved[surface_dir.name] = why
             continue
         try:
             pin = read_pin(surface_dir)
@@ -170,6 +174,7 @@ def load_snapshot(
                 f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove"
                 f" {surface_dir / PIN_FILE})"
             )
+            unserved[surface_dir.name] = problems[-1]
             continue
         surfaces[surface_dir.name] = SurfaceRoute(
             surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin
@@ -179,7 +184,9 @@ def load_snapshot(
     # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
     used = {id(b.bundle) for route in surfaces.values() for b in route.bindings()}
     bundles = {key: bundle for key, bundle in cache.bundles.items() if id(bundle) in used}
-    return ServingSnapshot(surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles)
+    return ServingSnapshot(
+        surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles, unserved=unserved
+    )
 
 
 def _bundles_in(model_store: Path) -> list[str]:

@@ -147,6 +147,7 @@ class Registry:
             return {
                 "surfaces": surfaces,
                 "problems": list(snapshot.problems),
+                "unserved": dict(snapshot.unserved),
                 "policies": str(self.folder),
                 "watch_interval_seconds": self._settings.policy_watch_interval,
                 "persist_pointers": self._settings.persist_pointers,

@@ -73,6 +73,10 @@ class ServiceMetrics:
         self.artifact_problems = Gauge(
             "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
         )
+        self.surface_ready = Gauge(
+            "fusionrank_surface_ready", "1 for a surface served, 0 for one whose files left it unserved (see"
+            " /readyz problems)", ["surface"], registry=r,
+        )
         self.schemes = SchemeCatalog()
         self.feedback = FeedbackCounters(r)
         self.served = ServedPredictions()
@@ -225,6 +229,11 @@ class ServiceMetrics:
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
+        self.surface_ready.clear()
+        for surface in snapshot.surfaces:
+            self.surface_ready.labels(surface).set(1)
+        for surface in snapshot.unserved:
+            self.surface_ready.labels(surface).set(0)
         self.policy_active.clear()
         self.policy_shadow.clear()
         for surface, route in snapshot.surfaces.items():

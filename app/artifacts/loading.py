@@ -9,7 +9,9 @@ in its model, calibration and attribute declarations.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +54,13 @@ def read_artifact_bytes(path: Path, limit: int, what: str) -> bytes:
     """The bytes of one artifact file, at most `limit` of them (read no further: a huge or endless file
     costs `limit` bytes, not all of memory). Every failure is an `ArtifactError` naming the file."""
     try:
-        with path.open("rb") as handle:
+        # Non-blocking open, then a regular-file check: a FIFO or a device (`/dev/zero` behind a
+        # symlink) named like an artifact would block or never end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ArtifactError(path, "", f"is not a regular file, not a {what}",
+                                    f"replace it with the {what} itself (a file or a symlink to one)")
             data = handle.read(limit + 1)
     except FileNotFoundError:
         raise ArtifactError(path, "", "file not found", "check the path and that the file was written") from None

@@ -42,6 +42,10 @@ def fingerprint(policies: Path) -> Fingerprint:
         pointers = [surface_dir / ACTIVE_FILE, surface_dir / SHADOW_FILE, surface_dir / PIN_FILE]
         for path in [*surface_dir.glob("*.yaml"), *pointers]:
             try:
+                if not path.is_file():  # a directory, a FIFO, a device: never opened; the loader names it
+                    if path.exists():
+                        files[path.name] = ""
+                    continue
                 with path.open("rb") as handle:  # bounded: an oversize file is refused by the loader anyway
                     head = handle.read(MAX_YAML_BYTES + 1)
                     size = path.stat().st_size

@@ -264,6 +264,7 @@ class ServiceMetrics:
         for action in _REFUSABLE_BUNDLE_ACTIONS:
             self.bundle_activation_failures.labels(surface, action)
         self.policy_file_rejections.labels(surface)
+        self.policy_watch_failures.labels(surface)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

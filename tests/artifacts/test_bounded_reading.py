@@ -8,6 +8,7 @@ but an `ArtifactError` naming the file.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,14 +136,14 @@ def test_non_utf8_a_directory_and_a_missing_file_are_named(tmp_path: Path, reade
 def test_a_permission_error_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "f.json"
     path.write_text("{}")
-    real = Path.open
+    real = os.open
 
-    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == path:  # root reads any file whatever its mode: refuse as the kernel would for a user
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def open_(file: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(file) == path:  # root opens any file whatever its mode: refuse as the kernel would for a user
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(os, "open", open_)
     with pytest.raises(ArtifactError, match="permission denied") as caught:
         read_json(path)
     assert str(path) in caught.value.message
@@ -158,3 +159,14 @@ def test_pointer_files_are_bounded_too(tmp_path: Path) -> None:
     (tmp_path / "shadow").mkdir()
     with pytest.raises(ArtifactError, match="is a directory"):
         read_pointer(tmp_path, "shadow")
+
+
+def test_a_fifo_or_a_device_named_like_an_artifact_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "9.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ArtifactError, match="is not a regular file"):
+        read_yaml(fifo)
+    device = tmp_path / "1.json"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(ArtifactError, match="is not a regular file"):
+        read_json(device)

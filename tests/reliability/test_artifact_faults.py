@@ -186,14 +186,14 @@ def permission_denied(_: Path, policies: Path, monkeypatch: pytest.MonkeyPatch) 
         path.chmod(0)
         return
     # Root reads any file whatever its mode: make reading this one file fail as it would for a user.
-    real = Path.open
+    real = os.open
 
-    def open_(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def open_(file: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(file) == path:  # root opens any file whatever its mode: refuse as the kernel would for a user
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", open_)
+    monkeypatch.setattr(os, "open", open_)
 
 
 # fault -> a phrase the error must contain (it also always names the file)

@@ -11,6 +11,7 @@ applying later edits, the admin API answers 4xx naming the file.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -111,10 +112,12 @@ def test_the_watcher_refuses_a_deep_file_then_applies_a_later_valid_edit(
     client = _start(client_factory, store, policies)
     watcher: PolicyWatcher = client.app.state.policy_watcher  # type: ignore[attr-defined]
     (policies / "home" / "9.yaml").write_text(deep_policy())
+    os.mkfifo(policies / "home" / "8.yaml")  # opening it for reading would block the watcher forever
     changes = watcher.poll_once()
-    assert [(c.action, c.after, c.outcome) for c in changes] == [("load", "9", "refused")]
-    assert "9.yaml" in (changes[0].error or "") and "nests deeper" in (changes[0].error or "")
-    assert 'fusionrank_policy_file_rejections_total{surface="home"} 1.0' in client.get("/metrics").text
+    assert [(c.action, c.after, c.outcome) for c in changes] == [("load", "8", "refused"), ("load", "9", "refused")]
+    assert "not a regular file" in (changes[0].error or "")
+    assert "9.yaml" in (changes[1].error or "") and "nests deeper" in (changes[1].error or "")
+    assert 'fusionrank_policy_file_rejections_total{surface="home"} 2.0' in client.get("/metrics").text
     # A later edit on the same surface is applied, the deep file still lying there.
     write_policy(policies, "3", lambda p: p["utility"][0].update(weight=2.0))
     (policies / "home" / "active").write_text("3\n")

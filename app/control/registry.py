@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from app.artifacts.loading import load_policy
-from app.control.audit import PolicyChange, audit
+from app.control.audit import AuditTrail, PolicyChange
 from app.control.lifecycle import Served, Triple, describe, resolve
 from app.control.loader import BundleCache
-from app.control.pins import remove_pin, write_pin
-from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN, remove_pointer, write_pointer
+from app.control.persist import SurfaceFiles
+from app.control.pointers import SHADOW_FILE, VERSION_PATTERN
 from app.control.surface_sync import WATCHER, SurfaceSync
 from app.control.warmup import DryRun, GoldenBatch
 from app.errors import Conflict, FusionrankError, InvalidRequest, NotFound
@@ -72,6 +72,8 @@ class Registry:
         self._settings = settings
         self._metrics = metrics
         self._golden = golden
+        self._audit = AuditTrail(metrics)
+        self._files = SurfaceFiles(settings.policies, enabled=settings.persist_pointers)
         self._lock = threading.Lock()
         self._history: dict[str, list[Served]] = {}  # surface -> triples served before, latest last
         self._rejected: dict[str, dict[str, str]] = {}  # surface -> version -> why its file was refused
@@ -116,7 +118,7 @@ class Registry:
                 if loaded is None or (version != route.active and not _same(loaded, binding)):
                     versions = {**route.versions, version: binding}
             self._install(snapshot, replace(route, versions=versions, shadow=version), bundles)
-            persisted = self._persist_pointer(surface, SHADOW_FILE, version)
+            persisted = self._files.write_pointer(surface, SHADOW_FILE, version)
             return self._policy_applied(surface, "shadow", "api", who, route.shadow, version, persisted=persisted)
 
     def check(self, surface: str, version: str) -> dict[str, object]:
@@ -275,7 +277,7 @@ class Registry:
                 if route is not None and Served.of(route) != Served.of(result.route):
                     self._remember(surface, Served.of(route))
                 self._install(snapshot, result.route, cache.bundles, result.problems)
-            return [self._record(change) for change in result.changes]
+            return [self._audit.policy(change) for change in result.changes]
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -326,7 +328,7 @@ class Registry:
             self._install(snapshot, replace(route, active=version, versions=versions, pin=pin, canary=canary), bundles)
             if action != "rollback" and served != Served.of(route):
                 self._remember(surface, Served.of(route))
-        persisted = self._persist_triple(surface, version, pin, write_pin_file=report == "triple" or pin != route.pin)
+        persisted = self._files.write_triple(surface, version, pin, with_pin=report == "triple" or pin != route.pin)
         if report == "policy":
             return self._policy_applied(surface, action, "api", who, route.active, version, persisted=persisted,
                                         changed=changed)
@@ -375,76 +377,27 @@ class Registry:
         # The one reference assignment: requests that already read `snapshot` keep it.
         self._holder.install(snapshot.with_route(route, bundles, problems))
 
-    def _persist_triple(self, surface: str, version: str, pin: BundlePin | None, *, write_pin_file: bool) -> bool:
-        """Write the pin (when it is part of the change), then the active pointer (a watcher that reads
-        between the two sees the old policy on the new pin, which was validated too, or refuses it and
-        catches up at the next poll)."""
-        if not self._settings.persist_pointers:
-            return False
-        if write_pin_file:
-            surface_dir = self.folder / surface
-            try:
-                if pin is None:
-                    remove_pin(surface_dir)
-                else:
-                    write_pin(surface_dir, pin)
-            except OSError as exc:
-                log.warning("could not write the pin of %s (%s); the change is served from memory only",
-                            surface_dir, exc)
-                return False
-        return self._persist_pointer(surface, ACTIVE_FILE, version)
-
-    def _persist_pointer(self, surface: str, pointer: str, version: str | None) -> bool:
-        if not self._settings.persist_pointers:
-            return False
-        surface_dir = self.folder / surface
-        try:
-            if version is None:
-                remove_pointer(surface_dir, pointer)
-            else:
-                write_pointer(surface_dir, pointer, version)
-        except OSError as exc:
-            log.warning("could not write %s (%s); the change is served from memory only until the pointer"
-                        " file changes or the process restarts", surface_dir / pointer, exc)
-            return False
-        return True
-
-    def _record(self, change: PolicyChange) -> PolicyChange:
-        """Count and audit a change of the watcher's (or the policy API's)."""
-        if change.outcome == "refused":
-            if change.action == "load":
-                self._metrics.policy_file_rejections.labels(change.surface).inc()
-            else:
-                self._metrics.policy_activation_failures.labels(change.surface, change.source).inc()
-        elif change.outcome == "applied" and change.action != "load":
-            self._metrics.policy_activations.labels(change.surface, change.source).inc()
-        return audit(change)
-
     def _policy_applied(
         self, surface: str, action: str, source: str, who: str, before: str | None, after: str | None,
         *, persisted: bool | None = None, changed: bool | None = None,
     ) -> PolicyChange:
         served = before != after if changed is None else changed
         outcome = "applied" if served else "unchanged"
-        return self._record(PolicyChange(surface, action, source, who, before, after, outcome, persisted))
+        return self._audit.policy(PolicyChange(surface, action, source, who, before, after, outcome, persisted))
 
     def _triple_applied(self, surface: str, action: str, who: str, before: str | None, after: str | None,
                         changed: bool, persisted: bool) -> PolicyChange:
-        if changed:
-            self._metrics.bundle_activations.labels(surface, action).inc()
         outcome = "applied" if changed else "unchanged"
-        return audit(PolicyChange(surface, action, "api", who, before, after, outcome, persisted))
+        return self._audit.triple(PolicyChange(surface, action, "api", who, before, after, outcome, persisted))
 
     def _refused(
         self, surface: str, action: str, who: str, before: str | None, after: str | None, error: FusionrankError,
         *, report: Report,
     ) -> None:
         if report == "triple":
-            self._metrics.bundle_activation_failures.labels(surface, action).inc()
-            audit(PolicyChange(surface, action, "api", who, before, None, "refused", error=error.message))
+            self._audit.triple(PolicyChange(surface, action, "api", who, before, None, "refused", error=error.message))
         else:
-            self._record(PolicyChange(surface, action, "api", who, before, after, "refused", error=error.message))
-
+            self._audit.policy(PolicyChange(surface, action, "api", who, before, after, "refused", error=error.message))
 
 def _same(a: PolicyBinding, b: PolicyBinding) -> bool:
     return a.policy.file == b.policy.file and a.bundle is b.bundle and a.calibration is b.calibration

@@ -61,6 +61,7 @@ class SurfaceSync:
         self.shadow = route.shadow if route else None
         self.pin = route.pin if route else None
         self.changes: list[PolicyChange] = []
+        self.touched: set[str] = set()  # the files this pass read again
 
     def run(self) -> SyncResult:
         names = set(self.changed)
@@ -83,15 +84,29 @@ class SurfaceSync:
             route.versions.keys() == self.versions.keys()
             and all(route.versions[v] is b for v, b in self.versions.items())
         )
-        # This surface's load problems (shown by /readyz) are now its refused files, nothing older.
-        prefix = f"{self.dir}/"
-        problems = tuple(p for p in self.problems if not p.startswith(prefix)) + tuple(self.rejected.values())
+        problems = self._problems()
         if not unchanged or problems != self.problems:
             new = SurfaceRoute(self.surface, self.active, self.versions, self.shadow, pin=self.pin)
             if route is not None:  # keep the canary and the shadow model as they are
                 new = replace(route, active=self.active, versions=self.versions, shadow=self.shadow, pin=self.pin)
             result.route, result.problems = new, problems
         return result
+
+    def _problems(self) -> tuple[str, ...]:
+        """The snapshot's problems (shown by /readyz) after this pass: a problem of a file this pass read
+        again is replaced by what the pass found; one of a file it did not read stays as it was (a bad
+        file refused at start-up is still named after an unrelated edit)."""
+        prefix = f"{self.dir}/"
+        resolved = set(self.touched)
+        if self.route is None:  # an unserved surface is served now: its pointer problems are resolved
+            resolved |= {ACTIVE_FILE, SHADOW_FILE, PIN_FILE}
+
+        def file_of(problem: str) -> str:
+            return problem[len(prefix):].split(":", 1)[0]
+
+        kept = tuple(p for p in self.problems if not (p.startswith(prefix) and file_of(p) in resolved))
+        fresh = tuple(why for version, why in sorted(self.rejected.items()) if f"{version}.yaml" in self.touched)
+        return kept + fresh
 
     def _applied(self, action: str, before: str | None, after: str | None, *, changed: bool | None = None) -> None:
         served = before != after if changed is None else changed
@@ -108,7 +123,11 @@ class SurfaceSync:
         assert active is not None
         before = self.pin
         try:
-            pin = read_pin(self.dir) if PIN_FILE in self.changed or self.route is None else self.pin
+            if PIN_FILE in self.changed or self.route is None:
+                self.touched.add(PIN_FILE)
+                pin = read_pin(self.dir)
+            else:
+                pin = self.pin
             if pin is None and before is None:
                 return True
             if pin == before and self.route is not None and self.route.active == active and (
@@ -129,6 +148,7 @@ class SurfaceSync:
 
     def _reload(self, version: str) -> None:
         path = self.dir / f"{version}.yaml"
+        self.touched.add(path.name)
         if not path.exists():
             if version in (self.active, self.shadow):
                 log.error("%s was removed but is the %s version; it stays loaded until the pointer moves",
@@ -155,6 +175,7 @@ class SurfaceSync:
 
     def _follow(self, pointer: str, action: str, read: Callable[[], str | None]) -> None:
         before = self.active if pointer == ACTIVE_FILE else self.shadow
+        self.touched.add(pointer)
         wanted: str | None = None
         try:
             wanted = read()

@@ -69,6 +69,17 @@ def test_startup_with_a_deep_inactive_policy_serves_and_names_the_file(
     assert any("9.yaml" in p and "nests deeper than 32 levels" in p for p in ready.json()["problems"])
     assert _score(client, sample_request).status_code == 200
     assert "fusionrank_artifact_problems 1.0" in client.get("/metrics").text
+    # An unrelated edit applied by the watcher leaves the bad file named; repairing it clears it.
+    watcher: PolicyWatcher = client.app.state.policy_watcher  # type: ignore[attr-defined]
+    (policies / "home" / "active").write_text("2\n")
+    assert [(c.action, c.outcome) for c in watcher.poll_once()] == [("activate", "applied")]
+    assert [p for p in client.get("/readyz").json()["problems"] if "9.yaml" in p] == [
+        p for p in ready.json()["problems"] if "9.yaml" in p
+    ]
+    (policies / "home" / "9.yaml").unlink()
+    write_policy(policies, "9")
+    assert [(c.action, c.outcome) for c in watcher.poll_once()] == [("load", "applied")]
+    assert client.get("/readyz").json()["problems"] == []
 
 
 @pytest.mark.parametrize("bad", ["policy", "pin", "pointer"])

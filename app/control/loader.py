@@ -144,41 +144,23 @@ def load_snapshot(
     if not policies.is_dir():
         problems.append(f"{policies}: policies folder not found (fix: point FUSIONRANK_POLICIES at it)")
         return ServingSnapshot(surfaces={}, problems=tuple(problems), loaded_at=time.time())
-    for surface_dir in surface_dirs(policies):
+    try:
+        folders = surface_dirs(policies)
+    except OSError as exc:
+        problems.append(f"{policies}: cannot list the policies folder: {exc} (fix: make it readable)")
+        folders = []
+    for surface_dir in folders:
         try:
-            active = read_active_version(surface_dir)
-        except ArtifactError as exc:
-            problems.append(str(exc))
-            unserved[surface_dir.name] = str(exc)
-            continue
-        versions: dict[str, PolicyBinding] = {}
-        for policy_path in sorted(surface_dir.glob("*.yaml")):
-            try:
-                versions[policy_path.stem] = cache.bind(policy_path)
-            except ArtifactError as exc:
-                problems.append(str(exc))
-        if active not in versions:
-            problems.append(
-                f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
-                f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
-            )
-            why = next((p for p in problems if p.startswith(f"{surface_dir / active}.yaml")), problems[-1])
-            unserved[surface_dir.name] = why
-            continue
-        try:
-            pin = read_pin(surface_dir)
-            if pin is not None:
-                versions[active] = cache.bind(surface_dir / f"{active}.yaml", pin)
-        except ArtifactError as exc:
-            problems.append(
-                f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove"
-                f" {surface_dir / PIN_FILE})"
-            )
-            unserved[surface_dir.name] = problems[-1]
-            continue
-        surfaces[surface_dir.name] = SurfaceRoute(
-            surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin
-        )
+            loaded = _load_surface(surface_dir, cache, problems)
+        except Exception as exc:  # a bug on one surface's files must not stop the others
+            log.exception("loading %s failed unexpectedly", surface_dir)
+            problems.append(f"{surface_dir}: cannot be loaded ({type(exc).__name__}: {exc}); surface"
+                            f" {surface_dir.name!r} is not served (fix: check its files)")
+            loaded = problems[-1]
+        if isinstance(loaded, str):
+            unserved[surface_dir.name] = loaded
+        else:
+            surfaces[surface_dir.name] = loaded
     for problem in problems:
         log.error("artifact problem: %s", problem)
     # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
@@ -187,6 +169,37 @@ def load_snapshot(
     return ServingSnapshot(
         surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles, unserved=unserved
     )
+
+
+def _load_surface(surface_dir: Path, cache: BundleCache, problems: list[str]) -> SurfaceRoute | str:
+    """The route of one surface folder, or why it is not served; every refused file is added to `problems`."""
+    try:
+        active = read_active_version(surface_dir)
+    except ArtifactError as exc:
+        problems.append(str(exc))
+        return str(exc)
+    versions: dict[str, PolicyBinding] = {}
+    for policy_path in sorted(surface_dir.glob("*.yaml")):
+        try:
+            versions[policy_path.stem] = cache.bind(policy_path)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    if active not in versions:
+        problems.append(
+            f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
+            f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
+        )
+        return next((p for p in problems if p.startswith(f"{surface_dir / active}.yaml")), problems[-1])
+    try:
+        pin = read_pin(surface_dir)
+        if pin is not None:
+            versions[active] = cache.bind(surface_dir / f"{active}.yaml", pin)
+    except ArtifactError as exc:
+        problems.append(
+            f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove {surface_dir / PIN_FILE})"
+        )
+        return problems[-1]
+    return SurfaceRoute(surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin)
 
 
 def _bundles_in(model_store: Path) -> list[str]:

@@ -207,3 +207,50 @@ def test_admin_models_lists_a_deep_calibration_as_invalid(
     activate = client.post("/admin/surfaces/home/activate", json={"calibration_version": "7"}, headers=ADMIN)
     assert activate.status_code == 422 and "nests deeper" in activate.json()["error"]["message"]
     assert _score(client, sample_request).json()["versions"]["calibration_version"] == "1"
+
+
+def test_an_unexpected_error_on_one_surface_at_start_up_leaves_the_others_served(
+    client_factory: Callable[..., TestClient], store_copy: tuple[Path, Path], sample_request: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defence in depth: whatever escapes the loading of one surface's files (a bug) stays on that surface."""
+    store, policies = store_copy
+    add_surface(policies, "search")
+    import app.control.loader as loader
+
+    real = loader.read_pin
+
+    def read_pin(surface_dir: Path) -> Any:
+        if surface_dir.name == "search":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(surface_dir)
+
+    monkeypatch.setattr(loader, "read_pin", read_pin)
+    client = _start(client_factory, store, policies)
+    ready = client.get("/readyz").json()
+    assert list(ready["surfaces"]) == ["home"]
+    assert any("search" in p and "RecursionError" in p for p in ready["problems"])
+    assert _score(client, sample_request).status_code == 200
+    assert _score(client, sample_request, "search").status_code == 503
+
+
+def test_admin_models_lists_an_unreadable_model_file_as_invalid(
+    client_factory: Callable[..., TestClient], store_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, policies = store_copy
+    client = _start(client_factory, store, policies)
+    model = store / "demo_ranker" / "1" / "model.onnx"
+    import app.control.store as store_module
+
+    real = store_module.sha256_file
+
+    def sha256_file(path: Path) -> str:
+        if path == model:  # root reads any file whatever its mode: refuse as the kernel would for a user
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(store_module, "sha256_file", sha256_file)
+    response = client.get("/admin/models", headers=ADMIN)
+    assert response.status_code == 200
+    (entry,) = response.json()["models"]
+    assert entry["valid"] is False and "Permission denied" in entry["problem"]

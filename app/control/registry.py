@@ -92,7 +92,7 @@ class Registry:
     def activate_policy(self, surface: str, version: str, *, who: str) -> PolicyChange:
         """Validate, dry-run and serve policy `version` on `surface` (on the surface's pin, if any)."""
         with self._lock:
-            route = self._holder.snapshot.route(surface)
+            route = self._route(self._holder.snapshot, surface)
             return self._switch(surface, version, route.pin, who=who, action="activate", report="policy")
 
     def rollback_policy(self, surface: str, *, who: str) -> PolicyChange:
@@ -104,7 +104,7 @@ class Registry:
         """Rank `version` alongside the active policy of `surface` (None: stop shadowing)."""
         with self._lock:
             snapshot = self._holder.snapshot
-            route = snapshot.route(surface)
+            route = self._route(snapshot, surface)
             bundles: Mapping[str, ModelBundle] = {}
             versions = route.versions
             if version is not None:
@@ -124,7 +124,7 @@ class Registry:
     def check(self, surface: str, version: str) -> dict[str, object]:
         """Everything an activation checks, without activating (for `POST .../validate`)."""
         with self._lock:
-            self._holder.snapshot.route(surface)
+            self._route(self._holder.snapshot, surface)
             binding, _, report = self._prepare(surface, version)
             return {"surface": surface, "version": version, "valid": True, **binding.versions(), **report.to_dict()}
 
@@ -160,7 +160,7 @@ class Registry:
     def activate(self, surface: str, want: Triple, *, who: str, action: str = "activate") -> PolicyChange:
         """Serve `want` (omitted parts as served now) as the surface's stable triple."""
         with self._lock:
-            route = self._holder.snapshot.route(surface)
+            route = self._route(self._holder.snapshot, surface)
             try:
                 policy_version, pin = resolve(route, want, self.folder, self._settings.model_store)
             except FusionrankError as exc:
@@ -177,7 +177,7 @@ class Registry:
         """Serve `want` (omitted parts as the stable triple) to `fraction` of the requests, sticky by `key`."""
         with self._lock:
             snapshot = self._holder.snapshot
-            route = snapshot.route(surface)
+            route = self._route(snapshot, surface)
             stable = route.binding(None)
             try:
                 if not 0.0 < fraction < 1.0:
@@ -197,7 +197,7 @@ class Registry:
     def promote(self, surface: str, *, who: str) -> PolicyChange:
         """Serve the canary triple to everyone (a checked activation), then end the canary."""
         with self._lock:
-            route = self._holder.snapshot.route(surface)
+            route = self._route(self._holder.snapshot, surface)
             if route.canary is None:
                 error = Conflict(f"surface {surface!r} has no canary to promote")
                 self._refused(surface, "promote", who, describe(route.binding(None)), None, error, report="triple")
@@ -211,7 +211,7 @@ class Registry:
         """End the canary: every request is served by the stable triple again."""
         with self._lock:
             snapshot = self._holder.snapshot
-            route = snapshot.route(surface)
+            route = self._route(snapshot, surface)
             if route.canary is None:
                 return self._triple_applied(surface, "abort", who, None, None, False, False)
             self._install(snapshot, replace(route, canary=None), {})
@@ -221,7 +221,7 @@ class Registry:
         """Score `fraction` of the requests with `want` off the response path (None: stop)."""
         with self._lock:
             snapshot = self._holder.snapshot
-            route = snapshot.route(surface)
+            route = self._route(snapshot, surface)
             before = None if route.shadow_model is None else describe(route.shadow_model)
             if want is None:
                 self._install(snapshot, replace(route, shadow_model=None, shadow_model_fraction=0.0), {})
@@ -282,7 +282,7 @@ class Registry:
     # -- internals ------------------------------------------------------------------------------
 
     def _rollback(self, surface: str, *, who: str, report: Report) -> PolicyChange:
-        route = self._holder.snapshot.route(surface)
+        route = self._route(self._holder.snapshot, surface)
         history = self._history.get(surface)
         if not history:
             error = Conflict(
@@ -305,7 +305,7 @@ class Registry:
         """Serve policy `version` on `pin` as the stable triple of `surface` (checked, installed, persisted,
         remembered for rollback, audited)."""
         snapshot = self._holder.snapshot
-        route = snapshot.route(surface)
+        route = self._route(snapshot, surface)
         before = route.binding(None)
         try:
             if report == "triple" and pin is not None:
@@ -333,6 +333,15 @@ class Registry:
             return self._policy_applied(surface, action, "api", who, route.active, version, persisted=persisted,
                                         changed=changed)
         return self._triple_applied(surface, action, who, describe(before), describe(binding), changed, persisted)
+
+    @staticmethod
+    def _route(snapshot: ServingSnapshot, surface: str) -> SurfaceRoute:
+        """The surface's route; an unserved surface (its files refused) is a 409 for the admin API, naming why."""
+        why = snapshot.unserved.get(surface)
+        if why is not None and surface not in snapshot.surfaces:
+            raise Conflict(f"surface {surface!r} is not served: {why}; repair its files, the file watcher then"
+                           " serves it (or restart)")
+        return snapshot.route(surface)
 
     def _bind_triple(
         self, route: SurfaceRoute, want: Triple

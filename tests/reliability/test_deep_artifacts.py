@@ -104,6 +104,11 @@ def test_a_deep_active_file_leaves_only_its_surface_unserved(
     assert _score(client, sample_request).status_code == 200
     refused = _score(client, sample_request, "search")
     assert refused.status_code == 503 and reason in refused.json()["error"]["message"]
+    for path, body in (("/admin/policies/search/activate", {"version": "1"}),
+                       ("/admin/surfaces/search/activate", {"policy_version": "1"})):
+        admin = client.post(path, json=body, headers=ADMIN)
+        assert admin.status_code == 409 and reason in admin.json()["error"]["message"], admin.text
+    assert "search" in client.get("/admin/policies", headers=ADMIN).json()["unserved"]
     metrics = client.get("/metrics").text
     assert 'fusionrank_surface_ready{surface="home"} 1.0' in metrics
     assert 'fusionrank_surface_ready{surface="search"} 0.0' in metrics

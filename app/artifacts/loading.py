@@ -88,7 +88,7 @@ def read_artifact_text(path: Path, limit: int, what: str) -> str:
                             "save the file as UTF-8") from None
 
 
-def json_depth(text: str) -> int:
+def json_depth(text: str, stop_above: int | None = None) -> int:
     """How deep `text` nests arrays and objects, found by one scan without recursion (strings skipped):
     checked before `json.loads`, which recurses per level and raises `RecursionError` ~1000 deep."""
     depth = deepest = 0
@@ -97,6 +97,8 @@ def json_depth(text: str) -> int:
         if char in ("[", "{"):
             depth += 1
             deepest = max(deepest, depth)
+            if stop_above is not None and deepest > stop_above:
+                break  # deep enough to refuse: the rest of a hostile file is not scanned
         elif char in ("]", "}"):
             depth = max(0, depth - 1)
     return deepest
@@ -107,9 +109,8 @@ _JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 def parse_json_text(text: str, path: Path) -> Any:
     """`json.loads` of an artifact's text, refused past `MAX_DEPTH` levels before parsing."""
-    depth = json_depth(text)
-    if depth > MAX_DEPTH:
-        raise ArtifactError(path, "", f"nests deeper than {MAX_DEPTH} levels ({depth})",
+    if json_depth(text, stop_above=MAX_DEPTH) > MAX_DEPTH:
+        raise ArtifactError(path, "", f"nests deeper than {MAX_DEPTH} levels",
                             "an artifact file is a few levels deep: rewrite it (a corrupted or hostile file?)")
     try:
         return json.loads(text)

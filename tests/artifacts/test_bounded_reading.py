@@ -101,6 +101,7 @@ def test_the_depth_scan_skips_strings_and_escapes() -> None:
     assert json_depth(json.dumps({"a": ["[[[", {"b": '\\"[{'}]})) == 3
     assert json_depth("[" * 2000) == 2000  # no recursion, whatever the depth
     assert json_depth("]]]][[") == 2
+    assert json_depth("[" * 2000, stop_above=32) == 33  # stops at the first level past the bound
 
 
 @pytest.mark.parametrize("reader", [read_yaml, read_json])

@@ -17,18 +17,18 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, admin_models, feedback, probes, score
 from app.api.budget import PARSE_AMPLIFICATION
+from app.api.decode import decode_score_request
 from app.api.errors import install_error_handlers
-from app.api.lifecycle import BundleRegistry
 from app.api.limits import AdmissionControl, AdmissionLedger, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
-from app.api.registry import PolicyRegistry
 from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
-from app.api.warmup import warm_up
-from app.api.watcher import PolicyWatcher, fingerprint
+from app.control.loader import load_snapshot
+from app.control.registry import Registry
+from app.control.warmup import GoldenBatch
+from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
-from app.serving.loader import load_snapshot
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
 
@@ -62,7 +62,8 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
                 resolved.model_store, resolved.policies, intra_op_threads=resolved.ort_intra_op_threads
             )
         )
-        problems = await anyio.to_thread.run_sync(lambda: warm_up(snapshot))
+        golden = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])
+        problems = await anyio.to_thread.run_sync(lambda: golden.warm_up(snapshot))
         state.install(replace(snapshot, problems=snapshot.problems + tuple(problems)))
         if not state.ready:
             log.error("no surface is servable; /readyz answers 503 until a good bundle is loaded")
@@ -76,9 +77,8 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         # free what they allocate before any collection starts; cyclic garbage still gets collected.
         thresholds = gc.get_threshold()
         gc.set_threshold(_GC_GEN0_THRESHOLD, *thresholds[1:])
-        registry = PolicyRegistry(state)
+        registry = Registry(state, resolved, metrics, golden)
         app.state.policy_registry = registry
-        app.state.bundle_registry = BundleRegistry(registry)
         shadow_models = _shadow_model_queue(metrics, resolved.shadow_model_queue_size)
         shadow_models.start()
         app.state.shadow_models = shadow_models

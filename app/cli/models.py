@@ -27,7 +27,7 @@ def models_list(
     from rich.console import Console
     from rich.table import Table
 
-    from app.serving.store import describe_store, served_from_files
+    from app.control.store import describe_store, served_from_files
 
     models = describe_store(model_store)
     served = served_from_files(policies)

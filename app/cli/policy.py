@@ -25,13 +25,15 @@ def policy_validate(
     """Check a policy as an activation would: schema, its model and calibration, golden-batch dry run."""
     from rich.console import Console
 
-    from app.api.warmup import validate_policy_file
+    from app.api.decode import decode_score_request
+    from app.control.loader import BundleCache
+    from app.control.warmup import GoldenBatch
     from app.errors import FusionrankError
-    from app.serving.loader import BundleCache
 
     console, errors = Console(), Console(stderr=True)
     try:
-        binding, report = validate_policy_file(file, BundleCache(model_store, intra_op_threads=1))
+        golden = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])
+        binding, report = golden.validate(file, BundleCache(model_store, intra_op_threads=1))
     except FusionrankError as exc:
         errors.print(f"[bold red]INVALID[/] {exc.message}", highlight=False, soft_wrap=True)
         for detail in exc.details[1:]:

@@ -76,6 +76,10 @@ class ServiceMetrics:
         self.artifact_problems = Gauge(
             "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
         )
+        self.surface_ready = Gauge(
+            "fusionrank_surface_ready", "1 for a surface served, 0 for one whose files left it unserved (see"
+            " /readyz problems)", ["surface"], registry=r,
+        )
         self.schemes = SchemeCatalog()
         self.feedback = FeedbackCounters(r)
         self.served = ServedPredictions()
@@ -218,6 +222,10 @@ class ServiceMetrics:
             "fusionrank_policy_file_rejections", "New or changed policy files the watcher found invalid",
             ["surface"], registry=r,
         )
+        self.policy_watch_failures = Counter(
+            "fusionrank_policy_watch_failures", "Watcher passes over a surface folder that failed (logged once per"
+            " reason); the surface kept what it served and later edits are still applied", ["surface"], registry=r,
+        )
         self.admin_auth_failures = Counter(
             "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
             registry=r,
@@ -247,6 +255,11 @@ class ServiceMetrics:
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
+        self.surface_ready.clear()
+        for surface in snapshot.surfaces:
+            self.surface_ready.labels(surface).set(1)
+        for surface in snapshot.unserved:
+            self.surface_ready.labels(surface).set(0)
         self.policy_active.clear()
         self.policy_shadow.clear()
         for surface, route in snapshot.surfaces.items():
@@ -280,6 +293,7 @@ class ServiceMetrics:
         # Candidates a surface could not rank (NaN prediction or non-finite utility): watched, so primed.
         for rule in BUILT_IN_RULES:
             self.filtered.labels(surface, "guardrail", rule)
+        self.policy_watch_failures.labels(surface)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

@@ -9,17 +9,20 @@ from typing import Any
 
 import pytest
 
-from app.api.warmup import validate_policy_file
+from app.api.decode import decode_score_request
+from app.control.loader import BundleCache
+from app.control.warmup import GoldenBatch
 from app.errors import PolicyError
-from app.serving.loader import BundleCache
 from tests.conftest import write_policy
+
+GOLDEN = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])
 
 
 def _refusal(store_copy: tuple[Path, Path], edit: Any) -> PolicyError:
     store, policies = store_copy
     path = write_policy(policies, "9", edit)
     with pytest.raises(PolicyError) as info:
-        validate_policy_file(path, BundleCache(store, 1))
+        GOLDEN.validate(path, BundleCache(store, 1))
     error = info.value
     assert error.path == str(path) and "9.yaml" in error.message  # the file
     assert error.fix and f"(fix: {error.fix})" in error.message  # the fix
@@ -114,7 +117,7 @@ def test_a_bundle_without_golden_batch_cannot_activate_policies(store_copy: tupl
 
 def test_a_valid_policy_reports_its_dry_run(store_copy: tuple[Path, Path]) -> None:
     store, policies = store_copy
-    binding, report = validate_policy_file(policies / "home" / "2.yaml", BundleCache(store, 1))
+    binding, report = GOLDEN.validate(policies / "home" / "2.yaml", BundleCache(store, 1))
     assert binding.policy.version == "2"
     assert report.candidates == 40
     assert report.answered == {"sample context": 20, "override new_users_safer": 20}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.serving.pins import BundlePin, write_pin
+from app.control.pins import BundlePin, write_pin
 from tests.lifecycle_helpers import build_store
 
 

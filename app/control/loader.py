@@ -3,7 +3,7 @@
 Layout: `policies/<surface>/<version>.yaml`, `policies/<surface>/active` (one line: the active
 version) and optionally `policies/<surface>/shadow` (a version ranked alongside, for comparison);
 optionally `policies/<surface>/bundle` (a pin: the model and calibration version the active policy
-runs on, see `app.serving.pins`);
+runs on, see `app.control.pins`);
 `model_store/<model>/<version>/{manifest.json, model.onnx, golden.json, calibration/<cal>.json}`.
 A bundle whose `golden.json` onnxruntime does not reproduce is refused like a bad sha256.
 A policy version that fails any check is left out and reported in `problems`; a surface whose
@@ -15,7 +15,6 @@ Bundles already loaded (`reuse`) are not loaded again: a policy change never rel
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -28,17 +27,18 @@ from app.artifacts.loading import (
     load_calibration,
     load_manifest,
     load_policy,
+    read_json,
 )
 from app.artifacts.policy import ModelRef
+from app.control.paths import confined
+from app.control.pins import PIN_FILE, BundlePin, read_pin
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.errors import ArtifactError, PolicyError
 from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.golden import check_golden
 from app.serving.model_runner import ModelRunner
-from app.serving.paths import confined
-from app.serving.pins import PIN_FILE, BundlePin, read_pin
-from app.serving.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
 from app.serving.policy import CompiledPolicy
 
 __all__ = ["ACTIVE_FILE", "BundleCache", "load_snapshot", "read_active_version", "surface_dirs"]
@@ -139,47 +139,67 @@ def load_snapshot(
     """Load every surface under `policies`; problems are collected, not raised."""
     cache = BundleCache(model_store, intra_op_threads, reuse)
     surfaces: dict[str, SurfaceRoute] = {}
+    unserved: dict[str, str] = {}
     problems: list[str] = []
     if not policies.is_dir():
         problems.append(f"{policies}: policies folder not found (fix: point FUSIONRANK_POLICIES at it)")
         return ServingSnapshot(surfaces={}, problems=tuple(problems), loaded_at=time.time())
-    for surface_dir in surface_dirs(policies):
+    try:
+        folders = surface_dirs(policies)
+    except OSError as exc:
+        problems.append(f"{policies}: cannot list the policies folder: {exc} (fix: make it readable)")
+        folders = []
+    for surface_dir in folders:
         try:
-            active = read_active_version(surface_dir)
-        except ArtifactError as exc:
-            problems.append(str(exc))
-            continue
-        versions: dict[str, PolicyBinding] = {}
-        for policy_path in sorted(surface_dir.glob("*.yaml")):
-            try:
-                versions[policy_path.stem] = cache.bind(policy_path)
-            except ArtifactError as exc:
-                problems.append(str(exc))
-        if active not in versions:
-            problems.append(
-                f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
-                f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
-            )
-            continue
-        try:
-            pin = read_pin(surface_dir)
-            if pin is not None:
-                versions[active] = cache.bind(surface_dir / f"{active}.yaml", pin)
-        except ArtifactError as exc:
-            problems.append(
-                f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove"
-                f" {surface_dir / PIN_FILE})"
-            )
-            continue
-        surfaces[surface_dir.name] = SurfaceRoute(
-            surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin
-        )
+            loaded = _load_surface(surface_dir, cache, problems)
+        except Exception as exc:  # a bug on one surface's files must not stop the others
+            log.exception("loading %s failed unexpectedly", surface_dir)
+            problems.append(f"{surface_dir}: cannot be loaded ({type(exc).__name__}: {exc}); surface"
+                            f" {surface_dir.name!r} is not served (fix: check its files)")
+            loaded = problems[-1]
+        if isinstance(loaded, str):
+            unserved[surface_dir.name] = loaded
+        else:
+            surfaces[surface_dir.name] = loaded
     for problem in problems:
         log.error("artifact problem: %s", problem)
     # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
     used = {id(b.bundle) for route in surfaces.values() for b in route.bindings()}
     bundles = {key: bundle for key, bundle in cache.bundles.items() if id(bundle) in used}
-    return ServingSnapshot(surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles)
+    return ServingSnapshot(
+        surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles, unserved=unserved
+    )
+
+
+def _load_surface(surface_dir: Path, cache: BundleCache, problems: list[str]) -> SurfaceRoute | str:
+    """The route of one surface folder, or why it is not served; every refused file is added to `problems`."""
+    try:
+        active = read_active_version(surface_dir)
+    except ArtifactError as exc:
+        problems.append(str(exc))
+        return str(exc)
+    versions: dict[str, PolicyBinding] = {}
+    for policy_path in sorted(surface_dir.glob("*.yaml")):
+        try:
+            versions[policy_path.stem] = cache.bind(policy_path)
+        except ArtifactError as exc:
+            problems.append(str(exc))
+    if active not in versions:
+        problems.append(
+            f"{surface_dir / ACTIVE_FILE}: active version {active!r} is not loadable; surface"
+            f" {surface_dir.name!r} is not served (fix: repair {active}.yaml or point to a good version)"
+        )
+        return next((p for p in problems if p.startswith(f"{surface_dir / active}.yaml")), problems[-1])
+    try:
+        pin = read_pin(surface_dir)
+        if pin is not None:
+            versions[active] = cache.bind(surface_dir / f"{active}.yaml", pin)
+    except ArtifactError as exc:
+        problems.append(
+            f"{exc}; surface {surface_dir.name!r} is not served (fix: repair or remove {surface_dir / PIN_FILE})"
+        )
+        return problems[-1]
+    return SurfaceRoute(surface_dir.name, active, versions, _shadow(surface_dir, versions, active, problems), pin=pin)
 
 
 def _bundles_in(model_store: Path) -> list[str]:
@@ -209,8 +229,5 @@ def _sample_request(bundle_dir: Path) -> dict[str, Any] | None:
     path = bundle_dir / "sample_request.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(path, "", f"unreadable sample request: {exc}", "rewrite it as a /v1/score body") from None
+    data = read_json(path, what="sample request (golden batch)")
     return data if isinstance(data, dict) else None

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from app.artifacts.loading import load_manifest
+from app.control.loader import BundleCache
+from app.control.pins import BundlePin, read_pin, remove_pin, write_pin
 from app.errors import ArtifactError
 from app.serving.features import FeatureEncoder
 from app.serving.golden import GOLDEN_FILE, check_golden, write_golden
-from app.serving.loader import BundleCache
 from app.serving.model_runner import ModelRunner
-from app.serving.pins import BundlePin, read_pin, remove_pin, write_pin
 from app.serving.routing import arm_point, key_value, routes_to_canary
 from app.serving.shadow_model import kendall_tau
 from tests.conftest import BUNDLE

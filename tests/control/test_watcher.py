@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.api.watcher import PolicyWatcher, fingerprint
+from app.control.watcher import PolicyWatcher, fingerprint
 from tests.conftest import ADMIN, ADMIN_TOKEN, POLICIES, write_policy
 
 

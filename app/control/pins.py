@@ -12,43 +12,31 @@ the policy must validate against the pinned model and calibration exactly as aga
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
+from app.artifacts.loading import parse_json_text, read_artifact_text
+from app.control.pointers import MAX_POINTER_BYTES, VERSION_PATTERN, write_atomically
 from app.errors import ArtifactError
-from app.serving.pointers import VERSION_PATTERN, write_atomically
+from app.serving.bundle import BundlePin
 
 __all__ = ["PIN_FILE", "BundlePin", "read_pin", "remove_pin", "write_pin"]
 
 PIN_FILE = "bundle"
 
 
-@dataclass(frozen=True, slots=True)
-class BundlePin:
-    """The (model version, calibration version) a surface's active policy is bound to."""
-
-    model_version: str
-    calibration_version: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"model_version": self.model_version, "calibration_version": self.calibration_version}
-
-
 def read_pin(surface_dir: Path) -> BundlePin | None:
     path = surface_dir / PIN_FILE
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    if not path.exists():  # absent (or a dangling symlink): no pointer
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(path, "", f"cannot read the bundle pin: {exc}", "check permissions and encoding") from None
+    text = read_artifact_text(path, MAX_POINTER_BYTES, "bundle pin").strip()
     if not text:
         return None
     try:
-        data = json.loads(text)
+        data = parse_json_text(text, path)  # bounded in depth like every JSON artifact
         pin = BundlePin(str(data["model_version"]), str(data["calibration_version"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(path, "", f"not a bundle pin ({exc})",
+    except (ArtifactError, KeyError, TypeError) as exc:
+        why = exc.details[0].message if isinstance(exc, ArtifactError) else str(exc)
+        raise ArtifactError(path, "", f"not a bundle pin ({why})",
                             'write {"model_version": "2", "calibration_version": "1"}') from None
     for field, value in pin.to_dict().items():
         if not VERSION_PATTERN.match(value):

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from app.control import loader
+from app.control.loader import BundleCache, load_snapshot
+from app.control.pointers import read_pointer, write_pointer
 from app.errors import ArtifactError, PolicyError
-from app.serving import loader
-from app.serving.loader import BundleCache, load_snapshot
-from app.serving.pointers import read_pointer, write_pointer
 from tests.conftest import write_policy
 
 

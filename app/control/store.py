@@ -12,10 +12,10 @@ from typing import Any
 
 from app.artifacts.common import sha256_file
 from app.artifacts.loading import check_calibration_for, load_calibration, load_manifest, load_policy
+from app.control.loader import read_active_version, surface_dirs
+from app.control.pins import read_pin
 from app.errors import ArtifactError
 from app.serving.golden import GOLDEN_FILE
-from app.serving.loader import read_active_version, surface_dirs
-from app.serving.pins import read_pin
 
 __all__ = ["describe_store", "served_from_files"]
 
@@ -26,15 +26,24 @@ def describe_store(model_store: Path) -> list[dict[str, Any]]:
     if not model_store.is_dir():
         return out
     for model_dir in sorted(p for p in model_store.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for bundle_dir in sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            out.append(_describe_bundle(bundle_dir))
+        try:
+            bundles = sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError as exc:  # an unreadable model folder is listed as a problem, not an error of the listing
+            out.append({"model": model_dir.name, "version": "", "path": str(model_dir), "sha256": None,
+                        "valid": False, "problem": f"{model_dir}: cannot list: {exc}", "calibrations": []})
+            continue
+        out.extend(_describe_bundle(bundle_dir) for bundle_dir in bundles)
     return out
 
 
 def _describe_bundle(bundle_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"model": bundle_dir.parent.name, "version": bundle_dir.name, "path": str(bundle_dir)}
     model_path = bundle_dir / "model.onnx"
-    entry["sha256"] = sha256_file(model_path) if model_path.is_file() else None
+    try:
+        entry["sha256"] = sha256_file(model_path) if model_path.is_file() else None
+    except OSError as exc:  # unreadable: the manifest check below names it too
+        entry.update(sha256=None, valid=False, problem=f"{model_path}: cannot read: {exc}", calibrations=[])
+        return entry
     try:
         manifest = load_manifest(bundle_dir)
     except ArtifactError as exc:

@@ -11,10 +11,12 @@ import re
 import tempfile
 from pathlib import Path
 
+from app.artifacts.loading import read_artifact_text
 from app.errors import ArtifactError
 
 __all__ = [
     "ACTIVE_FILE",
+    "MAX_POINTER_BYTES",
     "SHADOW_FILE",
     "VERSION_PATTERN",
     "read_pointer",
@@ -25,18 +27,16 @@ __all__ = [
 
 ACTIVE_FILE = "active"
 SHADOW_FILE = "shadow"
+MAX_POINTER_BYTES = 4096  # one version name, or the pin's one-line JSON object
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def read_pointer(surface_dir: Path, name: str) -> str | None:
     """The version a pointer file names; None when the file is absent or empty."""
     path = surface_dir / name
-    try:
-        version = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    if not path.exists():  # absent (or a dangling symlink): no pointer
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(path, "", f"cannot read pointer: {exc}", "check permissions and encoding") from None
+    version = read_artifact_text(path, MAX_POINTER_BYTES, "pointer file").strip()
     if not version:
         return None
     if not VERSION_PATTERN.match(version):

@@ -1,5 +1,5 @@
 """Pin the import rules of the layout (DESIGN.md): arrows only point down
-api -> protocol -> monitoring -> serving -> artifacts, and nothing on the serving side loads torch,
+api -> protocol -> control -> monitoring -> serving -> artifacts, and nothing on the serving side loads torch,
 LightGBM or app.offline (the serving image has none of them)."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 # package -> app packages it must never import (directly, at any depth of its modules)
 FORBIDDEN = {
-    "serving": ("app.api", "app.protocol", "app.monitoring", "app.offline", "app.cli", "app.commands"),
+    "serving": ("app.api", "app.protocol", "app.control", "app.monitoring", "app.offline", "app.cli", "app.commands"),
     "artifacts": ("app.api", "app.protocol", "app.monitoring", "app.serving", "app.offline"),
     "monitoring": ("app.api", "app.protocol", "app.offline", "app.cli", "app.commands"),
-    "protocol": ("app.api", "app.offline", "app.cli", "app.commands"),
+    "protocol": ("app.api", "app.control", "app.offline", "app.cli", "app.commands"),
+    "control": ("app.api", "app.protocol", "app.offline", "app.cli", "app.commands"),
     "api": ("app.offline", "app.cli", "app.commands"),
 }
 HEAVY = ("torch", "lightgbm", "app.offline")

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from app.errors import (
     ArtifactError,
+    BodyTimeout,
     Conflict,
     DeadlineExceeded,
     ErrorDetail,
@@ -38,6 +39,7 @@ log = logging.getLogger("fusionrank.api")
 STATUS_BY_ERROR: tuple[tuple[type[FusionrankError], HTTPStatus], ...] = (
     (PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
     (UnsupportedMediaType, HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
+    (BodyTimeout, HTTPStatus.REQUEST_TIMEOUT),
     (InvalidRequest, HTTPStatus.UNPROCESSABLE_ENTITY),
     (NotFound, HTTPStatus.NOT_FOUND),
     (NotReady, HTTPStatus.SERVICE_UNAVAILABLE),

@@ -46,7 +46,9 @@ _ENVELOPE_CONTAINERS = 64
 def check_json_containers(body: bytes, max_items: int, field: str) -> None:
     """413 when `body` holds more `{`/`[` than `max_items` items and their envelope could need."""
     limit = CONTAINERS_PER_ITEM * max_items + _ENVELOPE_CONTAINERS
-    containers = body.count(b"{") + body.count(b"[")
+    if len(body) < 2 * limit:  # every object or array takes 2 bytes at least: cannot be over, skip the scan
+        return
+    containers = body.count(b"{") + body.count(b"[")  # ~0.3 ms per MB
     if containers > limit:
         raise PayloadTooLarge.at(
             field, f"the body holds up to {containers} JSON objects and arrays, more than {limit}"

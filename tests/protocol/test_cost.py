@@ -129,3 +129,11 @@ def test_the_red_team_body_of_empty_objects_is_refused_within_a_second_over_http
         assert time.perf_counter() - t0 < 1.0
         assert response.status_code == 413, response.text
         assert response.json()["error"]["details"][0]["field"] in ("body", "candidates")
+
+
+def test_the_count_is_exact_at_its_edge() -> None:
+    """Skipped below 2 bytes per possible container, and still refuses one container too many."""
+    limit = 8 * 10 + 64
+    check_json_containers(b"[" * limit + b"]" * limit, 10, "candidates")  # exactly the limit: fine
+    with pytest.raises(PayloadTooLarge):
+        check_json_containers(b"[" * (limit + 1) + b"]" * (limit + 1), 10, "candidates")

@@ -29,7 +29,7 @@ def train(
     from rich.console import Console
 
     from app.errors import FusionrankError
-    from app.offline.pipeline import train_run
+    from app.offline.training.train import train_run
 
     if memory not in ("auto", "stream", "memory"):
         raise typer.BadParameter("use auto, stream or memory", param_hint="--memory")
@@ -57,7 +57,7 @@ def export(
     from rich.console import Console
 
     from app.errors import FusionrankError
-    from app.offline.bundle import export_run
+    from app.offline.training.bundle import export_run
 
     console = Console()
     try:

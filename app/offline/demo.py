@@ -28,7 +28,6 @@ from app.artifacts.manifest import (
     TaskSpec,
     TrainingWindow,
 )
-from app.offline import synthetic as syn
 from app.offline.calibration import (
     CalibrationStats,
     FitConfig,
@@ -36,10 +35,11 @@ from app.offline.calibration import (
     fit_task,
     held_out_metrics,
 )
-from app.offline.export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.offline.metrics import summary
-from app.offline.model import MultiTaskRanker
-from app.offline.train import TrainConfig, TrainingArrays, fit_ranker, predict_logits
+from app.offline.synthetic import generator as syn
+from app.offline.training.demo_fit import TrainConfig, TrainingArrays, fit_ranker, predict_logits
+from app.offline.training.models.shared_bottom import MultiTaskRanker
+from app.offline.training.onnx_export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.serving.calibration import sigmoid
 from app.serving.golden import write_golden
 from app.serving.model_runner import ModelRunner

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from app.artifacts import check_calibration_for, load_calibration, load_manifest, sha256_file
 from app.cli import app as cli
 from app.main import create_app
-from app.offline import synthetic as syn
 from app.offline.demo import DemoConfig, run_demo
-from app.offline.export import parity_max_abs_diff
+from app.offline.synthetic import generator as syn
+from app.offline.training.onnx_export import parity_max_abs_diff
 from tests.conftest import make_settings
 
 SMALL = DemoConfig(seed=3, rows=12_000, epochs=1, show_progress=False)  # as the CLI call below
@@ -64,7 +64,7 @@ def test_onnx_contract_logits_with_dynamic_batch(demo_out: Path) -> None:
 
 
 def test_parity_check_detects_a_different_model(demo_out: Path, tmp_path: Path) -> None:
-    from app.offline.model import MultiTaskRanker
+    from app.offline.training.models.shared_bottom import MultiTaskRanker
 
     torch.manual_seed(0)
     other = MultiTaskRanker(

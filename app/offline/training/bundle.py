@@ -34,16 +34,14 @@ from app.artifacts.calibration import (
 from app.artifacts.common import sha256_file
 from app.artifacts.loading import load_calibration, load_manifest
 from app.artifacts.manifest import (
-    CategoricalFeature,
-    FeatureSchema,
     ModelManifest,
-    NumericFeature,
     ParityCheck,
     TaskSpec,
     TrainingWindow,
 )
 from app.errors import ArtifactError
 from app.offline.calibration import PlattCalibrator, drift_edges, reference_fractions
+from app.offline.training.encoding import feature_schema
 from app.offline.training.evaluation import task_metrics
 from app.offline.training.onnx_export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.offline.training.run_folder import RunFolder, json_safe, write_json
@@ -100,12 +98,7 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
                 )
                 for t in dataset.tasks
             ],
-            features=FeatureSchema(
-                numeric=[NumericFeature(name=f.name, default=f.default) for f in dataset.numeric],
-                categorical=[
-                    CategoricalFeature(name=n, vocabulary=fitted.vocabularies[n]) for n in dataset.categorical
-                ],
-            ),
+            features=feature_schema(dataset, fitted, training=False),
             model_sha256=sha256_file(model_path),
             training_window=TrainingWindow(start=_utc(fitted.time_min), end=_utc(fitted.valid_start)),
             metrics=metrics,

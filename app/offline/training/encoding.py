@@ -6,6 +6,12 @@ counts; over all rows, the time range and the label cutoff. Statistics are sums,
 batch, so the result does not depend on how the files are chunked. Labels are checked here: a value
 other than 0/1 (or null) fails with the file, column and an example.
 
+Features are encoded by the service's own `FeatureEncoder` (`app.serving.features`), called on a
+whole record batch as columns: training, evaluation, the calibration's predictions and `/v1/score`
+turn a raw value into a model input with the same code. Training builds it from `feature_schema(...,
+training=True)`, whose defaults are `numeric_fill` (a null takes the spec default, else the train
+mean); the bundle's manifest gets `feature_schema(..., training=False)` (no spec default = required).
+
 Maturity: a task with `label_window_hours` is masked on rows where event_time + window > cutoff —
 the outcome may still arrive, so the row is missing, not a negative.
 """
@@ -23,10 +29,23 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.artifacts.manifest import CategoricalFeature, FeatureSchema, NumericFeature
+from app.errors import InvalidRequest
 from app.offline.training.spec import DatasetError, DatasetSpec, TaskColumn
 from app.offline.training.tabular import TableSource
+from app.serving.columns import CandidateColumns, Column, EncodedStrings
+from app.serving.features import FeatureEncoder
 
-__all__ = ["SPLITS", "EncodedRows", "FittedEncoding", "encode", "event_seconds", "fit_encoding"]
+__all__ = [
+    "SPLITS",
+    "EncodedRows",
+    "FittedEncoding",
+    "encode",
+    "event_seconds",
+    "feature_columns",
+    "feature_schema",
+    "fit_encoding",
+]
 
 SPLITS = ("train", "valid", "test")
 F32 = npt.NDArray[np.float32]
@@ -250,16 +269,13 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
 
 def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, path: Path) -> EncodedRows:
     """One record batch -> model inputs, labels, maturity-aware masks, weights and segments."""
-    numeric = np.empty((batch.num_rows, len(spec.numeric)), dtype=np.float32)
-    for j, feature in enumerate(spec.numeric):
-        raw = _numeric(batch, feature.name, path)
-        numeric[:, j] = np.where(np.isnan(raw), fitted.numeric_fill[j], raw)
-    categorical = np.empty((batch.num_rows, len(spec.categorical)), dtype=np.int64)
-    for j, name in enumerate(spec.categorical):
-        values = pc.cast(batch.column(name), pa.string())
-        index = pc.index_in(values, value_set=pa.array(fitted.vocabularies[name], pa.string()))
-        # position p in the vocabulary -> p + 1; unknown or null -> 0, the OOV index
-        categorical[:, j] = pc.fill_null(pc.add(index, 1), 0).to_numpy(zero_copy_only=False)
+    features = FeatureEncoder(feature_schema(spec, fitted, training=True))
+    try:
+        encoded = features.encode(feature_columns(batch, spec, path), {})
+    except InvalidRequest as exc:  # a value the model cannot read (e.g. beyond float32)
+        detail = exc.details[0]
+        raise DatasetError(path, detail.field or "", exc.message, "clip or null such values") from None
+    numeric, categorical = encoded.numeric, encoded.categorical
     seconds = event_seconds(batch.column(spec.event_time), path, spec.event_time)
     labels = np.empty((batch.num_rows, len(spec.tasks)), dtype=np.float32)
     mask = np.empty_like(labels)
@@ -288,6 +304,35 @@ def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, pat
     return EncodedRows(
         numeric, categorical, labels, mask, weight, _split(seconds, fitted.valid_start, fitted.test_start), segments
     )
+
+
+def feature_schema(spec: DatasetSpec, fitted: FittedEncoding, *, training: bool) -> FeatureSchema:
+    """The model's inputs in order, with the fitted vocabularies.
+
+    training=True: every numeric null takes `fitted.numeric_fill` (what training feeds the model);
+    training=False: the spec's default, None making the feature required (what a manifest declares).
+    """
+    return FeatureSchema(
+        numeric=[
+            NumericFeature(name=f.name, default=fitted.numeric_fill[j] if training else f.default)
+            for j, f in enumerate(spec.numeric)
+        ],
+        categorical=[CategoricalFeature(name=n, vocabulary=fitted.vocabularies[n]) for n in spec.categorical],
+    )
+
+
+def feature_columns(batch: pa.RecordBatch, spec: DatasetSpec, path: Path) -> CandidateColumns:
+    """The spec's features of a record batch as the service's columnar candidates.
+
+    Numeric: float64 [R] with NaN for null (type and infinity checked, naming the file); categorical:
+    cast to string and dictionary-encoded (code -1 = null), as the Arrow decoder of /v1/score does.
+    """
+    columns: dict[str, Column] = {f.name: _numeric(batch, f.name, path) for f in spec.numeric}
+    for name in spec.categorical:
+        encoded = pc.dictionary_encode(pc.cast(batch.column(name), pa.string()))
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.intp)
+        columns[name] = EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
+    return CandidateColumns(size=batch.num_rows, columns=columns)
 
 
 def _numeric(batch: pa.RecordBatch, name: str, path: Path) -> npt.NDArray[np.float64]:

@@ -109,6 +109,7 @@ def _register_groups() -> None:
     from app.commands.policy import policy_app
     from app.commands.train import export, train
     from app.commands.tune import simulate_command, tune_app
+    from app.offline.training.commands import predict
 
     app.add_typer(tune_app, name="tune")
     app.command("simulate")(simulate_command)
@@ -116,6 +117,7 @@ def _register_groups() -> None:
     app.add_typer(calibrate)
     app.command()(train)
     app.command()(export)
+    app.command()(predict)
     app.add_typer(models_app)
 
 

@@ -41,10 +41,13 @@ __all__ = [
     "EncodedRows",
     "FittedEncoding",
     "encode",
+    "encode_features",
+    "encode_targets",
     "event_seconds",
     "feature_columns",
     "feature_schema",
     "fit_encoding",
+    "utc_seconds",
 ]
 
 SPLITS = ("train", "valid", "test")
@@ -181,7 +184,7 @@ def _split(seconds: npt.NDArray[np.float64], valid_start: float, test_start: flo
     return (seconds >= valid_start).astype(np.int8) + (seconds >= test_start).astype(np.int8)
 
 
-def _timestamp(value: datetime) -> float:
+def utc_seconds(value: datetime) -> float:
     """Seconds since the epoch; a naive datetime is UTC."""
     return float((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
 
@@ -189,7 +192,7 @@ def _timestamp(value: datetime) -> float:
 def fit_encoding(source: TableSource) -> FittedEncoding:
     """One streaming pass over the files: statistics of the train split, label checks, time range."""
     spec = source.spec
-    valid_start, test_start = _timestamp(spec.split.valid_start), _timestamp(spec.split.test_start)
+    valid_start, test_start = utc_seconds(spec.split.valid_start), utc_seconds(spec.split.test_start)
     counts: dict[str, Counter[str]] = {name: Counter() for name in spec.categorical}
     n_numeric = len(spec.numeric)
     sums, squares, present = np.zeros(n_numeric), np.zeros(n_numeric), np.zeros(n_numeric)
@@ -247,7 +250,7 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
     mean = sums / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     fill = [f.default if f.default is not None else float(raw_sums[j] / count[j]) for j, f in enumerate(spec.numeric)]
-    cutoff = _timestamp(spec.split.label_cutoff) if spec.split.label_cutoff else time_max
+    cutoff = utc_seconds(spec.split.label_cutoff) if spec.split.label_cutoff else time_max
     return FittedEncoding(
         vocabularies={
             name: _vocabulary(counts[name], spec.max_vocabulary, spec.min_count, source.files[0], name)
@@ -269,20 +272,43 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
 
 def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, path: Path) -> EncodedRows:
     """One record batch -> model inputs, labels, maturity-aware masks, weights and segments."""
-    features = FeatureEncoder(feature_schema(spec, fitted, training=True))
+    numeric, categorical = encode_features(
+        FeatureEncoder(feature_schema(spec, fitted, training=True)), batch, spec, path
+    )
+    targets = encode_targets(
+        batch,
+        spec,
+        path,
+        label_cutoff=fitted.label_cutoff,
+        valid_start=fitted.valid_start,
+        test_start=fitted.test_start,
+    )
+    return EncodedRows(numeric, categorical, *targets)
+
+
+def encode_features(
+    encoder: FeatureEncoder, batch: pa.RecordBatch, spec: DatasetSpec, path: Path
+) -> tuple[F32, npt.NDArray[np.int64]]:
+    """The spec's features of one record batch through the service's encoder: numeric [R, N], categorical [R, C]."""
     try:
-        encoded = features.encode(feature_columns(batch, spec, path), {})
-    except InvalidRequest as exc:  # a value the model cannot read (e.g. beyond float32)
+        encoded = encoder.encode(feature_columns(batch, spec, path), {})
+    except InvalidRequest as exc:  # e.g. beyond float32, or a required feature null with a bundle's schema
         detail = exc.details[0]
-        raise DatasetError(path, detail.field or "", exc.message, "clip or null such values") from None
-    numeric, categorical = encoded.numeric, encoded.categorical
+        raise DatasetError(path, detail.field or "", exc.message, detail.fix or "clip or null such values") from None
+    return encoded.numeric, encoded.categorical
+
+
+def encode_targets(
+    batch: pa.RecordBatch, spec: DatasetSpec, path: Path, *, label_cutoff: float, valid_start: float, test_start: float
+) -> tuple[F32, F32, F32, npt.NDArray[np.int8], dict[str, npt.NDArray[np.str_]]]:
+    """(labels [R, T], maturity-aware mask [R, T], weight [R], split [R], segments) of one record batch."""
     seconds = event_seconds(batch.column(spec.event_time), path, spec.event_time)
     labels = np.empty((batch.num_rows, len(spec.tasks)), dtype=np.float32)
     mask = np.empty_like(labels)
     for t, task in enumerate(spec.tasks):
         labels[:, t], mask[:, t] = _labels(batch, task, path)
         if task.label_window_hours is not None:
-            mask[:, t] *= seconds + task.label_window_hours * 3600.0 <= fitted.label_cutoff
+            mask[:, t] *= seconds + task.label_window_hours * 3600.0 <= label_cutoff
     if spec.sample_weight is not None:
         raw_weight = _numeric(batch, spec.sample_weight, path)
         if np.isnan(raw_weight).any() or (raw_weight < 0).any():
@@ -301,9 +327,7 @@ def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, pat
         ).astype(np.str_)
         for name in spec.segments
     }
-    return EncodedRows(
-        numeric, categorical, labels, mask, weight, _split(seconds, fitted.valid_start, fitted.test_start), segments
-    )
+    return labels, mask, weight, _split(seconds, valid_start, test_start), segments
 
 
 def feature_schema(spec: DatasetSpec, fitted: FittedEncoding, *, training: bool) -> FeatureSchema:

@@ -1,0 +1,48 @@
+"""`fusionrank predict`: the CLI face of `app.offline.training.predict` (imports its logic lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["predict"]
+
+
+def predict(
+    data: Annotated[Path, typer.Option(help="a Parquet/CSV log file, or a folder of them")],
+    out: Annotated[Path, typer.Option(help="predictions file to write (.parquet, or .csv)")],
+    run: Annotated[Path | None, typer.Option(help="run folder written by `fusionrank train`")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="bundle folder model_store/<name>/<version> (needs --spec)")
+    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="training spec naming the log's columns (with --model)")] = None,
+    split: Annotated[
+        list[str] | None, typer.Option(help="split(s) to write: train, valid, test (repeat; default valid and test)")
+    ] = None,
+) -> None:
+    """Write a run's or a bundle's predictions with group and candidate ids, ready for `calibrate fit`."""
+    from app.errors import FusionrankError
+
+    splits = tuple(split or ("valid", "test"))
+    try:
+        if (run is None) == (model is None):
+            raise typer.BadParameter("give exactly one of --run RUN or --model BUNDLE", param_hint="--run/--model")
+        if run is not None:
+            from app.offline.training.predict import predict_run
+
+            result = predict_run(run, data, out, splits=splits)
+        else:
+            if spec is None:
+                raise typer.BadParameter("--model needs the training spec", param_hint="--spec")
+            from app.offline.training.predict import predict_bundle
+
+            result = predict_bundle(Path(str(model)), spec, data, out, splits=splits)
+    except FusionrankError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(
+        f"wrote {result.rows} rows of {', '.join(splits)} with logit_/label_/mask_ for"
+        f" {', '.join(result.tasks)} to {result.path}"
+    )

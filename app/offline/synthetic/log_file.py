@@ -19,11 +19,16 @@ import pyarrow.parquet as pq
 
 from app.offline.synthetic import generator as syn
 
-__all__ = ["demo_table", "write_demo_log"]
+__all__ = ["demo_table", "log_table", "write_demo_log", "write_log_table"]
 
 
 def demo_table(rows: int, seed: int) -> pa.Table:
-    log = syn.generate_log(rows, seed)
+    """The log of `rows` impressions generated with `seed`, as a table."""
+    return log_table(syn.generate_log(rows, seed))
+
+
+def log_table(log: syn.DemoLog) -> pa.Table:
+    """A generated log as an impression table (see the module docstring)."""
     start_us = int(syn.START.timestamp() * 1e6)
     columns: dict[str, pa.Array | np.ndarray] = {
         "request_id": log.group_id,
@@ -50,8 +55,12 @@ def demo_table(rows: int, seed: int) -> pa.Table:
 
 
 def write_demo_log(path: Path, rows: int = 300_000, seed: int = 7, row_group_size: int = 50_000) -> Path:
+    return write_log_table(path, demo_table(rows, seed), row_group_size)
+
+
+def write_log_table(path: Path, table: pa.Table, row_group_size: int = 50_000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(demo_table(rows, seed), path, row_group_size=row_group_size)
+    pq.write_table(table, path, row_group_size=row_group_size)
     return path
 
 

@@ -61,8 +61,13 @@ class ExportResult:
     calibration: CalibrationFile
 
 
-def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrite: bool = False) -> ExportResult:
-    """Export RUN into OUT = model_store/<name>/<version>; name and version come from OUT's last parts."""
+def export_run(
+    run: Path, out: Path, *, calibration_version: str = "1", overwrite: bool = False, created_at: datetime | None = None
+) -> ExportResult:
+    """Export RUN into OUT = model_store/<name>/<version>; name and version come from OUT's last parts.
+
+    created_at: the manifest's timestamp (default now; the demo passes its log's end to be reproducible).
+    """
     folder = RunFolder(run)
     spec, fitted, model, data = folder.load()
     name, version = out.parent.name, out.name
@@ -103,7 +108,7 @@ def export_run(run: Path, out: Path, *, calibration_version: str = "1", overwrit
             training_window=TrainingWindow(start=_utc(fitted.time_min), end=_utc(fitted.valid_start)),
             metrics=metrics,
             parity=ParityCheck(max_abs_diff=parity, batch_sizes=list(PARITY_BATCH_SIZES), tolerance=PARITY_TOLERANCE),
-            created_at=datetime.now(UTC).replace(microsecond=0),
+            created_at=created_at or datetime.now(UTC).replace(microsecond=0),
             code_version=str(data["code_version"]),
         )
         write_json(staging / "manifest.json", manifest.model_dump(mode="json"))

@@ -14,9 +14,15 @@ from torch import nn
 
 from app.artifacts.manifest import ModelIO
 from app.errors import ArtifactError
-from app.offline.training.demo_fit import predict_logits
 
-__all__ = ["PARITY_BATCH_SIZES", "PARITY_TOLERANCE", "export_onnx", "parity_max_abs_diff"]
+__all__ = [
+    "PARITY_BATCH_SIZES",
+    "PARITY_TOLERANCE",
+    "export_onnx",
+    "parity_max_abs_diff",
+    "predict_logits",
+    "strip_debug_metadata",
+]
 
 PARITY_BATCH_SIZES = (1, 7, 1000)
 PARITY_TOLERANCE = 1e-4
@@ -49,6 +55,36 @@ def export_onnx(
             opset_version=OPSET,
             verbose=False,
         )
+    strip_debug_metadata(path)
+
+
+def strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debugging metadata from the file at `path`, in place.
+
+    The dynamo exporter annotates every node with the Python stack trace (absolute paths of the
+    checkout and of the venv, line numbers), module paths and FX names. They do not change what the
+    graph computes, but they make the bytes (and the manifest's sha256) depend on where and from
+    which source lines the export ran; without them the same weights give the same file.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            graphs += [a.g for a in node.attribute if a.HasField("g")]
+            graphs += [g for a in node.attribute for g in a.graphs]
+        for info in (*graph.input, *graph.output, *graph.value_info):
+            del info.metadata_props[:]
+        for tensor in graph.initializer:
+            del tensor.metadata_props[:]
+        del graph.metadata_props[:]
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 def parity_max_abs_diff(
@@ -78,3 +114,16 @@ def parity_max_abs_diff(
             "check for operators the exporter does not translate faithfully",
         )
     return worst
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64], batch_size: int = 65536
+) -> npt.NDArray[np.float32]:
+    """Torch's logits [R, T] in eval mode, in batches (the reference side of the parity check)."""
+    model.eval()
+    out = [
+        model(torch.from_numpy(numeric[i : i + batch_size]), torch.from_numpy(categorical[i : i + batch_size]))
+        for i in range(0, len(numeric), batch_size)
+    ]
+    return torch.cat(out).numpy()

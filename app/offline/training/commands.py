@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["predict"]
+__all__ = ["Split", "predict"]
+
+
+class Split(StrEnum):
+    """A split of the spec's time split."""
+
+    train = "train"
+    valid = "valid"
+    test = "test"
 
 
 def predict(
@@ -19,13 +28,13 @@ def predict(
     ] = None,
     spec: Annotated[Path | None, typer.Option(help="training spec naming the log's columns (with --model)")] = None,
     split: Annotated[
-        list[str] | None, typer.Option(help="split(s) to write: train, valid, test (repeat; default valid and test)")
+        list[Split] | None, typer.Option(help="split to write (repeat; default valid and test)")
     ] = None,
 ) -> None:
     """Write a run's or a bundle's predictions with group and candidate ids, ready for `calibrate fit`."""
     from app.errors import FusionrankError
 
-    splits = tuple(split or ("valid", "test"))
+    splits = tuple(s.value for s in split) if split else ("valid", "test")
     try:
         if (run is None) == (model is None):
             raise typer.BadParameter("give exactly one of --run RUN or --model BUNDLE", param_hint="--run/--model")

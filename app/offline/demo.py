@@ -13,12 +13,14 @@ then the demo's own extras: a `/v1/score` sample request for the `home` surface 
 with its golden logits, the `home` policy, and optionally the logged candidate sets for `tune`.
 
 Reproducible: the seed fixes the log, the weights (one torch thread) and so every number; timestamps
-are the log's end, not the clock. See `REPRODUCIBLE` for what is byte for byte.
+are the log's end, not the clock; model.onnx carries no path or source line (`strip_debug_metadata`).
+The same seed and options write the same bytes (log, run model, model.onnx, manifest.json,
+calibration/1.json, sample_request.json, golden.json, policy) with the same torch, onnx, onnxscript,
+onnxruntime and numpy; manifest.json records the git commit that trained, so it differs across commits.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +36,7 @@ from app.offline.synthetic import generator as syn
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["REPRODUCIBLE", "DemoConfig", "DemoResult", "demo_policy", "demo_spec", "print_summary", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "demo_policy", "demo_spec", "print_summary", "run_demo"]
 
 MODEL_NAME = "demo_ranker"
 MODEL_VERSION = "1"
@@ -43,12 +45,7 @@ SURFACE = "home"
 POLICY_VERSION = "1"
 USER_FEATURES = ("user_activity", "user_age_days", "user_tenure", "device")
 LOG_NUMERIC = {"user_activity", "user_age_days", "item_price", "item_age_hours", "item_popularity"}
-REPRODUCIBLE = (
-    "The same seed and options write the same bytes on the same machine and library versions"
-    " (torch, onnx, onnxscript, onnxruntime, numpy): the log, the run's model, model.onnx, manifest.json,"
-    " calibration/1.json, sample_request.json, golden.json and the policy. manifest.json records the"
-    " code version (git commit) of the checkout that trained."
-)
+POS_WEIGHT = {"purchase": 2.0, "hide": 2.0, "report": 4.0}  # weighted BCE: these tasks are over-predicted
 
 
 @dataclass(frozen=True)
@@ -115,15 +112,13 @@ def demo_spec(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-POS_WEIGHT = {"purchase": 2.0, "hide": 2.0, "report": 4.0}
-
-
 def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     """Write `out/demo_data/`, `out/model_store/demo_ranker/1/` and `out/policies/home/` (see the module)."""
     from app.offline.calibration import FitConfig, PredictionFile, fit_predictions
     from app.offline.synthetic.log_file import log_table, write_log_table
     from app.offline.training.bundle import export_run
     from app.offline.training.predict import predict_run
+    from app.offline.training.run_folder import write_json
     from app.offline.training.train import train_run
     from app.serving.golden import write_golden
     from app.serving.model_runner import ModelRunner
@@ -148,11 +143,11 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     )
     calibration_path = bundle_dir / "calibration" / f"{CALIBRATION_VERSION}.json"
     check_calibration_for(fitted.calibration, manifest, calibration_path)
-    _write_json(calibration_path, fitted.calibration.model_dump(mode="json"))
+    write_json(calibration_path, fitted.calibration.model_dump(mode="json"))
 
     holdout = log.period(25, syn.DAYS)
     sample = _sample_request(holdout, config.sample_candidates)
-    _write_json(bundle_dir / "sample_request.json", sample)
+    write_json(bundle_dir / "sample_request.json", sample)
     # The golden batch: the exported model's logits for the sample request, checked at every load.
     write_golden(bundle_dir, manifest, ModelRunner(bundle_dir / "model.onnx", manifest), sample)
 
@@ -285,7 +280,3 @@ def demo_policy() -> dict[str, Any]:
             "change_note": "Initial demo policy written by `fusionrank demo`.",
         },
     }
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

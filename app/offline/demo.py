@@ -21,6 +21,7 @@ onnxruntime and numpy; manifest.json records the git commit that trained, so it 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,7 +119,6 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     from app.offline.synthetic.log_file import log_table, write_log_table
     from app.offline.training.bundle import export_run
     from app.offline.training.predict import predict_run
-    from app.offline.training.run_folder import write_json
     from app.offline.training.train import train_run
     from app.serving.golden import write_golden
     from app.serving.model_runner import ModelRunner
@@ -143,11 +143,11 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     )
     calibration_path = bundle_dir / "calibration" / f"{CALIBRATION_VERSION}.json"
     check_calibration_for(fitted.calibration, manifest, calibration_path)
-    write_json(calibration_path, fitted.calibration.model_dump(mode="json"))
+    _write_json(calibration_path, fitted.calibration.model_dump(mode="json"))
 
     holdout = log.period(25, syn.DAYS)
     sample = _sample_request(holdout, config.sample_candidates)
-    write_json(bundle_dir / "sample_request.json", sample)
+    _write_json(bundle_dir / "sample_request.json", sample)
     # The golden batch: the exported model's logits for the sample request, checked at every load.
     write_golden(bundle_dir, manifest, ModelRunner(bundle_dir / "model.onnx", manifest), sample)
 
@@ -280,3 +280,8 @@ def demo_policy() -> dict[str, Any]:
             "change_note": "Initial demo policy written by `fusionrank demo`.",
         },
     }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """As `calibrate fit` writes its file (an undefined metric, e.g. AUC without positives, stays NaN)."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from typing import Self
 
 __all__ = [
     "ArtifactError",
+    "BodyTimeout",
     "Conflict",
     "DeadlineExceeded",
     "ErrorDetail",
@@ -93,6 +94,12 @@ class Overloaded(FusionrankError):
     """More requests in flight than this replica admits; retry after a moment (HTTP 503)."""
 
     code = "overloaded"
+
+
+class BodyTimeout(InvalidRequest):
+    """A request body that did not arrive in time, or arrived below the minimum rate (HTTP 408)."""
+
+    code = "body_timeout"
 
 
 class DeadlineExceeded(FusionrankError):

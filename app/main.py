@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -15,18 +16,19 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import admin, admin_models, feedback, probes, score
+from app.api.budget import PARSE_AMPLIFICATION
+from app.api.decode import decode_score_request
 from app.api.errors import install_error_handlers
-from app.api.lifecycle import BundleRegistry
-from app.api.limits import AdmissionControl, AdmissionLimits
+from app.api.limits import AdmissionControl, AdmissionLedger, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
-from app.api.registry import PolicyRegistry
 from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
-from app.api.warmup import warm_up
-from app.api.watcher import PolicyWatcher, fingerprint
+from app.control.loader import load_snapshot
+from app.control.registry import Registry
+from app.control.warmup import GoldenBatch
+from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
-from app.serving.loader import load_snapshot
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
 
@@ -44,14 +46,14 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
     """
     metrics = ServiceMetrics()
     limits = AdmissionLimits()
+    ledger = AdmissionLedger()  # what admitted work holds; /readyz reads it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
         _configure_logging(resolved.log_level)
-        state = ServiceState(settings=resolved, metrics=metrics, drain=drain or ShutdownDrain())
-        limits.max_in_flight = resolved.max_in_flight
-        limits.deadline_seconds = resolved.request_deadline_seconds
+        state = ServiceState(settings=resolved, metrics=metrics, drain=drain or ShutdownDrain(), admission=ledger)
+        _apply_admission_settings(resolved, limits, ledger, metrics)
         app.state.fusionrank = state
         # Fingerprint before loading: a file changed while the snapshot loads is seen at the first poll.
         baseline = fingerprint(resolved.policies)
@@ -60,7 +62,8 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
                 resolved.model_store, resolved.policies, intra_op_threads=resolved.ort_intra_op_threads
             )
         )
-        problems = await anyio.to_thread.run_sync(lambda: warm_up(snapshot))
+        golden = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])
+        problems = await anyio.to_thread.run_sync(lambda: golden.warm_up(snapshot))
         state.install(replace(snapshot, problems=snapshot.problems + tuple(problems)))
         if not state.ready:
             log.error("no surface is servable; /readyz answers 503 until a good bundle is loaded")
@@ -74,9 +77,8 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         # free what they allocate before any collection starts; cyclic garbage still gets collected.
         thresholds = gc.get_threshold()
         gc.set_threshold(_GC_GEN0_THRESHOLD, *thresholds[1:])
-        registry = PolicyRegistry(state)
+        registry = Registry(state, resolved, metrics, golden)
         app.state.policy_registry = registry
-        app.state.bundle_registry = BundleRegistry(registry)
         shadow_models = _shadow_model_queue(metrics, resolved.shadow_model_queue_size)
         shadow_models.start()
         app.state.shadow_models = shadow_models
@@ -118,10 +120,30 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)
     # Added first, so it runs inside the metrics middleware: shed and timed-out requests are counted too.
-    app.add_middleware(AdmissionControl, limits=limits, metrics=metrics)
+    app.add_middleware(AdmissionControl, limits=limits, metrics=metrics, ledger=ledger)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
     _extend_openapi(app)
     return app
+
+
+def _apply_admission_settings(
+    settings: Settings, limits: AdmissionLimits, ledger: AdmissionLedger, metrics: ServiceMetrics
+) -> None:
+    """Copy the admission settings into the middleware's limits and the ledger's memory budget."""
+    limits.max_in_flight = settings.max_in_flight
+    limits.deadline_seconds = settings.request_deadline_seconds
+    limits.max_body_bytes = settings.max_body_bytes
+    limits.body_timeout_seconds = settings.body_read_timeout_seconds
+    limits.body_min_bytes_per_second = settings.body_min_bytes_per_second
+    ledger.memory.budget_bytes = settings.memory_budget_bytes
+    metrics.memory_budget.set(settings.memory_budget_bytes)
+    largest = math.ceil(settings.max_body_bytes * max(PARSE_AMPLIFICATION.values()))
+    if settings.memory_budget_bytes and largest > settings.memory_budget_bytes:
+        log.warning(
+            "a body of FUSIONRANK_MAX_BODY_BYTES=%d may cost %d bytes to parse, more than"
+            " FUSIONRANK_MEMORY_BUDGET_BYTES=%d: such bodies are answered 413; lower the one or raise the other",
+            settings.max_body_bytes, largest, settings.memory_budget_bytes,
+        )
 
 
 def _shadow_model_queue(metrics: ServiceMetrics, capacity: int) -> ShadowModelQueue:

@@ -68,8 +68,45 @@ class Settings(BaseSettings):
     # Deadline of a work request in seconds (504 and the work abandoned past it); 0: none. A caller
     # can shorten it per request with `X-Request-Deadline-Ms`.
     request_deadline_seconds: float = Field(default=0.0, ge=0, le=3600)
+    memory_budget_bytes: int = Field(
+        default=640 * 1024 * 1024, ge=0,
+        description="Memory budget of admitted work, in bytes: the sum, over the work requests being read and"
+        " parsed, of body bytes x the parse amplification of their format (JSON 36x, Arrow 2x; app/api/budget.py)"
+        " stays under it. Beyond it a request is answered 503 + Retry-After before its body is parsed (413 when"
+        " its body alone costs more than the whole budget). Set it from the pod's memory limit: the limit minus"
+        " the replica's idle RSS (~200 MB with the demo bundle) minus ~20 % headroom for what it does not count"
+        " (answers, allocator slack); the shipped limit of 1 GiB gives 640 MiB. 0: no budget.",
+    )
+    body_read_timeout_seconds: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="A work request's body must arrive whole within this many seconds of its headers (408 and"
+        " the connection closed past it): a slow uploader holds its memory reservation for a bounded time."
+        " 0: no limit.",
+    )
+    body_min_bytes_per_second: int = Field(
+        default=65_536, ge=0,
+        description="After its first second, a work request's body must arrive at this average rate at least"
+        " (408 and the connection closed below it): a 1 byte/s uploader is cut after ~1 s. A body being"
+        " uploaded never holds one of the max_in_flight slots. 0: no minimum.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, le=1024 * 1024,
+        description="Most bytes of request line + headers in one request: more is answered 431 and the"
+        " connection closed before the headers are kept (the HTTP protocol of `fusionrank serve`).",
+    )
+    header_read_timeout_seconds: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="A connection must send a request's complete headers within this many seconds of opening,"
+        " or of the request's first byte: past it 408 and the connection closed (slow-header clients). 0: none.",
+    )
+    ready_saturated_seconds: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="/readyz answers 503 (status \"saturated\") once the replica has turned away every work"
+        " request, admitting or finishing none, for this many seconds: it cannot take work. 0: never.",
+    )
     # SIGTERM: /readyz answers 503 for `drain` seconds while requests are still served, then uvicorn
-    # stops accepting and gives the requests in flight up to `grace` seconds (app/api/shutdown.py).
+    # stops accepting, closes the connections still uploading a body, and gives the requests in flight
+    # up to `grace` seconds (app/api/shutdown.py).
     shutdown_drain_seconds: float = Field(default=2.0, ge=0, le=300)
     shutdown_grace_seconds: int = Field(default=20, ge=0, le=3600)
     # Feedback de-duplication per replica: an event id counted within the last `window` ids and

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.api.arrow import ARROW_MEDIA_TYPE
 from app.api.score import _answer
 from app.api.state import ServiceState
+from app.control.loader import load_snapshot
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import PolicyBinding
-from app.serving.loader import load_snapshot
 from app.settings import Settings
 from bench.common import (
     MODELS,

@@ -53,14 +53,14 @@ async def validate_policy(surface: str, body: VersionBody, _: AdminDep, registry
 @router.post("/{surface}/activate", responses=_ERRORS)
 async def activate_policy(surface: str, body: VersionBody, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
     """Validate, dry-run and activate a policy version; the old one stays on any failure."""
-    change = await anyio.to_thread.run_sync(lambda: registry.activate(surface, body.version, who=who))
+    change = await anyio.to_thread.run_sync(lambda: registry.activate_policy(surface, body.version, who=who))
     return change.to_dict()
 
 
 @router.post("/{surface}/rollback", responses={**_ERRORS, 409: {"description": "no previous version"}})
 async def rollback_policy(surface: str, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
-    """Re-activate the version that was active before the last activation."""
-    change = await anyio.to_thread.run_sync(lambda: registry.rollback(surface, who=who))
+    """Serve again the triple served before the last change (one history with `/admin/surfaces`)."""
+    change = await anyio.to_thread.run_sync(lambda: registry.rollback_policy(surface, who=who))
     return change.to_dict()
 
 

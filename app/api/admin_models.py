@@ -6,17 +6,16 @@ change audited, a refused change answers 404/409/422 and leaves the surface serv
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import AdminDep, StateDep
-from app.api.lifecycle import BundleRegistry, Triple
-from app.errors import NotReady
+from app.api.deps import AdminDep, RegistryDep, StateDep
+from app.control.lifecycle import Triple
+from app.control.store import describe_store
 from app.serving.bundle import PolicyBinding, SurfaceRoute
-from app.serving.store import describe_store
 
 __all__ = ["CanaryBody", "ShadowModelBody", "TripleBody", "router"]
 
@@ -54,14 +53,6 @@ class ShadowModelBody(TripleBody):
     fraction: float = Field(default=0.0, ge=0, le=1, description="share of requests scored; 0 stops the shadow")
 
 
-async def get_bundles(request: Request) -> BundleRegistry:  # async: no worker thread (app.api.deps)
-    bundles: BundleRegistry | None = getattr(request.app.state, "bundle_registry", None)
-    if bundles is None:
-        raise NotReady("the bundle registry is not started yet")
-    return bundles
-
-
-BundlesDep = Annotated[BundleRegistry, Depends(get_bundles)]
 
 
 @router.get("/admin/models", responses=_ERRORS)
@@ -98,21 +89,21 @@ def _arms(route: SurfaceRoute) -> list[tuple[str, PolicyBinding | None]]:
 
 
 @router.post("/admin/surfaces/{surface}/activate", responses=_ERRORS)
-async def activate(surface: str, body: TripleBody, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def activate(surface: str, body: TripleBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """Check and serve a (model, calibration, policy) triple; omitted versions stay as served."""
     change = await anyio.to_thread.run_sync(lambda: bundles.activate(surface, body.triple(), who=who))
     return change.to_dict()
 
 
 @router.post("/admin/surfaces/{surface}/rollback", responses=_ERRORS)
-async def rollback(surface: str, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def rollback(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """Serve the triple served before the last activation."""
     change = await anyio.to_thread.run_sync(lambda: bundles.rollback(surface, who=who))
     return change.to_dict()
 
 
 @router.post("/admin/surfaces/{surface}/canary", responses=_ERRORS)
-async def canary(surface: str, body: CanaryBody, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def canary(surface: str, body: CanaryBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """Serve a candidate triple to a sticky share of the unpinned requests."""
     change = await anyio.to_thread.run_sync(
         lambda: bundles.start_canary(surface, body.triple(), body.fraction, body.key, who=who)
@@ -121,21 +112,21 @@ async def canary(surface: str, body: CanaryBody, who: AdminDep, bundles: Bundles
 
 
 @router.post("/admin/surfaces/{surface}/canary/promote", responses=_ERRORS)
-async def promote(surface: str, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def promote(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """Serve the canary triple to everyone (checked like an activation) and end the canary."""
     change = await anyio.to_thread.run_sync(lambda: bundles.promote(surface, who=who))
     return change.to_dict()
 
 
 @router.post("/admin/surfaces/{surface}/canary/abort", responses=_ERRORS)
-async def abort(surface: str, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def abort(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """End the canary; the stable triple serves every request again."""
     change = await anyio.to_thread.run_sync(lambda: bundles.abort(surface, who=who))
     return change.to_dict()
 
 
 @router.post("/admin/surfaces/{surface}/shadow-model", responses=_ERRORS)
-async def shadow_model(surface: str, body: ShadowModelBody, who: AdminDep, bundles: BundlesDep) -> dict[str, Any]:
+async def shadow_model(surface: str, body: ShadowModelBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
     """Score a sampled share of the requests with a candidate triple off the response path; fraction 0 stops."""
     want = body.triple() if body.fraction > 0 else None
     change = await anyio.to_thread.run_sync(

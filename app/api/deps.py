@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.auth import authenticate
-from app.api.registry import PolicyRegistry
 from app.api.state import ServiceState
+from app.control.registry import Registry
 from app.errors import NotReady
 
 __all__ = ["AdminDep", "RegistryDep", "StateDep", "get_admin", "get_registry", "get_state"]
@@ -35,11 +35,11 @@ async def get_admin(request: Request, state: StateDep) -> str:
 AdminDep = Annotated[str, Depends(get_admin)]
 
 
-async def get_registry(request: Request) -> PolicyRegistry:
-    registry: PolicyRegistry | None = getattr(request.app.state, "policy_registry", None)
+async def get_registry(request: Request) -> Registry:
+    registry: Registry | None = getattr(request.app.state, "policy_registry", None)
     if registry is None:
-        raise NotReady("the policy registry is not started yet")
+        raise NotReady("the registry is not started yet")
     return registry
 
 
-RegistryDep = Annotated[PolicyRegistry, Depends(get_registry)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]

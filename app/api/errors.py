@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from app.errors import (
     ArtifactError,
+    BodyTimeout,
     Conflict,
     DeadlineExceeded,
     ErrorDetail,
@@ -36,6 +37,7 @@ log = logging.getLogger("fusionrank.api")
 # Most specific first: the first matching class wins.
 STATUS_BY_ERROR: tuple[tuple[type[FusionrankError], HTTPStatus], ...] = (
     (PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (BodyTimeout, HTTPStatus.REQUEST_TIMEOUT),
     (InvalidRequest, HTTPStatus.UNPROCESSABLE_ENTITY),
     (NotFound, HTTPStatus.NOT_FOUND),
     (NotReady, HTTPStatus.SERVICE_UNAVAILABLE),

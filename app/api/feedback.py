@@ -34,7 +34,8 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
 )
 async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse:
     """Count outcome events per task x bucket and task x segment; bad events are rejected by index,
-    events whose id was counted lately (a retried batch) are listed in `duplicates` and not counted again."""
+    events whose (event_id, task) was counted lately (a retried batch) are listed in `duplicates` and not
+    counted again."""
     settings, metrics = state.settings, state.metrics
     body = await read_json_body(request, settings.max_body_bytes)
     events, rejected = decode_feedback(body, max_events=settings.feedback_max_events)
@@ -49,7 +50,7 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
     # From here to the end nothing awaits: checking, counting and remembering ids is one atomic step,
     # so two concurrent copies of a batch cannot both be counted.
     window = state.feedback_ids
-    duplicates = [index for index, event in events if event.event_id in window]
+    duplicates = [index for index, event in events if (event.event_id, event.task) in window]
     if duplicates:
         metrics.feedback_duplicates.inc(len(duplicates))
         known = set(duplicates)
@@ -61,7 +62,7 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
         metrics.feedback.record(group.scheme, group.task, predictions, labels, group.segments)
         accepted += len(predictions)
     refused_at = {item.index for item in refused}
-    window.add([event.event_id for index, event in events if index not in refused_at])
+    window.add((event.event_id, event.task) for index, event in events if index not in refused_at)
     rejected = sorted(rejected + refused, key=lambda r: r.index)
     for item in rejected:
         top = item.field.split(".")[0]  # bounded label values: a client may send any unknown key

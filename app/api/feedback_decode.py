@@ -3,7 +3,7 @@
 Two passes. `decode_feedback` checks the envelope (a bad envelope fails the whole request) and each
 event's shape and ranges with `FeedbackEvent`. `admit` then checks each event against the drift
 scheme of the versions it names (known model version and calibration, known task, known segment
-fields, not from the future, no duplicate id in the batch) and groups the admitted ones by
+fields, not from the future, no duplicate (event_id, task) in the batch) and groups the admitted ones by
 (scheme, task) as numpy columns, ready for `FeedbackCounters.record`.
 """
 
@@ -96,7 +96,7 @@ def admit(
     latest = (now or datetime.now(UTC)) + MAX_FUTURE
     groups: dict[tuple[SchemeKey, str], FeedbackGroup] = {}
     rejected: list[RejectedEvent] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}  # (event_id, task): a click and a purchase may share an event_id
 
     def reject(index: int, field: str, reason: str) -> None:
         rejected.append(RejectedEvent(index=index, field=field, reason=reason))
@@ -104,7 +104,7 @@ def admit(
     for index, event in events:
         key = (event.model, event.model_version, event.calibration_version)
         scheme = schemes[key]
-        first = seen.setdefault(event.event_id, index)
+        first = seen.setdefault((event.event_id, event.task), index)
         if first != index:
             reject(index, "event_id", f"duplicate of event {first} in this batch (fix: send each outcome once)")
         elif isinstance(scheme, SchemeMiss):

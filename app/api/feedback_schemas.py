@@ -18,7 +18,11 @@ class _Body(BaseModel):
 class FeedbackEvent(_Body):
     """One observed outcome of one served prediction of one task."""
 
-    event_id: str = Field(min_length=1, max_length=256, description="unique within the batch (deduplication key)")
+    event_id: str = Field(
+        min_length=1, max_length=256,
+        description="the served candidate's event; with `task`, the deduplication key (a click and a purchase may"
+        " share an event_id)",
+    )
     task: str = Field(min_length=1, max_length=64, description="a task of the named model version")
     prediction: float = Field(
         ge=0.0, le=1.0, allow_inf_nan=False, description="the calibrated probability as served by /v1/score"
@@ -57,5 +61,6 @@ class FeedbackResponse(_Body):
     rejected: list[RejectedEvent]
     duplicates: list[int] = Field(
         default_factory=list,
-        description="indices of events whose event_id this replica already counted (a retry): not counted again",
+        description="indices of events whose (event_id, task) this replica already counted (a retry): not counted"
+        " again",
     )

@@ -21,14 +21,24 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "not ready, with the load problems"}})
 async def readyz(state: StateDep) -> Response:
-    """Ready: a snapshot is loaded and warmed and no shutdown has begun; lists what each surface serves."""
+    """Ready: a snapshot is loaded and warmed, no shutdown has begun, and the replica takes work; lists
+    what each surface serves and what admitted work holds."""
     snapshot = state.snapshot
+    limit = state.settings.ready_saturated_seconds
+    saturated = limit > 0 and state.admission.shedding_for() >= limit
+    if state.drain.begun:
+        status = "draining"
+    elif not state.ready:
+        status = "not_ready"
+    else:
+        status = "saturated" if saturated else "ready"
     body = {
-        "status": "draining" if state.drain.begun else ("ready" if state.ready else "not_ready"),
+        "status": status,
         "surfaces": {name: route.binding(None).versions() for name, route in snapshot.surfaces.items()},
         "problems": list(snapshot.problems),
+        "admission": state.admission.describe(),
     }
-    return JSONResponse(body, status_code=200 if state.serving else 503)
+    return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
 
 @router.get("/metrics")

@@ -3,8 +3,10 @@ then let uvicorn stop accepting, finish the requests in flight and exit within i
 
 Timeline of one SIGTERM (settings in brackets):
 1. `/readyz` answers 503 at once; work requests are still served   [shutdown_drain_seconds]
-2. uvicorn closes the listening socket and idle keep-alive connections, waits for the requests in
-   flight to finish                                                 [shutdown_grace_seconds]
+2. uvicorn closes the listening socket and idle keep-alive connections; connections still uploading
+   a request body are closed too (app/api/server.py: such a request cannot be answered within a
+   drain, and a slow uploader must not hold the shutdown); the requests in flight get up to
+                                                                    [shutdown_grace_seconds]
 3. lifespan shutdown (watcher and PSI task stopped); exit code 0 (uvicorn alone would re-raise
    the signal and exit 143).
 A second SIGTERM or SIGINT during step 1 skips the rest of the drain.

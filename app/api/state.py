@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from app.api.limits import AdmissionLedger
 from app.api.shutdown import ShutdownDrain
 from app.monitoring.dedup import RecentEventIds
 from app.monitoring.metrics import ServiceMetrics
@@ -27,6 +28,8 @@ class ServiceState:
     snapshot: ServingSnapshot = field(default_factory=lambda: ServingSnapshot(surfaces={}))
     ready: bool = False
     drain: ShutdownDrain = field(default_factory=ShutdownDrain)
+    # Requests in flight and memory reserved by admitted work (app/api/limits.py); /readyz reads it.
+    admission: AdmissionLedger = field(default_factory=AdmissionLedger)
     # Feedback event ids counted lately on this replica (a retried batch counts once).
     feedback_ids: RecentEventIds = field(init=False)
     # Worker threads `/v1/score` may use at once (settings.score_threads); waiting for one is cancellable.

@@ -9,6 +9,9 @@ All calibrators map a task's raw logit z to a probability. With s = sigmoid:
 A segment correction on top of the global output q is affine in logit space:
 p = s(a_v * logit(q) + b_v) with a_v > 0 for the segment feature's value v (unknown values keep q).
 Segment corrections are applied in file order, each on the output of the previous one.
+Every parameter is finite and bounded (`app.artifacts.bounds`): slopes and temperatures in
+[1e-6, 1e6], intercepts in [-1e6, 1e6], knot logits in [-1e6, 1e6], at most 100000 knots and 99
+bucket edges, so that applying a legal file to any finite logit never yields NaN.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from app.artifacts.bounds import (
+    MAX_BUCKET_EDGES,
+    MAX_COUNT,
+    MAX_KNOTS,
+    CalibrationOffset,
+    CalibrationScale,
+    KnotLogit,
+    ShrinkagePrior,
+)
 from app.artifacts.common import FiniteFloat, Identifier, StrictModel
 
 __all__ = [
@@ -39,13 +51,13 @@ __all__ = [
 
 class PlattParams(StrictModel):
     method: Literal["platt"] = "platt"
-    a: FiniteFloat = Field(gt=0, description="slope on the logit; > 0 keeps the order")
-    b: FiniteFloat
+    a: CalibrationScale = Field(description="slope on the logit; > 0 keeps the order")
+    b: CalibrationOffset
 
 
 class TemperatureParams(StrictModel):
     method: Literal["temperature"] = "temperature"
-    temperature: FiniteFloat = Field(gt=0)
+    temperature: CalibrationScale
 
 
 # Knots closer than this make the interpolation slope overflow (or meaningless); fitted tables sit
@@ -54,19 +66,27 @@ MIN_KNOT_GAP = 1e-9
 
 
 class _KnotTable(StrictModel):
-    x: list[FiniteFloat] = Field(min_length=2, description="logit knots, strictly increasing")
-    y: list[FiniteFloat] = Field(min_length=2, description="probabilities, strictly increasing in (0, 1)")
+    x: list[KnotLogit] = Field(min_length=2, max_length=MAX_KNOTS, description="logit knots, strictly increasing")
+    y: list[FiniteFloat] = Field(
+        min_length=2, max_length=MAX_KNOTS, description="probabilities, strictly increasing in (0, 1)"
+    )
 
     @model_validator(mode="after")
     def _strictly_increasing(self) -> _KnotTable:
         if len(self.x) != len(self.y):
-            raise ValueError(f"x and y need the same length (got {len(self.x)} and {len(self.y)})")
+            raise ValueError(
+                f"x and y need the same length (got {len(self.x)} and {len(self.y)}): refit the calibration"
+            )
         if any(b - a < MIN_KNOT_GAP for a, b in pairwise(self.x)):
-            raise ValueError(f"x must be strictly increasing, with knots at least {MIN_KNOT_GAP:g} apart")
+            raise ValueError(
+                f"x must be strictly increasing, with knots at least {MIN_KNOT_GAP:g} apart: refit the calibration"
+            )
         if any(b <= a for a, b in pairwise(self.y)):
-            raise ValueError("y must be strictly increasing (a flat or falling table ties or flips ranks)")
+            raise ValueError(
+                "y must be strictly increasing (a flat or falling table ties or flips ranks): refit the calibration"
+            )
         if self.y[0] <= 0.0 or self.y[-1] >= 1.0:
-            raise ValueError("y must lie strictly inside (0, 1)")
+            raise ValueError("y must lie strictly inside (0, 1): refit the calibration")
         return self
 
 
@@ -86,9 +106,9 @@ CalibratorParams = Annotated[
 class SegmentParams(StrictModel):
     """Correction for one segment value, already shrunk toward identity by its example count."""
 
-    a: FiniteFloat = Field(gt=0)
-    b: FiniteFloat
-    count: int = Field(ge=0, description="examples the correction was fitted on")
+    a: CalibrationScale
+    b: CalibrationOffset
+    count: int = Field(ge=0, le=MAX_COUNT, description="examples the correction was fitted on")
 
 
 class SegmentCalibration(StrictModel):
@@ -96,18 +116,18 @@ class SegmentCalibration(StrictModel):
 
     feature: Identifier
     values: dict[str, SegmentParams]
-    shrinkage_prior: FiniteFloat = Field(default=0.0, ge=0, description="pseudo-count toward identity")
+    shrinkage_prior: ShrinkagePrior = Field(default=0.0, description="pseudo-count toward identity")
 
 
 class ReferenceDistribution(StrictModel):
     """Share of calibrated predictions per drift bucket on the fit data (for PSI)."""
 
-    fractions: list[FiniteFloat]
+    fractions: list[FiniteFloat] = Field(max_length=MAX_BUCKET_EDGES + 1)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> ReferenceDistribution:
-        if any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
-            raise ValueError("fractions must be non-negative and sum to 1")
+        if any(not 0.0 <= f <= 1.0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ValueError("fractions must lie in [0, 1] and sum to 1: refit the calibration")
         return self
 
 
@@ -124,7 +144,7 @@ class TaskCalibration(StrictModel):
     calibrator: CalibratorParams
     segments: list[SegmentCalibration] = Field(default_factory=list)
     # Interior edges on the calibrated probability; len(edges) + 1 buckets.
-    bucket_edges: list[FiniteFloat] = Field(min_length=1)
+    bucket_edges: list[FiniteFloat] = Field(min_length=1, max_length=MAX_BUCKET_EDGES)
     reference: ReferenceDistribution
     metrics: BeforeAfter = BeforeAfter()
 
@@ -132,11 +152,11 @@ class TaskCalibration(StrictModel):
     def _consistent(self) -> TaskCalibration:
         edges = self.bucket_edges
         if any(b <= a for a, b in pairwise(edges)) or edges[0] <= 0 or edges[-1] >= 1:
-            raise ValueError("bucket_edges must be strictly increasing inside (0, 1)")
+            raise ValueError("bucket_edges must be strictly increasing inside (0, 1): refit the calibration")
         if len(self.reference.fractions) != len(edges) + 1:
             raise ValueError(
                 f"reference.fractions needs len(bucket_edges) + 1 = {len(edges) + 1} entries,"
-                f" got {len(self.reference.fractions)}"
+                f" got {len(self.reference.fractions)}: refit the calibration"
             )
         return self
 

@@ -9,6 +9,9 @@ in its model, calibration and attribute declarations.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,16 +22,21 @@ from app.artifacts.calibration import CalibrationFile
 from app.artifacts.common import sha256_file
 from app.artifacts.manifest import ModelManifest
 from app.artifacts.policy import PolicyFile
-from app.artifacts.safe_yaml import YamlTooLarge, load_bounded_yaml
+from app.artifacts.safe_yaml import MAX_DEPTH, MAX_YAML_BYTES, YamlTooDeep, YamlTooLarge, load_bounded_yaml
 from app.errors import ArtifactError, ErrorDetail, PolicyError
 
 __all__ = [
+    "MAX_JSON_BYTES",
     "check_calibration_for",
     "check_policy_against",
+    "json_depth",
     "load_calibration",
     "load_manifest",
     "load_policy",
     "parse_artifact",
+    "parse_json_text",
+    "read_artifact_bytes",
+    "read_artifact_text",
     "read_json",
     "read_yaml",
 ]
@@ -37,30 +45,95 @@ M = TypeVar("M", bound=BaseModel)
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+# manifest.json, calibration/*.json, golden.json, sample_request.json: vocabularies make a manifest
+# the largest (a 100k-value vocabulary is ~2 MB); anything far beyond is not an artifact of ours.
+MAX_JSON_BYTES = 64 * 1024 * 1024
 
 
-def read_json(path: Path) -> Any:
+def read_artifact_bytes(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of one artifact file, at most `limit` of them (read no further: a huge or endless file
+    costs `limit` bytes, not all of memory). Every failure is an `ArtifactError` naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        # Non-blocking open, then a regular-file check: a FIFO or a device (`/dev/zero` behind a
+        # symlink) named like an artifact would block or never end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ArtifactError(path, "", f"is not a regular file, not a {what}",
+                                    f"replace it with the {what} itself (a file or a symlink to one)")
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise ArtifactError(path, "", "file not found", "check the path and that the file was written") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(path, "", f"cannot read file: {exc}", "check permissions and encoding") from None
+    except IsADirectoryError:
+        raise ArtifactError(path, "", f"is a directory, not a {what}",
+                            f"remove the directory or put the {what} in its place") from None
+    except PermissionError as exc:
+        raise ArtifactError(path, "", f"permission denied ({exc.strerror})",
+                            "make the file readable by the service's user") from None
+    except OSError as exc:
+        raise ArtifactError(path, "", f"cannot read file: {exc}", "check the file and its file system") from None
+    if len(data) > limit:
+        raise ArtifactError(path, "", f"larger than {limit} bytes, the bound for a {what}",
+                            f"write a {what} of normal size (a truncated or foreign file?)")
+    return data
+
+
+def read_artifact_text(path: Path, limit: int, what: str) -> str:
+    """`read_artifact_bytes` decoded as UTF-8 (an `ArtifactError` naming the first bad byte otherwise)."""
+    data = read_artifact_bytes(path, limit, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(path, "", f"not UTF-8 text (byte {exc.start}: {exc.reason})",
+                            "save the file as UTF-8") from None
+
+
+def json_depth(text: str, stop_above: int | None = None) -> int:
+    """How deep `text` nests arrays and objects, found by one scan without recursion (strings skipped):
+    checked before `json.loads`, which recurses per level and raises `RecursionError` ~1000 deep."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(text):
+        char = match.group()
+        if char in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if stop_above is not None and deepest > stop_above:
+                break  # deep enough to refuse: the rest of a hostile file is not scanned
+        elif char in ("]", "}"):
+            depth = max(0, depth - 1)
+    return deepest
+
+
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def parse_json_text(text: str, path: Path) -> Any:
+    """`json.loads` of an artifact's text, refused past `MAX_DEPTH` levels before parsing."""
+    if json_depth(text, stop_above=MAX_DEPTH) > MAX_DEPTH:
+        raise ArtifactError(path, "", f"nests deeper than {MAX_DEPTH} levels",
+                            "an artifact file is a few levels deep: rewrite it (a corrupted or hostile file?)")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ArtifactError(
             path, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}", "fix the JSON syntax"
         ) from None
+    except RecursionError:  # not reached past the depth check; never let it out of a load
+        raise ArtifactError(path, "", "nests too deep to parse", "rewrite the file flat") from None
+
+
+def read_json(path: Path, *, limit: int = MAX_JSON_BYTES, what: str = "JSON artifact") -> Any:
+    """A JSON artifact file, bounded in size (`limit`) and depth (`MAX_DEPTH`); failures are `ArtifactError`s."""
+    return parse_json_text(read_artifact_text(path, limit, what), path)
 
 
 def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArtifactError(path, "", "file not found", "check the path and that the file was written") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(path, "", f"cannot read file: {exc}", "check permissions and encoding") from None
+    """A YAML artifact (a policy), bounded in size, depth and alias expansion; failures are `ArtifactError`s."""
+    text = read_artifact_text(path, MAX_YAML_BYTES, "policy file")
     try:
         return load_bounded_yaml(text)
+    except YamlTooDeep as exc:
+        raise ArtifactError(path, "", str(exc), "write the policy with its documented shape") from None
     except YamlTooLarge as exc:
         raise ArtifactError(path, "", str(exc), "write a plain policy file without alias chains") from None
     except yaml.YAMLError as exc:

@@ -8,18 +8,29 @@ A policy never changes the model; it composes the model's calibrated predictions
 - ``slate``: rules applied after ordering by utility, in file order, then ``top_k``;
 - ``overrides``: weights or thresholds replaced when the request context matches;
 - ``governance``: who owns and who approved it, and why it changed.
+
+Every number is finite and bounded (`app.artifacts.bounds`), and a policy whose utility could
+overflow on the most extreme attribute values a request may carry is refused (`utility_bound`,
+reported at `utility` or at `overrides` when an override's weight is the cause):
+the service never has to rank an infinite or NaN utility because of its policy.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from app.artifacts.common import FiniteFloat, Identifier, StrictModel
+from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.common import Identifier, StrictModel
 
 __all__ = [
+    "BUILT_IN_RULES",
+    "NON_FINITE_PREDICTION",
+    "NON_FINITE_UTILITY",
     "AttributeType",
     "Governance",
     "Guardrail",
@@ -30,10 +41,31 @@ __all__ = [
     "PolicyFile",
     "SlateRules",
     "UtilityTerm",
+    "utility_bound",
 ]
 
 AttributeType = Literal["number", "string", "boolean"]
-Scalar = str | int | float | bool
+
+# Filter rules the service applies on its own (stage "guardrail"): a candidate whose calibrated
+# prediction or utility is not finite cannot be ranked nor guarded, so it is removed. A policy may
+# not name a rule after them.
+NON_FINITE_PREDICTION = "non_finite_prediction"
+NON_FINITE_UTILITY = "non_finite_utility"
+BUILT_IN_RULES = (NON_FINITE_PREDICTION, NON_FINITE_UTILITY)
+
+
+def _bounded_scalar(value: str | int | float | bool) -> str | int | float | bool:
+    # `not abs(x) <= bound` is True for NaN, infinities and ints too large for a float.
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_ATTRIBUTE_MAGNITUDE:
+        raise ValueError(
+            f"{value!r:.40} is not a finite number with |x| <= {MAX_ATTRIBUTE_MAGNITUDE:g}: compare with a value"
+            " a request attribute can hold"
+        )
+    return value
+
+
+# A value compared with an attribute: a number is finite and within the attribute bound.
+Scalar = Annotated[str | int | float | bool, AfterValidator(_bounded_scalar)]
 
 
 class ModelRef(StrictModel):
@@ -46,7 +78,7 @@ class UtilityTerm(StrictModel):
 
     name: Identifier
     task: Identifier
-    weight: FiniteFloat
+    weight: Weight
     attribute: Identifier | None = None
 
 
@@ -58,8 +90,8 @@ class Guardrail(StrictModel):
 
     name: Identifier
     task: Identifier | None = None
-    above: FiniteFloat | None = Field(default=None, ge=0, le=1)
-    below: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    above: Probability | None = None
+    below: Probability | None = None
     attribute: Identifier | None = None
     equals: Scalar | None = None
     in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
@@ -93,7 +125,7 @@ class MaxPerValueRule(StrictModel):
 
     name: Identifier
     attribute: Identifier
-    max: int = Field(ge=1)
+    max: SlateSize
 
 
 class MaxMatchingRule(StrictModel):
@@ -102,11 +134,11 @@ class MaxMatchingRule(StrictModel):
     name: Identifier
     attribute: Identifier
     equals: Scalar
-    max: int = Field(ge=0)
+    max: SlateCap
 
 
 class SlateRules(StrictModel):
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: SlateSize | None = None
     max_per_value: list[MaxPerValueRule] = Field(default_factory=list)
     max_matching: list[MaxMatchingRule] = Field(default_factory=list)
 
@@ -119,16 +151,8 @@ class Override(StrictModel):
 
     name: Identifier
     when: dict[Identifier, Scalar] = Field(min_length=1)
-    weights: dict[Identifier, FiniteFloat] = Field(default_factory=dict)
-    thresholds: dict[Identifier, FiniteFloat] = Field(default_factory=dict)
-
-    @field_validator("thresholds")
-    @classmethod
-    def _probabilities(cls, thresholds: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in thresholds.items() if not 0.0 <= v <= 1.0}
-        if bad:
-            raise ValueError(f"thresholds must lie in [0, 1]: {bad}")
-        return thresholds
+    weights: dict[Identifier, Weight] = Field(default_factory=dict)
+    thresholds: dict[Identifier, Probability] = Field(default_factory=dict)
 
 
 class Governance(StrictModel):
@@ -170,7 +194,55 @@ class PolicyFile(StrictModel):
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ValueError(f"{kind} names must be unique: {dup}")
+            reserved = sorted(set(names) & set(BUILT_IN_RULES))
+            if reserved and kind in ("guardrail", "slate rule"):
+                raise ValueError(f"{kind} name {reserved[0]!r} is the service's own filter rule: rename the {kind}")
         return self
+
+    @field_validator("utility")
+    @classmethod
+    def _utility_stays_finite(cls, terms: list[UtilityTerm]) -> list[UtilityTerm]:
+        utility_bound(terms)
+        return terms
+
+    @field_validator("overrides")
+    @classmethod
+    def _overridden_utility_stays_finite(cls, overrides: list[Override], info: ValidationInfo) -> list[Override]:
+        terms = info.data.get("utility")  # absent when the terms themselves were refused
+        if terms is not None:
+            utility_bound(terms, overrides)
+        return overrides
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def utility_bound(terms: Sequence[UtilityTerm], overrides: Sequence[Override] = ()) -> float:
+    """The largest |utility| the terms can compute on any legal request; refuses terms that can overflow.
+
+    A dry run at the extremes: every prediction at 1 (the largest probability) and every number
+    attribute at +/-`MAX_ATTRIBUTE_MAGNITUDE` (the largest the request decoder accepts) with the sign
+    of its term's weight, each term at the largest |weight| the base policy or any override gives it
+    (overrides can combine). The terms' magnitudes are summed in order, in float64 as the service
+    computes the utility, so the first term where the sum stops being finite is named.
+    """
+    largest = {t.name: abs(t.weight) for t in terms}
+    raised_by: dict[str, str] = {}
+    for override in overrides:
+        for name, weight in override.weights.items():
+            if name in largest and abs(weight) > largest[name]:  # unknown names: `check_policy_against`
+                largest[name], raised_by[name] = abs(weight), override.name
+    total = 0.0
+    for i, term in enumerate(terms):
+        magnitude = largest[term.name] * (MAX_ATTRIBUTE_MAGNITUDE if term.attribute is not None else 1.0)
+        total += magnitude
+        if not (math.isfinite(magnitude) and math.isfinite(total)):
+            which = "this term alone" if not math.isfinite(magnitude) else f"utility[0..{i}] together"
+            raising = sorted({raised_by[t.name] for t in terms[: i + 1] if t.name in raised_by})
+            source = f" (with the larger weights of override {', '.join(map(repr, raising))})" if raising else ""
+            raise ValueError(
+                f"utility[{i}] ({term.name!r}){source}: with p_{term.task} = 1 and every value-term attribute at"
+                f" +/-{MAX_ATTRIBUTE_MAGNITUDE:g} (the largest a request may send), {which} overflow the utility"
+                " to infinity: lower the weights of the value terms or use fewer of them"
+            )
+    return total

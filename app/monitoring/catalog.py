@@ -10,6 +10,7 @@ unknown version does not cost a disk read per event.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from app.errors import ArtifactError
 from app.monitoring.scheme import DriftScheme
 
 __all__ = ["MAX_SEGMENT_VALUES", "SchemeCatalog", "SchemeKey", "SchemeMiss"]
+
+log = logging.getLogger("fusionrank.feedback")
 
 SchemeKey = tuple[str, str, str]  # (model, model_version, calibration_version)
 
@@ -85,10 +88,16 @@ class SchemeCatalog:
             manifest = load_manifest(bundle_dir, verify_sha=False)
             calibration = load_calibration(path)
             check_calibration_for(calibration, manifest, path)
-        except ArtifactError as exc:  # a broken file is the operator's problem; the caller gets the gist
-            return self._miss(key, SchemeMiss("calibration_version", f"the files of {'/'.join(key)} are unusable:"
-                                              f" {exc.message}"))
-        return self.of(manifest, calibration)
+            return self.of(manifest, calibration)
+        # A broken file is the operator's problem (logged); the caller gets the gist, on the events that
+        # name these versions only. RecursionError / ValueError: a parser refusing a hostile file (e.g. a
+        # deeply nested JSON) before the loaders turn every such failure into an ArtifactError.
+        except (ArtifactError, RecursionError, ValueError) as exc:
+            reason = exc.message if isinstance(exc, ArtifactError) else f"cannot be parsed ({type(exc).__name__})"
+            log.warning("feedback for %s refused, its files are unusable: %s (%s)", "/".join(key), reason, path)
+            return self._miss(key, SchemeMiss(
+                "calibration_version", f"the files of {'/'.join(key)} are unusable: {reason} (fix: the operator"
+                " repairs the file; events naming other versions are counted)"))
 
     def _miss(self, key: SchemeKey, miss: SchemeMiss) -> SchemeMiss:
         with self._lock:

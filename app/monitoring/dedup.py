@@ -1,10 +1,13 @@
-"""Recently counted feedback event ids, so that a retried batch is counted once.
+"""Recently counted feedback events, so that a retried batch is counted once.
 
-The window is per replica and bounded twice: at most `max_ids` ids, each remembered for at most
+An event is identified by its (event_id, task): one served candidate has one event_id and an outcome
+per task (a click, then a purchase, share the id), and each outcome counts once.
+
+The window is per replica and bounded twice: at most `max_ids` keys, each remembered for at most
 `max_age_seconds`; the oldest are forgotten first. A retry that reaches the same replica within the
 window is not counted again; a retry that reaches another replica, or comes later than the window,
 is (callers that retry across replicas should route feedback by event id, or accept that rate).
-Ids are kept as 16-byte BLAKE2b digests: memory is about 100 bytes per id whatever the id's length.
+Keys are kept as 16-byte BLAKE2b digests: memory is about 100 bytes per key whatever the id's length.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-__all__ = ["RecentEventIds"]
+__all__ = ["EventKey", "RecentEventIds"]
+
+EventKey = tuple[str, str]  # (event_id, task)
 
 
 class RecentEventIds:
-    """A bounded, time-limited set of event ids (insertion order = age order)."""
+    """A bounded, time-limited set of (event_id, task) keys (insertion order = age order)."""
 
     def __init__(
         self, *, max_ids: int, max_age_seconds: float, clock: Callable[[], float] = time.monotonic
@@ -31,30 +36,34 @@ class RecentEventIds:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def __contains__(self, event_id: str) -> bool:
+    def __contains__(self, key: EventKey) -> bool:
         self._expire()
-        return _key(event_id) in self._seen
+        return _digest(key) in self._seen
 
-    def add(self, event_ids: list[str]) -> None:
-        """Remember ids that were just counted."""
+    def add(self, keys: Iterable[EventKey]) -> None:
+        """Remember events that were just counted."""
         if self.max_ids <= 0:
             return
         now = self._clock()
-        for event_id in event_ids:
-            key = _key(event_id)
-            self._seen.pop(key, None)
-            self._seen[key] = now
+        for key in keys:
+            digest = _digest(key)
+            self._seen.pop(digest, None)
+            self._seen[digest] = now
         while len(self._seen) > self.max_ids:
             self._seen.popitem(last=False)
 
     def _expire(self) -> None:
         oldest = self._clock() - self.max_age_seconds
         while self._seen:
-            key, added = next(iter(self._seen.items()))
+            digest, added = next(iter(self._seen.items()))
             if added >= oldest:
                 break
-            del self._seen[key]
+            del self._seen[digest]
 
 
-def _key(event_id: str) -> bytes:
-    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _digest(key: EventKey) -> bytes:
+    event_id, task = key
+    # The task's length first: ("ab", "c") and ("a", "bc") never share a digest.
+    task_bytes = task.encode("utf-8", "surrogatepass")
+    data = len(task_bytes).to_bytes(4, "big") + task_bytes + event_id.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.artifacts.policy import BUILT_IN_RULES
 from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.psi import ServedPredictions
@@ -62,7 +63,9 @@ class ServiceMetrics:
             "fusionrank_candidates_scored", "Candidates scored", ["surface"], registry=r
         )
         self.filtered = Counter(
-            "fusionrank_candidates_filtered", "Candidates removed, by surface, stage and rule",
+            "fusionrank_candidates_filtered",
+            "Candidates removed, by surface, stage and rule (the policy's rules, and the service's own"
+            " non_finite_prediction / non_finite_utility at stage guardrail)",
             ["surface", "stage", "rule"], registry=r,
         )
         self.active = Gauge(
@@ -72,6 +75,10 @@ class ServiceMetrics:
         self.ready = Gauge("fusionrank_ready", "1 when a snapshot is loaded and warmed", registry=r)
         self.artifact_problems = Gauge(
             "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
+        )
+        self.surface_ready = Gauge(
+            "fusionrank_surface_ready", "1 for a surface served, 0 for one whose files left it unserved (see"
+            " /readyz problems)", ["surface"], registry=r,
         )
         self.schemes = SchemeCatalog()
         self.feedback = FeedbackCounters(r)
@@ -92,6 +99,29 @@ class ServiceMetrics:
         )
         self.deadline_exceeded = Counter(
             "fusionrank_deadline_exceeded", "Work requests answered 504: their deadline passed, work abandoned",
+            ["route"], registry=r,
+        )
+        self.shed_memory = Counter(
+            "fusionrank_requests_shed_memory",
+            "Work requests answered 503 before their body was parsed: its parse cost did not fit in the memory"
+            " budget beside the bodies admitted (FUSIONRANK_MEMORY_BUDGET_BYTES)", ["route"], registry=r,
+        )
+        self.reserved_bytes = Gauge(
+            "fusionrank_admission_reserved_bytes",
+            "Memory reserved now by admitted work requests: body bytes x the format's parse amplification",
+            registry=r,
+        )
+        self.memory_budget = Gauge(
+            "fusionrank_admission_memory_budget_bytes", "The memory budget of admitted work (0: none)", registry=r
+        )
+        self.body_late = Counter(
+            "fusionrank_request_bodies_late",
+            "Work request bodies answered 408 and cut: past the read timeout, or below the minimum rate",
+            ["route", "reason"], registry=r,
+        )
+        self.client_closed = Counter(
+            "fusionrank_client_closed_requests",
+            "Requests whose client closed the connection before the answer (also counted as status 499)",
             ["route"], registry=r,
         )
         self.feedback_duplicates = Counter(
@@ -192,6 +222,10 @@ class ServiceMetrics:
             "fusionrank_policy_file_rejections", "New or changed policy files the watcher found invalid",
             ["surface"], registry=r,
         )
+        self.policy_watch_failures = Counter(
+            "fusionrank_policy_watch_failures", "Watcher passes over a surface folder that failed (logged once per"
+            " reason); the surface kept what it served and later edits are still applied", ["surface"], registry=r,
+        )
         self.admin_auth_failures = Counter(
             "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
             registry=r,
@@ -221,6 +255,11 @@ class ServiceMetrics:
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
+        self.surface_ready.clear()
+        for surface in snapshot.surfaces:
+            self.surface_ready.labels(surface).set(1)
+        for surface in snapshot.unserved:
+            self.surface_ready.labels(surface).set(0)
         self.policy_active.clear()
         self.policy_shadow.clear()
         for surface, route in snapshot.surfaces.items():
@@ -251,6 +290,10 @@ class ServiceMetrics:
         for action in _REFUSABLE_BUNDLE_ACTIONS:
             self.bundle_activation_failures.labels(surface, action)
         self.policy_file_rejections.labels(surface)
+        # Candidates a surface could not rank (NaN prediction or non-finite utility): watched, so primed.
+        for rule in BUILT_IN_RULES:
+            self.filtered.labels(surface, "guardrail", rule)
+        self.policy_watch_failures.labels(surface)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

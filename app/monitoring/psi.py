@@ -82,11 +82,15 @@ class ServedPredictions(Collector):
         with self._lock:
             for t, task in enumerate(scheme.tasks):
                 column = probabilities[:, t]
+                total = float(column.sum())
+                if total != total:  # a NaN prediction (filtered from the answer) would poison the sum for good
+                    column = column[~np.isnan(column)]
+                    total = float(column.sum())
                 counts = self._counts[(*key, task)]
                 added = np.bincount(scheme.bucket_of(task, column), minlength=len(counts.total))
                 counts.total += added
                 counts.window[-1] += added
-                counts.prediction_sum += float(column.sum())
+                counts.prediction_sum += total
 
     def tick(self, window_slots: int, min_predictions: int) -> None:
         """Recompute every PSI over the last `window_slots` slots, then open a new slot."""

@@ -4,7 +4,6 @@ from app.serving.bundle import ModelBundle, PolicyBinding, ServingSnapshot, Surf
 from app.serving.calibration import CalibrationSet, calibrated_logit, logit, sigmoid
 from app.serving.columns import CandidateColumns
 from app.serving.features import EncodedFeatures, FeatureEncoder
-from app.serving.loader import load_snapshot
 from app.serving.model_runner import ModelRunner
 from app.serving.policy import CompiledPolicy, EffectivePolicy
 from app.serving.scorer import Filtered, ScoreInput, ScoreOutcome, score
@@ -25,7 +24,6 @@ __all__ = [
     "ServingSnapshot",
     "SurfaceRoute",
     "calibrated_logit",
-    "load_snapshot",
     "logit",
     "score",
     "sigmoid",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE
 from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
 from app.serving.columns import Candidates, EncodedStrings, Values, read_column, where
@@ -47,12 +48,17 @@ def extract_attributes(
             )
         if kind == "number":
             values = np.array(column, dtype=np.float64)
-            finite_or_missing = np.isfinite(values) | np.isnan(values)
-            if not finite_or_missing.all():
-                index = int(np.flatnonzero(~finite_or_missing)[0])
+            # Missing (NaN) or finite within the bound every policy is validated against
+            # (`app.artifacts.policy.utility_bound`): no legal request can overflow a legal policy.
+            with np.errstate(invalid="ignore"):
+                legal = ~(np.abs(values) > MAX_ATTRIBUTE_MAGNITUDE)
+            if not legal.all():
+                index = int(np.flatnonzero(~legal)[0])
                 raise InvalidRequest.at(
-                    where(attributes, "attributes", name, index), "value is not finite",
-                    "send a finite number", candidate_index=index,
+                    where(attributes, "attributes", name, index),
+                    f"value is not a finite number with |x| <= {MAX_ATTRIBUTE_MAGNITUDE:g}",
+                    f"send a finite number between -{MAX_ATTRIBUTE_MAGNITUDE:g} and {MAX_ATTRIBUTE_MAGNITUDE:g}",
+                    candidate_index=index,
                 )
             columns[name] = values
         else:

@@ -13,14 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from app.artifacts.manifest import ModelManifest
-from app.errors import NotFound
+from app.errors import NotFound, NotReady
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
 from app.serving.model_runner import ModelRunner
-from app.serving.pins import BundlePin
 from app.serving.policy import CompiledPolicy
 
-__all__ = ["Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
+__all__ = ["BundlePin", "Canary", "ModelBundle", "PolicyBinding", "ServingSnapshot", "SurfaceRoute"]
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePin:
+    """The (model version, calibration version) a surface's active policy is bound to, overriding the
+    ones its policy file names (persisted as `policies/<surface>/bundle`, see `app.control.pins`)."""
+
+    model_version: str
+    calibration_version: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model_version": self.model_version, "calibration_version": self.calibration_version}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -126,6 +137,8 @@ class ServingSnapshot:
     problems: tuple[str, ...] = ()
     loaded_at: float = 0.0
     bundles: Mapping[str, ModelBundle] = field(default_factory=dict)
+    # Surfaces with a folder but nothing servable (e.g. a bad active file at start-up) -> why.
+    unserved: Mapping[str, str] = field(default_factory=dict)
 
     def with_route(
         self, route: SurfaceRoute, bundles: Mapping[str, ModelBundle], problems: tuple[str, ...] | None = None
@@ -142,10 +155,13 @@ class ServingSnapshot:
             surfaces=surfaces,
             problems=self.problems if problems is None else problems,
             loaded_at=self.loaded_at, bundles={k: b for k, b in merged.items() if id(b) in used},
+            unserved={s: why for s, why in self.unserved.items() if s != route.surface},
         )
 
     def route(self, surface: str) -> SurfaceRoute:
         route = self.surfaces.get(surface)
+        if route is None and surface in self.unserved:
+            raise NotReady(f"surface {surface!r} is not served: {self.unserved[surface]}")
         if route is None:
             raise NotFound(f"unknown surface {surface!r}; served surfaces: {sorted(self.surfaces)}")
         return route

@@ -107,12 +107,14 @@ class CalibrationSet:
     def apply(self, logits: npt.NDArray[np.floating], categorical: npt.NDArray[np.int64]) -> Array:
         """logits: [B, T] in manifest task order; categorical: [B, C] encoded inputs -> p [B, T]."""
         out = np.empty(logits.shape, dtype=np.float64)
-        for t, task in enumerate(self._tasks):
-            z = calibrated_logit(task.params, logits[:, t])
-            for seg in task.segments:
-                codes = categorical[:, seg.column]
-                z = seg.a[codes] * z + seg.b[codes]
-            out[:, t] = sigmoid(z)
+        # A huge logit times a slope may overflow to +/-inf: sigmoid maps it to 1 or 0, no warning needed.
+        with np.errstate(over="ignore"):
+            for t, task in enumerate(self._tasks):
+                z = calibrated_logit(task.params, logits[:, t])
+                for seg in task.segments:
+                    codes = categorical[:, seg.column]
+                    z = seg.a[codes] * z + seg.b[codes]
+                out[:, t] = sigmoid(z)
         return out
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from app.artifacts.loading import read_json
 from app.artifacts.manifest import ModelManifest
 from app.errors import ArtifactError
 from app.serving.features import FeatureEncoder
@@ -67,12 +68,12 @@ def check_golden(
     path = bundle_dir / GOLDEN_FILE
     if not path.is_file():
         return None
+    record = read_json(path, what="golden batch")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
         expected = np.asarray(record["logits"], dtype=np.float64)
         tolerance = float(record.get("tolerance", GOLDEN_TOLERANCE))
         tasks = list(record["tasks"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(path, "", f"unreadable golden batch: {exc}", "rewrite it with `fusionrank models golden`")\
             from None
     if tasks != manifest.task_names():

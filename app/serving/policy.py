@@ -36,6 +36,8 @@ class CompiledPolicy:
         self.term_tasks = np.array([tasks.index(t.task) for t in policy.utility], dtype=np.intp)
         self.term_task_names = [t.task for t in policy.utility]
         self.term_attributes = [t.attribute for t in policy.utility]
+        # Task columns no utility term reads: a NaN there does not show in the utility (`non_finite`).
+        self.unread_tasks = tuple(sorted(set(range(len(tasks))) - set(self.term_tasks.tolist())))
         self.guardrails: tuple[Guardrail, ...] = tuple(policy.guardrails)
         self.guardrail_tasks = [None if g.task is None else tasks.index(g.task) for g in policy.guardrails]
         self._term_index = {name: k for k, name in enumerate(self.term_names)}

@@ -2,6 +2,10 @@
 
 Inputs arrive validated at the edge (`app.api`); this module trusts them and works on whole
 columns. Per-stage wall times are returned so the API can export them as latency histograms.
+A candidate whose calibrated prediction or utility is not finite (a model emitting NaN, a policy
+loaded around validation) is removed first, at stage "guardrail" with the service's own rule
+`non_finite_prediction` or `non_finite_utility`: an answer never carries a NaN or an infinity
+(which JSON would turn into `null`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.artifacts.policy import NON_FINITE_PREDICTION, NON_FINITE_UTILITY
 from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
@@ -21,7 +26,7 @@ from app.serving.columns import Candidates
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.slate import apply_slate
-from app.serving.utility import compose_utility
+from app.serving.utility import compose_utility, non_finite
 
 __all__ = ["Filtered", "ScoreInput", "ScoreOutcome", "score"]
 
@@ -40,7 +45,8 @@ class ScoreInput:
 
 @dataclass(frozen=True, slots=True)
 class Filtered:
-    """Candidates removed by one rule at one stage (`guardrail` or `slate`)."""
+    """Candidates removed by one rule at one stage (`guardrail` or `slate`); at stage `guardrail`, the rule
+    is a policy guardrail's name or the service's own `non_finite_prediction` / `non_finite_utility`."""
 
     indices: npt.NDArray[np.intp]
     stage: str
@@ -80,13 +86,25 @@ def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
     effective = policy.resolve(request.context_attributes)
     contributions, utility = compose_utility(probabilities, attributes, policy, effective.weights)
     triggered = evaluate_guardrails(probabilities, attributes, policy, effective)
-    removed = triggered.any(axis=1)
+    removed = np.asarray(triggered.any(axis=1))
     filtered: list[Filtered] = []
-    if removed.any():
+    unrankable = non_finite(probabilities, utility, policy.unread_tasks)
+    if unrankable is not None:
+        for mask, rule in ((unrankable.prediction, NON_FINITE_PREDICTION), (unrankable.utility, NON_FINITE_UTILITY)):
+            hit = np.flatnonzero(mask)
+            if hit.size:
+                filtered.append(Filtered(hit, "guardrail", rule))
+        # Counted once, under the service's rule; the policy's guardrails explain the rest.
+        unusable = unrankable.any_row
+        triggered_reason = np.asarray(removed & ~unusable)
+        removed = np.asarray(removed | unusable)
+    else:
+        triggered_reason = removed
+    if triggered_reason.any():
         # The reason is the first guardrail (in file order) that matched; debug shows all of them.
         first = np.argmax(triggered, axis=1)
         for g, guard in enumerate(policy.guardrails):
-            hit = np.flatnonzero(removed & (first == g))
+            hit = np.flatnonzero(triggered_reason & (first == g))
             if hit.size:
                 filtered.append(Filtered(hit, "guardrail", guard.name))
     kept = np.flatnonzero(~removed)

@@ -17,7 +17,7 @@ from app.serving.bundle import PolicyBinding
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.scorer import ScoreInput, ScoreOutcome, score
 from app.serving.slate import apply_slate
-from app.serving.utility import compose_utility
+from app.serving.utility import compose_utility, non_finite
 
 __all__ = ["RankComparison", "compare_rankings", "shadow_rank"]
 
@@ -49,6 +49,9 @@ def shadow_rank(served: ScoreOutcome, shadow: PolicyBinding, request: ScoreInput
     effective = policy.resolve(request.context_attributes)
     _, utility = compose_utility(served.probabilities, attributes, policy, effective.weights)
     removed = evaluate_guardrails(served.probabilities, attributes, policy, effective).any(axis=1)
+    unrankable = non_finite(served.probabilities, utility, policy.unread_tasks)
+    if unrankable is not None:  # removed as `score` removes them
+        removed |= unrankable.any_row
     limits = [k for k in (request.top_k, policy.file.slate.top_k) if k is not None]
     top_k = min(limits) if limits else None
     return apply_slate(np.flatnonzero(~removed), utility, attributes, policy.file.slate, top_k).ranked

@@ -64,10 +64,15 @@ def compare_models(job: ShadowJob, ranked: npt.NDArray[np.intp], probabilities: 
                    tasks: list[str], served_tasks: list[str]) -> ShadowReport:
     k = len(job.served_ranked)
     overlap = 1.0 if k == 0 else len(np.intersect1d(job.served_ranked, ranked[:k])) / k
-    shifts = {
-        task: float(np.mean(probabilities[:, tasks.index(task)] - job.served_probabilities[:, j]))
-        for j, task in enumerate(served_tasks) if task in tasks
-    }
+    shifts = {}
+    for j, task in enumerate(served_tasks):
+        if task in tasks:
+            # Candidates with a NaN prediction on either side (filtered from both answers) would make the
+            # shift, and the histogram sum it feeds, NaN for good: the shift is over the others.
+            diff = probabilities[:, tasks.index(task)] - job.served_probabilities[:, j]
+            finite = diff[np.isfinite(diff)]
+            if finite.size:
+                shifts[task] = float(finite.mean())
     return ShadowReport(float(overlap), kendall_tau(job.served_ranked, ranked), shifts)
 
 

@@ -213,7 +213,7 @@ def test_a_request_in_flight_finishes_on_the_snapshot_it_started_with(
         assert entered.wait(10)
         # the request has read the snapshot and is scoring: switch to version 2 under its feet
         registry = client.app.state.policy_registry
-        assert registry.activate("home", "2", who="test").after == "2"
+        assert registry.activate_policy("home", "2", who="test").after == "2"
     finally:
         release.set()
         request.join(10)

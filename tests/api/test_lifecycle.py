@@ -20,8 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.artifacts.common import sha256_file
+from app.control.pins import read_pin
 from app.serving.model_runner import ModelRunner
-from app.serving.pins import read_pin
 from tests.conftest import ADMIN, ADMIN_TOKEN
 from tests.lifecycle_helpers import build_store
 

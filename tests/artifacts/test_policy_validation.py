@@ -9,17 +9,20 @@ from typing import Any
 
 import pytest
 
-from app.api.warmup import validate_policy_file
+from app.api.decode import decode_score_request
+from app.control.loader import BundleCache
+from app.control.warmup import GoldenBatch
 from app.errors import PolicyError
-from app.serving.loader import BundleCache
 from tests.conftest import write_policy
+
+GOLDEN = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])
 
 
 def _refusal(store_copy: tuple[Path, Path], edit: Any) -> PolicyError:
     store, policies = store_copy
     path = write_policy(policies, "9", edit)
     with pytest.raises(PolicyError) as info:
-        validate_policy_file(path, BundleCache(store, 1))
+        GOLDEN.validate(path, BundleCache(store, 1))
     error = info.value
     assert error.path == str(path) and "9.yaml" in error.message  # the file
     assert error.fix and f"(fix: {error.fix})" in error.message  # the fix
@@ -43,7 +46,22 @@ def _guard(policy: dict[str, Any], index: int, **changes: Any) -> None:
         # thresholds outside [0, 1], in a guardrail and in an override
         (lambda p: _guard(p, 0, above=1.5), "guardrails[0].above"),
         (lambda p: _guard(p, 0, below=-0.1), "guardrails[0].below"),
-        (lambda p: p["overrides"][0]["thresholds"].update(report_risk=2.0), "overrides[0].thresholds"),
+        (lambda p: p["overrides"][0]["thresholds"].update(report_risk=2.0), "overrides[0].thresholds.report_risk"),
+        # finite but out of the documented bounds (app/artifacts/bounds.py): the red-team's 1e308 weight,
+        # an override weight, slate sizes, and numbers compared with attributes
+        (lambda p: p["utility"][1].update(weight=1e308), "utility[1].weight"),
+        (lambda p: p["utility"][0].update(weight=-1.5e6), "utility[0].weight"),
+        (lambda p: p["overrides"][0]["weights"].update(hide_penalty=-1e7), "overrides[0].weights.hide_penalty"),
+        (lambda p: p["slate"].update(top_k=10**6), "slate.top_k"),
+        (lambda p: p["slate"]["max_per_value"][0].update(max=10**12), "slate.max_per_value[0].max"),
+        (lambda p: p["slate"]["max_matching"][0].update(equals=math.inf), "slate.max_matching[0].equals"),
+        (lambda p: _guard(p, 1, equals=10**400), "guardrails[1].equals"),
+        (lambda p: _guard(p, 1, equals=None, **{"in": [1.0, math.nan]}), "guardrails[1].in[1]"),
+        (lambda p: p["overrides"][0]["when"].update(user_segment=-1e301), "overrides[0].when.user_segment"),
+        # the dry run at the extremes: 200 value terms at the largest weight can sum past the largest float
+        (lambda p: p["utility"].extend(
+            {"name": f"margin_{i}", "task": "purchase", "weight": 1e6, "attribute": "margin"} for i in range(200)
+        ), "utility"),
         # unknown (undeclared) attributes: value term, guardrail, slate rules
         (lambda p: p["utility"][1].update(attribute="price_tag"), "utility[1].attribute"),
         (lambda p: _guard(p, 1, attribute="is_safe"), "guardrails[1].attribute"),
@@ -99,7 +117,7 @@ def test_a_bundle_without_golden_batch_cannot_activate_policies(store_copy: tupl
 
 def test_a_valid_policy_reports_its_dry_run(store_copy: tuple[Path, Path]) -> None:
     store, policies = store_copy
-    binding, report = validate_policy_file(policies / "home" / "2.yaml", BundleCache(store, 1))
+    binding, report = GOLDEN.validate(policies / "home" / "2.yaml", BundleCache(store, 1))
     assert binding.policy.version == "2"
     assert report.candidates == 40
     assert report.answered == {"sample context": 20, "override new_users_safer": 20}

@@ -76,7 +76,7 @@ def test_calibration_rejects_non_monotone_tables_and_bad_edges() -> None:
         CalibrationFile.model_validate(data)
     data = _calibration()
     data["tasks"]["click"]["calibrator"] = {"method": "platt", "a": -1.0, "b": 0.0}
-    with pytest.raises(ValidationError, match="greater than 0"):
+    with pytest.raises(ValidationError, match=r"-1.0 is not a finite number in \[1e-06, 1e\+06\]"):
         CalibrationFile.model_validate(data)
     data = _calibration()
     data["tasks"]["click"]["bucket_edges"] = [0.2, 0.1]
@@ -89,7 +89,7 @@ def test_calibration_rejects_non_monotone_tables_and_bad_edges() -> None:
     [
         (lambda p: p["utility"][0].update(weight=float("nan")), "finite"),
         (lambda p: p["utility"][0].update(weight=float("inf")), "finite"),
-        (lambda p: p["guardrails"][0].update(above=1.5), "less than or equal to 1"),
+        (lambda p: p["guardrails"][0].update(above=1.5), r"1.5 is not a finite number in \[0, 1\]"),
         (lambda p: p["guardrails"][0].update(attribute="eligible"), "exactly one of"),
         (lambda p: p["guardrails"][1].pop("equals"), "exactly one of"),
         (lambda p: p["governance"].pop("owner"), "owner"),

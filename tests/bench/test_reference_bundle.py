@@ -8,8 +8,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from app.control.loader import load_snapshot
 from app.main import create_app
-from app.serving.loader import load_snapshot
 from app.settings import Settings
 
 pytest.importorskip("torch")

@@ -6,7 +6,8 @@ SCORE_REQUESTS /v1/score calls, then outcome events for every ranked candidate w
 0.8 x the served prediction (a known miscalibration: predicted / observed = 1.25), seeded. Then the
 service is driven into what the operational alerts watch: a burst past its MAX_IN_FLIGHT (503s), requests
 whose deadline cannot be met (504s), wrong admin tokens and refused activations; each of those alerts
-must go pending or firing in Prometheus.
+must go pending or firing in Prometheus, and no fleet alert. A second Prometheus scrapes a port on which
+nothing listens: the fleet alerts (up == 0, no ready replica) go pending.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ LATE_REQUESTS = 20  # 2000 candidates with a 1 ms budget: decoding alone outlast
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
 OPERATIONAL_ALERTS = ("FusionrankShedding", "FusionrankDeadlineExceeded", "FusionrankAdminAuthFailures",
                       "FusionrankSwapRefused")
+FLEET_ALERTS = {"FusionrankReplicaDown", "FusionrankFleetDown", "FusionrankReadinessFlapping"}
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -95,23 +97,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    service: str, prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("prometheus")
+def run_prometheus(binary: str, work: Path, target: str) -> Iterator[str]:
+    """Prometheus with the shipped rules and the shipped scrape job pointed at `target`, every second."""
     port = free_port()
     rules = sorted(str(p) for p in (DEPLOY / "prometheus" / "rules").glob("*.yml"))
-    # The shipped scrape job, pointed at the test service, every second.
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": rules,
-        "scrape_configs": [{"job_name": "fusionrank", "static_configs": [{"targets": [service.split("//")[1]]}]}],
+        "scrape_configs": [{"job_name": "fusionrank", "static_configs": [{"targets": [target]}]}],
     }
     (work / "prometheus.yml").write_text(json.dumps(config))
     log = (work / "prometheus.log").open("wb")
     process = subprocess.Popen(
-        [prometheus_binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+        [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
         stdout=log, stderr=subprocess.STDOUT,
     )
@@ -122,6 +120,19 @@ def prometheus(
     finally:
         stop(process)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    service: str, prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    yield from run_prometheus(prometheus_binary, tmp_path_factory.mktemp("prometheus"), service.split("//")[1])
+
+
+@pytest.fixture
+def prometheus_of_a_dead_replica(prometheus_binary: str, tmp_path: Path) -> Iterator[str]:
+    """The same Prometheus scraping a port on which nothing listens: a replica that is gone."""
+    yield from run_prometheus(prometheus_binary, tmp_path, f"127.0.0.1:{free_port()}")
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -277,6 +288,14 @@ def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheu
     assert all(np.isfinite(float(r["value"][1])) for r in psi)
 
 
+def test_a_healthy_replica_raises_no_fleet_alert(service: str, prometheus: str) -> None:
+    ready = 'fusionrank_ready{job="fusionrank"} == 1'
+    # Before the overload test: a burst can make a 1 s scrape time out, which is what the flapping alert counts.
+    wait_for("a ready replica in Prometheus", lambda: bool(query(prometheus, ready)))
+    time.sleep(3)  # a few rule evaluations on the scraped series
+    assert not FLEET_ALERTS & set(firing_or_pending(prometheus)), firing_or_pending(prometheus)
+
+
 def test_shedding_deadlines_and_admin_faults_reach_panels_and_alerts(service: str, prometheus: str) -> None:
     wait_for("the primed shed counter in Prometheus", lambda: bool(query(prometheus, "fusionrank_requests_shed_total")))
     statuses = overload_and_admin_faults(service)
@@ -304,4 +323,19 @@ def test_shipped_rule_files_are_the_ones_loaded(prometheus: str) -> None:
     loaded = {Path(g["file"]).name for g in groups}
     assert loaded == {"recording.yml", "alerts.yml"}
     health = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
-    assert len(health) == 30 and set(health.values()) <= {"ok", "unknown"}
+    assert len(health) == 33 and set(health.values()) <= {"ok", "unknown"}
+    runbooks = {rule["name"]: rule["annotations"].get("runbook_url") for g in groups for rule in g["rules"]
+                if rule["type"] == "alerting"}
+    assert len(runbooks) == 12 and all(url.startswith("docs/runbooks.md#") for url in runbooks.values()), runbooks
+
+
+def test_a_dead_replica_raises_the_fleet_alerts(prometheus_of_a_dead_replica: str) -> None:
+    """Nothing listens on the target: `up == 0` and no ready replica, live, with the shipped rules."""
+    url = prometheus_of_a_dead_replica
+    wait_for("the failed scrape", lambda: bool(query(url, 'up{job="fusionrank"} == 0')), timeout=30)
+    expected = {"FusionrankReplicaDown", "FusionrankFleetDown"}
+    wait_for("the fleet alerts", lambda: expected <= set(firing_or_pending(url)), timeout=30)
+    states = firing_or_pending(url)
+    # `for: 3m` and `for: 2m`: pending within seconds; FusionrankNotReady cannot see a replica that is gone.
+    assert states["FusionrankReplicaDown"] == "pending" and states["FusionrankFleetDown"] == "pending", states
+    assert "FusionrankNotReady" not in states

@@ -69,7 +69,7 @@ def test_policy_configmap_mounts_as_the_policies_folder(manifests: dict[str, dic
     mounted = {str(p.relative_to(tmp_path)): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
     assert mounted == shipped
     # ... and the service loads it.
-    from app.serving.loader import load_snapshot
+    from app.control.loader import load_snapshot
 
     snapshot = load_snapshot(Path(env["FUSIONRANK_MODEL_STORE"].replace("/srv/fusionrank/", "")), tmp_path)
     assert not snapshot.problems and set(snapshot.surfaces) == {"home"}

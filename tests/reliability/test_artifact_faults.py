@@ -22,7 +22,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-import app.serving.loader as loader_module
+import app.control.loader as loader_module
 from tests.conftest import ADMIN, ADMIN_TOKEN, POLICIES
 
 Fault = Callable[[Path, Path, pytest.MonkeyPatch], None]
@@ -186,14 +186,14 @@ def permission_denied(_: Path, policies: Path, monkeypatch: pytest.MonkeyPatch) 
         path.chmod(0)
         return
     # Root reads any file whatever its mode: make reading this one file fail as it would for a user.
-    real = Path.read_text
+    real = os.open
 
-    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
-        if self == path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *args, **kwargs)
+    def open_(file: Any, *args: Any, **kwargs: Any) -> int:
+        if Path(file) == path:  # root opens any file whatever its mode: refuse as the kernel would for a user
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(os, "open", open_)
 
 
 # fault -> a phrase the error must contain (it also always names the file)

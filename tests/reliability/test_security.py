@@ -100,7 +100,7 @@ def test_admin_paths_never_leave_the_policies_folder(client_factory: Callable[..
     registry = client.app.state.policy_registry  # type: ignore[attr-defined]
     for surface in ("..", "../home", "/etc"):
         with pytest.raises(NotFound, match="unknown surface"):
-            registry.activate(surface, "1", who="test")
+            registry.activate_policy(surface, "1", who="test")
 
 
 def test_the_admin_token_is_never_logged_or_echoed(

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.artifacts.loading import load_calibration
+from app.cli.tuning_runs import run_simulate
 from app.offline.tuning import NdcgGapTuner, read_candidate_log
-from app.offline.tuning.commands import run_simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "movielens100k.py"

@@ -21,10 +21,14 @@ Array = npt.NDArray[np.float64]
 class TemperatureCalibrator:
     """scikit-learn shaped: parameters in __init__, fit() -> self, fitted state temperature_."""
 
-    def __init__(self, *, max_iter: int = 100, tol: float = 1e-12, min_temperature: float = 1e-2) -> None:
+    def __init__(
+        self, *, max_iter: int = 100, tol: float = 1e-12, min_temperature: float = 1e-2, max_temperature: float = 1e6
+    ) -> None:
         self.max_iter = max_iter
         self.tol = tol
         self.min_temperature = min_temperature
+        # Logits without signal drive 1/T toward 0; 1e6 (the file's bound) already answers ~0.5 everywhere.
+        self.max_temperature = max_temperature
 
     def fit(self, logits: Array, labels: Array, sample_weight: Array | None = None) -> TemperatureCalibrator:
         """logits, labels (in [0, 1]), sample_weight: [R]; weight-0 rows are ignored."""
@@ -35,12 +39,12 @@ class TemperatureCalibrator:
             raise ValueError("logits, labels and weights need the same length and some positive weight")
         # Newton on s = 1 / T; the log-loss is convex in s. Steps are damped to keep s > 0.
         s = 1.0
-        s_max = 1.0 / self.min_temperature
+        s_max, s_min = 1.0 / self.min_temperature, 1.0 / self.max_temperature
         for _ in range(self.max_iter):
             p = sigmoid(s * z)
             gradient = float(np.dot(w * (p - y), z))
             hessian = float(np.dot(w * p * (1 - p), z * z)) + 1e-12
-            new = min(max(s - gradient / hessian, s / 10.0), s_max)
+            new = min(max(s - gradient / hessian, s / 10.0, s_min), s_max)
             done = abs(new - s) < self.tol
             s = new
             if done:

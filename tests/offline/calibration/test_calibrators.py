@@ -27,6 +27,18 @@ def test_temperature_recovers_the_generating_temperature() -> None:
     np.testing.assert_array_equal(again.apply(z), fitted.apply(z))
 
 
+@pytest.mark.parametrize("signal", ["none", "reversed"])
+def test_logits_without_signal_fit_the_largest_legal_temperature(signal: str) -> None:
+    """Labels unrelated to (or against) the logits drive 1/T toward 0; the fit stops at the file's bound
+    (1e6), so the calibration can be written (it used to reach T = 1e13)."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=5_000)
+    y = rng.integers(0, 2, z.size).astype(float) if signal == "none" else (z < 0).astype(float)
+    fitted = TemperatureCalibrator().fit(z, y)
+    assert fitted.temperature_ == pytest.approx(1e6)
+    np.testing.assert_allclose(TemperatureCalibrator.from_params(fitted.to_params()).apply(z), 0.5, atol=1e-5)
+
+
 def test_fractional_labels_give_the_same_fit_as_the_rows_they_summarise() -> None:
     z, y = _data(50_000)
     z = np.round(z, 1)  # few distinct logits, so rows can be summarised exactly

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from app.artifacts import load_calibration, load_manifest
 from app.cli import app as cli
+from app.control.loader import load_snapshot
 from app.errors import ArtifactError
 from app.main import create_app
 from app.offline.training.bundle import export_run
 from app.offline.training.onnx_export import parity_max_abs_diff
 from app.offline.training.run_folder import RunFolder
-from app.serving.loader import load_snapshot
 from tests.conftest import make_settings
 from tests.offline.conftest import tiny_spec, write_spec
 
@@ -112,7 +112,7 @@ def test_onnx_graph_is_one_file_with_dynamic_batch_and_task_order(trained: tuple
         "sample_request.json",
     ]
     # The golden batch written at export is reproduced when the service loads the bundle.
-    from app.serving.loader import BundleCache
+    from app.control.loader import BundleCache
 
     assert BundleCache(store, 1).bundle("tiny", "3").golden_max_abs_diff == 0.0
     session = ort.InferenceSession(str(bundle / "model.onnx"))

@@ -109,7 +109,8 @@ def test_slate_ndcg_leaves_unobserved_labels_out(tmp_path: Path) -> None:
 @pytest.mark.parametrize("segment", ["regular", "new"])
 def test_replay_serves_what_the_service_serves(tmp_path: Path, sample_request: dict[str, Any], segment: str) -> None:
     """The bundle's sample request through the real scorer, then its calibrated predictions as a log."""
-    from app.serving import ScoreInput, load_snapshot, score
+    from app.control.loader import load_snapshot
+    from app.serving import ScoreInput, score
     from tests.conftest import MODEL_STORE, POLICIES
 
     binding = load_snapshot(MODEL_STORE, POLICIES).route("home").binding(None)

@@ -1,0 +1,7 @@
+"""`python -m app.cli ...`: the same as the `fusionrank` script."""
+
+from app.cli import main
+
+__all__: list[str] = []
+
+main()

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 import app as package
 from app.cli import app, version_text
 from app.cli.options import CalibrationMethod, Engine, LogLevel, MemoryMode
-from app.cli.predict import Split
 
 
 def _commands() -> list[tuple[list[str], Callable[..., Any] | None]]:
@@ -55,8 +54,8 @@ def test_every_command_is_there() -> None:
     leaves = {" ".join(words) for words, function in COMMANDS if function is not None}
     assert leaves == {
         "serve", "demo", "train", "export", "predict", "simulate", "calibrate fit", "calibrate apply",
-        "calibrate report", "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff", "models list",
-        "models golden",
+        "calibrate report", "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff",
+        "models list", "models golden",
     }
 
 
@@ -77,7 +76,6 @@ def test_choice_options_are_enums() -> None:
     assert found == {
         ("serve", "log_level"): tuple(LogLevel),
         ("train", "memory"): tuple(MemoryMode),
-        ("predict", "split"): tuple(Split),
         ("calibrate fit", "method"): tuple(CalibrationMethod),
         ("calibrate fit", "engine"): engine,
         ("calibrate report", "engine"): engine,

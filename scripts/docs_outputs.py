@@ -164,7 +164,7 @@ def _script(walk: Walkthrough, root: Path, port: int) -> str:
         body = re.sub(r"--port 8000\b", f"--port {port}", body)
         parts.append(f"printf '\\n{STEP_MARK.format(index)}\\n'")
         if "server" in step.flags:
-            if body.strip() == "scripts/serve.sh":
+            if re.sub(r"#.*", "", body).strip() == "scripts/serve.sh":
                 body = _serve_command(root)
             parts.append(f"( {body}\n) >>{root}/.docs-server.log 2>&1 &")
             parts.append(
@@ -182,6 +182,12 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="fr-docs-") as tmp:
         root = Path(tmp) / "repo"
         shutil.copytree(ROOT, root, ignore=COPY_IGNORE, symlinks=True)
+        # The copy shares this interpreter's environment: an install from the copy would re-point it
+        # (an editable install) at a folder deleted below. Any walkthrough that tries fails instead.
+        bootstrap = root / "scripts" / "bootstrap.sh"
+        bootstrap.write_text(
+            "#!/usr/bin/env bash\necho 'docs walkthroughs run in an installed environment: no install here' >&2\nexit 97\n"
+        )
         venv = Path(sys.prefix).resolve()
         (root / ".venv").symlink_to(venv, target_is_directory=True)
         port = _free_port()
@@ -189,6 +195,7 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
         env.update(
             PATH=f"{root}/.venv/bin:{env.get('PATH', '/usr/bin:/bin')}", PYTHONPATH=str(root), PORT=str(port),
             COLUMNS="120", TERM="dumb", NO_COLOR="1", HOME=env.get("HOME", tmp), TMPDIR=tmp,
+            PIP_NO_INDEX="1",  # a walkthrough that installs anything fails rather than change the shared venv
         )
         proc = subprocess.Popen(
             ["bash", "-c", _script(walk, root, port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

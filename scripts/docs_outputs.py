@@ -261,19 +261,25 @@ def compare(shown: Any, actual: Any, *, subset: bool, where: str = "$") -> list[
     return [f"{where}: shown {shown!r}, answered {actual!r}"]
 
 
-def _project(shown: Any, actual: Any) -> Any:
-    """`actual` cut to the shape of a shortened `shown` (its keys, its list lengths)."""
+def _project(shown: Any, actual: Any, subset: bool) -> Any:
+    """`actual` as it should be shown: the shown "…" placeholders kept; cut to the shown keys and list
+    lengths when the shown output is a shortened one (subset)."""
+    if shown == WILDCARD:
+        return WILDCARD
     if isinstance(shown, dict) and isinstance(actual, dict):
-        return {k: _project(shown[k], actual[k]) for k in shown if k in actual}
+        keys = [k for k in shown if k in actual] if subset else list(actual)
+        return {k: _project(shown[k], actual[k], subset) if k in shown else actual[k] for k in keys}
     if isinstance(shown, list) and isinstance(actual, list):
-        return [_project(s, a) for s, a in zip(shown, actual, strict=False)]
-    return WILDCARD if shown == WILDCARD else actual
+        size = min(len(shown), len(actual)) if subset else len(actual)
+        return [_project(shown[i], actual[i], subset) if i < len(shown) else actual[i] for i in range(size)]
+    return actual
 
 
 def _dump(value: Any, depth: int = 0, max_depth: int = 2) -> str:
-    """JSON with the first `max_depth` levels on their own lines and deeper values on one line."""
-    if depth >= max_depth or not isinstance(value, dict | list) or not value:
-        return json.dumps(value, ensure_ascii=False)
+    """JSON on one line when it fits in 120 characters, else its first `max_depth` levels one item a line."""
+    inline = json.dumps(value, ensure_ascii=False)
+    if depth >= max_depth or not isinstance(value, dict | list) or len(inline) + 2 * depth <= 120:
+        return inline
     pad = "  " * (depth + 1)
     if isinstance(value, dict):
         items = [f"{pad}{json.dumps(k)}: {_dump(v, depth + 1, max_depth)}" for k, v in value.items()]
@@ -299,9 +305,9 @@ def check_outputs(walk: Walkthrough, outputs: list[str]) -> tuple[list[str], dic
             subset = "subset" in block.flags
             problems += [f"{where}: {p}" for p in compare(shown, actual, subset=subset)]
             if isinstance(actual, list) and not block.body.lstrip().startswith("["):  # one JSON value per line
-                rewrites[block] = "\n".join(json.dumps(a, ensure_ascii=False) for a in (_project(shown, actual) if subset else actual))
+                rewrites[block] = "\n".join(json.dumps(a, ensure_ascii=False) for a in _project(shown, actual, subset))
             else:
-                rewrites[block] = _dump(_project(shown, actual) if subset else actual)
+                rewrites[block] = _dump(_project(shown, actual, subset))  # keeps the shown "…" placeholders
         else:
             shown_lines = [line.rstrip() for line in block.body.strip("\n").splitlines()]
             actual_lines = [line.rstrip() for line in actual_text.splitlines()]

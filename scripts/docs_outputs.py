@@ -307,7 +307,9 @@ def check_outputs(walk: Walkthrough, outputs: list[str]) -> tuple[list[str], dic
             if isinstance(actual, list) and not block.body.lstrip().startswith("["):  # one JSON value per line
                 rewrites[block] = "\n".join(json.dumps(a, ensure_ascii=False) for a in _project(shown, actual, subset))
             else:
-                rewrites[block] = _dump(_project(shown, actual, subset))  # keeps the shown "…" placeholders
+                projected = _project(shown, actual, subset)  # keeps the shown "…" placeholders
+                one_line = "\n" not in block.body.strip()
+                rewrites[block] = json.dumps(projected, ensure_ascii=False) if one_line else _dump(projected)
         else:
             shown_lines = [line.rstrip() for line in block.body.strip("\n").splitlines()]
             actual_lines = [line.rstrip() for line in actual_text.splitlines()]
@@ -352,9 +354,9 @@ def main() -> int:
             continue
         problems, walk_rewrites = check_outputs(walk, outputs)
         rewrites.update(walk_rewrites)
-        if problems and not args.write:
+        if problems:
             print(*problems, sep="\n")
-            failed = True
+            failed = failed or not args.write
     if args.write:  # all at once: a rewrite moves the lines of the blocks below it
         _write(rewrites)
         print(f"rewrote {len(rewrites)} shown outputs")

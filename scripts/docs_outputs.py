@@ -81,11 +81,15 @@ class Walkthrough:
 
     @property
     def key(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.name}"
+        return f"{_rel(self.path)}:{self.name}"
 
     @property
     def slow(self) -> bool:
         return any("slow" in s.flags for s in self.steps)
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
@@ -136,7 +140,7 @@ def walkthroughs(paths: list[Path]) -> list[Walkthrough]:
 def unmarked_blocks(paths: list[Path]) -> list[str]:
     """`file:line` of every ```bash block that is neither run nor skipped with a reason."""
     return [
-        f"{b.path.relative_to(ROOT)}:{b.start + 1}"
+        f"{_rel(b.path)}:{b.start + 1}"
         for path in paths for b in parse(path)
         if b.lang in ("bash", "sh", "shell", "console") and b.kind not in ("run", "skip")
         or (b.kind == "skip" and not b.name)
@@ -252,8 +256,10 @@ def compare(shown: Any, actual: Any, *, subset: bool, where: str = "$") -> list[
         if len(shown) > len(actual) or (not subset and len(shown) != len(actual)):
             return [f"{where}: {len(shown)} items shown, {len(actual)} answered"]
         return [p for i, s in enumerate(shown) for p in compare(s, actual[i], subset=subset, where=f"{where}[{i}]")]
-    numbers = (int, float)
-    if isinstance(shown, numbers) and isinstance(actual, numbers) and not isinstance(shown, bool):
+    if isinstance(shown, bool) or isinstance(actual, bool):  # True == 1 in Python, not in JSON
+        if shown is actual:
+            return []
+    elif isinstance(shown, int | float) and isinstance(actual, int | float):
         if math.isclose(shown, actual, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
             return []
     elif shown == actual:
@@ -294,7 +300,7 @@ def check_outputs(walk: Walkthrough, outputs: list[str]) -> tuple[list[str], dic
     rewrites: dict[Block, str] = {}
     for index, block in walk.outputs.items():
         actual_text = outputs[index].strip("\n")
-        where = f"{block.path.relative_to(ROOT)}:{block.start + 1}"
+        where = f"{_rel(block.path)}:{block.start + 1}"
         if block.lang == "json":
             try:
                 actual = _parse_json(actual_text)

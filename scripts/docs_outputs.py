@@ -26,6 +26,7 @@ string "…" matches anything), other outputs line by line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class Block:
     kind: str | None = None  # run | output | skip | None (no marker)
     name: str = ""
     flags: tuple[str, ...] = ()
+    ordinal: int = 0  # its place among the file's fenced blocks
 
 
 @dataclass
@@ -109,7 +111,7 @@ def parse(path: Path) -> list[Block]:
         j = i + 1
         while j < len(lines) and not lines[j].startswith("```"):
             j += 1
-        block = Block(path, i, j, fence.group(1), "\n".join(lines[i + 1 : j]))
+        block = Block(path, i, j, fence.group(1), "\n".join(lines[i + 1 : j]), ordinal=len(blocks))
         above = MARKER.match(lines[i - 1]) if i > 0 else None
         if above:
             block.kind = above.group(1)
@@ -132,7 +134,9 @@ def walkthroughs(paths: list[Path]) -> list[Walkthrough]:
             elif block.kind == "output":
                 walk = found.get((path, block.name))
                 if walk is None or not walk.steps:
-                    raise ValueError(f"{path}:{block.start + 1}: docs-output {block.name!r} has no docs-run step above it")
+                    raise ValueError(
+                        f"{path}:{block.start + 1}: docs-output {block.name!r} has no docs-run step above it"
+                    )
                 walk.outputs[len(walk.steps) - 1] = block
     return list(found.values())
 
@@ -142,7 +146,7 @@ def unmarked_blocks(paths: list[Path]) -> list[str]:
     return [
         f"{_rel(b.path)}:{b.start + 1}"
         for path in paths for b in parse(path)
-        if b.lang in ("bash", "sh", "shell", "console") and b.kind not in ("run", "skip")
+        if (b.lang in ("bash", "sh", "shell", "console") and b.kind not in ("run", "skip"))
         or (b.kind == "skip" and not b.name)
     ]
 
@@ -172,7 +176,8 @@ def _script(walk: Walkthrough, root: Path, port: int) -> str:
                 body = _serve_command(root)
             parts.append(f"( {body}\n) >>{root}/.docs-server.log 2>&1 &")
             parts.append(
-                f"for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:{port}/readyz && break; sleep 0.1; done"
+                f"for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:{port}/readyz && break;"
+                " sleep 0.1; done"
             )
             parts.append(f"curl -sf -o /dev/null http://127.0.0.1:{port}/readyz")
         else:
@@ -190,7 +195,8 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
         # (an editable install) at a folder deleted below. Any walkthrough that tries fails instead.
         bootstrap = root / "scripts" / "bootstrap.sh"
         bootstrap.write_text(
-            "#!/usr/bin/env bash\necho 'docs walkthroughs run in an installed environment: no install here' >&2\nexit 97\n"
+            "#!/usr/bin/env bash\n"
+            "echo 'docs walkthroughs run in an installed environment: no install here' >&2\nexit 97\n"
         )
         venv = Path(sys.prefix).resolve()
         (root / ".venv").symlink_to(venv, target_is_directory=True)
@@ -201,9 +207,9 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
             COLUMNS="120", TERM="dumb", NO_COLOR="1", HOME=env.get("HOME", tmp), TMPDIR=tmp,
             PIP_NO_INDEX="1",  # a walkthrough that installs anything fails rather than change the shared venv
         )
-        proc = subprocess.Popen(
-            ["bash", "-c", _script(walk, root, port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env, cwd=root, start_new_session=True,
+        proc = subprocess.Popen(  # noqa: S603 - the docs' own commands, in a throw-away copy
+            ["bash", "-c", _script(walk, root, port)],  # noqa: S607
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root, start_new_session=True,
         )
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -212,10 +218,8 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
             stdout, stderr = proc.communicate()
             raise RuntimeError(f"{walk.key}: timed out after {timeout:.0f} s\n{stderr[-4000:]}") from None
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)  # a server step's process, still running in the background
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):  # a server step's process, still in the background
+                os.killpg(proc.pid, signal.SIGTERM)
         server_log = root / ".docs-server.log"
         log = server_log.read_text(errors="replace")[-3000:] if server_log.exists() else ""
         pieces = re.split(r"\n@@docs-step (\d+)@@\n", stdout)
@@ -326,14 +330,22 @@ def check_outputs(walk: Walkthrough, outputs: list[str]) -> tuple[list[str], dic
 
 
 def _write(rewrites: dict[Block, str]) -> None:
-    by_file: dict[Path, list[tuple[Block, str]]] = {}
+    """Replace the bodies of the shown-output blocks, found again by their place among the file's
+    blocks (the file may have been edited while the walkthroughs ran)."""
+    by_file: dict[Path, dict[int, tuple[Block, str]]] = {}
     for block, text in rewrites.items():
-        by_file.setdefault(block.path, []).append((block, text))
+        by_file.setdefault(block.path, {})[block.ordinal] = (block, text)
     for path, items in by_file.items():
         lines = path.read_text(encoding="utf-8").splitlines()
-        for block, text in sorted(items, key=lambda item: -item[0].start):
-            lines[block.start + 1 : block.end] = text.splitlines()
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        now = parse(path)
+        for ordinal, (block, text) in sorted(items.items(), reverse=True):
+            current = now[ordinal] if ordinal < len(now) else None
+            if current is None or (current.kind, current.name) != (block.kind, block.name):
+                print(f"{_rel(path)}: the blocks moved while the walkthroughs ran; run --write again")
+                break
+            lines[current.start + 1 : current.end] = text.splitlines()
+        else:
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main() -> int:

@@ -40,7 +40,9 @@ FALLBACK = {
     ),
     "max_candidates": "Most candidates in one `/v1/score` request (more: 413).",
     "max_body_bytes": "Largest `/v1/score` or `/v1/feedback` body in bytes (more: 413).",
-    "log_level": "Level of the `fusionrank.*` loggers (audit, watcher, registry); uvicorn's is `fusionrank serve --log-level`.",
+    "log_level": (
+        "Level of the `fusionrank.*` loggers (audit, watcher, registry); uvicorn's is `fusionrank serve --log-level`."
+    ),
 }
 
 

@@ -142,12 +142,13 @@ def walkthroughs(paths: list[Path]) -> list[Walkthrough]:
 
 
 def unmarked_blocks(paths: list[Path]) -> list[str]:
-    """`file:line` of every ```bash block that is neither run nor skipped with a reason."""
+    """`file:line` of every ```bash block (or pasted `$ command` session) neither run nor skipped with a reason."""
     return [
         f"{_rel(b.path)}:{b.start + 1}"
         for path in paths for b in parse(path)
         if (b.lang in ("bash", "sh", "shell", "console") and b.kind not in ("run", "skip"))
         or (b.kind == "skip" and not b.name)
+        or (b.kind is None and any(line.startswith("$ ") for line in b.body.splitlines()))  # a pasted session
     ]
 
 

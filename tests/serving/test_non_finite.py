@@ -12,8 +12,8 @@ import pytest
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_WEIGHT
 from app.artifacts.policy import PolicyFile, UtilityTerm, utility_bound
-from app.serving.bundle import PolicyBinding
 from app.control.loader import BundleCache
+from app.serving.bundle import PolicyBinding
 from app.serving.policy import CompiledPolicy
 from app.serving.scorer import ScoreInput, score
 from app.serving.shadow import shadow_rank

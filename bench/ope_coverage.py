@@ -42,8 +42,9 @@ def main() -> None:
             covered[name] += e["lower"] <= truth <= e["upper"]
         dr = m["estimates"]["dr"]
         rows.append(f"| {seed} | {m['logged']:.4f} | {m['estimates']['ips']['value']:.4f} |"
-                    f" {m['estimates']['snips']['value']:.4f} | {dr['value']:.4f} | [{dr['lower']:.4f}, {dr['upper']:.4f}]"
-                    f" | {'yes' if dr['lower'] <= truth <= dr['upper'] else 'no'} | {m['ess'][-1]:.0f} |")
+                    f" {m['estimates']['snips']['value']:.4f} | {dr['value']:.4f} |"
+                    f" [{dr['lower']:.4f}, {dr['upper']:.4f}] |"
+                    f" {'yes' if dr['lower'] <= truth <= dr['upper'] else 'no'} | {m['ess'][-1]:.0f} |")
         print(rows[-1], flush=True)
     errors: dict[int, dict[str, float]] = {}
     for size in [int(s) for s in args.sizes.split(",")]:

@@ -177,9 +177,9 @@ class Exploration(StrictModel):
             t = self.temperature
             if t is None or not (math.isfinite(t) and MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):
                 raise ValueError(
-                    f"exploration.temperature: softmax needs a temperature in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
-                    f" (got {t!r}); it is in units of utility: about the utility gap between candidates that"
-                    " should be served about as often"
+                    "exploration.temperature: softmax needs a temperature in"
+                    f" [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (got {t!r}); it is in units of utility: about"
+                    " the utility gap between candidates that should be served about as often"
                 )
             if self.epsilon is not None or self.ranks:
                 raise ValueError("exploration: `epsilon` and `ranks` belong to method epsilon_greedy; remove them"

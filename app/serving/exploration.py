@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from app.artifacts.policy import Exploration
 
-__all__ = ["ExploredSlate", "explore", "exploration_seed", "softmax_propensities"]
+__all__ = ["ExploredSlate", "exploration_seed", "explore", "softmax_propensities"]
 
 IntArray = npt.NDArray[np.intp]
 Float = npt.NDArray[np.float64]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.artifacts.policy import Exploration, PolicyFile
-from app.serving.exploration import explore, exploration_seed, softmax_propensities
+from app.serving.exploration import exploration_seed, explore, softmax_propensities
 from tests.conftest import write_policy
 
 SOFTMAX = Exploration(method="softmax", temperature=0.5, protect_top=1)

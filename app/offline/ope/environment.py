@@ -85,7 +85,7 @@ class BanditEnvironment:
         rng = np.random.default_rng(seed)
         hidden, predictions = self._requests(n, rng)
         rule = self.policy("logging").exploration
-        assert rule is not None  # noqa: S101 - the logging policy is built with one just above
+        assert rule is not None
         exploration: Exploration = rule
         utility = predictions @ np.asarray(self.logging_weights)
         position = np.full((n, self.n_candidates), -1)

@@ -63,7 +63,7 @@ class SlateFeedback:
 
     def weights(self) -> Float:
         """[G, K] cumulative importance weights W of the prefixes."""
-        return np.cumprod(self.target / self.logging, axis=1)
+        return np.asarray(np.cumprod(self.target / self.logging, axis=1), dtype=np.float64)
 
     def take(self, groups: npt.NDArray[np.intp]) -> SlateFeedback:
         return SlateFeedback(self.reward[groups], self.logging[groups], self.target[groups], self.estimate[groups],

@@ -14,13 +14,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
 
 from app.artifacts.policy import PolicyFile
 from app.errors import PolicyError
+from app.offline.ope.evaluate import OpeSettings, evaluate_policy
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.outcomes import replay_outcomes, segment_outcomes
 from app.offline.tuning.replay import replay_policy
@@ -32,6 +33,7 @@ __all__ = [
     "SimulationResult",
     "emit_draft",
     "grid_variants",
+    "off_policy_estimates",
     "pareto_front",
     "simulate",
     "tuned_variant",
@@ -125,6 +127,23 @@ def simulate(
         for column in segments:
             by_segment[column][variant.label] = segment_outcomes(log, replay, k, column, segment_metrics)
     return SimulationResult(k, list(variants), metrics, by_segment)
+
+
+def off_policy_estimates(
+    log: CandidateLog,
+    variants: Sequence[PolicyVariant],
+    settings: OpeSettings,
+    *,
+    top_k: int | None = None,
+    context: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`simulate --ope`: each variant's value at top k estimated from the logged propensities
+    (`app.offline.ope`), label -> `evaluate_policy` report."""
+    out = {}
+    for variant in variants:
+        replay = replay_policy(log, variant.policy, variant.source, label=variant.label, context=context, top_k=top_k)
+        out[variant.label] = evaluate_policy(log, replay, settings)
+    return out
 
 
 class LogReplayer(Protocol):

@@ -23,6 +23,7 @@ from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
 from app.serving.columns import Candidates
+from app.serving.features import EncodedFeatures
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.slate import apply_slate
@@ -66,6 +67,7 @@ class ScoreOutcome:
     ranked: npt.NDArray[np.intp]  # answer order
     filtered: list[Filtered]
     timings: dict[str, float]  # stage -> seconds
+    encoded: EncodedFeatures | None = None  # what the model saw (the served log may record it)
 
     def raw_probabilities(self) -> npt.NDArray[np.float64]:
         return sigmoid(self.logits.astype(np.float64))
@@ -117,7 +119,7 @@ def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
         binding=binding, effective=effective, logits=logits, probabilities=probabilities,
         contributions=contributions, utility=utility, triggered=triggered, attributes=attributes,
         ranked=slate.ranked,
-        filtered=filtered, timings=timings,
+        filtered=filtered, timings=timings, encoded=encoded,
     )
 
 

@@ -12,6 +12,8 @@ different tasks without a schema change; `fusionrank logs join` spreads them int
 - ``utility_terms`` maps each utility term (`ScoreOutcome.contributions`) to its value.
 - ``propensity`` is the probability that the logging policy put the candidate at its position
   (null until the policy explores: a deterministic ranking logs 1.0 for served rows, null for filtered ones).
+- ``attributes_number`` / ``attributes_string`` / ``attributes_boolean`` hold the candidate attributes the
+  policy declares, by declared type (what `simulate` and `tune` replay a policy on).
 - ``features_numeric`` / ``features_categorical`` are what the model saw after the request-context and
   manifest-default fallback (numeric as the float32 fed to the graph, categorical as the vocabulary value,
   null for out-of-vocabulary); both null unless features are logged.
@@ -104,6 +106,10 @@ def served_log_schema() -> pa.Schema:
             pa.field("utility_terms", _FLOATS, nullable=False),  # term -> contribution to utility
             pa.field("features_numeric", _FLOATS),
             pa.field("features_categorical", _STRINGS),
+            # The policy's declared candidate attributes as read (a missing value: absent from the map).
+            pa.field("attributes_number", _FLOATS, nullable=False),
+            pa.field("attributes_string", _STRINGS, nullable=False),
+            pa.field("attributes_boolean", pa.map_(pa.string(), pa.bool_()), nullable=False),
         ],
         metadata=_metadata(SERVED_KIND),
     )

@@ -293,8 +293,33 @@ class _ServedColumns:
             _float_map(tasks, outcome.logits), _float_map(tasks, outcome.probabilities),
             pa.array(outcome.utility), pa.nulls(n, pa.float64()),
             _float_map(terms, outcome.contributions), numeric, categorical,
+            *self._attributes(outcome.binding.policy.file.attributes, outcome.attributes, n),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _attributes(self, declared: Mapping[str, str], columns: Mapping[str, object], n: int) -> list[pa.Array]:
+        """Three maps (number, string, boolean) of the declared attributes; a missing value is left out."""
+        out = []
+        for kind, value_type in (("number", pa.float64()), ("string", pa.string()), ("boolean", pa.bool_())):
+            names = [name for name, k in declared.items() if k == kind and name in columns]
+            if not names:
+                out.append(_empty_maps(n, value_type))
+                continue
+            values = pa.array(
+                np.column_stack([np.asarray(columns[name]) for name in names]).ravel()
+                if kind == "number" else [v for row in zip(*(columns[name] for name in names), strict=True)
+                                          for v in row],
+                value_type,
+            )
+            if kind == "number":
+                values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+            keys = pc.take(self._keys(names), pa.array(np.tile(np.arange(len(names), dtype=np.int32), n)))
+            present = pc.is_valid(values).to_numpy(zero_copy_only=False)
+            counts = present.reshape(n, len(names)).sum(axis=1)
+            offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+            keep = pa.array(present)
+            out.append(pa.MapArray.from_arrays(offsets, keys.filter(keep), values.filter(keep)))
+        return out
 
     def _features(self, item: _Served, n: int) -> tuple[pa.Array, pa.Array]:
         outcome = item.answer.outcome
@@ -322,6 +347,12 @@ class _ServedColumns:
         offsets = pa.array(np.arange(0, n * c + 1, c, dtype=np.int32))
         names = pc.take(vocab.categorical, pa.array(np.tile(np.arange(c, dtype=np.int32), n)))
         return numeric, pa.MapArray.from_arrays(offsets, names, values)
+
+
+def _empty_maps(n: int, value_type: pa.DataType) -> pa.MapArray:
+    return pa.MapArray.from_arrays(
+        pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()), pa.array([], value_type)
+    )
 
 
 def _surface(surface: str, n: int) -> pa.DictionaryArray:

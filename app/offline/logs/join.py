@@ -30,7 +30,9 @@ from app.artifacts.served_log import joined_log_fields, joined_metadata
 from app.errors import ArtifactError
 from app.offline.logs.inputs import LabelWindows, read_outcomes, read_served
 
-__all__ = ["JoinSummary", "group_ids", "join_logs", "joined_schema", "write_joined"]
+__all__ = [
+    "ATTRIBUTE_MAPS", "JoinSummary", "attribute_names", "group_ids", "join_logs", "joined_schema", "write_joined"
+]
 
 _US_PER_HOUR = 3_600_000_000
 
@@ -63,7 +65,26 @@ def group_ids(request_ids: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.array(hashes[encoded.indices.to_numpy(zero_copy_only=False)])
 
 
-def joined_schema(tasks: list[str], numeric: list[str], categorical: list[str], as_of: datetime) -> pa.Schema:
+ATTRIBUTE_MAPS = {"attributes_number": pa.float64(), "attributes_string": pa.string(),
+                  "attributes_boolean": pa.bool_()}
+
+
+def attribute_names(served: pa.Table) -> dict[str, list[str]]:
+    """Map column -> the attribute names it holds anywhere in the log, sorted."""
+    out: dict[str, list[str]] = {}
+    for column in ATTRIBUTE_MAPS:
+        if column not in served.column_names:
+            out[column] = []
+            continue
+        maps = served[column].combine_chunks()
+        out[column] = sorted(str(k) for k in pc.unique(maps.keys).to_pylist())
+    return out
+
+
+def joined_schema(
+    tasks: list[str], numeric: list[str], categorical: list[str], as_of: datetime,
+    attributes: dict[str, list[str]] | None = None,
+) -> pa.Schema:
     fields = [f.with_type(pa.string()) if f.name == "surface" else f for f in joined_log_fields()]
     fields.insert(1, pa.field("group_id", pa.int64(), nullable=False))
     for task in tasks:
@@ -73,6 +94,8 @@ def joined_schema(tasks: list[str], numeric: list[str], categorical: list[str], 
         ]
     fields += [pa.field(name, pa.float64()) for name in numeric]
     fields += [pa.field(name, pa.string()) for name in categorical]
+    for column, names in (attributes or {}).items():
+        fields += [pa.field(name, ATTRIBUTE_MAPS[column]) for name in names]
     names = [f.name for f in fields]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -93,7 +116,8 @@ def join_logs(
     logged_features = features and served["features_numeric"].null_count < served.num_rows
     numeric = windows.numeric_features() if logged_features else []
     categorical = windows.categorical_features() if logged_features else []
-    schema = joined_schema(tasks, numeric, categorical, as_of)
+    attributes = attribute_names(served)
+    schema = joined_schema(tasks, numeric, categorical, as_of, attributes)
     n = served.num_rows
     as_of_us = int(as_of.timestamp() * 1_000_000)
     ts = pc.cast(served["ts"], pa.int64()).to_numpy()
@@ -143,6 +167,9 @@ def join_logs(
         columns[name] = pc.map_lookup(served["features_numeric"], pa.scalar(name), "first")
     for name in categorical:
         columns[name] = pc.map_lookup(served["features_categorical"], pa.scalar(name), "first")
+    for column, names in attributes.items():
+        for name in names:
+            columns[name] = pc.map_lookup(served[column], pa.scalar(name), "first")
     table = pa.table([columns[f.name] for f in schema], schema=schema)
     return table, summary
 

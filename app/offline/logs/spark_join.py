@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from app.errors import ArtifactError
 from app.offline.logs.inputs import LabelWindows, served_folder
-from app.offline.logs.join import JoinSummary, joined_schema
+from app.offline.logs.join import ATTRIBUTE_MAPS, JoinSummary, joined_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -60,7 +60,12 @@ def join_on_spark(
     logged = features and served.filter(F.col("features_numeric").isNotNull()).limit(1).count() > 0
     numeric = windows.numeric_features() if logged else []
     categorical = windows.categorical_features() if logged else []
-    schema = joined_schema(tasks, numeric, categorical, as_of)
+    attributes = {
+        column: sorted(r[0] for r in served.select(F.explode(F.map_keys(F.col(column)))).distinct().collect())
+        for column in ATTRIBUTE_MAPS
+    }
+    schema = joined_schema(tasks, numeric, categorical, as_of, attributes)
+    attribute_of = {name: column for column, names in attributes.items() for name in names}
     as_of_us = int(as_of.timestamp() * 1_000_000)
 
     def window_us(task: str) -> Column:
@@ -106,6 +111,8 @@ def join_on_spark(
             value = F.try_element_at(F.col("features_numeric"), F.lit(name))
         elif name in categorical:
             value = F.try_element_at(F.col("features_categorical"), F.lit(name))
+        elif name in attribute_of:
+            value = F.try_element_at(F.col(attribute_of[name]), F.lit(name))
         else:
             value = F.col(name)
         selected.append(value.alias(name))

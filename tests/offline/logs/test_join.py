@@ -40,6 +40,7 @@ def test_labels_follow_the_label_windows(logged: tuple[Path, Any], tmp_path: Pat
     assert (hidden["label_click"], hidden["mask_click"]) == (None, 0)  # never shown
     assert 0 < a["p_click"] < 1 and a["logit_click"] is not None and a["item_price"] is not None
     assert a["device"] == "ios" and isinstance(a["group_id"], int)
+    assert isinstance(a["margin"], float) and isinstance(a["creator_id"], str) and a["sponsored"] in (True, False)
     assert summary.outcomes == 6 and summary.after_as_of == 1 and summary.unmatched == 1
     later, _ = join_logs(root, outcomes, t0 + timedelta(hours=80), MODEL_STORE)
     late = {(r["request_id"], r["candidate_id"]): r for r in later.to_pylist()}[("req-0", who["a"])]

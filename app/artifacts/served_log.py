@@ -7,10 +7,13 @@ request, written by the service (`app.monitoring.served_log`) as Parquet under
 different tasks without a schema change; `fusionrank logs join` spreads them into one column per task.
 
 - ``position`` is the served 0-based position, null when the candidate was removed; then
-  ``filtered_stage`` (``guardrail`` / ``slate``) and ``filtered_rule`` say what removed it (null when served).
+  ``filtered_stage`` (``guardrail`` / ``slate``) and ``filtered_rule`` say what removed it (null when served;
+  ``slate`` / ``top_k`` for a candidate that passed every rule but ranked past the answer's top_k).
 - ``utility_terms`` maps each utility term (`ScoreOutcome.contributions`) to its value.
 - ``propensity`` is the probability that the logging policy put the candidate at its position
   (null until the policy explores: a deterministic ranking logs 1.0 for served rows, null for filtered ones).
+- ``attributes_number`` / ``attributes_string`` / ``attributes_boolean`` hold the candidate attributes the
+  policy declares, by declared type (what `simulate` and `tune` replay a policy on).
 - ``features_numeric`` / ``features_categorical`` are what the model saw after the request-context and
   manifest-default fallback (numeric as the float32 fed to the graph, categorical as the vocabulary value,
   null for out-of-vocabulary); both null unless features are logged.
@@ -41,6 +44,7 @@ __all__ = [
     "SCHEMA_VERSION_KEY",
     "SERVED_KIND",
     "TASKS_KEY",
+    "TOP_K_RULE",
     "joined_log_fields",
     "joined_metadata",
     "joined_tasks",
@@ -56,6 +60,7 @@ TASKS_KEY: Final = b"fusionrank.tasks"  # joined log: comma-separated task names
 SERVED_KIND: Final = "served"
 OUTCOMES_KIND: Final = "outcomes"
 JOINED_KIND: Final = "joined"
+TOP_K_RULE: Final = "top_k"  # filtered_rule of a candidate that survived every rule but ranked past top_k
 
 _TS = pa.timestamp("us", tz="UTC")
 _FLOATS = pa.map_(pa.string(), pa.float64())
@@ -70,8 +75,9 @@ def _metadata(kind: str) -> dict[bytes, bytes]:
 _SERVED_KEYS: Final = [
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("ts", _TS, nullable=False),  # when the request was answered
-    pa.field("surface", pa.string(), nullable=False),
-    pa.field("sticky_key", pa.string()),  # the canary's sticky key value (default context.user_id), if sent
+    # Dictionary-encoded like the surface= partition key that pyarrow infers, so a folder reads as one table.
+    pa.field("surface", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("sticky_key", pa.string()),  # context.user_id as sent (the default canary sticky key), or null
     pa.field("model", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("calibration_version", pa.string(), nullable=False),
@@ -100,6 +106,10 @@ def served_log_schema() -> pa.Schema:
             pa.field("utility_terms", _FLOATS, nullable=False),  # term -> contribution to utility
             pa.field("features_numeric", _FLOATS),
             pa.field("features_categorical", _STRINGS),
+            # The policy's declared candidate attributes as read (a missing value: absent from the map).
+            pa.field("attributes_number", _FLOATS, nullable=False),
+            pa.field("attributes_string", _STRINGS, nullable=False),
+            pa.field("attributes_boolean", pa.map_(pa.string(), pa.bool_()), nullable=False),
         ],
         metadata=_metadata(SERVED_KIND),
     )

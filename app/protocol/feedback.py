@@ -62,6 +62,14 @@ class FeedbackEvent(_Body):
     model_version: Identifier
     calibration_version: Identifier
     event_time: AwareDatetime = Field(description="when the outcome was observed (ISO 8601 with a time zone)")
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="the `request_id` of the served /v1/score request: with `candidate_id`, what joins this"
+        " outcome to the served log (`fusionrank logs join`)",
+    )
+    candidate_id: str | None = Field(
+        default=None, min_length=1, max_length=256, description="the served candidate's `id`"
+    )
 
 
 class FeedbackRequest(_Body):

@@ -24,6 +24,7 @@ from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
 from app.serving.columns import Candidates
 from app.serving.exploration import explore
+from app.serving.features import EncodedFeatures
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.slate import apply_slate
@@ -70,6 +71,7 @@ class ScoreOutcome:
     # [len(ranked)] conditional probability of each answered candidate at its position given the ones above
     # it (`app.serving.exploration`); None when the policy does not explore (every position is certain).
     propensity: npt.NDArray[np.float64] | None = None
+    encoded: EncodedFeatures | None = None  # what the model saw (the served log may record it)
 
     def raw_probabilities(self) -> npt.NDArray[np.float64]:
         return sigmoid(self.logits.astype(np.float64))
@@ -126,7 +128,7 @@ def score(binding: PolicyBinding, request: ScoreInput, *, request_id: str | None
         binding=binding, effective=effective, logits=logits, probabilities=probabilities,
         contributions=contributions, utility=utility, triggered=triggered, attributes=attributes,
         ranked=ranked,
-        filtered=filtered, timings=timings, propensity=propensity,
+        filtered=filtered, timings=timings, propensity=propensity, encoded=encoded,
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from app.errors import ArtifactError
+from app.offline.logs.adapters import joined_dataset
 from app.offline.training.batches import InMemoryLog, LogSource, StreamedLog, blocks, split_rows
 from app.offline.training.encoding import SPLITS, EncodedRows, FittedEncoding, encode, fit_encoding
 from app.offline.training.evaluation import COMPARED, Predictions, evaluate, predict, render_markdown
@@ -74,6 +75,7 @@ def train_spec(
 ) -> RunResult:
     """Train into `out`; with `resume`, continue from the last checkpoint in `out` (same spec but epochs)."""
     started = time.perf_counter()
+    spec = spec.model_copy(update={"dataset": joined_dataset(data, spec.dataset)})  # a joined served log as is
     source = TableSource.open(data, spec.dataset, batch_rows=spec.training.read_batch_rows)
     fitted = fit_encoding(source)
     if fitted.rows["valid"] == 0 or fitted.rows["test"] == 0:

@@ -27,13 +27,17 @@ from app.offline.tuning.simulation import (
     PolicyVariant,
     emit_draft,
     grid_variants,
+    model_replay,
     off_policy_estimates,
     pareto_front,
     tuned_variant,
 )
 from app.offline.tuning.targeting import NdcgGapTuner, RegretTuner
 
-__all__ = ["LogReader", "ope_settings", "parse_pairs", "run_constrained", "run_fraction_tuner", "run_simulate"]
+__all__ = [
+    "LogReader", "model_replay_markdown", "ope_settings", "parse_pairs", "run_constrained", "run_fraction_tuner",
+    "run_simulate",
+]
 
 ACCEPTED_ERROR = 0.02  # absolute fraction error sum under which targets count as reached
 
@@ -148,20 +152,24 @@ def run_simulate(
     logs: Path | str, policies: Sequence[Path], *, grid: Sequence[str], weights: Sequence[Path] = (), out: Path,
     k: int, top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
     y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
-    replayer: LogReplayer | None = None, ope: OpeSettings | None = None,
+    replayer: LogReplayer | None = None, ope: OpeSettings | None = None, model: Path | None = None,
+    model_calibration: str | None = None,
 ) -> dict[str, Any]:
     """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
     pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here.
-    With `ope`, every variant's value is also estimated off-policy from the logged propensities."""
+    With `ope`, every variant's value is also estimated off-policy from the logged propensities; with `model`,
+    that bundle rescores the logged features and every variant is replayed on its predictions too."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
-    if ope is not None and replayer is not None:
-        raise ValueError("--ope runs on the local engine: give --logs JOINED.parquet without --engine spark")
+    if (ope is not None or model is not None) and replayer is not None:
+        raise ValueError("--ope and --model run on the local engine: give --logs JOINED.parquet without --engine"
+                         " spark")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
     local: CandidateLog | None = None
     log: LogReplayer
     if replayer is None:
-        local = read_joined_log(Path(logs)) if ope is not None else read_candidate_log(Path(logs))
+        joined = ope is not None or model is not None
+        local = read_joined_log(Path(logs)) if joined else read_candidate_log(Path(logs))
         log = LocalReplayer(local)
     else:
         log = replayer
@@ -221,14 +229,39 @@ def run_simulate(
         estimates = off_policy_estimates(local, variants, settings, top_k=top_k, context=context_map)
         report += "\n## Off-policy estimates\n\n" + "\n".join(
             ope_markdown(label, value) for label, value in estimates.items())
+    replayed = None
+    if model is not None and local is not None:
+        replay_ope = replace(ope, segments=ope.segments or tuple(segment_columns)) if ope is not None else None
+        replayed = model_replay(local, variants, model, k=k, calibration=model_calibration, ope=replay_ope,
+                                top_k=top_k, context=context_map)
+        report += model_replay_markdown(replayed)
     (out / "report.md").write_text(report, encoding="utf-8")
     summary = {"k": k, "x": x_metric, "y": y_metric, "pareto": front, "metrics": result.metrics,
                "segments": result.segments, "variants": {v.label: v.source for v in variants},
                "emitted_policy": emitted, "picked": chosen}
     if estimates is not None:
         summary["ope"] = estimates
+    if replayed is not None:
+        summary["model_replay"] = replayed
     _write_json(out / "results.json", summary)
     return summary
+
+
+def model_replay_markdown(replayed: dict[str, Any]) -> str:
+    """The report.md section of `--model`: predictions and slates of the replayed bundle against the served."""
+    lines = ["", f"## Replay of {replayed['model']} on the logged features", "",
+             "| task | served mean p | replayed mean p | mean abs diff | label mean | served p/label |"
+             " replayed p/label |", "|---|---|---|---|---|---|---|"]
+    for task, m in replayed["predictions"].items():
+        lines.append(f"| {task} | {m['served_mean']:.4g} | {m['replayed_mean']:.4g} | {m['mean_abs_diff']:.4g} |"
+                     f" {m['label_mean']:.4g} | {m['served_ratio']:.3g} | {m['replayed_ratio']:.3g} |")
+    lines += ["", f"| policy | top-{replayed['k']} overlap with served | mean rank shift | same first |",
+              "|---|---|---|---|"]
+    for label, r in replayed["rankings"].items():
+        lines.append(f"| {label} | {r['topk_overlap']:.3f} | {r['mean_rank_shift']:.3f} | {r['same_first']:.3f} |")
+    for label, value in replayed.get("ope", {}).items():
+        lines += ["", ope_markdown(f"{label} with {replayed['model']}", value)]
+    return "\n".join(lines) + "\n"
 
 
 def ope_settings(k: int, metrics: Sequence[str], confidence: float, bootstrap: int, seed: int) -> OpeSettings:

@@ -22,6 +22,8 @@ import yaml
 from app.artifacts.policy import PolicyFile
 from app.errors import PolicyError
 from app.offline.ope.evaluate import OpeSettings, evaluate_policy
+from app.offline.ope.model_replay import compare_predictions, compare_rankings, rescored_log
+from app.offline.ope.slates import logged_slates
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.outcomes import replay_outcomes, segment_outcomes
 from app.offline.tuning.replay import replay_policy
@@ -33,6 +35,7 @@ __all__ = [
     "SimulationResult",
     "emit_draft",
     "grid_variants",
+    "model_replay",
     "off_policy_estimates",
     "pareto_front",
     "simulate",
@@ -143,6 +146,37 @@ def off_policy_estimates(
     for variant in variants:
         replay = replay_policy(log, variant.policy, variant.source, label=variant.label, context=context, top_k=top_k)
         out[variant.label] = evaluate_policy(log, replay, settings)
+    return out
+
+
+def model_replay(
+    log: CandidateLog,
+    variants: Sequence[PolicyVariant],
+    bundle: Path,
+    *,
+    k: int,
+    calibration: str | None = None,
+    ope: OpeSettings | None = None,
+    top_k: int | None = None,
+    context: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """`simulate --model BUNDLE`: the bundle rescores the logged features; every variant is replayed on its
+    predictions and compared with what was served (slates; with `ope`, the off-policy value of serving the
+    variant with that model). The direct method of DR stays the logged model's predictions."""
+    rescored = rescored_log(log, bundle, calibration)
+    served = logged_slates(log, k)
+    rankings: dict[str, dict[str, float]] = {}
+    estimates: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        replay = replay_policy(rescored.log, variant.policy, variant.source, label=variant.label, context=context,
+                               top_k=top_k)
+        rankings[variant.label] = compare_rankings(served, replay.served, k)
+        if ope is not None:
+            estimates[variant.label] = evaluate_policy(log, replay, ope)
+    out: dict[str, Any] = {"model": rescored.label, "k": k, "predictions": compare_predictions(log, rescored.log),
+                           "rankings": rankings}
+    if ope is not None:
+        out["ope"] = estimates
     return out
 
 

@@ -24,7 +24,22 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyError",
     "Unauthorized",
+    "UnsupportedMediaType",
+    "ValueAt",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ValueAt:
+    """A bad value among the candidates, located whatever the body's shape: `app.protocol` names it by the
+    body's path (`columns.price[3]` for columns and Arrow). Its text is the row path, the default."""
+
+    section: str  # "features" or "attributes"
+    name: str
+    index: int  # the candidate's position in the request
+
+    def __str__(self) -> str:
+        return f"candidates[{self.index}].{self.section}.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +50,7 @@ class ErrorDetail:
     field: str | None = None
     candidate_index: int | None = None
     fix: str | None = None
+    value: ValueAt | None = None  # a bad candidate value, for the protocol to name by the body's path
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"message": self.message}
@@ -65,10 +81,11 @@ class InvalidRequest(FusionrankError):
 
     @classmethod
     def at(
-        cls, field: str, message: str, fix: str, *, candidate_index: int | None = None
+        cls, field: str | ValueAt, message: str, fix: str, *, candidate_index: int | None = None
     ) -> Self:
         """One-problem shortcut: the message names the field, the detail carries the fix."""
-        detail = ErrorDetail(message=message, field=field, candidate_index=candidate_index, fix=fix)
+        detail = ErrorDetail(message=message, field=str(field), candidate_index=candidate_index, fix=fix,
+                             value=field if isinstance(field, ValueAt) else None)
         return cls(f"{field}: {message}", details=[detail])
 
 
@@ -76,6 +93,12 @@ class PayloadTooLarge(InvalidRequest):
     """More candidates or more bytes than this service accepts (HTTP 413)."""
 
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A body in a media type or content coding this endpoint does not accept (HTTP 415)."""
+
+    code = "unsupported_media_type"
 
 
 class NotFound(FusionrankError):

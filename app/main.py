@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, admin_models, feedback, probes, score
 from app.api.budget import PARSE_AMPLIFICATION
-from app.api.decode import decode_score_request
 from app.api.errors import install_error_handlers
 from app.api.limits import AdmissionControl, AdmissionLedger, AdmissionLimits
 from app.api.middleware import RequestMetricsMiddleware
@@ -29,6 +28,7 @@ from app.control.warmup import GoldenBatch
 from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
+from app.protocol.rows import decode_score_request
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
 

@@ -41,7 +41,13 @@ class Settings(BaseSettings):
     # cores: +30 % accepted requests/s, p99 26 vs 57 ms, 503 p50 0.5 vs 1.4 ms (bench/RESULTS.md).
     score_threads: int = Field(default=2, ge=1, le=64)
     max_candidates: int = Field(default=5000, ge=1)
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Largest body (any format). A row-JSON candidate of the shipped demo bundle is ~300 bytes
+    # (5000 candidates: 1.5 MB compact, 2.3 MB indented); parsing JSON takes up to ~28 bytes of
+    # memory per body byte (app.protocol.cost.PARSE_AMPLIFICATION), so 4 MiB costs at most ~110 MB.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Arrow bodies: most bytes a stream may take once decompressed and converted, checked from its
+    # metadata before anything is decompressed. None: 8 x max_body_bytes.
+    max_decoded_bytes: int | None = Field(default=None, ge=1024)
     default_top_k: int | None = Field(default=None, ge=1)
     # Admin API bearer tokens. Named tokens (JSON: {"alice": "<secret>"}) let the audit log say who
     # made a change; `admin_token` alone is the token named "admin". None configured: admin API off.
@@ -71,7 +77,7 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         default=640 * 1024 * 1024, ge=0,
         description="Memory budget of admitted work, in bytes: the sum, over the work requests being read and"
-        " parsed, of body bytes x the parse amplification of their format (JSON 36x, Arrow 2x; app/api/budget.py)"
+        " parsed, of body bytes x the parse amplification of their format (JSON 28x, Arrow 13x; app/protocol/cost.py)"
         " stays under it. Beyond it a request is answered 503 + Retry-After before its body is parsed (413 when"
         " its body alone costs more than the whole budget). Set it from the pod's memory limit: the limit minus"
         " the replica's idle RSS (~200 MB with the demo bundle) minus ~20 % headroom for what it does not count"
@@ -130,6 +136,10 @@ class Settings(BaseSettings):
             if len(token.get_secret_value()) < _MIN_TOKEN_LENGTH:
                 raise ValueError(f"admin token {name!r} is shorter than {_MIN_TOKEN_LENGTH} characters")
         return tokens
+
+    def decoded_bytes_limit(self) -> int:
+        """`max_decoded_bytes`, or 8 x `max_body_bytes` when unset."""
+        return self.max_decoded_bytes if self.max_decoded_bytes is not None else 8 * self.max_body_bytes
 
     def admin_credentials(self) -> dict[str, SecretStr]:
         """Token name -> secret, `admin_token` included as "admin"; empty when the admin API is off."""

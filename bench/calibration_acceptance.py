@@ -6,7 +6,7 @@ lies in [0.97, 1.03] and Field-RCE drops by at least half. `report` (~0.04 % pos
 last week: this benchmark generates them chunk by chunk, scores them with the shipped
 model_store/demo_ranker/1/model.onnx (the service's encoder and runner), fits on days 21-25 with the
 code of `calibrate fit` and measures on days 25-28 from binned sums, never holding the rows
-(`app.offline.calibration_acceptance`). Prints a table and appends it to bench/RESULTS.md.
+(`app.offline.calibration.acceptance`). Prints a table and appends it to bench/RESULTS.md.
 Usage: python bench/calibration_acceptance.py [--rows 60000000] [--chunk-rows 250000] [--seed 7]
        [--calibration-out FILE] [--no-progress] [--no-record]
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.offline.calibration_acceptance import (
+from app.offline.calibration.acceptance import (
     FIT_DAYS,
     HELD_OUT_DAYS,
     RATIO_BAND,

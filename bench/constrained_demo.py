@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.offline.demo_data import write_demo_log
-from app.offline.pipeline import train_spec
-from app.offline.spec import ConstraintSpec, load_spec
+from app.offline.synthetic.log_file import write_demo_log
+from app.offline.training.spec import ConstraintSpec, load_spec
+from app.offline.training.train import train_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.api.arrow import ARROW_MEDIA_TYPE
+from app.protocol.arrow import ARROW_MEDIA_TYPE
 from bench.common import (
     MODELS,
     ROOT,

@@ -30,8 +30,8 @@ import torch
 
 from app.artifacts.common import sha256_file
 from app.artifacts.manifest import ModelManifest
-from app.offline.export import export_onnx, parity_max_abs_diff
-from app.offline.model import MultiTaskRanker
+from app.offline.training.models.shared_bottom import MultiTaskRanker
+from app.offline.training.onnx_export import export_onnx, parity_max_abs_diff
 from app.serving.golden import write_golden
 from app.serving.model_runner import ModelRunner
 

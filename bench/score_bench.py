@@ -35,11 +35,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.api.arrow import ARROW_MEDIA_TYPE
 from app.api.score import _answer
 from app.api.state import ServiceState
 from app.control.loader import load_snapshot
 from app.monitoring.metrics import ServiceMetrics
+from app.protocol.arrow import ARROW_MEDIA_TYPE
 from app.serving.bundle import PolicyBinding
 from app.settings import Settings
 from bench.common import (

@@ -278,7 +278,7 @@ def fusionrank(*args: str) -> None:
 def write_logs(data: Path, out: Path, logits: Logits, *, model: Path | None) -> Path:
     """Tuning logs from the held-out ratings of the prepared log `data` (see the module docstring);
     `model` is the bundle the calibration is tied to (and written into). Returns logs.parquet."""
-    from app.offline.spec import load_spec
+    from app.offline.training.spec import load_spec
     from app.offline.tuning import read_candidate_log
 
     spec = load_spec(SPEC).dataset
@@ -356,8 +356,8 @@ def main() -> None:
 
 
 def train_and_export(data: Path, run: Path, bundle: Path, *, overwrite: bool, progress: bool) -> None:
-    from app.offline.bundle import export_run
-    from app.offline.pipeline import train_run
+    from app.offline.training.bundle import export_run
+    from app.offline.training.train import train_run
 
     started = time.perf_counter()
     result = train_run(SPEC, data, run, show_progress=progress)

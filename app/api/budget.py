@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import math
 
+from app.protocol.cost import PARSE_AMPLIFICATION
+
 __all__ = ["PARSE_AMPLIFICATION", "MemoryBudget", "amplification", "parse_cost"]
 
-# Peak bytes allocated while a body is parsed, per body byte (tracemalloc around the decoder, warm,
-# on the demo bundle's sample request grown to 2000 candidates; 2026-12-06):
-#   row JSON 15.5x, column JSON 17.2x, Arrow IPC (uncompressed) 1.5x; and the worst JSON known,
-#   a list of empty objects `[{},{},...]` (orjson.loads alone): 36x (the red team saw +490 MB of RSS
-#   for a 16 MiB body). JSON is charged the worst case, as its content is not known before parsing.
-# app/protocol (decoders) will export its own measured table; this one is then replaced by it.
-# Arrow bodies compressed with zstd/lz4 may expand further: their decoder bounds the decompressed
-# bytes itself (a budget of its own), so this factor covers the uncompressed layout only.
-PARSE_AMPLIFICATION: dict[str, float] = {
-    "application/json": 36.0,
-    "application/vnd.apache.arrow.stream": 2.0,
-}
+# Peak bytes allocated while a body is parsed, per body byte, measured by the decoders for the costliest
+# body each lets through (app.protocol.cost; tests/protocol/test_cost.py): JSON 28 (1-character strings
+# 26.5x; a body of empty objects is refused before parsing by an object count), Arrow 13 (uncompressed
+# int8 columns converted to float64). A compressed Arrow body may cost more than 13x its size, but its
+# decoder refuses it before decompressing when it would exceed FUSIONRANK_MAX_DECODED_BYTES.
 # A media type not in the table (refused later by the route) is charged as the costliest format.
 _UNKNOWN_AMPLIFICATION = max(PARSE_AMPLIFICATION.values())
 

@@ -28,6 +28,7 @@ from app.errors import (
     PayloadTooLarge,
     PolicyError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 
 __all__ = ["STATUS_BY_ERROR", "error_response", "install_error_handlers", "status_for"]
@@ -37,6 +38,7 @@ log = logging.getLogger("fusionrank.api")
 # Most specific first: the first matching class wins.
 STATUS_BY_ERROR: tuple[tuple[type[FusionrankError], HTTPStatus], ...] = (
     (PayloadTooLarge, HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+    (UnsupportedMediaType, HTTPStatus.UNSUPPORTED_MEDIA_TYPE),
     (BodyTimeout, HTTPStatus.REQUEST_TIMEOUT),
     (InvalidRequest, HTTPStatus.UNPROCESSABLE_ENTITY),
     (NotFound, HTTPStatus.NOT_FOUND),

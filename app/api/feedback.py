@@ -7,12 +7,12 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 
-from app.api.body import read_json_body
+from app.api.body import read_body
 from app.api.deps import StateDep
-from app.api.feedback_decode import admit, decode_feedback
-from app.api.feedback_schemas import FeedbackEvent, FeedbackRequest, FeedbackResponse
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
+from app.protocol.feedback import FeedbackEvent, FeedbackRequest, FeedbackResponse, admit, decode_feedback
+from app.protocol.media import FEEDBACK_MEDIA_TYPES, body_media_type
 
 __all__ = ["openapi_components", "router"]
 
@@ -24,7 +24,7 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
 @router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
-    responses={413: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC, 504: _ERROR_DOC},
+    responses={413: _ERROR_DOC, 415: _ERROR_DOC, 422: _ERROR_DOC, 503: _ERROR_DOC, 504: _ERROR_DOC},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -37,7 +37,9 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
     events whose (event_id, task) was counted lately (a retried batch) are listed in `duplicates` and not
     counted again."""
     settings, metrics = state.settings, state.metrics
-    body = await read_json_body(request, settings.max_body_bytes)
+    headers = request.headers
+    body_media_type(headers.get("content-type"), headers.get("content-encoding"), FEEDBACK_MEDIA_TYPES)
+    body = await read_body(request, settings.max_body_bytes)
     events, rejected = decode_feedback(body, max_events=settings.feedback_max_events)
     schemes: dict[SchemeKey, DriftScheme | SchemeMiss] = {}
     for _, event in events:

@@ -38,6 +38,8 @@ def calibrate_fit(
     version: Annotated[str | None, typer.Option(help="calibration version (default: UTC timestamp)")] = None,
     holdout: Annotated[float, typer.Option(min=0.01, max=0.9, help="held-out fraction for metrics")] = 0.2,
     holdout_key: Annotated[str, typer.Option(help="integer column hashed for the split ('' = row)")] = "group_id",
+    holdout_split: Annotated[str | None, typer.Option(help="hold out the rows whose `split` column (from"
+                                                            " `fusionrank predict`) is this, e.g. test")] = None,
     shrinkage: Annotated[float, typer.Option(min=0.0, help="segment shrinkage pseudo-count")] = 30.0,
     progress: ProgressOption = True,
     engine: EngineOptions,
@@ -60,6 +62,8 @@ def calibrate_fit(
         destination = out if out is not None else Path(str(model)) / "calibration" / f"{cal_version}.json"
         config = FitConfig(method=method.value, segments=tuple(segment or ()), shrinkage_prior=shrinkage)
         if engine.on_spark():
+            if holdout_split is not None:
+                raise ArtifactError("--holdout-split", "", "not available with --engine spark", "use --holdout")
             from app.offline.spark import SparkInput, fit_on_spark, read_input
 
             source = SparkInput(predictions, engine.table)
@@ -70,7 +74,7 @@ def calibrate_fit(
         else:
             outcome = fit_predictions(PredictionFile(_local_input(predictions)), config, version=cal_version,
                                       manifest=manifest, holdout_fraction=holdout, holdout_key=holdout_key or None,
-                                      show_progress=progress)
+                                      show_progress=progress, holdout_split=holdout_split)
         if manifest is not None:
             check_calibration_for(outcome.calibration, manifest, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)

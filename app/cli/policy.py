@@ -25,10 +25,10 @@ def policy_validate(
     """Check a policy as an activation would: schema, its model and calibration, golden-batch dry run."""
     from rich.console import Console
 
-    from app.api.decode import decode_score_request
     from app.control.loader import BundleCache
     from app.control.warmup import GoldenBatch
     from app.errors import FusionrankError
+    from app.protocol.rows import decode_score_request
 
     console, errors = Console(), Console(stderr=True)
     try:

@@ -33,7 +33,7 @@ def train(
     """Train a multi-task ranker from a spec and a log; writes RUN with the model and its report."""
     from rich.console import Console
 
-    from app.offline.pipeline import train_run
+    from app.offline.training.train import train_run
 
     console = Console()
     with user_errors():
@@ -52,7 +52,7 @@ def export(
     """Export RUN to ONNX with a parity check, a manifest and a starter calibration."""
     from rich.console import Console
 
-    from app.offline.bundle import export_run
+    from app.offline.training.bundle import export_run
 
     console = Console()
     with user_errors():

@@ -1,7 +1,22 @@
-"""`fusionrank demo`: synthetic log -> trained multi-task model -> ONNX -> calibration -> bundle.
+"""`fusionrank demo`: the path a user runs, on a synthetic log, with a policy and a sample request.
 
-Periods of the synthetic log: train on days [0, 21), fit calibration on [21, 25), hold out [25, 28).
-Everything is seeded, and timestamps come from the data, so a seed reproduces the bundle byte for byte.
+Steps, each the function its CLI command calls:
+1. the synthetic log (`app.offline.synthetic`) -> `DIR/demo_data/log.parquet`, and its training spec
+   -> `DIR/demo_data/spec.yaml` (train on days [0, 21), validation [21, 25), test [25, 28));
+2. `fusionrank train`   (`train_run`)    -> `DIR/demo_data/run/`;
+3. `fusionrank export`  (`export_run`)   -> `DIR/model_store/demo_ranker/1/` (ONNX, parity, manifest);
+4. `fusionrank predict` (`predict_run`)  -> `DIR/demo_data/predictions.parquet` (days [21, 28));
+5. `fusionrank calibrate fit --holdout-split test` (`fit_predictions`: global Platt + corrections for
+   `user_tenure` and `item_type`, fitted on days [21, 25), metrics on the held-out days [25, 28))
+   -> the bundle's `calibration/1.json`;
+then the demo's own extras: a `/v1/score` sample request for the `home` surface from held-out rows
+with its golden logits, the `home` policy, and optionally the logged candidate sets for `tune`.
+
+Reproducible: the seed fixes the log, the weights (one torch thread) and so every number; timestamps
+are the log's end, not the clock; model.onnx carries no path or source line (`strip_debug_metadata`).
+The same seed and options write the same bytes (log, run model, model.onnx, manifest.json,
+calibration/1.json, sample_request.json, golden.json, policy) with the same torch, onnx, onnxscript,
+onnxruntime and numpy; manifest.json records the git commit that trained, so it differs across commits.
 """
 
 from __future__ import annotations
@@ -9,52 +24,29 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
-import torch
 import yaml
 
-from app import __version__
-from app.artifacts.calibration import BeforeAfter, CalibrationFile, FittedFor
-from app.artifacts.common import sha256_file
-from app.artifacts.manifest import (
-    CategoricalFeature,
-    FeatureSchema,
-    ModelManifest,
-    NumericFeature,
-    ParityCheck,
-    TaskSpec,
-    TrainingWindow,
-)
-from app.offline import synthetic as syn
-from app.offline.calibration import (
-    CalibrationStats,
-    FitConfig,
-    OfflineCalibration,
-    fit_task,
-    held_out_metrics,
-)
-from app.offline.export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
-from app.offline.metrics import summary
-from app.offline.model import MultiTaskRanker
-from app.offline.train import TrainConfig, TrainingArrays, fit_ranker, predict_logits
-from app.serving.calibration import sigmoid
-from app.serving.golden import write_golden
-from app.serving.model_runner import ModelRunner
+from app.artifacts.calibration import CalibrationFile
+from app.artifacts.loading import check_calibration_for, load_manifest
+from app.artifacts.manifest import ModelManifest
+from app.offline.synthetic import generator as syn
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["DemoConfig", "DemoResult", "demo_policy", "demo_spec", "print_summary", "run_demo"]
 
 MODEL_NAME = "demo_ranker"
 MODEL_VERSION = "1"
 CALIBRATION_VERSION = "1"
 SURFACE = "home"
 POLICY_VERSION = "1"
-LOG_NUMERIC = {"user_activity", "user_age_days", "item_price", "item_age_hours", "item_popularity"}
 USER_FEATURES = ("user_activity", "user_age_days", "user_tenure", "device")
-# Positives of the rare tasks weigh more in training; this over-predicts, and calibration repairs it.
-POS_WEIGHT = (1.0, 2.0, 2.0, 4.0)
+LOG_NUMERIC = {"user_activity", "user_age_days", "item_price", "item_age_hours", "item_popularity"}
+POS_WEIGHT = {"purchase": 2.0, "hide": 2.0, "report": 4.0}  # weighted BCE: these tasks are over-predicted
 
 
 @dataclass(frozen=True)
@@ -71,151 +63,145 @@ class DemoConfig:
 class DemoResult:
     bundle_dir: Path
     policy_path: Path
-    predictions_path: Path | None
+    predictions_path: Path
+    spec_path: Path
+    run_dir: Path
     manifest: ModelManifest
     calibration: CalibrationFile
     logs_path: Path | None = None
 
 
+def demo_spec(config: DemoConfig) -> dict[str, Any]:
+    """The `fusionrank train` spec of the demo log (written to `demo_data/spec.yaml`).
+
+    Positives of the rarer tasks weigh more (weighted BCE): the model over-predicts them, which is
+    what calibration is there to repair.
+    """
+    return {
+        "schema_version": 1,
+        "name": MODEL_NAME,
+        "dataset": {
+            "group_id": "request_id",
+            "candidate_id": "item_id",
+            "event_time": "event_time",
+            "numeric": [
+                {"name": n, "log": n in LOG_NUMERIC, **({} if n in USER_FEATURES else {"default": 0.0})}
+                for n in syn.NUMERIC
+            ],
+            "categorical": list(syn.CATEGORICAL),
+            "tasks": [
+                {"name": t, "label": t, "polarity": syn.POLARITY[t], "label_window_hours": syn.LABEL_WINDOW_HOURS[t],
+                 **({"mask": "hide_logged"} if t == "hide" else {})}
+                for t in syn.TASKS
+            ],
+            "segments": list(syn.SEGMENTS),
+            "split": {
+                "valid_start": syn.event_time(21 * 24).isoformat(),
+                "test_start": syn.event_time(25 * 24).isoformat(),
+                "label_cutoff": syn.event_time(syn.DAYS * 24 + 48).isoformat(),
+            },
+        },
+        "training": {
+            "model": {"kind": "shared_bottom", "hidden": [64, 32], "embedding_dim": 8},
+            "losses": {t: {"kind": "weighted", "pos_weight": w} for t, w in POS_WEIGHT.items()},
+            "epochs": config.epochs,
+            "batch_size": 1024,
+            "learning_rate": 0.003,
+            "seed": config.seed,
+            "torch_threads": 1,  # several threads may reorder float reductions, and so change the weights
+        },
+    }
+
+
 def run_demo(out: Path, config: DemoConfig) -> DemoResult:
-    # One torch thread: with several, OpenMP may change the thread count under load, which changes
-    # the order of floating-point reductions and so the weights; one thread makes a seed reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run_demo(out, config)
-    finally:
-        torch.set_num_threads(threads)
+    """Write `out/demo_data/`, `out/model_store/demo_ranker/1/` and `out/policies/home/` (see the module)."""
+    from app.offline.calibration import FitConfig, PredictionFile, fit_predictions
+    from app.offline.synthetic.log_file import log_table, write_log_table
+    from app.offline.training.bundle import export_run
+    from app.offline.training.predict import predict_run
+    from app.offline.training.train import train_run
+    from app.serving.golden import write_golden
+    from app.serving.model_runner import ModelRunner
 
-
-def _run_demo(out: Path, config: DemoConfig) -> DemoResult:
+    created = syn.event_time(syn.DAYS * 24)
+    data_dir = out / "demo_data"
     log = syn.generate_log(config.rows, config.seed)
-    train, calib, holdout = log.period(0, 21), log.period(21, 25), log.period(25, syn.DAYS)
-    vocabularies = {name: sorted(set(train.categorical[name].tolist())) for name in syn.CATEGORICAL}
-    encode = _Encoder(vocabularies)
-    train_x = encode(train)
-    log_flags = [name in LOG_NUMERIC for name in syn.NUMERIC]
-    torch.manual_seed(config.seed)  # weight initialisation
-    transformed = np.where(log_flags, np.log1p(np.clip(train_x.numeric, 0, None)), train_x.numeric)
-    model = MultiTaskRanker(
-        numeric_mean=transformed.mean(axis=0), numeric_std=transformed.std(axis=0),
-        vocabulary_sizes=[len(vocabularies[n]) for n in syn.CATEGORICAL], n_tasks=len(syn.TASKS),
-        log_numeric=log_flags,
-    )
-    fit_ranker(
-        model, train_x, TrainConfig(epochs=config.epochs, seed=config.seed, pos_weight=POS_WEIGHT,
-                                    show_progress=config.show_progress),
-        syn.TASKS,
-    )
-
+    log_path = write_log_table(data_dir / "log.parquet", log_table(log))
+    spec_path = data_dir / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(demo_spec(config), sort_keys=False), encoding="utf-8")
+    run_dir = data_dir / "run"
+    train_run(spec_path, log_path, run_dir, memory="memory", show_progress=config.show_progress)
     bundle_dir = out / "model_store" / MODEL_NAME / MODEL_VERSION
-    (bundle_dir / "calibration").mkdir(parents=True, exist_ok=True)
-    model_path = bundle_dir / "model.onnx"
-    holdout_x = encode(holdout)
-    export_onnx(model, model_path, holdout_x.numeric, holdout_x.categorical)
-    parity = parity_max_abs_diff(model, model_path, holdout_x.numeric, holdout_x.categorical)
+    export_run(run_dir, bundle_dir, calibration_version=CALIBRATION_VERSION, overwrite=True, created_at=created)
+    manifest = load_manifest(bundle_dir)
+    predictions = predict_run(run_dir, log_path, data_dir / "predictions.parquet", splits=("valid", "test")).path
 
-    holdout_logits = predict_logits(model, holdout_x.numeric, holdout_x.categorical).astype(np.float64)
-    calib_logits = predict_logits(model, *_inputs(encode(calib))).astype(np.float64)
-    manifest = ModelManifest(
-        schema_version=1, name=MODEL_NAME, version=MODEL_VERSION,
-        tasks=[TaskSpec(name=t, polarity=syn.POLARITY[t],
-                        label_window_hours=syn.LABEL_WINDOW_HOURS[t]) for t in syn.TASKS],
-        features=FeatureSchema(
-            numeric=[NumericFeature(name=n, default=None if n in USER_FEATURES else 0.0) for n in syn.NUMERIC],
-            categorical=[CategoricalFeature(name=n, vocabulary=vocabularies[n]) for n in syn.CATEGORICAL],
-        ),
-        model_sha256=sha256_file(model_path),
-        training_window=TrainingWindow(start=syn.event_time(0), end=syn.event_time(21 * 24)),
-        metrics={t: _masked_summary(sigmoid(holdout_logits[:, i]), holdout, i) for i, t in enumerate(syn.TASKS)},
-        parity=ParityCheck(max_abs_diff=parity, batch_sizes=list(PARITY_BATCH_SIZES), tolerance=PARITY_TOLERANCE),
-        created_at=syn.event_time(syn.DAYS * 24),
-        code_version=f"fusionrank {__version__}",
+    fitted = fit_predictions(
+        PredictionFile(predictions), FitConfig(method="platt", segments=tuple(syn.SEGMENTS), shrinkage_prior=30.0),
+        version=CALIBRATION_VERSION, manifest=manifest, holdout_split="test", show_progress=config.show_progress,
+        created_at=created,
     )
-    _write_json(bundle_dir / "manifest.json", manifest.model_dump(mode="json"))
+    calibration_path = bundle_dir / "calibration" / f"{CALIBRATION_VERSION}.json"
+    check_calibration_for(fitted.calibration, manifest, calibration_path)
+    _write_json(calibration_path, fitted.calibration.model_dump(mode="json"))
 
-    calibration = _fit_calibration(manifest, calib, calib_logits, holdout, holdout_logits)
-    _write_json(bundle_dir / "calibration" / f"{CALIBRATION_VERSION}.json", calibration.model_dump(mode="json"))
+    holdout = log.period(25, syn.DAYS)
     sample = _sample_request(holdout, config.sample_candidates)
     _write_json(bundle_dir / "sample_request.json", sample)
     # The golden batch: the exported model's logits for the sample request, checked at every load.
-    write_golden(bundle_dir, manifest, ModelRunner(model_path, manifest), sample)
+    write_golden(bundle_dir, manifest, ModelRunner(bundle_dir / "model.onnx", manifest), sample)
 
     policy_path = out / "policies" / SURFACE / f"{POLICY_VERSION}.yaml"
     policy_path.parent.mkdir(parents=True, exist_ok=True)
     policy_path.write_text(yaml.safe_dump(demo_policy(), sort_keys=False), encoding="utf-8")
     (policy_path.parent / "active").write_text(f"{POLICY_VERSION}\n", encoding="utf-8")
-    predictions_path = _write_predictions(out / "demo_data" / "predictions.parquet", holdout, holdout_logits)
-    logs_path = None
-    if config.logs:
-        from app.offline.tuning.demo_logs import demo_log_columns, write_log
-        from app.serving.calibration import CalibrationSet
-
-        calibrated = CalibrationSet(calibration, manifest).apply(holdout_logits, holdout_x.categorical)
-        logs_path = write_log(out / "demo_data" / "logs.parquet", demo_log_columns(holdout, calibrated))
-    return DemoResult(bundle_dir, policy_path, predictions_path, manifest, calibration, logs_path)
+    logs_path = _write_logs(data_dir / "logs.parquet", bundle_dir, manifest, fitted.calibration, holdout) \
+        if config.logs else None
+    return DemoResult(bundle_dir, policy_path, predictions, spec_path, run_dir, manifest, fitted.calibration,
+                      logs_path)
 
 
-class _Encoder:
-    def __init__(self, vocabularies: dict[str, list[str]]) -> None:
-        self.lookups = {n: {v: i + 1 for i, v in enumerate(vocab)} for n, vocab in vocabularies.items()}
+def _write_logs(
+    path: Path, bundle_dir: Path, manifest: ModelManifest, calibration: CalibrationFile, holdout: syn.DemoLog
+) -> Path:
+    """Held-out candidate sets with the bundle's calibrated predictions, scored as the service scores."""
+    from app.offline.tuning.demo_logs import demo_log_columns, write_log
+    from app.serving.calibration import CalibrationSet
+    from app.serving.columns import CandidateColumns, Column
+    from app.serving.features import FeatureEncoder
+    from app.serving.model_runner import ModelRunner
 
-    def __call__(self, log: syn.DemoLog) -> TrainingArrays:
-        categorical = np.stack(
-            [np.array([self.lookups[n].get(v, 0) for v in log.categorical[n].tolist()], dtype=np.int64)
-             for n in syn.CATEGORICAL], axis=1,
+    columns: dict[str, Column] = {name: holdout.numeric[:, j].astype(np.float64) for j, name in enumerate(syn.NUMERIC)}
+    columns.update({name: holdout.categorical[name].tolist() for name in syn.CATEGORICAL})
+    encoded = FeatureEncoder(manifest.features).encode(CandidateColumns(len(holdout), columns), {})
+    logits = ModelRunner(bundle_dir / "model.onnx", manifest).run(encoded.numeric, encoded.categorical)
+    calibrated = CalibrationSet(calibration, manifest).apply(logits.astype(np.float64), encoded.categorical)
+    return write_log(path, demo_log_columns(holdout, calibrated))
+
+
+def print_summary(console: Console, result: DemoResult) -> None:
+    """The held-out calibration table and where everything was written."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.manifest.name}/{result.manifest.version} on the held-out days 25-28")
+    features = [s.feature for s in next(iter(result.calibration.tasks.values())).segments]
+    for column in ("task", "positives", "AUC", "ratio raw", "ratio calibrated", "logloss raw", "logloss calibrated",
+                   *(f"Field-RCE {f} raw → cal." for f in features)):
+        table.add_column(column)
+    for task, cal in result.calibration.tasks.items():
+        before, after = cal.metrics.before, cal.metrics.after
+        table.add_row(
+            task, f"{before['positives']:.0f}", f"{before['auc']:.3f}", f"{before['calibration_ratio']:.3f}",
+            f"{after['calibration_ratio']:.3f}", f"{before['logloss']:.5f}", f"{after['logloss']:.5f}",
+            *(f"{before[f'field_rce.{f}']:.3f} → {after[f'field_rce.{f}']:.3f}" for f in features),
         )
-        return TrainingArrays(
-            numeric=log.numeric.astype(np.float32), categorical=categorical,
-            labels=log.labels.astype(np.float32), mask=log.mask.astype(np.float32),
-        )
-
-
-def _inputs(arrays: TrainingArrays) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    return arrays.numeric, arrays.categorical
-
-
-def _masked_summary(p: npt.NDArray[np.float64], log: syn.DemoLog, task: int) -> dict[str, float]:
-    observed = log.mask[:, task] > 0
-    return summary(p[observed], log.labels[observed, task])
-
-
-def _fit_calibration(
-    manifest: ModelManifest, calib: syn.DemoLog, calib_logits: npt.NDArray[np.float64],
-    holdout: syn.DemoLog, holdout_logits: npt.NDArray[np.float64],
-) -> CalibrationFile:
-    """Per task: global Platt + segment corrections on SEGMENTS, fitted on days 21-25 with the same
-    statistics and fitter as `calibrate fit`; metrics on days 25-28 through the service's apply."""
-    segments = tuple(syn.SEGMENTS)
-    vocabularies = {f.name: f.vocabulary for f in manifest.features.categorical if f.name in segments}
-    config = FitConfig(method="platt", segments=segments, vocabularies=vocabularies)
-    stats = CalibrationStats(tasks=tuple(syn.TASKS), segment_features=segments)
-    cells = stats.cell_ids({f: calib.categorical[f] for f in segments}, len(calib))
-    for i, task in enumerate(syn.TASKS):
-        stats.add(task, calib_logits[:, i], calib.labels[:, i], calib.mask[:, i], cells)
-    tasks = {task: fit_task(stats.per_task[task], stats.cells, segments, config) for task in syn.TASKS}
-    draft = CalibrationFile(
-        schema_version=1, version=CALIBRATION_VERSION,
-        model=FittedFor(name=manifest.name, version=manifest.version, sha256=manifest.model_sha256),
-        created_at=syn.event_time(syn.DAYS * 24), tasks=tasks,
-        notes=("Global Platt scaling per task plus per-value corrections for user_tenure and item_type"
-               " (shrunk toward identity), fitted on days 21-25 of the demo log; metrics on days 25-28."),
-    )
-    applier = OfflineCalibration(draft, list(syn.TASKS), vocabularies)
-    categorical = np.stack(
-        [applier.codes(f, holdout.categorical[f].tolist()) for f in applier.features], axis=1
-    ) if len(holdout) else np.zeros((0, len(applier.features)), dtype=np.int64)
-    calibrated = applier.apply(holdout_logits, categorical)
-    codes = {f: np.unique(holdout.categorical[f], return_inverse=True)[1].reshape(-1) for f in segments}
-    for i, task in enumerate(syn.TASKS):
-        observed = holdout.mask[:, i] > 0
-        y = holdout.labels[observed, i]
-        seg = {f: c[observed] for f, c in codes.items()}
-        tasks[task] = tasks[task].model_copy(update={"metrics": BeforeAfter(
-            before=held_out_metrics(sigmoid(holdout_logits[observed, i]), y, seg),
-            after=held_out_metrics(calibrated[observed, i], y, seg),
-        )})
-    return draft.model_copy(update={"tasks": tasks})
+    console.print(table)
+    if result.manifest.parity is not None:
+        console.print(f"parity torch vs onnxruntime: max |diff| = {result.manifest.parity.max_abs_diff:.2e}")
+    console.print(f"spec: {result.spec_path}\nrun: {result.run_dir}\nbundle: {result.bundle_dir}\n"
+                  f"policy: {result.policy_path}\nheld-out predictions: {result.predictions_path}")
+    if result.logs_path:
+        console.print(f"logged candidate sets for tune/simulate: {result.logs_path}")
 
 
 def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:
@@ -296,24 +282,6 @@ def demo_policy() -> dict[str, Any]:
     }
 
 
-def _write_predictions(path: Path, log: syn.DemoLog, logits: npt.NDArray[np.float64]) -> Path | None:
-    """Held-out predictions in the `calibrate fit` input format (needs pyarrow)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-    columns: dict[str, Any] = {"group_id": log.group_id, "candidate_id": log.candidate_id}
-    for i, task in enumerate(syn.TASKS):
-        columns[f"logit_{task}"] = logits[:, i]
-        columns[f"label_{task}"] = log.labels[:, i].astype(np.int8)
-        columns[f"mask_{task}"] = log.mask[:, i].astype(np.int8)
-    for name in syn.CATEGORICAL:
-        columns[name] = log.categorical[name]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path)
-    return path
-
-
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """As `calibrate fit` writes its file (an undefined metric, e.g. AUC without positives, stays NaN)."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -2,8 +2,8 @@
 
 Row bodies give one mapping per candidate (`candidates[i].features[name]`); columnar bodies (column
 JSON, Arrow) give one sequence per name (`columns[name][i]`). The feature encoder and the attribute
-reader ask for a column by name and name a bad value by `where()`, so both shapes share one set of
-checks and one set of error messages, differing only in the path they print.
+reader ask for a column by name and locate a bad value by `where()` (candidate, section, name), so both
+shapes share one set of checks and messages; `app.protocol` turns the location into the body's path.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from app.errors import ValueAt
 
 __all__ = ["CandidateColumns", "Candidates", "Column", "EncodedStrings", "Values", "read_column", "where"]
 
@@ -70,8 +72,8 @@ def read_column(candidates: Candidates, name: str) -> Column:
     return [c.get(name) for c in candidates]
 
 
-def where(candidates: Candidates, section: str, name: str, index: int) -> str:
-    """Path of one value in the request: `candidates[3].features.price` or `columns.price[3]`."""
-    if isinstance(candidates, CandidateColumns):
-        return f"columns.{name}[{index}]"
-    return f"candidates[{index}].{section}.{name}"
+def where(candidates: Candidates, section: str, name: str, index: int) -> ValueAt:
+    """Where one value is: candidate `index`'s `section`.`name`. The body's path for it (row or column
+    shape) is named by `app.protocol`, which knows the body; `candidates` is the container it came from."""
+    del candidates  # the location is the same whatever the shape
+    return ValueAt(section, name, index)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.arrow import ARROW_MEDIA_TYPE, REQUEST_KEY, RESPONSE_KEY
+from app.protocol.arrow import ARROW_MEDIA_TYPE, REQUEST_KEY, RESPONSE_KEY
 
 ENVELOPE_KEYS = ("request_id", "surface", "policy_version", "context", "options")
 TASKS = ("click", "purchase", "hide", "report", "like")
@@ -232,11 +232,40 @@ def test_arrow_without_envelope_or_with_nan_is_refused(client: TestClient, sampl
     assert error_of(post_arrow(client, b"not arrow"))["details"][0]["field"] == "body"
 
 
-def test_other_content_types_are_refused(client: TestClient, sample_request: dict[str, Any]) -> None:
-    response = client.post("/v1/score", content=b"x", headers={"content-type": "text/csv"})
-    error = error_of(response)
-    assert error["details"][0]["field"] == "content-type"
-    assert ARROW_MEDIA_TYPE in error["details"][0]["fix"]
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({"content-type": "text/csv"}, "content-type"),
+        ({"content-type": "application/evil+json"}, "content-type"),
+        ({"content-type": "application/json; charset=latin-1"}, "content-type"),
+        ({"content-type": f"{ARROW_MEDIA_TYPE}; x=1"}, "content-type"),
+        ({"content-type": "application/json", "content-encoding": "gzip"}, "content-encoding"),
+    ],
+)
+def test_other_content_types_and_encodings_are_415(
+    client: TestClient, sample_request: dict[str, Any], headers: dict[str, str], field: str
+) -> None:
+    response = client.post("/v1/score", content=orjson.dumps(sample_request), headers=headers)
+    assert response.status_code == 415, response.text
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert error["details"][0]["field"] == field
+    fix = error["details"][0]["fix"]
+    if ";" in headers.get("content-type", ""):  # a parameter: the fix names the type without it
+        assert f"Content-Type: {headers['content-type'].split(';')[0]}`" in fix
+    elif field == "content-type":  # an unknown type: the fix names every accepted one
+        assert ARROW_MEDIA_TYPE in fix and "application/json" in fix
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"content-type": "application/json; charset=UTF-8"}, {"content-type": "Application/JSON"},
+     {"content-type": "application/json", "content-encoding": "identity"}, {}],
+)
+def test_json_with_charset_identity_or_no_type_is_accepted(
+    client: TestClient, sample_request: dict[str, Any], headers: dict[str, str]
+) -> None:
+    assert client.post("/v1/score", content=orjson.dumps(sample_request), headers=headers).status_code == 200
 
 
 def test_arrow_in_several_batches_with_integer_columns_answers_like_rows(

@@ -9,6 +9,7 @@ Every response must recompute exactly from the weights of the policy version it 
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import threading
@@ -192,7 +193,7 @@ def test_a_request_in_flight_finishes_on_the_snapshot_it_started_with(
     client_factory: Any, store_copy: tuple[Path, Path], sample_request: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from app.api import score as score_route
+    score_route = importlib.import_module("app.serving.answer")  # the data plane that calls score()
 
     store, policies = store_copy
     client = client_factory(store=store, policies=policies, policy_watch_interval=0, admin_token=ADMIN_TOKEN)

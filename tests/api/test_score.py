@@ -162,7 +162,7 @@ def test_overflowing_numbers_are_rejected_as_not_finite(client: TestClient, samp
 
 def test_wrong_content_type_is_named(client: TestClient, sample_request: dict[str, Any]) -> None:
     response = client.post("/v1/score", content=json.dumps(sample_request), headers={"content-type": "text/plain"})
-    assert response.status_code == 422
+    assert response.status_code == 415
     assert _error(response)["details"][0]["field"] == "content-type"
 
 

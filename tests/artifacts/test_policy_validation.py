@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from app.api.decode import decode_score_request
 from app.control.loader import BundleCache
 from app.control.warmup import GoldenBatch
 from app.errors import PolicyError
+from app.protocol.rows import decode_score_request
 from tests.conftest import write_policy
 
 GOLDEN = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1_000_000)[1])

@@ -53,9 +53,9 @@ COMMANDS = _commands()
 def test_every_command_is_there() -> None:
     leaves = {" ".join(words) for words, function in COMMANDS if function is not None}
     assert leaves == {
-        "serve", "demo", "train", "export", "simulate", "calibrate fit", "calibrate apply", "calibrate report",
-        "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff", "models list",
-        "models golden",
+        "serve", "demo", "train", "export", "predict", "simulate", "calibrate fit", "calibrate apply",
+        "calibrate report", "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff",
+        "models list", "models golden",
     }
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from app.offline.demo_data import demo_table
+from app.offline.synthetic.log_file import demo_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SPEC = ROOT / "scripts" / "specs" / "demo.yaml"

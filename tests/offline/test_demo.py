@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from app.artifacts import check_calibration_for, load_calibration, load_manifest, sha256_file
 from app.cli import app as cli
 from app.main import create_app
-from app.offline import synthetic as syn
 from app.offline.demo import DemoConfig, run_demo
-from app.offline.export import parity_max_abs_diff
+from app.offline.synthetic import generator as syn
+from app.offline.training.onnx_export import parity_max_abs_diff
 from tests.conftest import make_settings
 
 SMALL = DemoConfig(seed=3, rows=12_000, epochs=1, show_progress=False)  # as the CLI call below
@@ -64,7 +64,7 @@ def test_onnx_contract_logits_with_dynamic_batch(demo_out: Path) -> None:
 
 
 def test_parity_check_detects_a_different_model(demo_out: Path, tmp_path: Path) -> None:
-    from app.offline.model import MultiTaskRanker
+    from app.offline.training.models.shared_bottom import MultiTaskRanker
 
     torch.manual_seed(0)
     other = MultiTaskRanker(
@@ -82,10 +82,37 @@ def test_parity_check_detects_a_different_model(demo_out: Path, tmp_path: Path) 
 
 def test_same_seed_same_bundle_bytes(demo_out: Path, tmp_path: Path) -> None:
     run_demo(tmp_path, SMALL)
-    for name in ("model.onnx", "manifest.json", "calibration/1.json", "sample_request.json"):
+    for name in ("model.onnx", "manifest.json", "calibration/1.json", "sample_request.json", "golden.json"):
         a = demo_out / "model_store" / "demo_ranker" / "1" / name
         b = tmp_path / "model_store" / "demo_ranker" / "1" / name
         assert sha256_file(a) == sha256_file(b), name
+    for name in ("policies/home/1.yaml", "demo_data/spec.yaml", "demo_data/predictions.parquet"):
+        assert sha256_file(demo_out / name) == sha256_file(tmp_path / name), name
+
+
+def test_model_onnx_carries_no_path_or_source_line(demo_out: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(demo_out / "model_store" / "demo_ranker" / "1" / "model.onnx"))
+    assert model.graph.node and not any(node.metadata_props for node in model.graph.node)
+    assert b"/app/offline/" not in (demo_out / "model_store" / "demo_ranker" / "1" / "model.onnx").read_bytes()
+
+
+def test_demo_runs_the_train_export_predict_calibrate_path(demo_out: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from app.offline.training.run_folder import RunFolder
+    from app.offline.training.spec import load_spec
+
+    data = demo_out / "demo_data"
+    spec = load_spec(data / "spec.yaml")
+    assert RunFolder(data / "run").read()["spec"] == spec.model_dump(mode="json")  # `train` read that spec
+    assert spec.training.seed == SMALL.seed and spec.training.epochs == SMALL.epochs
+    predictions = pq.read_table(data / "predictions.parquet", columns=["split"]).column(0).to_pylist()
+    assert set(predictions) == {"valid", "test"}
+    calibration = load_calibration(demo_out / "model_store" / "demo_ranker" / "1" / "calibration" / "1.json")
+    test_rows = predictions.count("test")
+    assert f"metrics on {test_rows} held-out rows (split by split = test)" in (calibration.notes or "")
 
 
 def test_demo_bundle_is_served_and_sample_request_filters(demo_out: Path) -> None:

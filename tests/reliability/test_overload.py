@@ -8,6 +8,7 @@ again. The wiring through the real app is checked with a body that streams slowl
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -171,7 +172,8 @@ def test_a_request_past_its_deadline_is_never_scored(
     """Decoding took longer than the budget: the route answers 504 and the model is never run."""
     import app.api.score as score_module
 
-    real_decode, real_score = score_module.decode_score_request, score_module.score
+    answer_module = importlib.import_module("app.serving.answer")  # the data plane that calls score()
+    real_decode, real_score = score_module.decode_score, answer_module.score
     scored: list[int] = []
 
     def slow_decode(*args: Any, **kwargs: Any) -> Any:
@@ -182,8 +184,8 @@ def test_a_request_past_its_deadline_is_never_scored(
         scored.append(1)
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(score_module, "decode_score_request", slow_decode)
-    monkeypatch.setattr(score_module, "score", counting_score)
+    monkeypatch.setattr(score_module, "decode_score", slow_decode)
+    monkeypatch.setattr(answer_module, "score", counting_score)
     client = client_factory()
     late = client.post("/v1/score", json=sample_request, headers={"x-request-deadline-ms": "10"})
     assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"
@@ -203,11 +205,11 @@ def test_a_request_that_waited_in_line_past_its_deadline_is_not_even_decoded(
     from app.errors import DeadlineExceeded
 
     decoded: list[int] = []
-    monkeypatch.setattr(score_module, "decode_score_request", lambda *_, **__: decoded.append(1))
+    monkeypatch.setattr(score_module, "decode_score", lambda *_, **__: decoded.append(1))
     state = client.app.state.fusionrank
     late = {_DEADLINE_KEY: time.perf_counter() - 1.0}
     with pytest.raises(DeadlineExceeded):
-        score_module._answer(state, orjson.dumps(sample_request), False, False, time.perf_counter(), late)
+        score_module._answer(state, orjson.dumps(sample_request), "application/json", False, time.perf_counter(), late)
     assert decoded == []
 
 

@@ -35,7 +35,7 @@ from app.offline.calibration import METHODS, CalibrationStats, FitConfig, Offlin
 from app.offline.calibration.apply import segment_vocabularies
 from app.offline.calibration.fit import Method
 from app.serving.calibration import CalibrationSet, calibrated_logit, logit, sigmoid
-from tests.offline.calibration_data import predictions_columns
+from tests.offline.calibration.data import predictions_columns
 
 SHA = "a" * 64
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.artifacts import CategoricalFeature, FeatureSchema, NumericFeature
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, ValueAt
 from app.serving.columns import CandidateColumns, EncodedStrings
 from app.serving.features import FeatureEncoder
 
@@ -88,5 +88,6 @@ def test_encoded_strings_where_numbers_are_due_are_named() -> None:
     strings = EncodedStrings(codes=np.array([-1, 0], dtype=np.intp), distinct=["high"])
     with pytest.raises(InvalidRequest) as caught:
         FeatureEncoder(SCHEMA).encode(CandidateColumns(2, {"quality": strings}), {"quality": 1.0})
-    assert caught.value.details[0].field == "columns.quality[1]"
+    # serving locates the value; app.protocol names it by the body's path (`columns.quality[1]`)
+    assert caught.value.details[0].value == ValueAt("features", "quality", 1)
     assert caught.value.details[0].candidate_index == 1

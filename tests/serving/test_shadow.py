@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.api.decode import decode_score_request
 from app.control.loader import BundleCache
+from app.protocol.rows import decode_score_request
 from app.serving.scorer import score
 from app.serving.shadow import compare_rankings, shadow_rank
 from tests.conftest import MODEL_STORE, POLICIES

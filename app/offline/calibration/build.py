@@ -53,14 +53,19 @@ def held_out_metrics(p: Array, y: Array, segment_codes: Mapping[str, npt.NDArray
 def fit_predictions(
     source: PredictionFile, config: FitConfig, *, version: str, manifest: ModelManifest | None = None,
     holdout_fraction: float = 0.2, holdout_key: str | None = "group_id", show_progress: bool = True,
+    created_at: datetime | None = None, holdout_split: str | None = None,
 ) -> FitOutcome:
-    """Fit every task of `source` (with `manifest`: exactly the model's tasks) into one calibration file."""
+    """Fit every task of `source` (with `manifest`: exactly the model's tasks) into one calibration file.
+
+    holdout_split: hold out the rows whose `split` column has this value (instead of a hashed fraction).
+    created_at: the file's timestamp (default now; the demo passes its log's end to be reproducible).
+    """
     check_segments(config, manifest, source.path)
     tasks = source.tasks(need_labels=True, only=manifest.task_names() if manifest else None)
     collected = collect(source, tasks, config.segments, holdout_fraction=holdout_fraction, key=holdout_key,
-                        show_progress=show_progress)
+                        show_progress=show_progress, holdout_split=holdout_split)
     return fit_collected(collected, tasks, config, version=version, manifest=manifest, origin=source.path,
-                         name=source.path.name)
+                         name=source.path.name, created_at=created_at)
 
 
 def check_segments(config: FitConfig, manifest: ModelManifest | None, origin: Path | str) -> None:
@@ -103,7 +108,7 @@ def fit_statistics(
 
 def fit_collected(
     collected: Collected, tasks: Sequence[TaskColumns], config: FitConfig, *, version: str,
-    manifest: ModelManifest | None, origin: Path | str, name: str,
+    manifest: ModelManifest | None, origin: Path | str, name: str, created_at: datetime | None = None,
 ) -> FitOutcome:
     """The driver step, whatever engine collected the statistics: fit every task, add held-out metrics."""
     if collected.held_out_rows == 0 or collected.held_out_rows == collected.rows:
@@ -111,7 +116,7 @@ def fit_collected(
                             f" {collected.rows} rows held out", "use more rows or another --holdout fraction")
     fitted, vocabularies = fit_statistics(collected.stats, {t.task: t.raw for t in tasks}, config,
                                           manifest=manifest, origin=origin)
-    created = datetime.now(UTC).replace(microsecond=0)
+    created = created_at or datetime.now(UTC).replace(microsecond=0)
     draft = CalibrationFile(
         schema_version=1, version=version, created_at=created, tasks=fitted,
         model=None if manifest is None else FittedFor(name=manifest.name, version=manifest.version,

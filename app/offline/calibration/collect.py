@@ -3,7 +3,9 @@
 Held-out split: a row is held out when hash(key) / 2**64 < `holdout_fraction`, where hash is
 SplitMix64 of the row's integer key column (default `group_id`, so all candidates of one request
 land on the same side) or, when the file has no such column, of the row number. The split is
-therefore deterministic and the same for every task and every run. Fit rows only feed the
+therefore deterministic and the same for every task and every run. With `holdout_split`, the rows
+whose `split` column (as `fusionrank predict` writes it) equals that value are held out instead: a
+split in time, e.g. fit on the validation days and measure on the later test days. Fit rows only feed the
 mergeable sums (`CalibrationStats`); held-out rows are kept (raw logit, label, cell; masked rows
 dropped) so that before/after metrics that need sorting (AUC, equal-mass ECE) are exact: memory
 grows with the held-out fraction of the file, not with the fit part.
@@ -24,6 +26,7 @@ from app.offline.progress import progress_bar
 __all__ = ["Collected", "HeldOut", "collect", "holdout_mask", "splitmix64"]
 
 Array = npt.NDArray[np.float64]
+SPLIT_COLUMN = "split"  # train / valid / test, written by `fusionrank predict`
 
 
 def splitmix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -62,10 +65,13 @@ class Collected:
 def collect(
     source: PredictionFile, tasks: list[TaskColumns], segments: tuple[str, ...], *,
     holdout_fraction: float, key: str | None = "group_id", grid: LogitGrid | None = None,
-    show_progress: bool = True,
+    show_progress: bool = True, holdout_split: str | None = None,
 ) -> Collected:
     """One pass over the file: fit rows into the statistics, held-out rows kept for metrics."""
     source.require(segments, "segment")
+    if holdout_split is not None:
+        source.require([SPLIT_COLUMN], "split")
+        key = None
     use_key = key if key is not None and key in source.columns else None
     if use_key is not None:
         import pyarrow as pa
@@ -75,19 +81,24 @@ def collect(
             raise ArtifactError(source.path, use_key, f"hold-out key column has type {kind}",
                                 "give an integer key (e.g. a request id), or --holdout-key '' to split by row")
     columns = sorted({c for t in tasks for c in (t.raw, t.label, t.mask) if c is not None}
-                     | set(segments) | ({use_key} if use_key else set()))
+                     | set(segments) | ({use_key} if use_key else set())
+                     | ({SPLIT_COLUMN} if holdout_split is not None else set()))
     stats = CalibrationStats(tasks=tuple(t.task for t in tasks), segment_features=segments,
                              grid=grid or LogitGrid())
-    out = Collected(stats=stats, held_out={}, key=use_key, _parts={t.task: [] for t in tasks})
+    described = f"{SPLIT_COLUMN} = {holdout_split}" if holdout_split is not None else use_key
+    out = Collected(stats=stats, held_out={}, key=described, _parts={t.task: [] for t in tasks})
     with progress_bar(show_progress) as bar:
         job = bar.add_task(f"reading {source.path.name}", total=source.rows)
         for batch in source.batches(columns):
             n = batch.num_rows
-            if use_key is not None:
-                keys = batch.column(use_key).to_numpy(zero_copy_only=False)
+            if holdout_split is not None:
+                held = np.asarray(batch.column(SPLIT_COLUMN).to_numpy(zero_copy_only=False) == holdout_split)
             else:
-                keys = np.arange(out.rows, out.rows + n, dtype=np.int64)
-            held = holdout_mask(keys, holdout_fraction)
+                if use_key is not None:
+                    keys = batch.column(use_key).to_numpy(zero_copy_only=False)
+                else:
+                    keys = np.arange(out.rows, out.rows + n, dtype=np.int64)
+                held = holdout_mask(keys, holdout_fraction)
             encoded = [encode_column(batch, s) for s in segments]
             try:
                 cells = stats.cell_ids_encoded([c for c, _ in encoded], [d for _, d in encoded], n)

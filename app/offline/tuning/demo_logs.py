@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.offline import synthetic as syn
+from app.offline.synthetic import generator as syn
 
 __all__ = ["demo_log_columns", "synthetic_log_columns", "write_log"]
 

@@ -12,7 +12,7 @@ import pytest
 from app.offline.calibration import FitConfig, PredictionFile, collect, fit_predictions
 from app.offline.calibration.source import find_tasks
 from app.offline.spark import collect_on_spark, fit_on_spark
-from tests.offline.calibration_data import write_predictions
+from tests.offline.calibration.data import write_predictions
 from tests.offline.spark.compare import max_number_diff
 
 pytestmark = pytest.mark.spark

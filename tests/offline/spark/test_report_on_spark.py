@@ -15,11 +15,11 @@ from app.artifacts import load_calibration
 from app.cli import app
 from app.offline.calibration import PredictionFile, write_report
 from app.offline.spark import report_on_spark
-from tests.offline.calibration_data import report_columns
+from tests.offline.calibration.data import report_columns
 
 pytestmark = pytest.mark.spark
 
-# The golden report of tests/offline/test_calibration_report.py: ties across bucket edges, null segments.
+# The golden report of tests/offline/calibration/test_calibration_report.py: ties across bucket edges, null segments.
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "calibration_report"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 

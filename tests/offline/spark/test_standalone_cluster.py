@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.offline.calibration_data import write_predictions
+from tests.offline.calibration.data import write_predictions
 from tests.offline.spark.compare import max_number_diff
 from tests.offline.spark.conftest import FAST_START_JVM
 

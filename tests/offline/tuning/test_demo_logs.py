@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.offline import synthetic as syn
+from app.offline.synthetic import generator as syn
 from app.offline.tuning import read_candidate_log
 from app.offline.tuning.demo_logs import demo_log_columns, write_log
 

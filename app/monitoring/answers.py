@@ -1,0 +1,47 @@
+"""Count every `/v1/score` answer: per-stage latency, candidates, the answering triple, served
+predictions, filter decisions and the shadow-policy comparison."""
+
+from __future__ import annotations
+
+from app.monitoring.metrics import ServiceMetrics
+from app.serving.answer import Answer
+
+__all__ = ["AnswerMetrics"]
+
+
+class AnswerMetrics:
+    """The `AnswerObserver` of the service: writes each answer into its `ServiceMetrics`."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+
+    def answered(self, answer: Answer) -> None:
+        metrics, outcome = self.metrics, answer.outcome
+        surface = answer.request.surface
+        stage = metrics.stage_latency
+        for name, seconds in outcome.timings.items():
+            stage.labels(name).observe(seconds)
+        candidates = len(answer.request.candidates.ids)
+        metrics.candidates.labels(surface).inc(candidates)
+        top = float(outcome.utility[outcome.ranked[0]]) if outcome.ranked.size else None
+        metrics.observe_triple(surface, answer.arm, outcome.binding, candidates, answer.seconds, top)
+        metrics.observe_served(outcome.binding, outcome.probabilities)  # every scored candidate, before filters
+        for group in outcome.filtered:
+            metrics.filtered.labels(surface, group.stage, group.rule).inc(len(group.indices))
+        shadow = answer.shadow
+        if shadow is None:
+            return
+        labels = (surface, shadow.policy_version)
+        if shadow.comparison is None:
+            metrics.shadow_errors.labels(*labels).inc()
+        else:
+            metrics.shadow_scored.labels(*labels).inc()
+            metrics.shadow_overlap.labels(*labels).observe(shadow.comparison.overlap)
+            if shadow.comparison.mean_rank_shift is not None:
+                metrics.shadow_rank_shift.labels(*labels).observe(shadow.comparison.mean_rank_shift)
+        stage.labels("shadow").observe(shadow.seconds)
+
+    def coded(self, decode_seconds: float, encode_seconds: float) -> None:
+        """Time spent reading the body into a request and writing the answer (`app.protocol`)."""
+        self.metrics.stage_latency.labels("decode").observe(decode_seconds)
+        self.metrics.stage_latency.labels("encode").observe(encode_seconds)

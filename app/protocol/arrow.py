@@ -1,0 +1,250 @@
+"""`/v1/score` bodies as Apache Arrow IPC streams (`application/vnd.apache.arrow.stream`).
+
+Request: one record batch stream, one row per candidate, an `id` column and one column per feature
+and attribute (null = missing); the envelope (request_id, surface, context, options) is JSON in the
+schema metadata key `fusionrank.request`. Numeric columns reach the encoder as float64 arrays
+without a Python object per value; everything else goes through the same checks as JSON values.
+Answer: one batch of the answered candidates (`id`, `rank`, `utility`, one float64 column per task);
+the rest of the JSON answer (versions, filtered, debug...) is JSON in the metadata key
+`fusionrank.response`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pyarrow as pa
+from pydantic import ValidationError
+
+from app.errors import InvalidRequest, PayloadTooLarge
+from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, too_many_candidates, validation_error
+from app.protocol.ipc import DeclaredStream, declared_stream
+from app.protocol.schemas import ScoreEnvelope
+from app.serving.columns import CandidateColumns, Column, EncodedStrings
+from app.serving.scorer import ScoreInput
+
+__all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "decode_arrow_request"]
+
+ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
+REQUEST_KEY = b"fusionrank.request"
+RESPONSE_KEY = b"fusionrank.response"
+# A stream of many small batches costs a Python object each; clients send one.
+MAX_BATCHES = 64
+_CONVERSION_BYTES = 16
+_FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
+_STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
+_BOOL_TYPE_ID = pa.bool_().id
+_NUMERIC_TYPE_IDS = frozenset(
+    kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
+                         pa.uint64(), pa.float16(), pa.float32(), pa.float64())
+)
+
+
+def decode_arrow_request(
+    body: bytes, *, max_candidates: int, max_decoded_bytes: int
+) -> tuple[ScoreEnvelope, ScoreInput]:
+    """Read an Arrow IPC stream into the envelope and columnar candidates; 413/422 naming what is wrong.
+
+    Everything the stream declares is checked before pyarrow reads a batch: the column types (at the
+    schema), the row count against `max_candidates`, and the bytes the batches take once decompressed
+    and converted against `max_decoded_bytes`. Nothing is decompressed or materialised before that.
+    """
+    buffer = pa.py_buffer(body)  # zero-copy: batches read from the stream are views of `body`
+    declared = declared_stream(buffer, max_batches=MAX_BATCHES, max_dictionaries=MAX_COLUMNS)
+    if declared.columns > MAX_COLUMNS:
+        raise PayloadTooLarge.at(
+            "schema", f"{declared.columns} columns is more than the limit of {MAX_COLUMNS}",
+            "send only the model's features and the policy's attributes",
+        )
+    try:
+        reader = pa.ipc.open_stream(buffer)
+        schema = reader.schema
+        schema.names  # noqa: B018 -- decodes every column name: not UTF-8 is refused here
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest.at("body", f"not an Arrow IPC stream: {exc}", _FIX) from None
+    request = _envelope(schema)
+    _check_schema(schema)
+    _check_declared(declared, max_candidates, max_decoded_bytes)
+    try:
+        batch = _one_batch(reader)
+        batch.validate(full=True)  # buffers as long as the lengths say, offsets in range, valid UTF-8
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest.at("body", f"not a valid Arrow IPC stream: {exc}", _FIX) from None
+    ids = batch.column("id").to_pylist()
+    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
+    try:
+        columns = _columns(batch)
+    except pa.ArrowException as exc:  # validated above: not expected, but never a 500
+        raise InvalidRequest.at("body", f"Arrow columns that cannot be converted: {exc}", _FIX) from None
+    candidates = CandidateColumns(size=len(ids), columns=columns)
+    context = request.context
+    return request, ScoreInput(
+        ids=ids, features=candidates, attributes=candidates, context_features=context.features,
+        context_attributes=context.attributes, top_k=request.options.top_k,
+    )
+
+
+def _envelope(schema: pa.Schema) -> ScoreEnvelope:
+    """The request envelope: JSON in the schema metadata key `fusionrank.request`."""
+    metadata = schema.metadata or {}
+    if REQUEST_KEY not in metadata:
+        raise InvalidRequest.at(
+            "schema.metadata", f"no {REQUEST_KEY.decode()!r} key",
+            "put the request envelope (request_id, surface, context, options) as JSON in the schema metadata",
+        )
+    prefix = f"schema.metadata[{REQUEST_KEY.decode()}]"
+    try:
+        raw = orjson.loads(metadata[REQUEST_KEY])
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest.at(prefix, f"not valid JSON: {exc}", "put the envelope there as a JSON object") from None
+    check_context_size(raw)
+    try:
+        return ScoreEnvelope.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=prefix) from None
+
+
+def _check_schema(schema: pa.Schema) -> None:
+    """Each column once, a string `id`, and only types a feature or an attribute can have."""
+    names = schema.names
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise InvalidRequest.at(f"columns.{duplicate}", "column sent twice", "send each column once")
+    if "id" not in names:
+        raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
+    for name, kind in zip(names, schema.types, strict=True):
+        if name == "id" and not _is_string(kind):
+            raise InvalidRequest.at(
+                "columns.id", f"type {kind} is not a string type", "send the candidate ids as a string column"
+            )
+        if not (_is_string(kind) or kind.id in _NUMERIC_TYPE_IDS or kind.id == _BOOL_TYPE_ID):
+            raise InvalidRequest.at(
+                f"columns.{name}", f"unsupported column type {kind}",
+                "send numbers as an integer or floating column, categories and ids as a string (or"
+                " dictionary<int, string>) column, flags as bool; null values mark missing ones; leave out"
+                " a column that is missing for every candidate",
+            )
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return pa.types.is_integer(kind.index_type) and kind.value_type.id in _STRING_TYPE_IDS
+    return kind.id in _STRING_TYPE_IDS
+
+
+def _check_declared(declared: DeclaredStream, max_candidates: int, max_decoded_bytes: int) -> None:
+    """Row counts and decoded bytes, as the batches' metadata declares them, within the limits."""
+    rows = sum(batch.rows for batch in declared.batches if not batch.dictionary)
+    if rows > max_candidates:
+        raise too_many_candidates("columns.id", rows, max_candidates)
+    for batch in declared.batches:
+        if batch.longest_node > batch.rows or batch.rows > max_candidates:
+            what = "dictionary" if batch.dictionary else "column"
+            raise InvalidRequest.at(
+                "body", f"a {what} of {batch.longest_node} values in a batch of {batch.rows} rows", _FIX
+            )
+    # Buffers once decompressed, plus what the conversion allocates per value: up to two float64 (the
+    # numeric block is built in pyarrow, then handed to numpy), or a code or a list slot.
+    decoded = sum(batch.decoded_bytes for batch in declared.batches) + _CONVERSION_BYTES * rows * declared.columns
+    if decoded > max_decoded_bytes:
+        raise PayloadTooLarge.at(
+            "body", f"the stream decodes to {decoded} bytes, more than the limit of {max_decoded_bytes}",
+            "send fewer candidates or columns per request, or raise FUSIONRANK_MAX_DECODED_BYTES",
+        )
+
+
+def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
+    """The stream as one record batch: the batch itself when it holds one (the usual case, no copy),
+    else its batches concatenated (no batch at all: an empty one)."""
+    batches = list(reader)
+    if len(batches) == 1:
+        return batches[0]
+    combined = pa.Table.from_batches(batches, schema=reader.schema).combine_chunks().to_batches()
+    return combined[0] if combined else pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+
+def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
+    """Integer and floating columns -> float64 [B] with NaN for null; string columns -> codes into their
+    distinct values; bool columns -> Python values.
+
+    The numeric columns are converted together, in one C++ call (`RecordBatch.to_tensor`), into
+    one column-major block whose columns are handed out as contiguous views.
+    """
+    schema = batch.schema
+    numeric = [name for name, kind in zip(schema.names, schema.types, strict=True)
+               if kind.id in _NUMERIC_TYPE_IDS and name != "id"]
+    columns: dict[str, Column] = {}
+    if numeric:
+        chosen = batch.select(numeric)
+        if chosen.num_rows:
+            block = np.asarray(chosen.to_tensor(null_to_nan=True, row_major=False), dtype=np.float64).T
+        else:
+            block = np.empty((len(numeric), 0), dtype=np.float64)
+        _refuse_nan_values(chosen, block)
+        columns = dict(zip(numeric, block, strict=True))
+    for name, kind in zip(schema.names, schema.types, strict=True):
+        if name == "id" or name in columns:
+            continue
+        column = batch.column(name)
+        if pa.types.is_dictionary(kind):
+            columns[name] = _dictionary_strings(column)
+        else:
+            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
+    return columns
+
+
+def _dictionary_strings(column: pa.DictionaryArray) -> EncodedStrings:
+    """A dictionary<int, string> column as it came: its indices as codes (null -> -1), no string per row."""
+    indices = column.indices.fill_null(-1) if column.indices.null_count else column.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
+    distinct: list[str | None] = column.dictionary.to_pylist()
+    if None in distinct:  # a null dictionary value is a missing value too
+        remap = np.array([-1 if v is None else i for i, v in enumerate(distinct)] + [-1], dtype=np.intp)
+        codes = remap[codes]  # code -1 picks the trailing -1
+    return EncodedStrings(codes=codes, distinct=["" if v is None else v for v in distinct])
+
+
+def _encoded(column: pa.Array) -> EncodedStrings:
+    """A string column dictionary-encoded in C++: codes (null -> -1) and its few distinct values."""
+    encoded = column.dictionary_encode()
+    indices = encoded.indices.fill_null(-1) if encoded.indices.null_count else encoded.indices
+    codes = np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.intp)
+    return EncodedStrings(codes=codes, distinct=encoded.dictionary.to_pylist())
+
+
+def _refuse_nan_values(batch: pa.RecordBatch, block: npt.NDArray[np.float64]) -> None:
+    """A NaN that is a value, not a null: JSON cannot carry it either, so it is refused the same way."""
+    nans = np.count_nonzero(np.isnan(block), axis=1)
+    if not nans.any():
+        return
+    for j, column in enumerate(batch.columns):
+        if nans[j] > column.null_count:
+            valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+            index = int(np.flatnonzero(np.isnan(block[j]) & valid)[0])
+            raise InvalidRequest.at(
+                f"columns.{batch.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
+                candidate_index=index,
+            )
+
+
+def arrow_answer(answer: dict[str, Any], tasks: list[str]) -> bytes:
+    """The JSON answer as an Arrow IPC stream: answered candidates as columns, the rest as metadata."""
+    ranked = answer["candidates"]
+    arrays: dict[str, pa.Array] = {
+        "id": pa.array([c["id"] for c in ranked], type=pa.string()),
+        "rank": pa.array([c["rank"] for c in ranked], type=pa.int32()),
+        "utility": pa.array([c["utility"] for c in ranked], type=pa.float64()),
+    }
+    for task in tasks:
+        arrays[task] = pa.array([c["predictions"][task] for c in ranked], type=pa.float64())
+    rest = {key: value for key, value in answer.items() if key != "candidates"}
+    if any("debug" in c for c in ranked):
+        rest["debug"] = [c.get("debug") for c in ranked]
+    batch = pa.RecordBatch.from_pydict(arrays, metadata={RESPONSE_KEY: orjson.dumps(rest)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())

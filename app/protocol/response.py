@@ -1,0 +1,88 @@
+"""The `/v1/score` answer of a `ScoreOutcome` as plain data in the shape of `ScoreResponse`, which every
+output format encodes: JSON as is (`app.protocol.rows`), Arrow as columns plus metadata (`app.protocol.arrow`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.protocol.schemas import ScoreEnvelope
+from app.serving.scorer import ScoreInput, ScoreOutcome
+
+__all__ = ["score_response"]
+
+
+def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome) -> dict[str, Any]:
+    """Only the answered rows are converted to Python objects: O(top_k), not O(batch)."""
+    binding = outcome.binding
+    tasks = binding.bundle.manifest.task_names()
+    options = request.options
+    ids = scored.ids
+    ranked = outcome.ranked
+    probabilities = outcome.probabilities[ranked].tolist()
+    utility = outcome.utility[ranked].tolist()
+    debug = _Debug(outcome, tasks) if options.debug else None
+    candidates = []
+    for rank, (index, u, p) in enumerate(zip(ranked.tolist(), utility, probabilities, strict=True), start=1):
+        row: dict[str, Any] = {
+            "id": ids[index], "rank": rank, "utility": u, "predictions": dict(zip(tasks, p, strict=True))
+        }
+        if debug is not None:
+            row["debug"] = debug.row(index)
+        candidates.append(row)
+    body: dict[str, Any] = {
+        "request_id": request.request_id,
+        "surface": request.surface,
+        "versions": binding.versions(),
+        "candidates": candidates,
+    }
+    if options.return_filtered or options.debug:
+        filtered = []
+        for group in outcome.filtered:
+            for index in group.indices.tolist():
+                item: dict[str, Any] = {"id": ids[index], "index": index, "stage": group.stage, "rule": group.rule}
+                if debug is not None:
+                    item["debug"] = debug.row(index)
+                filtered.append(item)
+        body["filtered"] = filtered
+    if debug is not None:
+        body["overrides"] = list(outcome.effective.overrides)
+        body["timings_ms"] = {k: round(v * 1000.0, 4) for k, v in outcome.timings.items()}
+    return body
+
+
+class _Debug:
+    """Per-candidate explanation: raw and calibrated predictions, utility terms, guardrail decisions."""
+
+    def __init__(self, outcome: ScoreOutcome, tasks: list[str]) -> None:
+        self.outcome = outcome
+        self.tasks = tasks
+        self.raw = outcome.raw_probabilities()
+        policy = outcome.binding.policy
+        self.terms = list(zip(policy.term_names, policy.term_task_names, policy.term_tasks.tolist(),
+                              policy.term_attributes, strict=True))
+        self.weights = outcome.effective.weights.tolist()
+        self.guardrails = [g.name for g in policy.guardrails]
+
+    def row(self, index: int) -> dict[str, Any]:
+        o = self.outcome
+        p = o.probabilities[index].tolist()
+        contributions = o.contributions[index].tolist()
+        terms = []
+        for (name, task, t, attribute), weight, contribution in zip(
+            self.terms, self.weights, contributions, strict=True
+        ):
+            term: dict[str, Any] = {"name": name, "task": task, "prediction": p[t], "weight": weight,
+                                    "contribution": contribution}
+            if attribute is not None:
+                term["attribute"] = attribute
+                value = float(o.attributes[attribute][index])
+                term["attribute_value"] = None if value != value else value  # NaN: missing, counted as 0
+            terms.append(term)
+        return {
+            "raw_predictions": dict(zip(self.tasks, self.raw[index].tolist(), strict=True)),
+            "logits": dict(zip(self.tasks, np.asarray(o.logits[index], dtype=np.float64).tolist(), strict=True)),
+            "terms": terms,
+            "guardrails": dict(zip(self.guardrails, o.triggered[index].tolist(), strict=True)),
+        }

@@ -134,6 +134,7 @@ class Row:
     normal_p99_ms: float
     normal_failed: int
     normal_count: int
+    server_cpu: float = float("nan")
     note: str = ""
 
 
@@ -342,6 +343,7 @@ def run(port: int) -> tuple[list[Row], float, list[str]]:
             """Run `attack` again and again for `repeat_for` seconds (at most 200 times), so that enough normal
             requests fall inside the window for a p99; the slowest answer is reported."""
             before = sampler.read()
+            cpu_before = live.cpu_seconds()
             start = time.monotonic()
             statuses: list[str] = []
             seconds = 0.0
@@ -353,13 +355,14 @@ def run(port: int) -> tuple[list[Row], float, list[str]]:
                     if time.monotonic() - start >= repeat_for or len(statuses) >= 200:
                         break
             end = time.monotonic()
+            cpu = live.cpu_seconds() - cpu_before
             status = " / ".join(sorted(set(statuses))) + (f" (x{len(statuses)})" if len(statuses) > 1 else "")
             time.sleep(settle)
             normal = load.between(start, end + 0.5)
             latencies = [s[1] for s in normal]
             p99 = percentiles(latencies)[1] if latencies else float("nan")
             rows.append(Row(name, status, seconds, before, sampler.peak, sampler.read(), p99,
-                            sum(1 for s in normal if s[2] != 200), len(normal), note))
+                            sum(1 for s in normal if s[2] != 200), len(normal), cpu, note))
 
         measure("Arrow, 100M float64 zeros, zstd", lambda: post(live.url, zstd_body, ARROW))
         measure("Arrow, null-typed id, 50M rows", lambda: post(live.url, null_body, ARROW))
@@ -462,13 +465,14 @@ def sigterm_with_slow_uploaders(port: int) -> str:
 
 def table(rows: list[Row], idle_p99: float) -> list[str]:
     lines = [f"Normal requests (the sample request, 20/s) idle p99: {idle_p99:.1f} ms", "",
-             "| input | answer | time to answer | RSS before / peak / after (MB) | normal p99 during (ms) "
-             "| normal not 200 | note |",
-             "|---|---|---:|---|---:|---:|---|"]
+             "| input | answer | slowest answer | RSS before / peak / after (MB) | server CPU in the window "
+             "| normal p99 during (ms) | normal not 200 | note |",
+             "|---|---|---:|---|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r.attack} | {r.status} | {r.seconds:.2f} s | {r.rss_before:.0f} / {r.rss_peak:.0f} / "
-            f"{r.rss_after:.0f} | {r.normal_p99_ms:.1f} | {r.normal_failed} of {r.normal_count} | {r.note} |"
+            f"{r.rss_after:.0f} | {r.server_cpu:.2f} s | {r.normal_p99_ms:.1f} | {r.normal_failed} of {r.normal_count} "
+            f"| {r.note} |"
         )
     return lines
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 __all__ = ["LogFiles", "open_filesystem"]
 
 _ROW_GROUP_ROWS = 65_536
+_STATISTICS = ("request_id", "ts", "model_version", "policy_version", "arm", "event_time", "task")
 
 
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -101,7 +102,9 @@ class LogFiles:
         name = f"part-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
         temp, final = f"{folder}/.{name}.tmp", f"{folder}/{name}"
         stream = self.fs.open_output_stream(temp)
-        writer = pq.ParquetWriter(stream, self.schema, compression="zstd")
+        # Statistics only where readers filter (they cost ~20 % of the encoding on the nested columns).
+        stats = [name for name in _STATISTICS if name in self.schema.names]
+        writer = pq.ParquetWriter(stream, self.schema, compression="zstd", write_statistics=stats)
         return _OpenFile(temp, final, writer, stream, self.clock())
 
     def _flush(self, handle: _OpenFile) -> None:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 __all__ = ["LogFiles", "open_filesystem"]
 
-_ROW_GROUP_ROWS = 65_536
+_ROW_GROUP_ROWS = 16_384  # buffered rows per open file before a row group is encoded (bounds memory)
 _STATISTICS = ("request_id", "ts", "model_version", "policy_version", "arm", "event_time", "task")
 
 

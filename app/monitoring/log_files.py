@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from app.errors import ArtifactError
+
 __all__ = ["LogFiles", "open_filesystem"]
 
 _ROW_GROUP_ROWS = 16_384  # buffered rows per open file before a row group is encoded (bounds memory)
@@ -36,10 +38,16 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        import fsspec  # only for schemes pyarrow does not know
-
         protocol, _, rest = uri.partition("://")
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(protocol))), rest.rstrip("/")
+        try:
+            import fsspec  # only for schemes pyarrow does not know
+
+            return pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(protocol))), rest.rstrip("/")
+        except (ImportError, ValueError) as exc:
+            raise ArtifactError(
+                "FUSIONRANK_SERVED_LOG_PATH", uri, f"no file system for {protocol}:// ({exc})",
+                "use a local folder, s3:// or gs:// (pyarrow), or install fsspec and its backend for this scheme",
+            ) from None
     return fs, path.rstrip("/")
 
 

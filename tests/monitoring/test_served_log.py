@@ -157,3 +157,10 @@ def test_an_fsspec_uri_gets_the_same_whole_files(tmp_path: Path) -> None:
     assert len(written) == 1 and "/outcomes/date=2026-01-01/hour=00/part-" in written[0]
     with store.open(written[0], "rb") as f:
         assert pq.read_table(f)["x"].to_pylist() == [1.0, 2.0]
+
+
+def test_an_unknown_scheme_names_the_setting_and_the_fix() -> None:
+    from app.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"FUSIONRANK_SERVED_LOG_PATH.*install fsspec"):
+        open_filesystem("nosuch://bucket/logs")

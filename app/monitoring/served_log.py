@@ -32,6 +32,7 @@ from app.monitoring.log_files import LogFiles, open_filesystem
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.answer import Answer
 from app.serving.routing import CANARY_KEY, key_value
+from app.serving.scorer import ScoreOutcome
 from app.settings import Settings
 
 __all__ = ["OutcomeRow", "ServedLog", "sampled"]
@@ -70,10 +71,15 @@ class OutcomeRow:
 
 @dataclass(frozen=True, slots=True)
 class _Served:
+    """What the writer needs of one answer: its arrays and ids, not the request's candidate rows (memory)."""
+
     ts: float  # epoch seconds
     request_id: str
     sticky_key: str | None
-    answer: Answer
+    surface: str
+    arm: str
+    ids: Sequence[object]
+    outcome: ScoreOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,10 @@ class ServedLog:
         if not isinstance(request_id, str) or not sampled(request_id, self.rate(request.surface)):
             return False
         sticky = key_value(envelope, CANARY_KEY)  # the user key canaries stick by by default
-        return self._put(_Served(time.time(), request_id, sticky, answer), "served")
+        served = _Served(
+            time.time(), request_id, sticky, request.surface, answer.arm, request.candidates.ids, answer.outcome
+        )
+        return self._put(served, "served")
 
     def offer_outcomes(self, rows: Sequence[OutcomeRow]) -> bool:
         """Queue accepted feedback events for the outcomes log; True when queued."""
@@ -182,7 +191,7 @@ class ServedLog:
         try:
             if isinstance(item, _Served):
                 batch = self._columns.batch(item)
-                partition = f"surface={item.answer.request.surface}/{_hour_partition(item.ts)}"
+                partition = f"surface={item.surface}/{_hour_partition(item.ts)}"
                 self.served.write(partition, batch)
             else:
                 batch = _outcome_batch(item)
@@ -255,11 +264,10 @@ class _ServedColumns:
         return found
 
     def batch(self, item: _Served) -> pa.RecordBatch:
-        answer = item.answer
-        outcome, request = answer.outcome, answer.request
+        outcome = item.outcome
         binding = outcome.binding
         versions = binding.versions()
-        ids = request.candidates.ids
+        ids = item.ids
         n = len(ids)
         position = np.full(n, -1, dtype=np.int32)
         position[outcome.ranked] = np.arange(outcome.ranked.size, dtype=np.int32)
@@ -284,9 +292,9 @@ class _ServedColumns:
         terms = self._keys(binding.policy.term_names)
         numeric, categorical = self._features(item, n)
         columns = [
-            repeat(item.request_id), _timestamps(item.ts, n), _surface(request.surface, n), repeat(item.sticky_key),
+            repeat(item.request_id), _timestamps(item.ts, n), _surface(item.surface, n), repeat(item.sticky_key),
             repeat(versions["model"]), repeat(versions["model_version"]), repeat(versions["calibration_version"]),
-            repeat(versions["policy_version"]), repeat(answer.arm),
+            repeat(versions["policy_version"]), repeat(item.arm),
             _strings(ids), pa.array(np.arange(n, dtype=np.int32)),
             pa.array(position, mask=position < 0),
             _pick(stages, stage), _pick(rules, rule),
@@ -305,24 +313,21 @@ class _ServedColumns:
             if not names:
                 out.append(_empty_maps(n, value_type))
                 continue
-            values = pa.array(
-                np.column_stack([np.asarray(columns[name]) for name in names]).ravel()
-                if kind == "number" else [v for row in zip(*(columns[name] for name in names), strict=True)
-                                          for v in row],
-                value_type,
-            )
-            if kind == "number":
-                values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
-            keys = pc.take(self._keys(names), pa.array(np.tile(np.arange(len(names), dtype=np.int32), n)))
+            k = len(names)
+            # One column per attribute, converted in C, then interleaved row-major with one take.
+            stacked = pa.concat_arrays([_attribute_array(columns[name], value_type) for name in names])
+            order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
+            values = pc.take(stacked, pa.array(order))
+            keys = pc.take(self._keys(names), pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
             present = pc.is_valid(values).to_numpy(zero_copy_only=False)
-            counts = present.reshape(n, len(names)).sum(axis=1)
+            counts = present.reshape(n, k).sum(axis=1)
             offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
             keep = pa.array(present)
             out.append(pa.MapArray.from_arrays(offsets, keys.filter(keep), values.filter(keep)))
         return out
 
     def _features(self, item: _Served, n: int) -> tuple[pa.Array, pa.Array]:
-        outcome = item.answer.outcome
+        outcome = item.outcome
         encoded = outcome.encoded
         if not self.features or encoded is None:
             return pa.nulls(n, self.schema.field("features_numeric").type), pa.nulls(
@@ -347,6 +352,13 @@ class _ServedColumns:
         offsets = pa.array(np.arange(0, n * c + 1, c, dtype=np.int32))
         names = pc.take(vocab.categorical, pa.array(np.tile(np.arange(c, dtype=np.int32), n)))
         return numeric, pa.MapArray.from_arrays(offsets, names, values)
+
+
+def _attribute_array(column: object, value_type: pa.DataType) -> pa.Array:
+    """An attribute column as read (float64 with NaN for missing, or a list with None) as an Arrow array."""
+    if isinstance(column, np.ndarray):
+        return pa.array(column, value_type, mask=np.isnan(column) if column.dtype.kind == "f" else None)
+    return pa.array(column, value_type)
 
 
 def _empty_maps(n: int, value_type: pa.DataType) -> pa.MapArray:

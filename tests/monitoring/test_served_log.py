@@ -142,3 +142,25 @@ def test_files_rotate_by_size_and_by_age(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "outcomes").num_rows == 10 + 3 * 70_000
     assert len(list((tmp_path / "outcomes").rglob("*.parquet"))) == 4
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_an_fsspec_uri_gets_the_same_whole_files(tmp_path: Path) -> None:
+    """A scheme pyarrow does not know (here fsspec's in-memory store, standing in for an object store)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs, base = open_filesystem("memory://fusionrank-test/logs")
+    files = LogFiles(fs, base, "outcomes", pa.schema([("x", pa.float64())]), rotate_bytes=10_000, rotate_seconds=60)
+    files.write("date=2026-01-01/hour=00", pa.record_batch([pa.array([1.0, 2.0])], names=["x"]))
+    store = fsspec.filesystem("memory")
+    assert [p for p in store.find("/fusionrank-test/logs") if p.endswith(".parquet")] == []  # only the hidden temp
+    files.close_all()
+    written = [p for p in store.find("/fusionrank-test/logs") if p.endswith(".parquet")]
+    assert len(written) == 1 and "/outcomes/date=2026-01-01/hour=00/part-" in written[0]
+    with store.open(written[0], "rb") as f:
+        assert pq.read_table(f)["x"].to_pylist() == [1.0, 2.0]
+
+
+def test_an_unknown_scheme_names_the_setting_and_the_fix() -> None:
+    from app.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match=r"FUSIONRANK_SERVED_LOG_PATH.*install fsspec"):
+        open_filesystem("nosuch://bucket/logs")

@@ -84,9 +84,7 @@ class BanditEnvironment:
         """n requests served by the logging policy, as a joined log (every candidate a row)."""
         rng = np.random.default_rng(seed)
         hidden, predictions = self._requests(n, rng)
-        rule = self.policy("logging").exploration
-        assert rule is not None
-        exploration: Exploration = rule
+        exploration = Exploration(method="softmax", temperature=self.temperature, protect_top=self.protect_top)
         utility = predictions @ np.asarray(self.logging_weights)
         position = np.full((n, self.n_candidates), -1)
         propensity = np.full((n, self.n_candidates), np.nan)

@@ -115,8 +115,9 @@ def _metric_parts(columns: dict[str, npt.NDArray[Any]], tasks: Sequence[str], se
         parts[task] = (np.where(counted, np.nan_to_num(label), 0.0), counted.astype(np.float64))
     if "utility" in columns:
         utility = np.nan_to_num(np.asarray(columns["utility"], dtype=np.float64))
-        first_row = np.r_[True, _text(columns["request_id"])[1:] != _text(columns["request_id"])[:-1]]
-        parts["utility"] = (np.where(served, utility, 0.0), first_row.astype(np.float64))
+        first_row = np.zeros(len(utility))  # one per request, wherever its rows lie in the file
+        first_row[np.unique(_text(columns["request_id"]), return_index=True)[1]] = 1.0
+        parts["utility"] = (np.where(served, utility, 0.0), first_row)
     if "filtered_rule" in columns:
         rules = _text(columns["filtered_rule"])
         for rule in sorted(set(rules.tolist()) - {""}):

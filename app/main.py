@@ -15,7 +15,7 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, admin_models, feedback, probes, score
+from app.api import admin, admin_models, explain, feedback, probes, score, surfaces
 from app.api.budget import PARSE_AMPLIFICATION
 from app.api.errors import install_error_handlers
 from app.api.limits import AdmissionControl, AdmissionLedger, AdmissionLimits
@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router)
+    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router, surfaces.router,
+               explain.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from app.client import APIError, AsyncFusionrankClient, FusionrankClient, ScoreResult
+from app.client import APIError, AsyncFusionrankClient, DeadlineExceeded, FusionrankClient, ScoreResult
 from tests.reliability.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -109,6 +109,14 @@ def test_an_error_answer_is_an_api_error_naming_the_field(server: LiveServer, sa
         with pytest.raises(APIError) as unknown:
             client.score("nope", sample["candidates"])
         assert unknown.value.status == 404
+
+
+def test_a_spent_deadline_is_a_deadline_error(server: LiveServer, sample: dict[str, Any]) -> None:
+    many = [dict(c, id=f"{c['id']}-{i}") for i in range(150) for c in sample["candidates"]]  # 4500: ~20 ms of work
+    with FusionrankClient(server.base) as client:
+        with pytest.raises(DeadlineExceeded):  # the client's wait or the server's 504, whichever ends first
+            client.score("home", many, context=sample["context"], deadline=0.005)
+        assert client.score("home", sample["candidates"], context=sample["context"], deadline=5).ids
 
 
 def test_importing_the_client_loads_no_server_code_nor_numpy() -> None:

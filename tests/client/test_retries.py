@@ -51,9 +51,9 @@ def test_the_remaining_budget_is_sent_and_shrinks_across_attempts(stub: StubServ
 
 def test_attempts_are_bounded(stub: StubServer) -> None:
     stub.replies = [Reply(503, OVERLOADED, {"Retry-After": "0"})]
-    with FusionrankClient(stub.base, retry=RetryPolicy(attempts=3, backoff=0.01)) as client:
-        with pytest.raises(Unavailable) as raised:
-            client.score("home", CANDIDATES)
+    client = FusionrankClient(stub.base, retry=RetryPolicy(attempts=3, backoff=0.01))
+    with client, pytest.raises(Unavailable) as raised:
+        client.score("home", CANDIDATES)
     assert len(stub.received) == 3
     assert raised.value.status == 503 and raised.value.code == "overloaded"
 
@@ -88,9 +88,9 @@ def test_a_504_is_a_deadline_error_and_not_retried(stub: StubServer) -> None:
 
 def test_connection_failures_are_retried_then_reported() -> None:
     port = free_port()  # nothing listens there
-    with FusionrankClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=3, backoff=0.01)) as client:
-        with pytest.raises(ConnectionFailed, match="attempt 3 of 3"):
-            client.score("home", CANDIDATES)
+    client = FusionrankClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=3, backoff=0.01))
+    with client, pytest.raises(ConnectionFailed, match="attempt 3 of 3"):
+        client.score("home", CANDIDATES)
 
 
 def test_the_async_client_retries_the_same_way(stub: StubServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,7 +68,20 @@ class Settings(BaseSettings):
     # Shadow model (POST /admin/surfaces/{s}/shadow-model): sampled requests waiting for the worker
     # thread; a request sampled while the queue is full is dropped and counted, never waited for.
     shadow_model_queue_size: int = Field(default=64, ge=1, le=100_000)
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="Level of fusionrank's and uvicorn's loggers (debug, info,"
+                           " warning, error).")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log line format: `json` (one JSON object per line: time, level, logger, message, request_id and"
+        " the record's fields; for a log pipeline), `text` (for a terminal), or `auto`: text when stderr is a"
+        " terminal, JSON otherwise (a container, a pipe, a file). See docs/monitoring.md, Logs and traces.",
+    )
+    access_log_sample_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of HTTP requests that get an access line (logger fusionrank.access: method, route,"
+        " status, latency_ms, request_id; for /v1/score also candidates, versions and arm). 0: no access log;"
+        " 1: every request; 0.01: one in a hundred, at random.",
+    )
     # Load shedding: work requests (/v1/score, /v1/feedback) running at once; one more is answered
     # 503 + Retry-After at once. 0: no limit. See app/api/limits.py.
     max_in_flight: int = Field(default=64, ge=0, le=100_000)

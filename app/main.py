@@ -30,7 +30,7 @@ from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.logs import configure_logging
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
-from app.monitoring.tracing import install_tracing, tracing_requested
+from app.monitoring.tracing import telemetry_config
 from app.protocol.rows import decode_score_request
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
@@ -42,8 +42,13 @@ log = logging.getLogger("fusionrank")
 _GC_GEN0_THRESHOLD = 50_000
 
 
-def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, drain: ShutdownDrain | None = None, tracer_provider: object = None
+) -> FastAPI:
     """Build the app; settings default to the environment, read when the app starts.
+
+    Traces go to `tracer_provider` (an OpenTelemetry `TracerProvider`), else where the `OTEL_*` variables
+    say, else nowhere (app/monitoring/tracing.py).
 
     `drain` is set by `fusionrank serve` on SIGTERM (see `app.api.shutdown`); `/readyz` then answers 503.
     """
@@ -120,6 +125,7 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=telemetry_config(tracer_provider),  # type: ignore[arg-type]
     )
     install_error_handlers(app)
     install_docs(app)
@@ -131,8 +137,6 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
     app.add_middleware(AdmissionControl, limits=limits, metrics=metrics, ledger=ledger)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
     app.add_middleware(RequestContextMiddleware, access=access)  # outside: every line of a request has its id
-    if tracing_requested():  # OTEL_* variables; outermost, so that the server span covers everything
-        install_tracing(app)
     _extend_openapi(app)
     return app
 

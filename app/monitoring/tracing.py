@@ -6,14 +6,15 @@ On when the extra is installed (`pip install 'fusionrank[tracing]'`) and the env
 `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` keep it off. The SDK reads the rest itself
 (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, ...).
 
-When on: a server span per HTTP request (opentelemetry-instrumentation-asgi; an incoming W3C
-`traceparent` makes it a child of the caller's span), and for `/v1/score` one child span per stage
+When on: a server span per HTTP request (FastAPI's own OpenTelemetry support, `FastAPI(telemetry=...)`;
+an incoming W3C `traceparent` makes it a child of the caller's span), and for `/v1/score` one child span per stage
 (decode, features, model, calibration, compose, encode) with the surface, the versions, the arm and
 the candidate count as attributes on the server span. The stage spans are written after the fact from
 the timings the scoring path takes anyway, so the hot path runs no tracing code per stage.
 
-When off, nothing of OpenTelemetry is imported and `stage_spans` is None: the cost per request is one
-module attribute read.
+When off, `stage_spans` is None (the scoring route's cost: one module attribute read), fusionrank imports
+nothing of the SDK, and FastAPI's telemetry is configured off (FastAPI itself imports opentelemetry-api,
+a dependency of FastAPI >= 0.16x, whether or not traces are on).
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from typing import TYPE_CHECKING, Any
 from app import __version__
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from app.serving.answer import Answer
 
-__all__ = ["StageSpans", "install_tracing", "stage_spans", "tracing_requested"]
+__all__ = ["StageSpans", "stage_spans", "telemetry_config", "tracing_requested"]
 
 log = logging.getLogger("fusionrank.tracing")
 
@@ -55,28 +54,32 @@ def tracing_requested(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
-def install_tracing(app: FastAPI, provider: Any = None) -> bool:
-    """Trace `app`'s requests into `provider` (a `TracerProvider`; default: one built from the environment).
+def telemetry_config(provider: Any = None) -> dict[str, Any]:
+    """`FastAPI(telemetry=...)`: FastAPI's own OpenTelemetry server spans into `provider` (default: one
+    built from the `OTEL_*` variables when they ask for traces), or everything off.
 
-    Call before the app starts. Returns False, with a warning, when the `tracing` extra is not installed.
+    Off (no provider, nothing asked, or the extra missing) also spares FastAPI's per-request check for a
+    configured global provider. On, FastAPI's metrics and logs stay off (Prometheus and the JSON logs
+    cover them) and so do its per-operation spans: the stage spans say where the time went.
     """
     global stage_spans
-    try:
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-    except ImportError:
-        log.warning(
-            "OTEL_* variables ask for traces but the tracing extra is not installed: no traces;"
-            " install it with `pip install 'fusionrank[tracing]'` or unset OTEL_TRACES_EXPORTER"
-            " and OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        return False
+    off = {"tracing": False, "metrics": False, "logs": False}
     if provider is None:
-        provider = _provider_from_environment()
-    tracer = provider.get_tracer("fusionrank", __version__)
-    # receive/send spans would add two spans per body chunk: the server span and the stages say enough.
-    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider, exclude_spans=["receive", "send"])
-    stage_spans = _stage_recorder(tracer)
-    return True
+        if not tracing_requested():
+            stage_spans = None
+            return off
+        try:
+            provider = _provider_from_environment()
+        except ImportError:
+            log.warning(
+                "OTEL_* variables ask for traces but the tracing extra is not installed: no traces;"
+                " install it with `pip install 'fusionrank[tracing]'` or unset OTEL_TRACES_EXPORTER"
+                " and OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
+            stage_spans = None
+            return off
+    stage_spans = _stage_recorder(provider.get_tracer("fusionrank", __version__))
+    return {**off, "tracing": True, "tracer_provider": provider, "operation_spans": False}
 
 
 def _provider_from_environment() -> Any:

@@ -17,7 +17,6 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -43,14 +42,16 @@ __all__ = [
 LogFormat = Literal["auto", "json", "text"]
 
 
-@dataclass(slots=True)
 class RequestContext:
     """What one request's log lines share: its id, and what the access log reports (sampled requests only:
-    `access` is False otherwise, and the scoring path does not fill the rest)."""
+    `access` is False otherwise, and the scoring path does not fill `fields`)."""
 
-    request_id: str
-    access: bool = False
-    fields: dict[str, Any] = field(default_factory=dict)  # candidates, versions, arm (set by `note_answer`)
+    __slots__ = ("access", "fields", "request_id")
+
+    def __init__(self, request_id: str, access: bool = False) -> None:
+        self.request_id = request_id
+        self.access = access
+        self.fields: dict[str, Any] = {}  # candidates, versions, arm (set by `note_answer`)
 
 
 _request: ContextVar[RequestContext | None] = ContextVar("fusionrank_request", default=None)

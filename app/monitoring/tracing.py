@@ -1,6 +1,6 @@
 """OpenTelemetry traces, opt-in: the `tracing` extra and the standard `OTEL_*` variables.
 
-On when the extra is installed (`pip install 'fusionrank[tracing]'`) and the environment asks for traces:
+On when the extra is installed (`pip install -e '.[tracing]'`) and the environment asks for traces:
 `OTEL_TRACES_EXPORTER` set to `otlp` (OTLP over HTTP/protobuf, `OTEL_EXPORTER_OTLP_ENDPOINT` & co.) or
 `console`, or, without it, `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set;
 `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` keep it off. The SDK reads the rest itself
@@ -73,7 +73,7 @@ def telemetry_config(provider: Any = None) -> dict[str, Any]:
         except ImportError:
             log.warning(
                 "OTEL_* variables ask for traces but the tracing extra is not installed: no traces;"
-                " install it with `pip install 'fusionrank[tracing]'` or unset OTEL_TRACES_EXPORTER"
+                " install the tracing extra (`pip install -e '.[tracing]'` in a checkout) or unset OTEL_TRACES_EXPORTER"
                 " and OTEL_EXPORTER_OTLP_ENDPOINT"
             )
             stage_spans = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import StateDep
@@ -43,5 +43,5 @@ async def readyz(state: StateDep) -> Response:
 
 @router.get("/metrics")
 async def metrics(state: StateDep) -> Response:
-    """Prometheus exposition of this instance's metrics."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of this replica's metrics (every worker's, merged, with --workers N)."""
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

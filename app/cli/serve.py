@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -40,10 +44,11 @@ def serve(
     os.environ["FUSIONRANK_PORT"] = str(port)
     settings = get_settings()  # fail here, before binding, on a bad environment
     if workers > 1:  # uvicorn's supervisor owns the signals; each worker shuts down gracefully itself
-        uvicorn.run(
-            "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
-            access_log=False, **server_options(settings),
-        )
+        with _multiprocess_metrics(create=True):
+            uvicorn.run(
+                "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                access_log=False, **server_options(settings),
+            )
         return
     drain = ShutdownDrain()
     config = uvicorn.Config(
@@ -51,6 +56,34 @@ def serve(
         **server_options(settings),
     )
     server = DrainingServer(config, drain, settings.shutdown_drain_seconds)
-    server.run()
+    with _multiprocess_metrics(create=False):
+        server.run()
     if not server.started:  # as uvicorn.run: a failed startup is a non-zero exit
         raise typer.Exit(code=3)
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(*, create: bool) -> Iterator[None]:
+    """Give the workers (spawned after this) one metrics directory, so one scrape reports them all.
+
+    PROMETHEUS_MULTIPROC_DIR set by the operator (e.g. an emptyDir) is used and emptied of the last
+    start's files, whatever the worker count; otherwise, with `create` (several workers), a temporary
+    directory is made for this start and removed at exit, and with one worker none is needed.
+    """
+    from app.monitoring.multiproc import MULTIPROC_ENV, prepare_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given and not create:
+        yield
+        return
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="fusionrank-metrics-"))
+    prepare_dir(path)
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if given:
+            prepare_dir(path)
+        else:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(path, ignore_errors=True)

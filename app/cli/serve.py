@@ -12,14 +12,14 @@ from typing import Annotated
 
 import typer
 
-from app.cli.options import LogLevel, ModelStoreOption, PoliciesOption
+from app.cli.options import LogLevel
 
 __all__ = ["serve"]
 
 
 def serve(
-    model_store: ModelStoreOption = Path("model_store"),
-    policies: PoliciesOption = Path("policies"),
+    model_store: Annotated[str, typer.Option(help="folder of model bundles, or an s3:// / gs:// URI")] = "model_store",
+    policies: Annotated[str, typer.Option(help="folder of policies, or an s3:// / gs:// URI")] = "policies",
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
@@ -35,11 +35,13 @@ def serve(
     from app.api.server import server_options
     from app.api.shutdown import DrainingServer, ShutdownDrain
     from app.main import create_app
-    from app.settings import get_settings
 
     # Settings are read from the environment inside each worker's lifespan.
-    os.environ["FUSIONRANK_MODEL_STORE"] = str(model_store.resolve())
-    os.environ["FUSIONRANK_POLICIES"] = str(policies.resolve())
+    from app.settings import get_settings, is_uri
+
+    # A URI is served from a local mirror under FUSIONRANK_STORE_CACHE (app/control/remote_store.py).
+    os.environ["FUSIONRANK_MODEL_STORE"] = model_store if is_uri(model_store) else str(Path(model_store).resolve())
+    os.environ["FUSIONRANK_POLICIES"] = policies if is_uri(policies) else str(Path(policies).resolve())
     os.environ["FUSIONRANK_HOST"] = host
     os.environ["FUSIONRANK_PORT"] = str(port)
     settings = get_settings()  # fail here, before binding, on a bad environment

@@ -26,12 +26,18 @@ class Settings(BaseSettings):
     # serves a mirror of it in `store_cache` (app/control/remote_store.py), and this field holds the mirror.
     model_store: Path = Field(description="Folder (or s3:// / gs:// URI) of model bundles: <model>/<version>/.")
     policies: Path = Field(description="Folder (or URI) of policies: <surface>/<version>.yaml and <surface>/active.")
-    # Local folder of the mirrors of a model store / policies given as URIs (an emptyDir in Kubernetes):
-    # <store_cache>/model_store and <store_cache>/policies. Required with a URI.
-    store_cache: Path | None = None
-    # The URIs themselves, filled from FUSIONRANK_MODEL_STORE / FUSIONRANK_POLICIES when they are URIs.
-    model_store_uri: str | None = None
-    policies_uri: str | None = None
+    store_cache: Path | None = Field(
+        default=None, description="Local folder of the mirrors of a model store or policies given as a URI"
+        " (an emptyDir in Kubernetes): <store_cache>/model_store and <store_cache>/policies. Required with a URI.",
+    )
+    model_store_uri: str | None = Field(
+        default=None, description="Set from FUSIONRANK_MODEL_STORE when that is a URI (the field then holds the"
+        " local mirror); see docs/scaling.md \"Store backends\".",
+    )
+    policies_uri: str | None = Field(
+        default=None, description="Set from FUSIONRANK_POLICIES when that is a URI (the field then holds the"
+        " local mirror).",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

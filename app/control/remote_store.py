@@ -55,7 +55,9 @@ def _filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
     try:
         from fsspec.core import url_to_fs
     except ImportError as exc:  # pragma: no cover - the extra is installed in dev
-        raise ArtifactError(uri, "", "object storage needs fsspec", "pip install 'fusionrank[store]'") from exc
+        raise ArtifactError(
+            uri, "", "object storage needs fsspec", "install the `store` extra (pip install -e '.[store]')"
+        ) from exc
     try:
         fs, root = url_to_fs(uri)
     except (ImportError, ValueError) as exc:

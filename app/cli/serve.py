@@ -53,12 +53,12 @@ def serve(
             )
         return
     drain = ShutdownDrain()
-    config = uvicorn.Config(
-        create_app(drain=drain), host=host, port=port, log_level=log_level, access_log=False,
-        **server_options(settings),
-    )
-    server = DrainingServer(config, drain, settings.shutdown_drain_seconds)
-    with _multiprocess_metrics(create=False):
+    with _multiprocess_metrics(create=False):  # emptied before create_app makes this process's value files
+        config = uvicorn.Config(
+            create_app(drain=drain), host=host, port=port, log_level=log_level, access_log=False,
+            **server_options(settings),
+        )
+        server = DrainingServer(config, drain, settings.shutdown_drain_seconds)
         server.run()
     if not server.started:  # as uvicorn.run: a failed startup is a non-zero exit
         raise typer.Exit(code=3)

@@ -127,6 +127,9 @@ class StoreMirror:
         }
         self.local.mkdir(parents=True, exist_ok=True)
         copied = self._state()
+        if not listing and copied:  # a wrong prefix or a store emptied by mistake must not empty the cache
+            raise ArtifactError(self.uri, "", "lists no object while the cache holds a mirror of it",
+                                "check the URI and the bucket; the cache keeps serving the last mirrored files")
         for rel in [r for r, (version, _) in self.refused.items() if listing.get(r) != version]:
             del self.refused[rel]  # replaced or deleted remotely since: judged afresh below
         changed = [rel for rel, version in sorted(listing.items())

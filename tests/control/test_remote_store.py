@@ -146,6 +146,15 @@ def test_a_new_bundle_version_lands_complete(bucket: Any, tmp_path: Path) -> Non
     assert set(store.mirrors[0].refused) == {"other/1/manifest.json", "other/1/model.onnx"}
 
 
+def test_an_emptied_store_does_not_empty_the_cache(bucket: Any, tmp_path: Path) -> None:
+    store = RemoteStore.from_settings(remote_settings(tmp_path / "cache"))
+    assert store is not None
+    store.sync()
+    bucket.rm(f"{BUCKET}/policies", recursive=True)
+    assert store.sync() == []  # logged, skipped
+    assert (tmp_path / "cache" / "policies" / "home" / "active").read_text() == "1\n"
+
+
 def test_write_text_atomic_writes_objects_and_files(bucket: Any, tmp_path: Path) -> None:
     write_text_atomic(f"s3://{BUCKET}/policies/home/rollout.yaml", "generation: 3\n")
     assert bucket.cat_file(f"{BUCKET}/policies/home/rollout.yaml") == b"generation: 3\n"

@@ -6,7 +6,8 @@ positives for a `weighted` loss option); the validation split's observed rows mo
 logloss, and training stops after `early_stopping_rounds` rounds without a better one. The booster
 keeps exactly its best iteration. With `training.constraints`, the primary task's booster is trained
 with Moo-GBT's constrained objective (`app.offline.training.gbt.moo`) instead, and its round is the
-best primary logloss among rounds that meet every bound on validation (else the least violating).
+best primary logloss among rounds that meet every bound on validation (else the least violating);
+it stops early only once a feasible round has not been bettered for `early_stopping_rounds` rounds.
 The history (one entry every `dual_every` rounds) has the networks' shape, so reports render alike.
 """
 
@@ -223,7 +224,10 @@ def _fit_constrained(
         if (env.iteration + 1) % gbt.dual_every == 0:
             objective.dual_step(losses)
         best = trajectory.select()
-        if len(trajectory.rounds) - 1 - best >= gbt.early_stopping_rounds:
+        # Only a feasible best round stops training: while every round violates a bound, the growing
+        # multipliers are still moving the score towards it.
+        stale = len(trajectory.rounds) - 1 - best
+        if stale >= gbt.early_stopping_rounds and trajectory.violation(best) == 0.0:
             raise lgb.callback.EarlyStopException(best, [])
 
     # lgb.train catches the EarlyStopException `record` raises and returns the booster so far.

@@ -71,7 +71,7 @@ def test_tune_and_simulate_replay_the_logged_candidate_sets(joined: Path, tmp_pa
     report = tmp_path / "simulate"
     _run(["simulate", "--logs", str(joined), "--policy", str(POLICIES / "home" / "1.yaml"),
           "--out", str(report), "--no-progress"])
-    assert "ndcg" in (report / "results.json").read_text().lower()  # the replayed policy was scored against the joined labels
+    assert "ndcg" in (report / "results.json").read_text().lower()  # scored against the joined labels
 
 
 def test_train_maps_its_spec_onto_the_joined_columns(joined: Path, tmp_path: Path) -> None:

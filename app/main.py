@@ -15,7 +15,7 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, admin_models, feedback, probes, score
+from app.api import admin, admin_models, explain, feedback, probes, score, surfaces
 from app.api.budget import PARSE_AMPLIFICATION
 from app.api.docs import install_docs
 from app.api.errors import document_errors, install_error_handlers
@@ -25,6 +25,7 @@ from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
 from app.control.loader import load_snapshot
 from app.control.registry import Registry
+from app.control.remote_store import RemoteStore
 from app.control.warmup import GoldenBatch
 from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.logs import configure_logging
@@ -65,6 +66,9 @@ def create_app(
         state = ServiceState(settings=resolved, metrics=metrics, drain=drain or ShutdownDrain(), admission=ledger)
         _apply_admission_settings(resolved, limits, ledger, metrics)
         app.state.fusionrank = state
+        remote = RemoteStore.from_settings(resolved)
+        if remote is not None:  # object-store URIs: serve a local mirror of them (app/control/remote_store.py)
+            await anyio.to_thread.run_sync(remote.sync)
         # Fingerprint before loading: a file changed while the snapshot loads is seen at the first poll.
         baseline = fingerprint(resolved.policies)
         snapshot = await anyio.to_thread.run_sync(
@@ -94,7 +98,9 @@ def create_app(
         app.state.shadow_models = shadow_models
         watcher = None
         if resolved.policy_watch_interval > 0:
-            watcher = PolicyWatcher(registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline)
+            watcher = PolicyWatcher(
+                registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline, mirror=remote
+            )
             watcher.start()
         app.state.policy_watcher = watcher
         admin_names = sorted(resolved.admin_credentials())
@@ -129,7 +135,8 @@ def create_app(
     )
     install_error_handlers(app)
     install_docs(app)
-    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router)
+    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router, surfaces.router,
+               explain.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)

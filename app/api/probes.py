@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import StateDep
@@ -53,5 +53,5 @@ class PrometheusText(Response):
                      "description": "Prometheus text exposition format"}},
 )
 async def metrics(state: StateDep) -> Response:
-    """Prometheus exposition of this instance's metrics."""
-    return PrometheusText(generate_latest(state.metrics.registry))
+    """Prometheus exposition of this replica's metrics (every worker's, merged, with --workers N)."""
+    return PrometheusText(state.metrics.exposition())

@@ -1,6 +1,6 @@
 """The audit trail of policy changes: one structured log record per change, applied or refused, and its counters.
 
-Record (logger `fusionrank.audit`): the message `policy_change <action> <surface>: <from> -> <to> <outcome>`
+Record (logger `fusionrank.audit`): the message `policy_change <action> <surface>: <from> -> <to> <outcome>[: <error>]`
 and the fields `AUDIT_FIELDS` as record attributes, so the JSON log format writes them as fields of the
 line's object (not JSON inside a message): "event": "policy_change", "at", "who", "source", "surface",
 "action", "from", "to", "outcome": "applied" | "unchanged" | "refused", "persisted", "error".
@@ -49,8 +49,8 @@ def audit(change: PolicyChange) -> PolicyChange:
     """Stamp the change with the current UTC time and log it as one structured record."""
     stamped = replace(change, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
     level = logging.WARNING if stamped.outcome == "refused" else logging.INFO
-    log.log(level, "policy_change %s %s: %s -> %s %s", stamped.action, stamped.surface, stamped.before,
-            stamped.after, stamped.outcome, extra=stamped.to_dict())
+    log.log(level, "policy_change %s %s: %s -> %s %s%s", stamped.action, stamped.surface, stamped.before,
+            stamped.after, stamped.outcome, f": {stamped.error}" if stamped.error else "", extra=stamped.to_dict())
     return stamped
 
 

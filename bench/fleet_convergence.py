@@ -14,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from bench.common import append_results, load_average, machine, now
 from tests.fleet.harness import ADMIN, Fleet
 from tests.lifecycle_helpers import build_store
@@ -27,7 +25,7 @@ def _wait(fleet: Fleet, generation: int, timeout: float = 30.0) -> float:
     while pending and time.monotonic() - t0 < timeout:
         pending = [
             r for r in pending
-            if httpx.get(f"{r.url}/admin/rollouts/home", headers=ADMIN, timeout=5).json()["serving_generation"]
+            if fleet.http.get(f"{r.url}/admin/rollouts/home", headers=ADMIN).json()["serving_generation"]
             != generation
         ]
         if pending:
@@ -53,11 +51,11 @@ def main() -> None:
             for i in range(args.changes):
                 if i % 5 == 4:
                     model = "2" if i % 10 == 4 else "1"
-                    response = httpx.post(f"{admin}/admin/surfaces/home/activate", headers=ADMIN, timeout=60,
+                    response = fleet.http.post(f"{admin}/admin/surfaces/home/activate", headers=ADMIN, timeout=60,
                                           json={"model_version": model, "calibration_version": model})
                     bucket = model_s
                 else:
-                    response = httpx.post(f"{admin}/admin/policies/home/activate", headers=ADMIN, timeout=60,
+                    response = fleet.http.post(f"{admin}/admin/policies/home/activate", headers=ADMIN, timeout=60,
                                           json={"version": "2" if i % 2 == 0 else "1"})
                     bucket = policy_s
                 response.raise_for_status()

@@ -61,19 +61,31 @@ def bind_triple(
 def route_of(
     state: RolloutState, route: SurfaceRoute, surface_dir: Path, cache: BundleCache, golden: GoldenBatch
 ) -> SurfaceRoute:
-    """The route serving `state`, starting from the surface's current `route` (its servable versions)."""
-    active, pin = bind_triple(state.active, surface_dir, cache, golden, field="active")
+    """The route serving `state`, starting from the surface's current `route` (its servable versions).
+    A part whose triple the route already serves keeps its binding (checked when it was bound; the
+    watcher rebinds a policy file that changes): a canary-only change does not re-run the stable's checks."""
+    stable = route.binding(None)
+    if triple_of(stable) == state.active:
+        active, pin = stable, route.pin
+    else:
+        active, pin = bind_triple(state.active, surface_dir, cache, golden, field="active")
     versions = {**route.versions, state.active.policy_version: active}
     canary = None
     if state.canary is not None:
-        binding, canary_pin = bind_triple(state.canary.triple, surface_dir, cache, golden, field="canary.triple")
-        fallback = BundlePin(state.canary.triple.model_version, state.canary.triple.calibration_version)
-        canary = Canary(binding, state.canary.share, state.canary.sticky_key, canary_pin or fallback,
-                        state.canary.salt)
+        c = state.canary.triple
+        if route.canary is not None and triple_of(route.canary.binding) == c:
+            binding, canary_pin = route.canary.binding, route.canary.pin
+        else:
+            bound, maybe_pin = bind_triple(c, surface_dir, cache, golden, field="canary.triple")
+            binding, canary_pin = bound, maybe_pin or BundlePin(c.model_version, c.calibration_version)
+        canary = Canary(binding, state.canary.share, state.canary.sticky_key, canary_pin, state.canary.salt)
     shadow_model, fraction = None, 0.0
     if state.shadow_model is not None:
-        shadow_model, _ = bind_triple(state.shadow_model.triple, surface_dir, cache, golden,
-                                      field="shadow_model.triple")
+        if route.shadow_model is not None and triple_of(route.shadow_model) == state.shadow_model.triple:
+            shadow_model = route.shadow_model
+        else:
+            shadow_model, _ = bind_triple(state.shadow_model.triple, surface_dir, cache, golden,
+                                          field="shadow_model.triple")
         fraction = state.shadow_model.fraction
     if state.shadow_policy is not None and state.shadow_policy not in versions:
         path = surface_dir / f"{state.shadow_policy}.yaml"

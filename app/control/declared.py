@@ -1,9 +1,10 @@
 """Read and write a surface's declared rollout file under an exclusive lock, compare-and-swap on its generation.
 
-Writers (the admin API of any replica or worker) take an exclusive `fcntl` lock on
-`policies/<surface>/.rollout.lock` around read -> check -> validate -> write, so of two writers that
-read the same generation exactly one wins; the other learns the current generation (409). The file
-is replaced atomically (temporary file, fsync, rename): a watcher never reads half a file.
+Writers (the admin API of any replica or worker) take an exclusive `flock` on the surface folder
+itself (`policies/<surface>/`: no lock file to create or leave behind) around read -> check ->
+validate -> write, so of two writers that read the same generation exactly one wins; the other learns
+the current generation (409). The file is replaced atomically (temporary file, fsync, rename): a
+watcher never reads half a file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from app.artifacts.rollout import ROLLOUT_FILE, RolloutState, dump_rollout, load
 from app.control.pointers import write_atomically
 from app.errors import Conflict
 
-__all__ = ["LOCK_FILE", "check_generation", "locked", "read_declared", "write_declared"]
-
-LOCK_FILE = ".rollout.lock"
+__all__ = ["check_generation", "locked", "read_declared", "write_declared"]
 
 
 def read_declared(surface_dir: Path) -> RolloutState | None:
@@ -34,8 +33,10 @@ def read_declared(surface_dir: Path) -> RolloutState | None:
 @contextmanager
 def locked(surface_dir: Path) -> Iterator[None]:
     """Hold the surface's exclusive write lock (blocks until the other writer is done); raises OSError
-    when the folder is read-only."""
-    fd = os.open(surface_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    when the folder is read-only (nothing could be written under the lock anyway)."""
+    if not os.access(surface_dir, os.W_OK):
+        raise PermissionError(f"{surface_dir} is not writable")
+    fd = os.open(surface_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:

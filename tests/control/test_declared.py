@@ -150,7 +150,7 @@ def test_the_file_format_refuses_unknown_keys_and_bad_shares(tmp_path: Path) -> 
     path = tmp_path / ROLLOUT_FILE
     triple = "{model: m, model_version: '1', calibration_version: '1', policy_version: '1'}"
     path.write_text(f"surface: home\ngeneration: 1\nactive: {triple}\ncanary: {{triple: {triple}, share: 1.5}}\n")
-    with pytest.raises(ArtifactError, match="canary.share"):
+    with pytest.raises(ArtifactError, match=r"canary\.share"):
         load_rollout(path)
 
 

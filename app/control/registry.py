@@ -160,6 +160,7 @@ class Registry:
                     "on_disk": on_disk,
                     "refused": dict(self._rejected.get(name, {})),
                     "serving": route.binding(None).versions(),
+                    "generation": self._generation.get(name, 0),
                 }
             return {
                 "surfaces": surfaces,

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from app.artifacts.rollout import ROLLOUT_FILE, load_rollout
+from app.serving.routing import routes_to_canary
 from tests.conftest import BUNDLE
 from tests.fleet.harness import ADMIN, ADMIN_TOKENS, Fleet, triple
 from tests.lifecycle_helpers import build_store
@@ -138,6 +139,11 @@ def test_b_a_20_percent_canary_is_sticky_across_replicas(fleet: Fleet, body: dic
     assert len(arms) == 1000 and all(len(seen) == 1 for seen in arms.values())  # one arm per user, fleet-wide
     share = sum("canary" in seen for seen in arms.values()) / len(arms)
     assert abs(share - 0.2) <= 0.03, share
+    # ...and it is the arm the pure function of (surface, user, salt) gives, whichever replica answered.
+    salt = load_rollout(fleet.policies / "home" / ROLLOUT_FILE).canary.salt  # type: ignore[union-attr]
+    expected = {f"user-{i}": {"canary" if routes_to_canary("home", f"user-{i}", 0.2, salt) else "stable"}
+                for i in range(1000)}
+    assert arms == expected
     aborted = httpx.post(f"{fleet.replica_list[1].url}/admin/surfaces/home/canary/abort", headers=ADMIN, timeout=30)
     assert aborted.status_code == 200, aborted.text
     _converge(fleet, ("1", "1", "1"), aborted.json()["generation"], timeout=10)

@@ -16,6 +16,27 @@ PUBLIC: dict[str, set[str]] = {
         "ScoreRequest",
         "ScoreResponse",
     },
+    "app.client": {
+        "APIError",
+        "Arm",
+        "AsyncFusionrankClient",
+        "BodyFormat",
+        "CandidateDebug",
+        "ClientError",
+        "ConnectionFailed",
+        "DeadlineExceeded",
+        "ErrorDetail",
+        "Feature",
+        "FilteredCandidate",
+        "FusionrankClient",
+        "RankedCandidate",
+        "RetryPolicy",
+        "ScoreResult",
+        "Surface",
+        "Unavailable",
+        "UtilityTerm",
+        "Versions",
+    },
     "app.artifacts": {
         "CalibrationFile",
         "CategoricalFeature",
@@ -206,6 +227,7 @@ PUBLIC: dict[str, set[str]] = {
     "app.settings": {
         "Settings",
         "get_settings",
+        "is_uri",
     },
 }
 

@@ -31,6 +31,7 @@ from app.control.watcher import PolicyWatcher, fingerprint
 from app.monitoring.logs import configure_logging
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
+from app.monitoring.served_log import ServedLog
 from app.monitoring.tracing import telemetry_config
 from app.protocol.rows import decode_score_request
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
@@ -98,6 +99,11 @@ def create_app(
         shadow_models = _shadow_model_queue(metrics, resolved.shadow_model_queue_size)
         shadow_models.start()
         app.state.shadow_models = shadow_models
+        served_log = ServedLog.from_settings(resolved, metrics)
+        if served_log is not None:
+            served_log.start()
+            log.info("served log on: %s -> %s", resolved.served_log, resolved.served_log_path)
+        state.served_log = served_log
         watcher = None
         if resolved.policy_watch_interval > 0:
             watcher = PolicyWatcher(
@@ -122,6 +128,9 @@ def create_app(
             if watcher is not None:
                 watcher.stop()
             shadow_models.stop()
+            if served_log is not None:  # the SIGTERM drain ends here: write what is queued, close the files
+                state.served_log = None
+                await anyio.to_thread.run_sync(served_log.stop)
             psi_updates.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await psi_updates

@@ -174,6 +174,45 @@ class Settings(BaseSettings):
                 data[name] = Path(cache) / name
         return data
 
+    served_log: str = Field(
+        default="",
+        description="Served log: surfaces to log and the share of their requests, as `surface:rate` pairs"
+        " separated by commas, e.g. `home:0.1,search:1.0` (`*:rate` for every other surface). A request is"
+        " logged when a hash of its request_id is below the rate, so a request is logged on every replica or"
+        " none. Empty: off. Needs served_log_path. See docs/served-log.md.",
+    )
+    served_log_path: str = Field(
+        default="",
+        description="Where the served and outcomes logs go: a local folder or a URI pyarrow or fsspec opens"
+        " (s3://bucket/prefix, gs://...). Files land under served/surface=/date=/hour=/ and outcomes/date=/hour=/.",
+    )
+    served_log_features: bool = Field(
+        default=False,
+        description="Also log, per candidate, the features the model saw (numeric and categorical, after the"
+        " context and default fallback): what `fusionrank train` on the joined log trains on. Costs more.",
+    )
+    served_log_queue_size: int = Field(
+        default=256, ge=1, le=100_000,
+        description="Logged requests (and feedback batches) waiting for the writer thread: bounds the memory"
+        " the log may hold. A request logged while it is full is dropped and counted"
+        " (fusionrank_log_dropped_requests), never waited for.",
+    )
+    served_log_rotate_bytes: int = Field(
+        default=128 * 1024 * 1024, ge=1024,
+        description="Close a log file (and rename it to its final name) once it holds about this many bytes.",
+    )
+    served_log_rotate_seconds: float = Field(
+        default=300.0, gt=0, le=86_400,
+        description="Close a log file once it has been open this many seconds: a reader sees a request's rows"
+        " at most this long after it was served. Rows in the open file are lost if the process is killed.",
+    )
+
+    @field_validator("served_log")
+    @classmethod
+    def _served_log_rates(cls, value: str) -> str:
+        _parse_rates(value)
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
@@ -195,12 +234,33 @@ class Settings(BaseSettings):
         """`max_decoded_bytes`, or 8 x `max_body_bytes` when unset."""
         return self.max_decoded_bytes if self.max_decoded_bytes is not None else 8 * self.max_body_bytes
 
+    def served_log_rates(self) -> dict[str, float]:
+        """Surface (or "*") -> share of its requests to log; empty when the served log is off."""
+        return _parse_rates(self.served_log) if self.served_log_path else {}
+
     def admin_credentials(self) -> dict[str, SecretStr]:
         """Token name -> secret, `admin_token` included as "admin"; empty when the admin API is off."""
         named = dict(self.admin_tokens)
         if self.admin_token is not None:
             named.setdefault("admin", self.admin_token)
         return named
+
+
+def _parse_rates(value: str) -> dict[str, float]:
+    """`home:0.1,search:1.0` -> {"home": 0.1, "search": 1.0}; a bad pair raises ValueError naming it."""
+    rates: dict[str, float] = {}
+    for pair in (p.strip() for p in value.split(",")):
+        if not pair:
+            continue
+        surface, sep, rate = pair.rpartition(":")
+        try:
+            share = float(rate)
+        except ValueError:
+            share = -1.0
+        if not sep or not surface or not 0.0 <= share <= 1.0:
+            raise ValueError(f"served_log pair {pair!r} must be surface:rate with a rate in [0, 1], e.g. home:0.1")
+        rates[surface.strip()] = share
+    return rates
 
 
 def is_uri(value: str | Path) -> bool:

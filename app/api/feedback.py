@@ -11,6 +11,7 @@ from app.api.body import read_body
 from app.api.deps import StateDep
 from app.monitoring.catalog import SchemeKey, SchemeMiss
 from app.monitoring.scheme import DriftScheme
+from app.monitoring.served_log import OutcomeRow
 from app.protocol.feedback import FeedbackEvent, FeedbackRequest, FeedbackResponse, admit, decode_feedback
 from app.protocol.media import FEEDBACK_MEDIA_TYPES, body_media_type
 
@@ -65,11 +66,20 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
         accepted += len(predictions)
     refused_at = {item.index for item in refused}
     window.add((event.event_id, event.task) for index, event in events if index not in refused_at)
+    if state.served_log is not None:  # the outcomes log: every event counted, never waited for
+        state.served_log.offer_outcomes([_outcome(event) for index, event in events if index not in refused_at])
     rejected = sorted(rejected + refused, key=lambda r: r.index)
     for item in rejected:
         top = item.field.split(".")[0]  # bounded label values: a client may send any unknown key
         metrics.feedback.rejected.labels(top if top in FeedbackEvent.model_fields else "other").inc()
     return FeedbackResponse(accepted=accepted, rejected=rejected, duplicates=duplicates)
+
+
+def _outcome(event: FeedbackEvent) -> OutcomeRow:
+    return OutcomeRow(
+        event.event_id, event.request_id, event.candidate_id, event.task, event.label, event.event_time,
+        event.prediction, event.model, event.model_version, event.calibration_version,
+    )
 
 
 def openapi_components() -> dict[str, Any]:

@@ -102,7 +102,7 @@ def _answer(
     envelope, call = decode_score(
         body, media, max_candidates=settings.max_candidates, max_decoded_bytes=settings.decoded_bytes_limit()
     )
-    metrics = AnswerMetrics(state.metrics)
+    metrics = AnswerMetrics(state.metrics, state.served_log)
     t1 = time.perf_counter()
     deadline = partial(check_deadline, scope)
     try:

@@ -11,6 +11,7 @@ from app.api.limits import AdmissionLedger
 from app.api.shutdown import ShutdownDrain
 from app.monitoring.dedup import RecentEventIds
 from app.monitoring.metrics import ServiceMetrics
+from app.monitoring.served_log import ServedLog
 from app.serving.bundle import ServingSnapshot
 from app.settings import Settings
 
@@ -30,6 +31,8 @@ class ServiceState:
     drain: ShutdownDrain = field(default_factory=ShutdownDrain)
     # Requests in flight and memory reserved by admitted work (app/api/limits.py); /readyz reads it.
     admission: AdmissionLedger = field(default_factory=AdmissionLedger)
+    # The served and outcomes logs (FUSIONRANK_SERVED_LOG); None when off.
+    served_log: ServedLog | None = None
     # Feedback event ids counted lately on this replica (a retried batch counts once).
     feedback_ids: RecentEventIds = field(init=False)
     # Worker threads `/v1/score` may use at once (settings.score_threads); waiting for one is cancellable.

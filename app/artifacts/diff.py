@@ -59,6 +59,8 @@ def _flatten(policy: PolicyFile) -> Flat:
     for kind in ("max_per_value", "max_matching"):
         for rule in slate.get(kind, []):
             flat["slate"][rule["name"]] = {"rule": kind, **{k: v for k, v in rule.items() if k != "name"}}
+    if "exploration" in data:
+        flat["slate"]["exploration"] = dict(data["exploration"])
     for override in data.get("overrides", []):
         fields: dict[str, Any] = {}
         for part in ("when", "weights", "thresholds"):

@@ -7,6 +7,8 @@ A policy never changes the model; it composes the model's calibrated predictions
   candidate attribute (``equals``/``in``/``required``); a matching candidate is removed;
 - ``slate``: rules applied after ordering by utility, in file order, then ``top_k``;
 - ``overrides``: weights or thresholds replaced when the request context matches;
+- ``exploration``: off when absent; randomises positions of the slate with logged propensities
+  (`Exploration`, applied by `app.serving.exploration`);
 - ``governance``: who owns and who approved it, and why it changed.
 
 Every number is finite and bounded (`app.artifacts.bounds`), and a policy whose utility could
@@ -24,14 +26,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
 from app.artifacts.common import Identifier, StrictModel
 
 __all__ = [
     "BUILT_IN_RULES",
+    "MAX_TEMPERATURE",
+    "MIN_TEMPERATURE",
     "NON_FINITE_PREDICTION",
     "NON_FINITE_UTILITY",
     "AttributeType",
+    "Exploration",
     "Governance",
     "Guardrail",
     "MaxMatchingRule",
@@ -143,6 +148,57 @@ class SlateRules(StrictModel):
     max_matching: list[MaxMatchingRule] = Field(default_factory=list)
 
 
+MIN_TEMPERATURE = 1e-3  # below, softmax sampling is greedy up to float64 precision: use no exploration
+MAX_TEMPERATURE = 1e6  # above, every candidate is equally likely (|utility| is bounded by the policy)
+
+
+class Exploration(StrictModel):
+    """Randomised positions with known propensities, so logs can evaluate other policies off-line.
+
+    Two methods, applied to the candidates that passed the guardrails and the slate rules, in utility order:
+    - ``softmax``: the first ``protect_top`` positions are served in utility order; every later position is
+      drawn without replacement from the remaining candidates with probability proportional to
+      exp(utility / ``temperature``) (a Plackett-Luce sample);
+    - ``epsilon_greedy``: at each rank in ``ranks`` (1 = the first position), with probability ``epsilon``
+      the slot takes a candidate drawn uniformly from those not yet placed; every other slot takes the best
+      remaining candidate.
+    The draw is seeded by a hash of the request id: the same request is served the same slate.
+    """
+
+    method: Literal["softmax", "epsilon_greedy"]
+    temperature: float | None = None
+    protect_top: int = Field(default=0, ge=0, le=MAX_SLATE_SIZE)
+    epsilon: float | None = None
+    ranks: list[int] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_method(self) -> Exploration:
+        if self.method == "softmax":
+            t = self.temperature
+            if t is None or not (math.isfinite(t) and MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):
+                raise ValueError(
+                    "exploration.temperature: softmax needs a temperature in"
+                    f" [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] (got {t!r}); it is in units of utility: about"
+                    " the utility gap between candidates that should be served about as often"
+                )
+            if self.epsilon is not None or self.ranks:
+                raise ValueError("exploration: `epsilon` and `ranks` belong to method epsilon_greedy; remove them"
+                                 " or set method: epsilon_greedy")
+            return self
+        e = self.epsilon
+        if e is None or not (math.isfinite(e) and 0.0 < e <= 1.0):
+            raise ValueError(f"exploration.epsilon: epsilon_greedy needs an epsilon in (0, 1] (got {e!r})")
+        if not self.ranks:
+            raise ValueError("exploration.ranks: epsilon_greedy needs the ranks to explore (1 = first position),"
+                             " e.g. ranks: [3, 6]")
+        if any(r < 1 or r > MAX_SLATE_SIZE for r in self.ranks) or len(set(self.ranks)) != len(self.ranks):
+            raise ValueError(f"exploration.ranks: {self.ranks!r:.80} must be distinct ranks in [1, {MAX_SLATE_SIZE}]")
+        if self.temperature is not None or self.protect_top:
+            raise ValueError("exploration: `temperature` and `protect_top` belong to method softmax; remove them"
+                             " or set method: softmax")
+        return self
+
+
 class Override(StrictModel):
     """Replace term weights (by term name) or guardrail thresholds (by guardrail name) in a context.
 
@@ -178,6 +234,7 @@ class PolicyFile(StrictModel):
     guardrails: list[Guardrail] = Field(default_factory=list)
     slate: SlateRules = SlateRules()
     overrides: list[Override] = Field(default_factory=list)
+    exploration: Exploration | None = None
     governance: Governance
 
     @model_validator(mode="after")

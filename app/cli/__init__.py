@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from app import __version__
-from app.cli import calibrate, demo, models, policy, predict, serve, train, tune
+from app.cli import calibrate, demo, logs, models, policy, predict, rollout, serve, train, tune
 from app.cli.extras import EXTRAS, missing_module
 
 __all__ = ["app", "main", "version_text"]
@@ -65,11 +65,13 @@ app.command()(demo.demo)
 app.command()(train.train)
 app.command()(train.export)
 app.command()(predict.predict)
+app.add_typer(logs.logs_app)
 app.add_typer(calibrate.calibrate_app)
 app.add_typer(tune.tune_app)
 app.command()(tune.simulate)
 app.add_typer(policy.policy_app)
 app.add_typer(models.models_app)
+app.add_typer(rollout.rollout_app)
 
 
 def main() -> None:

@@ -160,15 +160,32 @@ def simulate(
     engine: EngineOptions,
     spark_buckets: Annotated[int, typer.Option(min=1, help="with --engine spark: buckets of whole groups replayed"
                                                            " per Spark task")] = 64,
+    ope: Annotated[bool, typer.Option("--ope", help="also estimate each policy's value at top k off-policy from"
+                                                    " the logged propensities (a joined log; docs/closing-the-loop.md)")
+                   ] = False,
+    ope_metric: Annotated[list[str], typer.Option("--ope-metric", help="with --ope: a task or `utility` whose"
+                                                                       " value is estimated (default: every task)")
+                          ] = [],  # noqa: B006
+    bootstrap: Annotated[int, typer.Option(min=10, max=100_000, help="with --ope: bootstrap replicates")] = 1000,
+    confidence: Annotated[float, typer.Option(help="with --ope: confidence of the intervals")] = 0.95,
+    seed: Annotated[int, typer.Option(min=0, help="with --ope: seed of the bootstrap")] = 0,
+    model: Annotated[Path | None, typer.Option(help="a model bundle folder: rescore the logged features with it and"
+                                                    " compare its predictions, slates (and --ope value) with the"
+                                                    " served ones")] = None,
+    model_calibration: Annotated[str | None, typer.Option(help="with --model: the bundle's calibration version"
+                                                                " (default: its highest)")] = None,
 ) -> None:
     """Replay logged requests under policies with the service's own composition; report and plot."""
-    from app.cli.tuning_runs import run_simulate
+    from app.cli.tuning_runs import ope_settings, run_simulate
+    from app.offline.ope.console import print_model_replay, print_ope_result
     from app.offline.tuning.report_console import print_simulation_result
 
     def run(replayer: Any, name: Path | str) -> dict[str, Any]:
         return run_simulate(name, policy, grid=grid, weights=weights, out=out, k=k, top_k=top_k, context=context,
                             segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
-                            emit_version=emit_version, show_progress=progress, replayer=replayer)
+                            emit_version=emit_version, show_progress=progress, replayer=replayer,
+                            ope=ope_settings(k, ope_metric, confidence, bootstrap, seed) if ope else None,
+                            model=model, model_calibration=model_calibration)
 
     with user_errors(ValueError):
         if engine.on_spark():
@@ -183,4 +200,8 @@ def simulate(
                 raise ValueError("give --logs FILE (or --engine spark --table NAME)")
             result = run(None, logs)
     print_simulation_result(result)
+    if "ope" in result:
+        print_ope_result(result)
+    if "model_replay" in result:
+        print_model_replay(result["model_replay"])
     typer.echo(f"wrote {out / 'report.md'}, {out / 'pareto.png'}, {out / 'results.json'}")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from app.artifacts.loading import parse_artifact, read_yaml
 from app.artifacts.policy import PolicyFile
 from app.errors import ArtifactError, PolicyError
+from app.offline.ope.evaluate import OpeSettings, ope_markdown, read_joined_log
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
 from app.offline.tuning.logs import CandidateLog, read_candidate_log
@@ -25,12 +27,17 @@ from app.offline.tuning.simulation import (
     PolicyVariant,
     emit_draft,
     grid_variants,
+    model_replay,
+    off_policy_estimates,
     pareto_front,
     tuned_variant,
 )
 from app.offline.tuning.targeting import NdcgGapTuner, RegretTuner
 
-__all__ = ["LogReader", "parse_pairs", "run_constrained", "run_fraction_tuner", "run_simulate"]
+__all__ = [
+    "LogReader", "model_replay_markdown", "ope_settings", "parse_pairs", "run_constrained", "run_fraction_tuner",
+    "run_simulate",
+]
 
 ACCEPTED_ERROR = 0.02  # absolute fraction error sum under which targets count as reached
 
@@ -145,14 +152,27 @@ def run_simulate(
     logs: Path | str, policies: Sequence[Path], *, grid: Sequence[str], weights: Sequence[Path] = (), out: Path,
     k: int, top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
     y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
-    replayer: LogReplayer | None = None,
+    replayer: LogReplayer | None = None, ope: OpeSettings | None = None, model: Path | None = None,
+    model_calibration: str | None = None,
 ) -> dict[str, Any]:
     """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
-    pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here."""
+    pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here.
+    With `ope`, every variant's value is also estimated off-policy from the logged propensities; with `model`,
+    that bundle rescores the logged features and every variant is replayed on its predictions too."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
+    if (ope is not None or model is not None) and replayer is not None:
+        raise ValueError("--ope and --model run on the local engine: give --logs JOINED.parquet without --engine"
+                         " spark")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
-    log = replayer if replayer is not None else LocalReplayer(read_candidate_log(Path(logs)))
+    local: CandidateLog | None = None
+    log: LogReplayer
+    if replayer is None:
+        joined = ope is not None or model is not None
+        local = read_joined_log(Path(logs)) if joined else read_candidate_log(Path(logs))
+        log = LocalReplayer(local)
+    else:
+        log = replayer
     variants: list[PolicyVariant] = []
     for path in policies:
         policy = _load_policy_file(path)
@@ -203,12 +223,53 @@ def run_simulate(
                                  note=note))
     report = simulation_markdown(result, log_path=str(logs), x=x_metric, y=y_metric, front=front, plot=png.name,
                                  emitted=emitted)
+    estimates = None
+    if ope is not None and local is not None:
+        settings = replace(ope, segments=ope.segments or tuple(segment_columns))
+        estimates = off_policy_estimates(local, variants, settings, top_k=top_k, context=context_map)
+        report += "\n## Off-policy estimates\n\n" + "\n".join(
+            ope_markdown(label, value) for label, value in estimates.items())
+    replayed = None
+    if model is not None and local is not None:
+        replay_ope = replace(ope, segments=ope.segments or tuple(segment_columns)) if ope is not None else None
+        replayed = model_replay(local, variants, model, k=k, calibration=model_calibration, ope=replay_ope,
+                                top_k=top_k, context=context_map)
+        report += model_replay_markdown(replayed)
     (out / "report.md").write_text(report, encoding="utf-8")
     summary = {"k": k, "x": x_metric, "y": y_metric, "pareto": front, "metrics": result.metrics,
                "segments": result.segments, "variants": {v.label: v.source for v in variants},
                "emitted_policy": emitted, "picked": chosen}
+    if estimates is not None:
+        summary["ope"] = estimates
+    if replayed is not None:
+        summary["model_replay"] = replayed
     _write_json(out / "results.json", summary)
     return summary
+
+
+def model_replay_markdown(replayed: dict[str, Any]) -> str:
+    """The report.md section of `--model`: predictions and slates of the replayed bundle against the served."""
+    lines = ["", f"## Replay of {replayed['model']} on the logged features", "",
+             "| task | served mean p | replayed mean p | mean abs diff | label mean | served p/label |"
+             " replayed p/label |", "|---|---|---|---|---|---|---|"]
+    for task, m in replayed["predictions"].items():
+        lines.append(f"| {task} | {m['served_mean']:.4g} | {m['replayed_mean']:.4g} | {m['mean_abs_diff']:.4g} |"
+                     f" {m['label_mean']:.4g} | {m['served_ratio']:.3g} | {m['replayed_ratio']:.3g} |")
+    lines += ["", f"| policy | top-{replayed['k']} overlap with served | mean rank shift | same first |",
+              "|---|---|---|---|"]
+    for label, r in replayed["rankings"].items():
+        lines.append(f"| {label} | {r['topk_overlap']:.3f} | {r['mean_rank_shift']:.3f} | {r['same_first']:.3f} |")
+    for label, value in replayed.get("ope", {}).items():
+        lines += ["", ope_markdown(f"{label} with {replayed['model']}", value)]
+    return "\n".join(lines) + "\n"
+
+
+def ope_settings(k: int, metrics: Sequence[str], confidence: float, bootstrap: int, seed: int) -> OpeSettings:
+    """The `--ope-*` options, checked: the interval's confidence lies strictly between 0 and 1."""
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"--confidence {confidence}: give the interval's confidence in [0.5, 1), e.g. 0.95")
+    return OpeSettings(k=k, metrics=tuple(dict.fromkeys(metrics)), confidence=confidence, n_bootstrap=bootstrap,
+                       seed=seed)
 
 
 def _versions_in_use(surface: str, policies: Sequence[Path], drafts: Path) -> set[str]:

@@ -3,19 +3,28 @@ predictions, filter decisions and the shadow-policy comparison."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.answer import Answer
+
+if TYPE_CHECKING:
+    from app.monitoring.served_log import ServedLog
 
 __all__ = ["AnswerMetrics"]
 
 
 class AnswerMetrics:
-    """The `AnswerObserver` of the service: writes each answer into its `ServiceMetrics`."""
+    """The `AnswerObserver` of the service: writes each answer into its `ServiceMetrics`, and offers it to
+    the served log (when on) without waiting."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(self, metrics: ServiceMetrics, served_log: ServedLog | None = None) -> None:
         self.metrics = metrics
+        self.served_log = served_log
 
     def answered(self, answer: Answer) -> None:
+        if self.served_log is not None:
+            self.served_log.offer(answer)
         metrics, outcome = self.metrics, answer.outcome
         surface = answer.request.surface
         stage = metrics.stage_latency

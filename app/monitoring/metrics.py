@@ -104,6 +104,7 @@ class ServiceMetrics:
         self._policies(r)
         self._admission(r)
         self._lifecycle(r)
+        self._served_log(r)
         path = multiprocess_dir()
         if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
             atexit.register(retire_process, path, os.getpid())
@@ -156,6 +157,26 @@ class ServiceMetrics:
             "Feedback events not counted again: their id was counted within the de-duplication window",
             registry=r,
         )
+
+    def _served_log(self, r: CollectorRegistry) -> None:
+        """The served and outcomes logs (app/monitoring/served_log.py); kind: served | outcomes."""
+        self.log_rows = Counter(
+            "fusionrank_log_rows", "Rows written to the served/outcomes log (in files closed or still open)",
+            ["kind"], registry=r,
+        )
+        self.log_dropped = Counter(
+            "fusionrank_log_dropped_requests",
+            "Requests (or feedback batches) whose rows were not logged: queue_full (the writer fell behind; the"
+            " answer never waits) or write_error", ["kind", "reason"], registry=r,
+        )
+        self.log_files = Counter(
+            "fusionrank_log_files", "Log files closed and renamed to their final name", ["kind"], registry=r
+        )
+        for kind in ("served", "outcomes"):
+            self.log_rows.labels(kind)
+            self.log_files.labels(kind)
+            for reason in ("queue_full", "write_error"):
+                self.log_dropped.labels(kind, reason)
 
     def _lifecycle(self, r: CollectorRegistry) -> None:
         """Per-triple serving metrics (stable vs canary side by side), rollouts and the shadow model."""

@@ -66,6 +66,14 @@ class FeedbackEvent(_Body):
         default="stable", description="`arm` of the score response (stable or canary); counted as a label of the"
         " feedback metrics so a canary's calibration is judged beside the stable triple's",
     )
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="the `request_id` of the served /v1/score request: with `candidate_id`, what joins this"
+        " outcome to the served log (`fusionrank logs join`)",
+    )
+    candidate_id: str | None = Field(
+        default=None, min_length=1, max_length=256, description="the served candidate's `id`"
+    )
 
 
 class FeedbackRequest(_Body):

@@ -23,6 +23,7 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
     probabilities = outcome.probabilities[ranked].tolist()
     utility = outcome.utility[ranked].tolist()
     debug = _Debug(outcome, tasks) if options.debug else None
+    propensity = outcome.propensity.tolist() if debug is not None and outcome.propensity is not None else None
     candidates = []
     for rank, (index, u, p) in enumerate(zip(ranked.tolist(), utility, probabilities, strict=True), start=1):
         row: dict[str, Any] = {
@@ -30,6 +31,8 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
         }
         if debug is not None:
             row["debug"] = debug.row(index)
+            if propensity is not None:  # the policy explores: P(this candidate here | the ones above it)
+                row["debug"]["propensity"] = propensity[rank - 1]
         candidates.append(row)
     body: dict[str, Any] = {
         "request_id": request.request_id,

@@ -112,6 +112,9 @@ class CandidateDebug(_Body):
     logits: dict[str, float]
     terms: list[UtilityTermOut]
     guardrails: dict[str, bool]
+    propensity: float | None = Field(
+        default=None, description="when the policy explores: probability of this candidate at this rank given the"
+        " candidates ranked above it (docs/policies.md, exploration)")
 
 
 class RankedCandidate(_Body):

@@ -83,7 +83,7 @@ def answer(
     if checkpoint is not None:
         checkpoint()
     t0 = time.perf_counter()
-    outcome = score(binding, request.candidates)
+    outcome = score(binding, request.candidates, request_id=key_value(request.envelope, "request_id"))
     seconds = time.perf_counter() - t0
     if route.shadow_model is not None and request.policy_version is None and arm == "stable":
         _offer_shadow_model(shadows, route, outcome, request.candidates)

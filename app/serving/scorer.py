@@ -23,6 +23,8 @@ from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
 from app.serving.columns import Candidates
+from app.serving.exploration import explore
+from app.serving.features import EncodedFeatures
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.slate import apply_slate
@@ -66,13 +68,17 @@ class ScoreOutcome:
     ranked: npt.NDArray[np.intp]  # answer order
     filtered: list[Filtered]
     timings: dict[str, float]  # stage -> seconds
+    # [len(ranked)] conditional probability of each answered candidate at its position given the ones above
+    # it (`app.serving.exploration`); None when the policy does not explore (every position is certain).
+    propensity: npt.NDArray[np.float64] | None = None
+    encoded: EncodedFeatures | None = None  # what the model saw (the served log may record it)
 
     def raw_probabilities(self) -> npt.NDArray[np.float64]:
         return sigmoid(self.logits.astype(np.float64))
 
 
-def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
-    """Score one request on one immutable binding."""
+def score(binding: PolicyBinding, request: ScoreInput, *, request_id: str | None = None) -> ScoreOutcome:
+    """Score one request on one immutable binding; `request_id` seeds the policy's exploration, if any."""
     bundle, policy = binding.bundle, binding.policy
     clock = time.perf_counter
     t0 = clock()
@@ -111,13 +117,18 @@ def score(binding: PolicyBinding, request: ScoreInput) -> ScoreOutcome:
     top_k = _min_defined(request.top_k, policy.file.slate.top_k)
     slate = apply_slate(kept, utility, attributes, policy.file.slate, top_k)
     filtered.extend(Filtered(idx, "slate", rule) for idx, rule in slate.dropped)
+    ranked, propensity = slate.ranked, None
+    exploration = policy.file.exploration
+    if exploration is not None and len(ranked):
+        pool = np.concatenate([slate.ranked, slate.truncated])
+        ranked, propensity = explore(exploration, pool, utility, len(slate.ranked), request_id)
     t4 = clock()
     timings = {"features": t1 - t0, "inference": t2 - t1, "calibration": t3 - t2, "utility": t4 - t3}
     return ScoreOutcome(
         binding=binding, effective=effective, logits=logits, probabilities=probabilities,
         contributions=contributions, utility=utility, triggered=triggered, attributes=attributes,
-        ranked=slate.ranked,
-        filtered=filtered, timings=timings,
+        ranked=ranked,
+        filtered=filtered, timings=timings, propensity=propensity, encoded=encoded,
     )
 
 

@@ -55,7 +55,7 @@ def test_every_command_is_there() -> None:
     assert leaves == {
         "serve", "demo", "train", "export", "predict", "simulate", "calibrate fit", "calibrate apply",
         "calibrate report", "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff",
-        "models list", "models golden",
+        "models list", "models golden", "logs join", "rollout report",
     }
 
 
@@ -83,6 +83,7 @@ def test_choice_options_are_enums() -> None:
         ("tune regret", "engine"): engine,
         ("tune constrained", "engine"): engine,
         ("simulate", "engine"): engine,
+        ("logs join", "engine"): engine,
     }
 
 

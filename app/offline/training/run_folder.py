@@ -5,6 +5,7 @@ Layout of RUN/:
   the resolved loss options, the history (losses, lambdas, constraints per epoch), the best epoch,
   held-out metrics and the code version;
 - ``model.pt``: the best epoch's state dict (loaded with ``weights_only=True``: no pickle of code);
+  a `kind: gbt` run has ``gbt/`` instead (LightGBM text models, `app.offline.training.gbt.ranker`);
 - ``checkpoints/epoch_NNN.pt``: model, optimiser, dual variables, history and best epoch after each
   epoch (what `--resume` needs);
 - ``heldout.npz``: up to 1000 encoded test rows (parity check at export);
@@ -118,6 +119,11 @@ class RunFolder:
         return self.path / "model.pt"
 
     @property
+    def gbt(self) -> Path:
+        """The boosters of a `kind: gbt` run (LightGBM text models, one per task)."""
+        return self.path / "gbt"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -147,6 +153,10 @@ class RunFolder:
         data = self.read()
         spec = TrainSpec.model_validate(data["spec"])
         fitted = FittedEncoding.from_dict(data["encoding"])
+        if spec.training.model.kind == "gbt":
+            from app.offline.training.gbt.ranker import GBTRanker
+
+            return spec, fitted, GBTRanker.load(self.gbt, spec.task_names()), data
         model = build_model(spec, fitted)
         state = torch.load(self.model, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

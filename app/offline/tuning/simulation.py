@@ -14,13 +14,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import yaml
 
 from app.artifacts.policy import PolicyFile
 from app.errors import PolicyError
+from app.offline.ope.evaluate import OpeSettings, evaluate_policy
+from app.offline.ope.model_replay import compare_predictions, compare_rankings, rescored_log
+from app.offline.ope.slates import logged_slates
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.outcomes import replay_outcomes, segment_outcomes
 from app.offline.tuning.replay import replay_policy
@@ -32,6 +35,8 @@ __all__ = [
     "SimulationResult",
     "emit_draft",
     "grid_variants",
+    "model_replay",
+    "off_policy_estimates",
     "pareto_front",
     "simulate",
     "tuned_variant",
@@ -125,6 +130,54 @@ def simulate(
         for column in segments:
             by_segment[column][variant.label] = segment_outcomes(log, replay, k, column, segment_metrics)
     return SimulationResult(k, list(variants), metrics, by_segment)
+
+
+def off_policy_estimates(
+    log: CandidateLog,
+    variants: Sequence[PolicyVariant],
+    settings: OpeSettings,
+    *,
+    top_k: int | None = None,
+    context: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`simulate --ope`: each variant's value at top k estimated from the logged propensities
+    (`app.offline.ope`), label -> `evaluate_policy` report."""
+    out = {}
+    for variant in variants:
+        replay = replay_policy(log, variant.policy, variant.source, label=variant.label, context=context, top_k=top_k)
+        out[variant.label] = evaluate_policy(log, replay, settings)
+    return out
+
+
+def model_replay(
+    log: CandidateLog,
+    variants: Sequence[PolicyVariant],
+    bundle: Path,
+    *,
+    k: int,
+    calibration: str | None = None,
+    ope: OpeSettings | None = None,
+    top_k: int | None = None,
+    context: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """`simulate --model BUNDLE`: the bundle rescores the logged features; every variant is replayed on its
+    predictions and compared with what was served (slates; with `ope`, the off-policy value of serving the
+    variant with that model). The direct method of DR stays the logged model's predictions."""
+    rescored = rescored_log(log, bundle, calibration)
+    served = logged_slates(log, k)
+    rankings: dict[str, dict[str, float]] = {}
+    estimates: dict[str, dict[str, Any]] = {}
+    for variant in variants:
+        replay = replay_policy(rescored.log, variant.policy, variant.source, label=variant.label, context=context,
+                               top_k=top_k)
+        rankings[variant.label] = compare_rankings(served, replay.served, k)
+        if ope is not None:
+            estimates[variant.label] = evaluate_policy(log, replay, ope)
+    out: dict[str, Any] = {"model": rescored.label, "k": k, "predictions": compare_predictions(log, rescored.log),
+                           "rankings": rankings}
+    if ope is not None:
+        out["ope"] = estimates
+    return out
 
 
 class LogReplayer(Protocol):

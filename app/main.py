@@ -93,6 +93,8 @@ def create_app(
         thresholds = gc.get_threshold()
         gc.set_threshold(_GC_GEN0_THRESHOLD, *thresholds[1:])
         registry = Registry(state, resolved, metrics, golden)
+        # Each surface's declared rollout file wins over its pointer files: served before the first request.
+        await anyio.to_thread.run_sync(registry.adopt_declared)
         app.state.policy_registry = registry
         shadow_models = _shadow_model_queue(metrics, resolved.shadow_model_queue_size)
         shadow_models.start()

@@ -3,19 +3,27 @@
 Every route needs `Authorization: Bearer <token>` (see `app.api.auth`); with no token configured
 they all answer 404. Changes run in a worker thread (they read YAML and dry-run the golden batch)
 and are audited; a refused change answers 422 (or 404/409) and leaves the served policy as it was.
+
+Every change is a write of the surface's declared rollout file (`policies/<surface>/rollout.yaml`,
+see `Registry.declare`): the query parameters `expected_generation` (compare-and-swap: 409 naming the
+current generation when someone else wrote first) and `reason` (kept in the file and the audit log)
+apply to every POST here and under `/admin/surfaces`; the answer carries the `generation` written.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, RegistryDep
+from app.control import PolicyChange, Registry
 
-__all__ = ["ShadowBody", "VersionBody", "router"]
+__all__ = ["ChangeDep", "ChangeParams", "ShadowBody", "VersionBody", "declare", "router"]
 
 router = APIRouter(prefix="/admin/policies", tags=["admin"])
 
@@ -24,6 +32,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "admin API disabled (no token configured), unknown surface or version"},
     422: {"description": "the policy failed validation or the golden-batch dry run; nothing changed"},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeParams:
+    """The query parameters of every admin change: compare-and-swap generation and the reason."""
+
+    expected_generation: int | None
+    reason: str
+
+
+def _change_params(
+    expected_generation: Annotated[int | None, Query(ge=0, description="the rollout generation you read; a"
+                                                     " stale one answers 409 naming the current")] = None,
+    reason: Annotated[str, Query(max_length=512, description="why: kept in rollout.yaml and the audit log")] = "",
+) -> ChangeParams:
+    return ChangeParams(expected_generation, reason)
+
+
+ChangeDep = Annotated[ChangeParams, Depends(_change_params)]
+
+
+async def declare(
+    registry: Registry, surface: str, who: str, params: ChangeParams, change: Callable[[], PolicyChange]
+) -> dict[str, Any]:
+    """Run `change` as a write of the surface's rollout file; the audit line plus the generation written."""
+    done, generation = await anyio.to_thread.run_sync(
+        lambda: registry.declare(surface, change, who=who, reason=params.reason,
+                                 expected_generation=params.expected_generation)
+    )
+    return {**done.to_dict(), "generation": generation}
 
 
 class VersionBody(BaseModel):
@@ -51,21 +89,23 @@ async def validate_policy(surface: str, body: VersionBody, _: AdminDep, registry
 
 
 @router.post("/{surface}/activate", responses=_ERRORS)
-async def activate_policy(surface: str, body: VersionBody, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+async def activate_policy(
+    surface: str, body: VersionBody, who: AdminDep, registry: RegistryDep, params: ChangeDep
+) -> dict[str, Any]:
     """Validate, dry-run and activate a policy version; the old one stays on any failure."""
-    change = await anyio.to_thread.run_sync(lambda: registry.activate_policy(surface, body.version, who=who))
-    return change.to_dict()
+    return await declare(registry, surface, who, params,
+                         lambda: registry.activate_policy(surface, body.version, who=who))
 
 
 @router.post("/{surface}/rollback", responses={**_ERRORS, 409: {"description": "no previous version"}})
-async def rollback_policy(surface: str, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+async def rollback_policy(surface: str, who: AdminDep, registry: RegistryDep, params: ChangeDep) -> dict[str, Any]:
     """Serve again the triple served before the last change (one history with `/admin/surfaces`)."""
-    change = await anyio.to_thread.run_sync(lambda: registry.rollback_policy(surface, who=who))
-    return change.to_dict()
+    return await declare(registry, surface, who, params, lambda: registry.rollback_policy(surface, who=who))
 
 
 @router.post("/{surface}/shadow", responses=_ERRORS)
-async def shadow_policy(surface: str, body: ShadowBody, who: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+async def shadow_policy(
+    surface: str, body: ShadowBody, who: AdminDep, registry: RegistryDep, params: ChangeDep
+) -> dict[str, Any]:
     """Rank a version alongside the active one (metrics, and debug responses); null stops it."""
-    change = await anyio.to_thread.run_sync(lambda: registry.set_shadow(surface, body.version, who=who))
-    return change.to_dict()
+    return await declare(registry, surface, who, params, lambda: registry.set_shadow(surface, body.version, who=who))

@@ -12,6 +12,7 @@ import anyio
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.admin import ChangeDep, declare
 from app.api.deps import AdminDep, RegistryDep, StateDep
 from app.control.lifecycle import Triple
 from app.control.store import describe_store
@@ -24,7 +25,8 @@ router = APIRouter(tags=["admin"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong admin token"},
     404: {"description": "admin API disabled (no token configured), unknown surface, model or version"},
-    409: {"description": "nothing to roll back to, promote, or the canary is the stable triple"},
+    409: {"description": "stale expected_generation (names the current one), nothing to roll back to or"
+                        " promote, the canary is the stable triple, or the store is read-only"},
     422: {"description": "a check failed (sha256, golden batch, cross-reference, dry run); nothing changed"},
 }
 _Version = Field(default=None, min_length=1, max_length=64)
@@ -88,48 +90,52 @@ def _arms(route: SurfaceRoute) -> list[tuple[str, PolicyBinding | None]]:
     return [("stable", route.binding(None)), ("canary", canary), ("shadow_model", route.shadow_model)]
 
 
+@router.get("/admin/rollouts/{surface}", responses=_ERRORS)
+async def rollout(surface: str, _: AdminDep, registry: RegistryDep) -> dict[str, Any]:
+    """The surface's declared rollout file (null: none yet) and the generation this replica serves."""
+    return await anyio.to_thread.run_sync(lambda: registry.declared(surface))
+
+
 @router.post("/admin/surfaces/{surface}/activate", responses=_ERRORS)
-async def activate(surface: str, body: TripleBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
+async def activate(
+    surface: str, body: TripleBody, who: AdminDep, bundles: RegistryDep, params: ChangeDep
+) -> dict[str, Any]:
     """Check and serve a (model, calibration, policy) triple; omitted versions stay as served."""
-    change = await anyio.to_thread.run_sync(lambda: bundles.activate(surface, body.triple(), who=who))
-    return change.to_dict()
+    return await declare(bundles, surface, who, params, lambda: bundles.activate(surface, body.triple(), who=who))
 
 
 @router.post("/admin/surfaces/{surface}/rollback", responses=_ERRORS)
-async def rollback(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
-    """Serve the triple served before the last activation."""
-    change = await anyio.to_thread.run_sync(lambda: bundles.rollback(surface, who=who))
-    return change.to_dict()
+async def rollback(surface: str, who: AdminDep, bundles: RegistryDep, params: ChangeDep) -> dict[str, Any]:
+    """Serve the triple served before the last activation (the last of the rollout file's `previous`)."""
+    return await declare(bundles, surface, who, params, lambda: bundles.rollback(surface, who=who))
 
 
 @router.post("/admin/surfaces/{surface}/canary", responses=_ERRORS)
-async def canary(surface: str, body: CanaryBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
+async def canary(
+    surface: str, body: CanaryBody, who: AdminDep, bundles: RegistryDep, params: ChangeDep
+) -> dict[str, Any]:
     """Serve a candidate triple to a sticky share of the unpinned requests."""
-    change = await anyio.to_thread.run_sync(
-        lambda: bundles.start_canary(surface, body.triple(), body.fraction, body.key, who=who)
-    )
-    return change.to_dict()
+    return await declare(bundles, surface, who, params,
+                         lambda: bundles.start_canary(surface, body.triple(), body.fraction, body.key, who=who))
 
 
 @router.post("/admin/surfaces/{surface}/canary/promote", responses=_ERRORS)
-async def promote(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
+async def promote(surface: str, who: AdminDep, bundles: RegistryDep, params: ChangeDep) -> dict[str, Any]:
     """Serve the canary triple to everyone (checked like an activation) and end the canary."""
-    change = await anyio.to_thread.run_sync(lambda: bundles.promote(surface, who=who))
-    return change.to_dict()
+    return await declare(bundles, surface, who, params, lambda: bundles.promote(surface, who=who))
 
 
 @router.post("/admin/surfaces/{surface}/canary/abort", responses=_ERRORS)
-async def abort(surface: str, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
+async def abort(surface: str, who: AdminDep, bundles: RegistryDep, params: ChangeDep) -> dict[str, Any]:
     """End the canary; the stable triple serves every request again."""
-    change = await anyio.to_thread.run_sync(lambda: bundles.abort(surface, who=who))
-    return change.to_dict()
+    return await declare(bundles, surface, who, params, lambda: bundles.abort(surface, who=who))
 
 
 @router.post("/admin/surfaces/{surface}/shadow-model", responses=_ERRORS)
-async def shadow_model(surface: str, body: ShadowModelBody, who: AdminDep, bundles: RegistryDep) -> dict[str, Any]:
+async def shadow_model(
+    surface: str, body: ShadowModelBody, who: AdminDep, bundles: RegistryDep, params: ChangeDep
+) -> dict[str, Any]:
     """Score a sampled share of the requests with a candidate triple off the response path; fraction 0 stops."""
     want = body.triple() if body.fraction > 0 else None
-    change = await anyio.to_thread.run_sync(
-        lambda: bundles.set_shadow_model(surface, want, body.fraction, who=who)
-    )
-    return change.to_dict()
+    return await declare(bundles, surface, who, params,
+                         lambda: bundles.set_shadow_model(surface, want, body.fraction, who=who))

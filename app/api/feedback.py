@@ -62,7 +62,7 @@ async def record_feedback(request: Request, state: StateDep) -> FeedbackResponse
     accepted = 0
     for group in groups:
         predictions, labels = group.columns()
-        metrics.feedback.record(group.scheme, group.task, predictions, labels, group.segments)
+        metrics.feedback.record(group.scheme, group.task, predictions, labels, group.segments, group.arm)
         accepted += len(predictions)
     refused_at = {item.index for item in refused}
     window.add((event.event_id, event.task) for index, event in events if index not in refused_at)

@@ -1,7 +1,10 @@
 """The control plane: what each surface serves, how that changes, and the files that persist it.
 
-`Registry` owns the lock, every install of a new serving snapshot, the pointer files, the audit trail
-and the one rollback history; `PolicyWatcher` feeds it the file changes; `GoldenBatch` checks a
+`Registry` owns the lock, every install of a new serving snapshot, each surface's declared rollout
+file (`policies/<surface>/rollout.yaml`: written by admin changes under a lock with compare-and-swap on
+its generation, applied whole by every replica's watcher; see `app.control.declared` and
+`app.control.rollout_state`), the audit trail and the rollback history; `PolicyWatcher` feeds it the
+file changes; `GoldenBatch` checks a
 binding on its bundle's golden batch before it serves; `load_snapshot` builds the start-up snapshot.
 The control plane imports the hot path (`app.serving`) and the file contracts (`app.artifacts`),
 never the HTTP layer (`app.api`) or the wire protocol (`app.protocol`): the golden-batch decoder is

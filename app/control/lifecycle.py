@@ -52,7 +52,7 @@ def resolve(route: SurfaceRoute, want: Triple, policies: Path, model_store: Path
     model_version = want.model_version or serving["model_version"]
     calibration = want.calibration_version or serving["calibration_version"]
     policy_path = policies / route.surface / f"{policy_version}.yaml"
-    if not policy_path.is_file():
+    if not policy_path.is_file() or policy_path.name == "rollout.yaml":
         raise NotFound(f"{policy_path}: no policy version {policy_version!r} for surface {route.surface!r}")
     model_dir = model_store / serving["model"] / model_version
     if not model_dir.is_dir():

@@ -30,6 +30,7 @@ from app.artifacts.loading import (
     read_json,
 )
 from app.artifacts.policy import ModelRef
+from app.artifacts.rollout import ROLLOUT_FILE
 from app.control.paths import confined
 from app.control.pins import PIN_FILE, BundlePin, read_pin
 from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
@@ -180,6 +181,8 @@ def _load_surface(surface_dir: Path, cache: BundleCache, problems: list[str]) ->
         return str(exc)
     versions: dict[str, PolicyBinding] = {}
     for policy_path in sorted(surface_dir.glob("*.yaml")):
+        if policy_path.name == ROLLOUT_FILE:  # the declared rollout state, not a policy
+            continue
         try:
             versions[policy_path.stem] = cache.bind(policy_path)
         except ArtifactError as exc:

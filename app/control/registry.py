@@ -13,30 +13,41 @@ calibration, policy) triples — the surface served before each change of its st
 whoever made it (policy activation, triple activation, canary promotion, watcher). Both rollback
 endpoints step back through it.
 
-API changes are written back to the `active` pointer and the `bundle` pin (atomic replace) when the
-folder is writable, so that a restart and the other replicas' watchers agree; on a read-only folder
-(a ConfigMap) they stay in memory until the files themselves change. The canary and the shadow
-model live in this process's memory only.
+**Declared rollout state.** With `persist_pointers` on (the default), every admin change is a write of
+the surface's declared state, `policies/<surface>/rollout.yaml` (`app.artifacts.rollout`): under the
+surface's exclusive lock file the registry reads the file, checks the writer's expected generation
+(compare-and-swap, 409 naming the current one), runs the change on a *staged* snapshot (every check
+above; a refused change writes nothing), writes the new state one generation on (atomic rename), and
+only then installs the staged snapshot. Every other replica's watcher reads the new file and applies
+it whole (`apply_declared`): active, canary, shadow model and shadow policy in one swap. A surface
+without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say (the migration
+path); its first admin change writes the file, which from then on wins over the pointers. With
+`persist_pointers` off, changes stay in this process's memory (tests, experiments).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 from app.artifacts.loading import load_policy
+from app.artifacts.rollout import ROLLOUT_FILE, RolloutState
 from app.control.audit import AuditTrail, PolicyChange
+from app.control.declared import check_generation, locked, read_declared, write_declared
 from app.control.lifecycle import Served, Triple, describe, resolve
 from app.control.loader import BundleCache
 from app.control.persist import SurfaceFiles
-from app.control.pointers import SHADOW_FILE, VERSION_PATTERN
+from app.control.pins import PIN_FILE
+from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, VERSION_PATTERN
+from app.control.rollout_state import route_of, state_of
 from app.control.surface_sync import WATCHER, SurfaceSync
 from app.control.warmup import DryRun, GoldenBatch
-from app.errors import Conflict, FusionrankError, InvalidRequest, NotFound
+from app.errors import ArtifactError, Conflict, FusionrankError, InvalidRequest, NotFound
 from app.monitoring.metrics import ServiceMetrics
 from app.serving.bundle import BundlePin, Canary, ModelBundle, PolicyBinding, ServingSnapshot, SurfaceRoute
 from app.serving.routing import CANARY_KEY
@@ -74,10 +85,14 @@ class Registry:
         self._golden = golden
         self._audit = AuditTrail(metrics)
         self._files = SurfaceFiles(settings.policies, enabled=settings.persist_pointers)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a declared change around the action it runs
         self._history: dict[str, list[Served]] = {}  # surface -> triples served before, latest last
         self._rejected: dict[str, dict[str, str]] = {}  # surface -> version -> why its file was refused
         self._watch_failures: dict[str, str] = {}  # surface -> why its last watcher pass failed
+        self._generation: dict[str, int] = {}  # surface -> declared generation served (0: no rollout file)
+        # A declared change in progress: installs are staged here, written to the file, then installed.
+        self._declaring: RolloutState | None = None
+        self._staged: ServingSnapshot | None = None
 
     @property
     def folder(self) -> Path:
@@ -118,7 +133,7 @@ class Registry:
                 if loaded is None or (version != route.active and not _same(loaded, binding)):
                     versions = {**route.versions, version: binding}
             self._install(snapshot, replace(route, versions=versions, shadow=version), bundles)
-            persisted = self._files.write_pointer(surface, SHADOW_FILE, version)
+            persisted = self._declaring is not None or self._files.write_pointer(surface, SHADOW_FILE, version)
             return self._policy_applied(surface, "shadow", "api", who, route.shadow, version, persisted=persisted)
 
     def check(self, surface: str, version: str) -> dict[str, object]:
@@ -136,7 +151,7 @@ class Registry:
             for name, route in sorted(snapshot.surfaces.items()):
                 history = self._history.get(name, [])
                 surface_dir = self.folder / name
-                on_disk = sorted(p.stem for p in surface_dir.glob("*.yaml")) if surface_dir.is_dir() else []
+                on_disk = sorted(p.stem for p in surface_dir.glob("*.yaml") if p.name != ROLLOUT_FILE)
                 surfaces[name] = {
                     "active": route.active,
                     "previous": history[-1].policy_version if history else None,
@@ -145,6 +160,7 @@ class Registry:
                     "on_disk": on_disk,
                     "refused": dict(self._rejected.get(name, {})),
                     "serving": route.binding(None).versions(),
+                    "generation": self._generation.get(name, 0),
                 }
             return {
                 "surfaces": surfaces,
@@ -188,7 +204,9 @@ class Registry:
             except FusionrankError as exc:
                 self._refused(surface, "canary", who, describe(stable), None, exc, report="triple")
                 raise
-            canary = Canary(binding, fraction, key or CANARY_KEY, pin)
+            key = key or CANARY_KEY
+            salt = self._canary_salt(route, binding, key)
+            canary = Canary(binding, fraction, key, pin, salt)
             self._install(snapshot, replace(route, canary=canary), bundles)
             before = None if route.canary is None else describe(route.canary.binding)
             return self._triple_applied(surface, "canary", who, before, f"{describe(binding)} at {fraction:g}",
@@ -237,6 +255,136 @@ class Registry:
             return self._triple_applied(surface, "shadow_model", who, before,
                                         f"{describe(binding)} at {fraction:g}", True, False)
 
+    # -- the declared rollout state (`policies/<surface>/rollout.yaml`) ---------------------------
+
+    def declare(
+        self, surface: str, change: Callable[[], PolicyChange], *, who: str, reason: str = "",
+        expected_generation: int | None = None,
+    ) -> tuple[PolicyChange, int]:
+        """Run an admin change as a write of the surface's rollout file; answers the change and the
+        generation served after it. Under the surface's lock file: read the file (catching up on it
+        first if this process lags), compare-and-swap on `expected_generation`, run `change` on a staged
+        snapshot (a refused change raises and writes nothing), write the new state, install it."""
+        with self._lock, contextlib.ExitStack() as stack:
+            route = self._route(self._holder.snapshot, surface)
+            if not self._files.enabled:  # memory only: the generation still guards concurrent admins
+                check_generation(surface, self._generation.get(surface, 0), expected_generation)
+                return change(), self._generation.get(surface, 0)
+            surface_dir = self.folder / surface
+            try:
+                stack.enter_context(locked(surface_dir))
+            except OSError as exc:
+                raise Conflict(f"cannot lock {surface_dir / ROLLOUT_FILE} for writing ({exc}); the store folder is"
+                               " read-only: mount it writable (a volume) or edit rollout.yaml where it is kept"
+                               ) from None
+            declared = read_declared(surface_dir)
+            if declared is not None and declared.generation != self._generation.get(surface, 0):
+                self._apply(surface, declared, who=who)  # another replica wrote it: start from it
+                route = self._route(self._holder.snapshot, surface)
+            current = declared or state_of(route, None, generation=0, who="", reason="")
+            check_generation(surface, current.generation, expected_generation)
+            self._declaring, self._staged = current, None
+            try:
+                result = change()
+                staged = self._staged
+            finally:
+                self._declaring, self._staged = None, None
+            if staged is None:  # nothing changed (e.g. abort without a canary): nothing written
+                return result, current.generation
+            new = state_of(staged.route(surface), current, generation=current.generation + 1, who=who,
+                           reason=reason, rolled_back=result.action == "rollback")
+            try:
+                write_declared(surface_dir, new)
+            except OSError as exc:
+                raise Conflict(f"could not write {surface_dir / ROLLOUT_FILE} ({exc}); nothing changed: free"
+                               " space or make the store writable, then retry") from None
+            self._holder.install(staged)
+            self._served_generation(surface, new.generation)
+            return result, new.generation
+
+    def declared(self, surface: str) -> dict[str, object]:
+        """The surface's rollout file as declared, and the generation this process serves."""
+        with self._lock:
+            self._route(self._holder.snapshot, surface)
+            state = read_declared(self.folder / surface)
+            return {"surface": surface, "serving_generation": self._generation.get(surface, 0),
+                    "declared": None if state is None else state.model_dump(mode="json")}
+
+    def adopt_declared(self) -> None:
+        """At start-up: serve every surface's rollout file (the pointer files' state stays where there is none).
+        A rollout file refused at start-up leaves its surface unserved (503 naming why), never silently
+        on the pointers' older triple: the fleet must not split."""
+        for surface in sorted(self._holder.snapshot.surfaces):
+            self._metrics.rollout_generation.labels(surface).set(0)
+            if not (self.folder / surface / ROLLOUT_FILE).exists():
+                continue
+            change = self.apply_declared(surface)
+            if change is not None and change.outcome == "refused":
+                snapshot = self._holder.snapshot
+                surfaces = {name: route for name, route in snapshot.surfaces.items() if name != surface}
+                why = f"{self.folder / surface / ROLLOUT_FILE} refused at start-up: {change.error}"
+                self._holder.install(replace(snapshot, surfaces=surfaces, unserved={**snapshot.unserved,
+                                                                                    surface: why}))
+
+    def apply_declared(self, surface: str) -> PolicyChange | None:
+        """Serve the surface's rollout file as it is on disk (the watcher's pass); a file that cannot be
+        read or served is refused (metric, log, /readyz problem) and the last good state keeps serving."""
+        with self._lock:
+            path = self.folder / surface / ROLLOUT_FILE
+            try:
+                state = read_declared(path.parent)
+                if state is None or state.generation == self._generation.get(surface):
+                    return None
+                if state.surface != surface:
+                    raise ArtifactError(path, "surface", f"{state.surface!r} is not this folder's surface",
+                                        f"write surface: {surface}")
+                return self._apply(surface, state, who=WATCHER)
+            except FusionrankError as exc:
+                self._metrics.rollout_refusals.labels(surface).inc()
+                served = self._generation.get(surface, 0)
+                why = f"{path}: refused ({exc.message}); generation {served} keeps serving"
+                snapshot = self._holder.snapshot
+                if why not in snapshot.problems:
+                    log.error("rollout file refused, the surface keeps its last good state: %s", why)
+                    problems = (*(p for p in snapshot.problems if not p.startswith(f"{path}:")), why)
+                    self._holder.install(replace(snapshot, problems=problems))
+                return self._audit.triple(PolicyChange(surface, "rollout", "watch", WATCHER, f"generation {served}",
+                                                       None, "refused", error=exc.message))
+
+    def generation(self, surface: str) -> int:
+        """The declared generation this process serves for `surface` (0: no rollout file applied)."""
+        return self._generation.get(surface, 0)
+
+    def _apply(self, surface: str, state: RolloutState, *, who: str) -> PolicyChange:
+        """Bind every part of `state` (validated, dry-run, warm), then install it in one swap."""
+        snapshot = self._holder.snapshot
+        route = self._route(snapshot, surface)
+        cache = self._cache()
+        new = route_of(state, route, self.folder / surface, cache, self._golden)
+        path = f"{self.folder / surface / ROLLOUT_FILE}:"
+        problems = tuple(p for p in snapshot.problems if not p.startswith(path))
+        self._install(snapshot, new, cache.bundles, problems)
+        if Served.of(route) != Served.of(new):
+            self._remember(surface, Served.of(route))
+        before = self._generation.get(surface, 0)
+        self._served_generation(surface, state.generation)
+        by = f" by {state.changed_by}" + (f": {state.reason}" if state.reason else "")
+        return self._audit.triple(PolicyChange(
+            surface, "rollout", "watch", who, f"generation {before}",
+            f"generation {state.generation}{by} ({state.active.text()})", "applied", True))
+
+    def _served_generation(self, surface: str, generation: int) -> None:
+        self._generation[surface] = generation
+        self._metrics.rollout_generation.labels(surface).set(generation)
+
+    def _canary_salt(self, route: SurfaceRoute, binding: PolicyBinding, key: str) -> int:
+        """The arm-hash salt of a new canary: kept when only its share changes (users only move stable ->
+        canary), else the generation the change writes (a new canary draws a new split)."""
+        old = route.canary
+        if old is not None and old.key == key and old.binding.versions() == binding.versions():
+            return old.salt
+        return 0 if self._declaring is None else self._declaring.generation + 1
+
     # -- the file watcher's pass ----------------------------------------------------------------
 
     def sync(self, changed: Mapping[str, set[str]]) -> list[PolicyChange]:
@@ -263,13 +411,18 @@ class Registry:
 
     def sync_surface(self, surface: str, changed: set[str]) -> list[PolicyChange]:
         """Apply what changed in `policies/<surface>/` (file names): reload changed policy files,
-        then follow a changed `active`, `shadow` or `bundle` file. A file that fails keeps the old binding."""
+        then follow a changed `active`, `shadow` or `bundle` file — or, once the surface has one, its changed
+        rollout file (`apply_declared`). A file that fails keeps the old binding."""
         with self._lock:
             snapshot = self._holder.snapshot
             route = snapshot.surfaces.get(surface)
+            declared = (self.folder / surface / ROLLOUT_FILE).exists()
+            files = changed - {ROLLOUT_FILE}
+            if declared and route is not None:  # the rollout file, not the pointers, says what is served
+                files -= {ACTIVE_FILE, SHADOW_FILE, PIN_FILE}
             cache = self._cache()
             result = SurfaceSync(
-                self.folder / surface, route, changed, cache=cache, golden=self._golden,
+                self.folder / surface, route, files, cache=cache, golden=self._golden,
                 problems=snapshot.problems, rejected=self._rejected.get(surface, {}),
             ).run()
             self._rejected[surface] = result.rejected
@@ -277,12 +430,32 @@ class Registry:
                 if route is not None and Served.of(route) != Served.of(result.route):
                     self._remember(surface, Served.of(route))
                 self._install(snapshot, result.route, cache.bundles, result.problems)
-            return [self._audit.policy(change) for change in result.changes]
+            changes = [self._audit.policy(change) for change in result.changes]
+            if declared and (ROLLOUT_FILE in changed or route is None) and surface in self._holder.snapshot.surfaces:
+                applied = self.apply_declared(surface)
+                if applied is not None:
+                    changes.append(applied)
+                if route is None and applied is not None and applied.outcome == "refused":
+                    self._holder.install(snapshot)  # still unserved: never on the pointers' older triple
+            return changes
 
     # -- internals ------------------------------------------------------------------------------
 
     def _rollback(self, surface: str, *, who: str, report: Report) -> PolicyChange:
         route = self._route(self._holder.snapshot, surface)
+        declared = self._declaring
+        # The fleet's history first (the rollout file's previous triples), else this process's (a store
+        # that has no rollout file yet, or changes kept in memory).
+        if declared is not None and (declared.generation > 0 or declared.previous):
+            if not declared.previous:
+                error = Conflict(f"surface {surface!r} has no previous triple in {ROLLOUT_FILE} to roll back to;"
+                                 " activate one by name instead")
+                before = route.active if report == "policy" else describe(route.binding(None))
+                self._refused(surface, "rollback", who, before, None, error, report=report)
+                raise error
+            last = declared.previous[-1]
+            pin = BundlePin(last.model_version, last.calibration_version)
+            return self._switch(surface, last.policy_version, pin, who=who, action="rollback", report=report)
         history = self._history.get(surface)
         if not history:
             error = Conflict(
@@ -328,7 +501,8 @@ class Registry:
             self._install(snapshot, replace(route, active=version, versions=versions, pin=pin, canary=canary), bundles)
             if action != "rollback" and served != Served.of(route):
                 self._remember(surface, Served.of(route))
-        persisted = self._files.write_triple(surface, version, pin, with_pin=report == "triple" or pin != route.pin)
+        persisted = self._declaring is not None or self._files.write_triple(
+            surface, version, pin, with_pin=report == "triple" or pin != route.pin)
         if report == "policy":
             return self._policy_applied(surface, action, "api", who, route.active, version, persisted=persisted,
                                         changed=changed)
@@ -355,8 +529,8 @@ class Registry:
             raise InvalidRequest.at("version", f"{version!r} is not a version name",
                                     "use letters, digits, `.`, `_` or `-` (e.g. `3`)")
         path = self.folder / surface / f"{version}.yaml"
-        if not path.is_file():
-            on_disk = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        if not path.is_file() or path.name == ROLLOUT_FILE:
+            on_disk = sorted(p.stem for p in path.parent.glob("*.yaml") if p.name != ROLLOUT_FILE)
             raise NotFound(f"{path}: no policy version {version!r} for surface {surface!r}; on disk: {on_disk}")
         return path
 
@@ -383,8 +557,12 @@ class Registry:
         self, snapshot: ServingSnapshot, route: SurfaceRoute, bundles: Mapping[str, ModelBundle],
         problems: tuple[str, ...] | None = None,
     ) -> None:
+        new = snapshot.with_route(route, bundles, problems)
+        if self._declaring is not None:  # a declared change: installed once its file is written
+            self._staged = new
+            return
         # The one reference assignment: requests that already read `snapshot` keep it.
-        self._holder.install(snapshot.with_route(route, bundles, problems))
+        self._holder.install(new)
 
     def _policy_applied(
         self, surface: str, action: str, source: str, who: str, before: str | None, after: str | None,
@@ -392,11 +570,13 @@ class Registry:
     ) -> PolicyChange:
         served = before != after if changed is None else changed
         outcome = "applied" if served else "unchanged"
+        persisted = True if self._declaring is not None else persisted
         return self._audit.policy(PolicyChange(surface, action, source, who, before, after, outcome, persisted))
 
     def _triple_applied(self, surface: str, action: str, who: str, before: str | None, after: str | None,
                         changed: bool, persisted: bool) -> PolicyChange:
         outcome = "applied" if changed else "unchanged"
+        persisted = persisted or self._declaring is not None
         return self._audit.triple(PolicyChange(surface, action, "api", who, before, after, outcome, persisted))
 
     def _refused(

@@ -12,6 +12,7 @@ from typing import Any
 
 from app.artifacts.common import sha256_file
 from app.artifacts.loading import check_calibration_for, load_calibration, load_manifest, load_policy
+from app.control.declared import read_declared
 from app.control.loader import read_active_version, surface_dirs
 from app.control.pins import read_pin
 from app.errors import ArtifactError
@@ -79,6 +80,14 @@ def served_from_files(policies: Path) -> dict[str, dict[str, str | None]]:
     if not policies.is_dir():
         return out
     for surface_dir in surface_dirs(policies):
+        try:
+            declared = read_declared(surface_dir)
+        except ArtifactError as exc:
+            out[surface_dir.name] = {"problem": str(exc)}
+            continue
+        if declared is not None:  # the declared rollout file wins over the pointer files
+            out[surface_dir.name] = {**declared.active.model_dump(), "generation": str(declared.generation)}
+            continue
         try:
             active = read_active_version(surface_dir)
             policy = load_policy(surface_dir / f"{active}.yaml")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from app.artifacts.rollout import ROLLOUT_FILE
 from app.control.audit import PolicyChange
 from app.control.loader import BundleCache, read_active_version
 from app.control.pins import PIN_FILE, read_pin
@@ -67,7 +68,7 @@ class SurfaceSync:
         names = set(self.changed)
         if self.route is None:  # a surface not served yet: every file counts as new
             names |= {p.name for p in self.dir.glob("*.yaml")}
-        for name in sorted(n for n in names if n.endswith(".yaml")):
+        for name in sorted(n for n in names if n.endswith(".yaml") and n != ROLLOUT_FILE):
             self._reload(name.removesuffix(".yaml"))
         if ACTIVE_FILE in self.changed or self.route is None:
             self._follow(ACTIVE_FILE, "activate", lambda: read_active_version(self.dir))

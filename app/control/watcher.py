@@ -2,8 +2,9 @@
 
 Polling, not inotify: a ConfigMap volume updates by writing a new hidden folder and swapping the
 `..data` symlink, which inotify on the visible names does not report. Each poll hashes the
-contents of `<surface>/*.yaml`, `<surface>/active`, `<surface>/shadow` and `<surface>/bundle` (the
-model/calibration pin, see `app.control.pins`; following symlinks); a file whose hash differs from
+contents of `<surface>/*.yaml` (the declared `rollout.yaml` among them), `<surface>/active`,
+`<surface>/shadow` and `<surface>/bundle` (the model/calibration pin, see `app.control.pins`; following
+symlinks); a file whose hash differs from
 the previous poll is "changed", and `Registry.sync` applies the pass. Files are tiny, so a poll
 costs well under a millisecond per surface; a file far larger than any artifact is hashed by its
 first bytes and its size only. A file caught half-written is refused, then picked up complete at
@@ -17,6 +18,7 @@ import logging
 import threading
 from pathlib import Path
 
+from app.artifacts.rollout import ROLLOUT_FILE
 from app.artifacts.safe_yaml import MAX_YAML_BYTES
 from app.control.audit import PolicyChange
 from app.control.loader import surface_dirs
@@ -40,7 +42,8 @@ def fingerprint(policies: Path) -> Fingerprint:
     out: Fingerprint = {}
     for surface_dir in surface_dirs(policies):
         files: dict[str, str] = {}
-        pointers = [surface_dir / ACTIVE_FILE, surface_dir / SHADOW_FILE, surface_dir / PIN_FILE]
+        pointers = [surface_dir / ACTIVE_FILE, surface_dir / SHADOW_FILE, surface_dir / PIN_FILE,
+                    surface_dir / ROLLOUT_FILE]
         for path in [*surface_dir.glob("*.yaml"), *pointers]:
             try:
                 if not path.is_file():  # a directory, a FIFO, a device: never opened; the loader names it

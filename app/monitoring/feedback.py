@@ -17,10 +17,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from app.monitoring.scheme import DriftScheme, bucket_names
 
-__all__ = ["FeedbackCounters", "log_loss"]
+__all__ = ["ARMS", "FeedbackCounters", "log_loss"]
 
 _EPS = 1e-15
 _VERSIONS = ["model", "model_version", "calibration_version"]
+ARMS = ("stable", "canary")  # the `arm` label: which arm of a canary served the prediction
 
 
 def log_loss(predictions: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -33,7 +34,7 @@ class _Sums:
     """The four counters of one breakdown (bucket or segment)."""
 
     def __init__(self, prefix: str, what: str, labels: list[str], registry: CollectorRegistry) -> None:
-        names = [*_VERSIONS, "task", *labels]
+        names = [*_VERSIONS, "arm", "task", *labels]
         self.events = Counter(f"{prefix}_events", f"Feedback events {what}", names, registry=registry)
         self.predictions = Counter(
             f"{prefix}_prediction_sum", f"Sum of served calibrated predictions of feedback events {what}", names,
@@ -72,11 +73,12 @@ class FeedbackCounters:
     def prime(self, scheme: DriftScheme) -> None:
         """Create every series of a scheme at 0, so that the first batch is not lost to increase()."""
         versions = list(scheme.versions.values())
-        for task in scheme.tasks:
-            for bucket in bucket_names(scheme.edges[task]):
-                self.by_bucket.prime([*versions, task, bucket])
-            for field, value in scheme.segment_labels():
-                self.by_segment.prime([*versions, task, field, value])
+        for arm in ARMS:
+            for task in scheme.tasks:
+                for bucket in bucket_names(scheme.edges[task]):
+                    self.by_bucket.prime([*versions, arm, task, bucket])
+                for field, value in scheme.segment_labels():
+                    self.by_segment.prime([*versions, arm, task, field, value])
 
     def record(
         self,
@@ -85,9 +87,10 @@ class FeedbackCounters:
         predictions: npt.NDArray[np.float64],
         labels: npt.NDArray[np.float64],
         segments: Mapping[str, Sequence[str | None]],
+        arm: str = "stable",
     ) -> None:
-        """Add N events of one task: p [N], y [N]; segments: field -> N values (None: not sent)."""
-        versions = list(scheme.versions.values())
+        """Add N events of one task served by one arm: p [N], y [N]; segments: field -> N values (None: not sent)."""
+        versions = [*scheme.versions.values(), arm]
         loss = log_loss(predictions, labels)
         buckets = scheme.bucket_of(task, predictions)
         names = bucket_names(scheme.edges[task])

@@ -275,6 +275,15 @@ class ServiceMetrics:
             "fusionrank_policy_watch_failures", "Watcher passes over a surface folder that failed (logged once per"
             " reason); the surface kept what it served and later edits are still applied", ["surface"], registry=r,
         )
+        self.rollout_generation = Gauge(
+            "fusionrank_rollout_generation", "Generation of the declared rollout state"
+            " (policies/<surface>/rollout.yaml) this process serves; replicas that disagree for long are"
+            " half-applied", ["surface"], registry=r,
+        )
+        self.rollout_refusals = Counter(
+            "fusionrank_rollout_refusals", "Declared rollout files refused (invalid file, unservable triple, golden"
+            " batch); the surface kept its last good state (see /readyz problems)", ["surface"], registry=r,
+        )
         self.admin_auth_failures = Counter(
             "fusionrank_admin_auth_failures", "Admin requests refused for a missing or wrong token", ["reason"],
             registry=r,
@@ -343,6 +352,7 @@ class ServiceMetrics:
         for rule in BUILT_IN_RULES:
             self.filtered.labels(surface, "guardrail", rule)
         self.policy_watch_failures.labels(surface)
+        self.rollout_refusals.labels(surface)
 
     def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
         """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""

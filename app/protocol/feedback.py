@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,10 @@ class FeedbackEvent(_Body):
     model_version: Identifier
     calibration_version: Identifier
     event_time: AwareDatetime = Field(description="when the outcome was observed (ISO 8601 with a time zone)")
+    arm: Literal["stable", "canary"] = Field(
+        default="stable", description="`arm` of the score response (stable or canary); counted as a label of the"
+        " feedback metrics so a canary's calibration is judged beside the stable triple's",
+    )
     request_id: str | None = Field(
         default=None, min_length=1, max_length=256,
         description="the `request_id` of the served /v1/score request: with `candidate_id`, what joins this"
@@ -121,6 +125,7 @@ class FeedbackGroup:
 
     scheme: DriftScheme
     task: str
+    arm: str = "stable"
     predictions: list[float] = field(default_factory=list)
     labels: list[float] = field(default_factory=list)
     segments: dict[str, list[str | None]] = field(default_factory=dict)
@@ -168,7 +173,7 @@ def admit(
 ) -> tuple[list[FeedbackGroup], list[RejectedEvent]]:
     """Check events against the schemes of the versions they name; group the good ones."""
     latest = (now or datetime.now(UTC)) + MAX_FUTURE
-    groups: dict[tuple[SchemeKey, str], FeedbackGroup] = {}
+    groups: dict[tuple[SchemeKey, str, str], FeedbackGroup] = {}
     rejected: list[RejectedEvent] = []
     seen: dict[tuple[str, str], int] = {}  # (event_id, task): a click and a purchase may share an event_id
 
@@ -193,10 +198,10 @@ def admit(
             reject(index, "event_time", f"{event.event_time.isoformat()} is in the future"
                    " (fix: send the time the outcome was observed; check the caller's clock)")
         else:
-            group = groups.get((key, event.task))
+            group = groups.get((key, event.task, event.arm))
             if group is None:
-                group = groups[(key, event.task)] = FeedbackGroup(
-                    scheme, event.task, segments={f: [] for f in scheme.segments}
+                group = groups[(key, event.task, event.arm)] = FeedbackGroup(
+                    scheme, event.task, event.arm, segments={f: [] for f in scheme.segments}
                 )
             group.predictions.append(event.prediction)
             group.labels.append(float(event.label))

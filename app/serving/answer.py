@@ -99,7 +99,7 @@ def _arm(route: SurfaceRoute, request: AnswerRequest) -> tuple[PolicyBinding, st
     """The binding that answers: the canary's for its sticky share of unpinned requests, else the route's."""
     canary = route.canary
     if canary is not None and request.policy_version is None and routes_to_canary(
-        route.surface, key_value(request.envelope, canary.key), canary.fraction
+        route.surface, key_value(request.envelope, canary.key), canary.fraction, canary.salt
     ):
         return canary.binding, "canary"
     return route.binding(request.policy_version), "stable"

@@ -81,9 +81,10 @@ class Canary:
     fraction: float
     key: str
     pin: BundlePin
+    salt: int = 0  # mixed into the arm hash: the rollout generation that started the canary
 
     def to_dict(self) -> dict[str, object]:
-        return {"fraction": self.fraction, "key": self.key, **self.binding.versions()}
+        return {"fraction": self.fraction, "key": self.key, "salt": self.salt, **self.binding.versions()}
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.artifacts.rollout import ROLLOUT_FILE, load_rollout
 from app.control.audit import AUDIT_FIELDS
 from tests.conftest import ADMIN, ADMIN_TOKEN, write_policy
 
@@ -95,9 +96,12 @@ def test_activate_then_rollback_switches_what_is_served_and_audits_who(
     assert response.json() | {"at": None} == {
         "event": "policy_change", "at": None, "who": "alice", "source": "api", "surface": "home",
         "action": "activate", "from": "1", "to": "2", "outcome": "applied", "persisted": True, "error": None,
+        "generation": 1,
     }
     assert _served(client, sample_request) == "2"
-    assert (policies / "home" / "active").read_text().strip() == "2"  # persisted for restarts and replicas
+    declared = load_rollout(policies / "home" / ROLLOUT_FILE)  # persisted for restarts and replicas
+    assert (declared.generation, declared.active.policy_version, declared.changed_by) == (1, "2", "alice")
+    assert [t.policy_version for t in declared.previous] == ["1"]
     snapshot = client.app.state.fusionrank.snapshot  # type: ignore[attr-defined]
     assert snapshot.bundles["demo_ranker/1"] is bundle_before  # no ONNX reload for a policy flip
     assert snapshot.route("home").binding("2").bundle.runner is bundle_before.runner
@@ -106,7 +110,8 @@ def test_activate_then_rollback_switches_what_is_served_and_audits_who(
     response = client.post("/admin/policies/home/rollback", headers={"authorization": f"Bearer {BOB_TOKEN}"})
     assert response.status_code == 200 and response.json()["to"] == "1" and response.json()["who"] == "bob"
     assert _served(client, sample_request) == "1"
-    assert (policies / "home" / "active").read_text().strip() == "1"
+    declared = load_rollout(policies / "home" / ROLLOUT_FILE)
+    assert (declared.generation, declared.active.policy_version, declared.previous) == (2, "1", [])
 
     response = client.post("/admin/policies/home/rollback", headers=ADMIN)  # history is used up
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
@@ -199,7 +204,7 @@ def test_shadow_is_ranked_alongside_without_changing_the_answer(
     before = client.post("/v1/score", json=sample_request).json()
     response = client.post("/admin/policies/home/shadow", json={"version": "2"}, headers=ADMIN)
     assert response.status_code == 200 and response.json()["action"] == "shadow"
-    assert (policies / "home" / "shadow").read_text().strip() == "2"
+    assert load_rollout(policies / "home" / ROLLOUT_FILE).shadow_policy == "2"
     after = client.post("/v1/score", json=sample_request).json()
     shadow = after.pop("shadow")
     for body in (before, after):

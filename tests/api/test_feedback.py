@@ -57,7 +57,7 @@ def test_good_events_are_counted_and_bad_ones_rejected_by_index(client_factory: 
     assert "duplicate of event 0" in reasons[3]
     assert "['click', 'purchase', 'hide', 'report']" in reasons[4]
     assert "device" in reasons[5] and "fix" in reasons[5]
-    labels = {**VERSIONS, "task": "click"}
+    labels = {**VERSIONS, "arm": "stable", "task": "click"}
     assert sample(client, "fusionrank_feedback_segment_events_total", **labels, field="device", value="ios") == 1
     assert sample(client, "fusionrank_feedback_segment_events_total", **labels, field="device", value=OTHER) == 1
     assert sample(client, "fusionrank_feedback_segment_label_sum_total", **labels, field="device", value=OTHER) == 0
@@ -108,8 +108,19 @@ def test_feedback_for_a_version_no_longer_served_is_read_from_the_store(
     client = client_factory(store=store, policies=policies)
     response = client.post("/v1/feedback", json={"events": [event("a", calibration_version="0")]})
     assert response.json() == {"accepted": 1, "rejected": [], "duplicates": []}
-    labels = {**VERSIONS, "calibration_version": "0", "task": "click"}
+    labels = {**VERSIONS, "calibration_version": "0", "arm": "stable", "task": "click"}
     assert sample(client, "fusionrank_feedback_events_total", **labels, bucket="09") == 1
+
+
+def test_feedback_names_its_arm_and_is_counted_under_it(client_factory: Callable[..., TestClient]) -> None:
+    client = client_factory()
+    response = client.post("/v1/feedback", json={"events": [event("a"), event("b", arm="canary"),
+                                                             event("c", arm="both")]})
+    body = response.json()
+    assert body["accepted"] == 2 and [r["field"] for r in body["rejected"]] == ["arm"]
+    for arm in ("stable", "canary"):
+        labels = {**VERSIONS, "arm": arm, "task": "click"}
+        assert sample(client, "fusionrank_feedback_events_total", **labels, bucket="09") == 1
 
 
 def test_scoring_feeds_the_served_histogram_and_psi(

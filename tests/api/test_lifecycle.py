@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.artifacts.common import sha256_file
+from app.artifacts.rollout import ROLLOUT_FILE, dump_rollout, load_rollout
 from app.control.pins import read_pin
 from app.serving.model_runner import ModelRunner
 from tests.conftest import ADMIN, ADMIN_TOKEN
@@ -66,7 +67,8 @@ def test_activate_a_calibration_then_a_model_then_roll_back(
     change = _activate(service, calibration_version="2").json()
     assert change["outcome"] == "applied" and change["persisted"] is True
     assert _score(service, sample_request)["versions"]["calibration_version"] == "2"
-    assert read_pin(policies / "home") is not None  # written for restarts and the other replicas
+    declared = load_rollout(policies / "home" / ROLLOUT_FILE)  # written for restarts and the other replicas
+    assert (declared.active.model_version, declared.active.calibration_version) == ("1", "2")
 
     # The model changes, the calibration version stays (model 2 has a calibration "2" too).
     _activate(service, model_version="2")
@@ -165,13 +167,18 @@ def test_a_corrupt_model_never_replaces_the_serving_one(
     metrics = service.get("/metrics").text
     assert 'fusionrank_bundle_activation_failures_total{action="activate",surface="home"} 3.0' in metrics
 
-    # The file-watch path: a pin naming the corrupt model is refused, the surface keeps serving model 2.
-    (policies / "home" / "bundle").write_text(json.dumps({"model_version": "4", "calibration_version": "1"}))
+    # The file-watch path: a rollout file naming the corrupt model is refused, model 2 keeps serving.
+    path = policies / "home" / ROLLOUT_FILE
+    declared = load_rollout(path)
+    bad = declared.model_copy(update={"generation": declared.generation + 1,
+                                      "active": declared.active.model_copy(update={"model_version": "4"})})
+    path.write_text(dump_rollout(bad))
     registry = service.app.state.policy_registry  # type: ignore[attr-defined]
-    changes = registry.sync_surface("home", {"bundle"})
+    changes = registry.sync_surface("home", {ROLLOUT_FILE})
     assert [c.outcome for c in changes] == ["refused"] and "golden" in (changes[0].error or "")
     assert _score(service, sample_request)["versions"] == before["versions"]
-    # A restart on that pin does not serve the surface at all (never a silent fallback to the policy's triple).
+    assert any("refused" in p for p in service.get("/readyz").json()["problems"])
+    # A restart on that file does not serve the surface at all (never a silent fallback to the pointers).
     restarted = client_factory(store=model_store, policies=policies, policy_watch_interval=0)
     assert restarted.get("/readyz").status_code == 503
 

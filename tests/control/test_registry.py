@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.artifacts.rollout import ROLLOUT_FILE, load_rollout
 from app.control.pins import read_pin
 from tests.conftest import ADMIN, ADMIN_TOKEN, write_policy
 from tests.lifecycle_helpers import build_store
@@ -60,4 +61,5 @@ def test_a_change_the_watcher_applies_can_be_rolled_back(
     assert _served(client, sample_request)[2] == "3"
     assert client.post("/admin/surfaces/home/rollback", headers=ADMIN).status_code == 200
     assert _served(client, sample_request)[2] == "1"
-    assert (policies / "home" / "active").read_text().strip() == "1"  # written back for the other replicas
+    declared = load_rollout(policies / "home" / ROLLOUT_FILE)  # written for the other replicas
+    assert (declared.generation, declared.active.policy_version) == (1, "1")

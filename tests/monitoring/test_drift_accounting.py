@@ -73,7 +73,7 @@ def test_record_adds_exact_sums_per_bucket_and_segment(scheme: DriftScheme) -> N
     y = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     segments = {"device": ["ios", "android", "ios", "fridge", None]}
     counters.record(scheme, "click", p, y, segments)
-    base = {**_versions(scheme), "task": "click"}
+    base = {**_versions(scheme), "arm": "stable", "task": "click"}
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, {**base, **labels})

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.monitoring.dedup import RecentEventIds
 from tests.api.test_feedback import VERSIONS, event, sample
 
-LABELS = {**VERSIONS, "task": "click"}
+LABELS = {**VERSIONS, "arm": "stable", "task": "click"}
 
 
 def _counted(client: TestClient) -> float:
@@ -85,7 +85,7 @@ def test_a_click_and_a_purchase_of_one_event_both_count_and_each_counts_once(
 ) -> None:
     """The red-team repro: the same event_id for a click and a purchase outcome used to drop the second one."""
     client = client_factory()
-    purchase = {**VERSIONS, "task": "purchase"}
+    purchase = {**VERSIONS, "arm": "stable", "task": "purchase"}
 
     def purchases() -> float:
         return sum(

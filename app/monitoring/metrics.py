@@ -278,7 +278,7 @@ class ServiceMetrics:
         self.rollout_generation = Gauge(
             "fusionrank_rollout_generation", "Generation of the declared rollout state"
             " (policies/<surface>/rollout.yaml) this process serves; replicas that disagree for long are"
-            " half-applied", ["surface"], registry=r,
+            " half-applied", ["surface"], registry=r, multiprocess_mode="livemin",
         )
         self.rollout_refusals = Counter(
             "fusionrank_rollout_refusals", "Declared rollout files refused (invalid file, unservable triple, golden"

@@ -39,6 +39,8 @@ def train(
     with user_errors():
         result = train_run(spec, data, out, seed=seed, memory=memory.value, show_progress=progress, resume=resume)
     _print_report(console, result.report)
+    for row in result.report.get("infeasible_constraints") or []:
+        console.print(f"[bold yellow]warning:[/] {row['warning']}")
     console.print(f"run: {result.run} ({result.seconds:.1f} s); report: {result.run / 'report.md'}")
 
 

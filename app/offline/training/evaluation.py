@@ -116,12 +116,25 @@ def _fmt(value: Any, metric: str = "") -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The JSON report of a run (see `app.offline.training.train`) as a markdown page."""
     lines = [f"# Training report: {report['name']}", ""]
+    selection = report.get("selection") or {}
+    task_epochs = report.get("task_epochs") or {}
+    chosen = ", ".join(f"{t} {e}" for t, e in task_epochs.items()) or str(report["best_epoch"])
     lines += [
         f"- split evaluated: **{report['split']}** ({report['rows']} rows); "
-        f"best epoch {report['best_epoch']} of {len(report['history'])}"
-        + (" (stopped early)" if report.get("stopped_early") else ""),
-        "",
+        f"{len(report['history'])} epochs trained"
+        + (" (stopped early: no task improved its own metric for the patience)" if report.get("stopped_early") else ""),
+        f"- selected epoch per task: {chosen}"
+        + (
+            f" (selection: {selection.get('combine')}; metric per task: "
+            + ", ".join(f"{t} {m}" for t, m in (selection.get("metrics") or {}).items())
+            + ")"
+            if selection
+            else ""
+        ),
     ]
+    for row in report.get("infeasible_constraints") or []:
+        lines.append(f"- **warning**: {row['warning']}")
+    lines.append("")
     metrics = (
         "count",
         "positives",
@@ -185,7 +198,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Training history",
         "",
-        "| epoch | monitor | " + " | ".join(f"valid {t}" for t in report["tasks"]) + " |",
+        "| epoch | sum objective | " + " | ".join(f"valid {t} logloss" for t in report["tasks"]) + " |",
         "|---" * (len(report["tasks"]) + 2) + "|",
     ]
     for epoch in report["history"]:

@@ -25,6 +25,7 @@ __all__ = [
     "LossSpec",
     "ModelSpec",
     "NumericColumn",
+    "SelectionSpec",
     "SplitSpec",
     "TaskColumn",
     "TrainSpec",
@@ -148,6 +149,24 @@ class ConstraintSpec(StrictModel):
     penalty: FiniteFloat = Field(default=0.0, ge=0, description="quadratic penalty mu/2 * max(0, L - b)^2")
 
 
+class SelectionSpec(StrictModel):
+    """How each task's epoch is chosen and when training stops (see `app.offline.training.selection`)."""
+
+    # task -> metric scored on the validation split; default the task's PLAIN logloss, whatever loss it
+    # trains with (a focal or weighted task is judged like the others, and never cuts their training short).
+    metrics: dict[str, Literal["logloss", "auc"]] = Field(default_factory=dict)
+    combine: Literal["per_task", "sum"] = Field(
+        default="per_task",
+        description="per_task: each task keeps its best epoch (one snapshot per task); sum: one epoch for all",
+    )
+    weights: dict[str, FiniteFloat] = Field(
+        default_factory=dict, description="sum: task -> weight; default 1 (0 for a task with loss weight 0)"
+    )
+    infeasible_tolerance: FiniteFloat = Field(
+        default=0.01, ge=0, description="infeasible constraints: least-violating = within this * sum of bounds"
+    )
+
+
 class TrainingSpec(StrictModel):
     """Everything that shapes gradients; loss weights live here, never in a policy."""
 
@@ -165,6 +184,7 @@ class TrainingSpec(StrictModel):
     shuffle_buffer: int = Field(default=100_000, ge=1, description="rows shuffled together")
     read_batch_rows: int = Field(default=65_536, ge=1, description="rows per record batch read")
     early_stopping_patience: int = Field(default=2, ge=1)
+    selection: SelectionSpec = SelectionSpec()
     # Small MLPs train fastest on one intra-op thread (more threads mostly wait on each other).
     torch_threads: int = Field(default=1, ge=1)
     compare_losses: list[Literal["bce", "focal", "weighted"]] = Field(
@@ -186,6 +206,8 @@ class TrainSpec(StrictModel):
         for field, names in (
             ("training.loss_weights", self.training.loss_weights),
             ("training.losses", self.training.losses),
+            ("training.selection.metrics", self.training.selection.metrics),
+            ("training.selection.weights", self.training.selection.weights),
         ):
             unknown = sorted(set(names) - tasks)
             if unknown:
@@ -198,6 +220,8 @@ class TrainSpec(StrictModel):
             raise ValueError("at most one constraint per task")
         if any(w < 0 for w in self.training.loss_weights.values()):
             raise ValueError("training.loss_weights must be >= 0")
+        if any(w < 0 for w in self.training.selection.weights.values()):
+            raise ValueError("training.selection.weights must be >= 0")
         return self
 
     def task_names(self) -> list[str]:
@@ -205,6 +229,11 @@ class TrainSpec(StrictModel):
 
     def loss_weight(self, task: str) -> float:
         return self.training.loss_weights.get(task, 1.0)
+
+    def selection_weight(self, task: str) -> float:
+        """`sum` selection weight: the spec's, else 1 (0 for a task trained only through its constraint)."""
+        default = 1.0 if self.loss_weight(task) > 0 else 0.0
+        return self.training.selection.weights.get(task, default)
 
     def loss(self, task: str) -> LossSpec:
         return self.training.losses.get(task, LossSpec())

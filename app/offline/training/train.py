@@ -104,7 +104,10 @@ def train_spec(
         "split": "test",
         "rows": len(test.logits),
         "best_epoch": outcome.best_epoch,
+        "task_epochs": outcome.task_epochs,
+        "selection": _selection_summary(spec),
         "stopped_early": outcome.stopped_early,
+        "infeasible_constraints": outcome.infeasible,
         "rows_per_split": fitted.rows,
         "tasks": evaluate(test, tasks, thresholds),
         "history": [e.to_dict() for e in outcome.history],
@@ -133,6 +136,7 @@ def train_spec(
                 "loss_options": {t: o.__dict__ for t, o in zip(tasks, options, strict=True)},
                 "history": report["history"],
                 "best_epoch": outcome.best_epoch,
+                "task_epochs": outcome.task_epochs,
                 "metrics": {t: report["tasks"][t]["overall"] for t in tasks},
                 "streamed": streamed,
                 "code_version": code_version(),
@@ -167,6 +171,7 @@ def _train(
         outcome = fit(
             model,
             log,
+            selection_weights=[spec.selection_weight(t) for t in spec.task_names()],
             tasks=spec.task_names(),
             options=options,
             training=training,
@@ -179,7 +184,19 @@ def _train(
         )
     finally:
         torch.set_num_threads(threads)
-    return model, outcome, options
+    if outcome.model is None:  # fit always sets it; keeps mypy honest
+        raise RuntimeError("training returned no model")
+    return outcome.model, outcome, options
+
+
+def _selection_summary(spec: TrainSpec) -> dict[str, Any]:
+    """What selection did, in words the report prints: per-task metric and how tasks were combined."""
+    selection = spec.training.selection
+    return {
+        "combine": selection.combine,
+        "metrics": {t: selection.metrics.get(t, "logloss") for t in spec.task_names()},
+        "weights": {t: spec.selection_weight(t) for t in spec.task_names()} if selection.combine == "sum" else None,
+    }
 
 
 def _compare(

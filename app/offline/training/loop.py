@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.offline.metrics import auc
 from app.offline.progress import progress_bar
 from app.offline.training.batches import Batch, LogSource, ShuffledBatches, blocks, count_batches, split_rows
 from app.offline.training.constraints import DualState
 from app.offline.training.encoding import EncodedRows
-from app.offline.metrics import auc
 from app.offline.training.losses import TaskLoss, masked_task_losses
 from app.offline.training.models.snapshots import PerTaskSnapshots
 from app.offline.training.selection import EpochScore, Selector
@@ -134,7 +134,8 @@ def fit(
     weights = torch.tensor([training.loss_weights.get(t, 1.0) for t in tasks], dtype=torch.float32)
     if selection_weights is None:
         selection_weights = [
-            training.selection.weights.get(t, 1.0 if w > 0 else 0.0) for t, w in zip(tasks, weights.tolist(), strict=True)
+            training.selection.weights.get(t, 1.0 if w > 0 else 0.0)
+            for t, w in zip(tasks, weights.tolist(), strict=True)
         ]
     duals = DualState(training.constraints, [list(tasks).index(c.task) for c in training.constraints])
     selector = Selector(

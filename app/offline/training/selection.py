@@ -81,9 +81,7 @@ class Selector:
 
     def objective(self, score: EpochScore) -> float:
         """sum_t v_t * metric_t over tasks with a finite metric (the `sum` objective)."""
-        return float(
-            sum(w * m for w, m in zip(self.weights, score.metric, strict=True) if w > 0 and math.isfinite(m))
-        )
+        return float(sum(w * m for w, m in zip(self.weights, score.metric, strict=True) if w > 0 and math.isfinite(m)))
 
     def violation(self, score: EpochScore) -> float:
         """Total constraint violation sum_c max(0, logloss_c - bound_c)."""
@@ -120,9 +118,7 @@ class Selector:
         # With constraints the rule may move to an epoch that is not chosen now (a later epoch can
         # change which ones are least violating); only an epoch dominated on every constraint's
         # loss and on the objective can never be chosen again.
-        points = [
-            (s.epoch, [s.logloss[t] for t in self.constraint_index] + [self.objective(s)]) for s in self.scores
-        ]
+        points = [(s.epoch, [s.logloss[t] for t in self.constraint_index] + [self.objective(s)]) for s in self.scores]
         return {
             e
             for e, p in points
@@ -166,16 +162,16 @@ class Selector:
                         ),
                     }
                 )
-        if not out and self.constraints and self.selection.combine == "sum":
-            if min(self.violation(s) for s in self.scores) > 0:
-                out.append(
-                    {
-                        "task": ",".join(c.task for c in self.constraints),
-                        "bound": None,
-                        "best_reachable": None,
-                        "best_epoch": None,
-                        "warning": "each constraint held on some epoch but never all together; selection fell back "
-                        "to the objective among the least-violating epochs",
-                    }
-                )
+        jointly = bool(self.constraints) and self.selection.combine == "sum" and bool(self.scores)
+        if not out and jointly and min(self.violation(s) for s in self.scores) > 0:
+            out.append(
+                {
+                    "task": ",".join(c.task for c in self.constraints),
+                    "bound": None,
+                    "best_reachable": None,
+                    "best_epoch": None,
+                    "warning": "each constraint held on some epoch but never all together; selection fell back "
+                    "to the objective among the least-violating epochs",
+                }
+            )
         return out

@@ -59,9 +59,7 @@ def test_a_summed_objective_lets_a_drifting_task_pull_the_others_back() -> None:
 def test_infeasible_constraint_is_reported_and_selection_uses_the_objective_among_least_violating() -> None:
     rare = [0.130, 0.1257, 0.1262, 0.128, 0.1300, 0.131, 0.132, 0.133]
     constraint = ConstraintSpec(task="rare", max_loss=0.122)
-    selector, _ = _run(
-        rare, SelectionSpec(combine="sum"), patience=3, constraints=[constraint], constraint_index=[1]
-    )
+    selector, _ = _run(rare, SelectionSpec(combine="sum"), patience=3, constraints=[constraint], constraint_index=[1])
     # least violating: epoch 2 (0.1257); within 0.01 * 0.122 of it: epochs 2 and 3 -> the objective picks 3
     assert selector.choice()["common"] == 3
     (row,) = selector.infeasible()

@@ -110,9 +110,7 @@ def parity_max_abs_diff(
         worst = max(worst, float(np.max(np.abs(onnx_logits - predict_logits(model, n, c)))))
     if worst > tolerance:
         raise ArtifactError(
-            path,
-            "parity",
-            f"onnxruntime differs from torch by {worst:.3g} (tolerance {tolerance:g})",
+            path, "parity", f"onnxruntime differs from torch by {worst:.3g} (tolerance {tolerance:g})",
             "check for operators the exporter does not translate faithfully",
         )
     return worst

@@ -69,24 +69,10 @@ def test_predict_then_calibrate_fit_writes_a_calibration_the_bundle_accepts(
     assert list(calibration.tasks) == TASKS
     assert all(cal.segments for cal in calibration.tasks.values())
     # fit on the validation days, measure on the later test days (the split column predict wrote)
-    result = runner.invoke(
-        cli,
-        [
-            "calibrate",
-            "fit",
-            "--predictions",
-            str(predictions),
-            "--model",
-            str(bundle),
-            "--out",
-            str(out),
-            "--holdout-split",
-            "test",
-            "--version",
-            "3",
-            "--no-progress",
-        ],
-    )
+    result = runner.invoke(cli, [
+        "calibrate", "fit", "--predictions", str(predictions), "--model", str(bundle), "--out", str(out),
+        "--holdout-split", "test", "--version", "3", "--no-progress",
+    ])
     assert result.exit_code == 0, result.output
     test_rows = table.column("split").to_pylist().count("test")
     assert f"metrics on {test_rows} held-out rows (split by split = test)" in (load_calibration(out).notes or "")

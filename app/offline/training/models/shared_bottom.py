@@ -43,11 +43,8 @@ class MultiTaskRanker(nn.Module):
     ) -> None:
         super().__init__()
         self.inputs = FeatureInput(
-            numeric_mean=numeric_mean,
-            numeric_std=numeric_std,
-            vocabulary_sizes=vocabulary_sizes,
-            embedding_dim=embedding_dim,
-            log_numeric=log_numeric,
+            numeric_mean=numeric_mean, numeric_std=numeric_std, vocabulary_sizes=vocabulary_sizes,
+            embedding_dim=embedding_dim, log_numeric=log_numeric,
         )
         self.trunk, width = mlp(self.inputs.width, hidden)
         self.heads = nn.Linear(width, n_tasks)  # one row of weights per task

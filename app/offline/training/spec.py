@@ -74,17 +74,40 @@ class TaskColumn(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    """Split by event time: train < valid_start <= valid < test_start <= test."""
+    """How rows are split into train / valid / test (see `app.offline.training.split`).
 
-    valid_start: datetime
-    test_start: datetime
+    by: time (default): train < valid_start <= valid < test_start <= test, on the event time;
+    by: column: `column` holds train / valid / test; by: files: `files` maps train / valid / test to a
+    file or folder (relative to --data). Every way is group-aware: a group id in two splits is refused.
+    """
+
+    by: Literal["time", "column", "files"] = "time"
+    valid_start: datetime | None = None
+    test_start: datetime | None = None
     # Labels were collected up to here; default: the latest event time in the data.
     label_cutoff: datetime | None = None
+    column: str | None = Field(default=None, description="by: column: the column holding train / valid / test")
+    files: dict[Literal["train", "valid", "test"], str] | None = Field(
+        default=None, description="by: files: split -> file or folder, relative to --data"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SplitSpec:
-        if self.valid_start >= self.test_start:
-            raise ValueError("valid_start must be before test_start")
+        if self.by == "time":
+            if self.valid_start is None or self.test_start is None:
+                raise ValueError("dataset.split.valid_start and dataset.split.test_start are required with by: time")
+            if self.valid_start >= self.test_start:
+                raise ValueError("valid_start must be before test_start")
+        elif self.valid_start is not None or self.test_start is not None:
+            raise ValueError(f"dataset.split.valid_start / test_start only apply to by: time (this is by: {self.by})")
+        if self.by == "column" and not self.column:
+            raise ValueError("dataset.split.column is required with by: column (the column holding train/valid/test)")
+        if self.by != "column" and self.column is not None:
+            raise ValueError("dataset.split.column only applies to by: column")
+        if self.by == "files" and (self.files is None or set(self.files) != {"train", "valid", "test"}):
+            raise ValueError("dataset.split.files must name a file or folder for each of train, valid and test")
+        if self.by != "files" and self.files is not None:
+            raise ValueError("dataset.split.files only applies to by: files")
         return self
 
 
@@ -124,6 +147,7 @@ class DatasetSpec(StrictModel):
         for task in self.tasks:
             names += [task.label] + ([task.mask] if task.mask else [])
         names += ([self.sample_weight] if self.sample_weight else []) + list(self.segments)
+        names += [self.split.column] if self.split.column else []
         return list(dict.fromkeys(names))
 
 

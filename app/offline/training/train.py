@@ -81,7 +81,9 @@ def train_spec(
             source.files[0],
             "dataset.split",
             f"rows per split {fitted.rows}: valid and test need rows",
-            "move valid_start / test_start inside the data's time range",
+            "move valid_start / test_start inside the data's time range"
+            if spec.dataset.split.by == "time"
+            else f"give valid and test rows (dataset.split.{spec.dataset.split.by})",
         )
     streamed = memory == "stream" or (
         memory == "auto" and sum(f.stat().st_size for f in source.files) > STREAM_ABOVE_BYTES

@@ -27,7 +27,7 @@ _CONTEXT = "fusionrank_command_context"  # the parameter needs_extra adds to a c
 # tests/cli/test_extras.py checks this table against pyproject.toml.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "offline": ("scipy", "matplotlib"),
-    "train": ("torch", "onnx", "onnxscript", "scipy", "matplotlib"),
+    "train": ("torch", "onnx", "onnxscript", "lightgbm", "onnxmltools", "scipy", "matplotlib"),
     "spark": ("pyspark", "pandas", "scipy", "matplotlib"),
 }
 

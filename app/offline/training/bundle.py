@@ -43,6 +43,9 @@ from app.errors import ArtifactError
 from app.offline.calibration import PlattCalibrator, drift_edges, reference_fractions
 from app.offline.training.encoding import feature_schema
 from app.offline.training.evaluation import task_metrics
+from app.offline.training.gbt.onnx import PARITY_TOLERANCE as GBT_PARITY_TOLERANCE
+from app.offline.training.gbt.onnx import export_gbt_onnx
+from app.offline.training.gbt.ranker import GBTRanker
 from app.offline.training.onnx_export import PARITY_BATCH_SIZES, PARITY_TOLERANCE, export_onnx, parity_max_abs_diff
 from app.offline.training.run_folder import RunFolder, json_safe, write_json
 from app.serving.calibration import sigmoid
@@ -89,8 +92,14 @@ def export_run(
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=out.parent))
     try:
         model_path = staging / "model.onnx"
-        export_onnx(model, model_path, numeric, categorical)
-        parity = parity_max_abs_diff(model, model_path, numeric, categorical)
+        tolerance = PARITY_TOLERANCE
+        if isinstance(model, GBTRanker):
+            tolerance = GBT_PARITY_TOLERANCE
+            gbt = spec.training.model.gbt
+            export_gbt_onnx(model, model_path, numeric.shape[1], categorical.shape[1], gbt.trees_per_ensemble)
+        else:
+            export_onnx(model, model_path, numeric, categorical)
+        parity = parity_max_abs_diff(model, model_path, numeric, categorical, tolerance=tolerance)
         dataset = spec.dataset
         metrics = {t: {k: v for k, v in m.items() if v is not None} for t, m in data["metrics"].items()}
         manifest = ModelManifest(
@@ -107,7 +116,7 @@ def export_run(
             model_sha256=sha256_file(model_path),
             training_window=TrainingWindow(start=_utc(fitted.time_min), end=_utc(fitted.valid_start)),
             metrics=metrics,
-            parity=ParityCheck(max_abs_diff=parity, batch_sizes=list(PARITY_BATCH_SIZES), tolerance=PARITY_TOLERANCE),
+            parity=ParityCheck(max_abs_diff=parity, batch_sizes=list(PARITY_BATCH_SIZES), tolerance=tolerance),
             created_at=created_at or datetime.now(UTC).replace(microsecond=0),
             code_version=str(data["code_version"]),
         )

@@ -6,7 +6,8 @@ Layout of RUN/:
   held-out metrics and the code version;
 - ``model.pt``: the selected weights' state dict (loaded with ``weights_only=True``: no pickle of code);
   when tasks selected different epochs (``task_epochs`` in run.json), a `PerTaskSnapshots` of one
-  network per distinct epoch;
+  network per distinct epoch; a `kind: gbt` run has ``gbt/`` instead (LightGBM text models,
+  `app.offline.training.gbt.ranker`);
 - ``checkpoints/epoch_NNN.pt``: model, optimiser, dual variables, history and best epoch after each
   epoch (what `--resume` needs);
 - ``heldout.npz``: up to 1000 encoded test rows (parity check at export);
@@ -121,6 +122,11 @@ class RunFolder:
         return self.path / "model.pt"
 
     @property
+    def gbt(self) -> Path:
+        """The boosters of a `kind: gbt` run (LightGBM text models, one per task)."""
+        return self.path / "gbt"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -150,6 +156,10 @@ class RunFolder:
         data = self.read()
         spec = TrainSpec.model_validate(data["spec"])
         fitted = FittedEncoding.from_dict(data["encoding"])
+        if spec.training.model.kind == "gbt":
+            from app.offline.training.gbt.ranker import GBTRanker
+
+            return spec, fitted, GBTRanker.load(self.gbt, spec.task_names()), data
         model = build_model(spec, fitted)
         epochs = [int(e) for e in data.get("task_epochs", {}).values()]
         distinct = sorted(set(epochs))

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from app.artifacts.common import FiniteFloat, Identifier, StrictModel
 from app.artifacts.loading import parse_artifact, read_yaml
 from app.errors import ArtifactError
+from app.offline.training.gbt.params import GBTSpec
 
 __all__ = [
     "ConstraintSpec",
@@ -152,9 +153,10 @@ class DatasetSpec(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    """Architecture: shared-bottom (one trunk, linear heads), MMoE (experts + per-task gates) or PLE."""
+    """Architecture: shared-bottom (one trunk, linear heads), MMoE (experts + per-task gates), PLE, or
+    gradient-boosted trees (`gbt`: one LightGBM booster per task, settings in `gbt`)."""
 
-    kind: Literal["shared_bottom", "mmoe", "ple"] = "shared_bottom"
+    kind: Literal["shared_bottom", "mmoe", "ple", "gbt"] = "shared_bottom"
     hidden: list[int] = Field(default=[64, 32], min_length=1)
     embedding_dim: int = Field(default=8, ge=1)
     experts: int = Field(default=4, ge=1, description="mmoe: experts; ple: shared experts per level")
@@ -162,6 +164,7 @@ class ModelSpec(StrictModel):
     levels: int = Field(default=1, ge=1, description="ple only: extraction levels")
     expert_hidden: list[int] = Field(default=[64], min_length=1, description="mmoe and ple")
     tower_hidden: list[int] = Field(default=[16], description="mmoe and ple; [] = linear heads")
+    gbt: GBTSpec = GBTSpec()
 
 
 class ConstraintSpec(StrictModel):
@@ -246,7 +249,27 @@ class TrainSpec(StrictModel):
             raise ValueError("training.loss_weights must be >= 0")
         if any(w < 0 for w in self.training.selection.weights.values()):
             raise ValueError("training.selection.weights must be >= 0")
+        if self.training.model.kind == "gbt":
+            self._check_gbt(tasks)
         return self
+
+    def _check_gbt(self, tasks: set[str]) -> None:
+        training = self.training
+        focal = sorted(t for t, loss in training.losses.items() if loss.kind == "focal")
+        if focal:
+            raise ValueError(
+                f"training.losses: focal loss is not available with model.kind gbt (tasks {focal}); use bce or weighted"
+            )
+        if training.compare_losses:
+            raise ValueError("training.compare_losses is for the network families; remove it with model.kind gbt")
+        primary = training.model.gbt.primary
+        if primary is not None and primary not in tasks:
+            raise ValueError(f"training.model.gbt.primary {primary!r} is not a task; tasks are {sorted(tasks)}")
+        primary = primary or self.dataset.tasks[0].name
+        if any(c.task == primary for c in training.constraints):
+            raise ValueError(
+                f"training.constraints: {primary!r} is the primary task of model.kind gbt; constrain other tasks"
+            )
 
     def task_names(self) -> list[str]:
         return [t.name for t in self.dataset.tasks]

@@ -25,6 +25,8 @@ from app.errors import ArtifactError
 from app.offline.training.batches import InMemoryLog, LogSource, StreamedLog, blocks, split_rows
 from app.offline.training.encoding import SPLITS, EncodedRows, FittedEncoding, encode, fit_encoding
 from app.offline.training.evaluation import COMPARED, Predictions, evaluate, predict, render_markdown
+from app.offline.training.gbt.fit import GBTFit, fit_gbt
+from app.offline.training.gbt.report import gbt_markdown, plot_dual_trajectory
 from app.offline.training.loop import TrainOutcome, fit
 from app.offline.training.losses import TaskLoss
 from app.offline.training.run_folder import RunFolder, build_model, code_version, json_safe, write_json
@@ -95,7 +97,15 @@ def train_spec(
     if checkpoint is None and folder.checkpoints.exists():  # an earlier run's checkpoints would mislead
         shutil.rmtree(folder.checkpoints)
 
-    model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress, checkpoint)
+    gbt: GBTFit | None = None
+    model: torch.nn.Module
+    if spec.training.model.kind == "gbt":
+        if resume:
+            raise ArtifactError(out, "--resume", "a GBT run has no checkpoints to resume", "train without --resume")
+        gbt = _train_gbt(spec, fitted, log)
+        model, outcome, options = gbt.model, gbt.outcome, _options(spec, fitted)
+    else:
+        model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress, checkpoint)
     tasks = spec.task_names()
     segments = list(spec.dataset.segments)
     thresholds = [t.threshold for t in spec.dataset.tasks]
@@ -121,8 +131,13 @@ def train_spec(
     }
     if spec.training.compare_losses:
         report["loss_comparison"] = _compare(spec, fitted, log, test, show_progress)
-
-    torch.save(model.state_dict(), folder.model)
+    if gbt is not None:
+        report["gbt"] = gbt.report
+        gbt.model.save(folder.gbt)
+        if "dual" in gbt.report:
+            plot_dual_trajectory(gbt.report["dual"], out / "dual_trajectory.png")
+    else:
+        torch.save(model.state_dict(), folder.model)
     _save_predictions(folder, "predictions_valid", valid)
     _save_predictions(folder, "predictions_test", test)
     heldout = _first_rows(split_rows(log.chunks(), "test"), PARITY_ROWS)
@@ -148,8 +163,17 @@ def train_spec(
     )
     report = json_safe(report)
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    markdown = render_markdown(report) + (gbt_markdown(report["gbt"]) if gbt is not None else "")
+    (out / "report.md").write_text(markdown, encoding="utf-8")
     return RunResult(out, report, time.perf_counter() - started)
+
+
+def _options(spec: TrainSpec, fitted: FittedEncoding) -> list[TaskLoss]:
+    return [TaskLoss.resolve(spec.loss(t), fitted.positives[t], fitted.observed[t]) for t in spec.task_names()]
+
+
+def _train_gbt(spec: TrainSpec, fitted: FittedEncoding, log: LogSource) -> GBTFit:
+    return fit_gbt(spec, fitted, log, _options(spec, fitted))
 
 
 def _train(

@@ -1,0 +1,125 @@
+"""Moo-GBT's constrained objective: the unconstrained GBT violates a reachable bound, the constrained one meets it.
+
+Data: the tiny synthetic demo log (8000 impressions, seed 11). Primary task `click`; the constraint
+bounds the logloss of the click booster's score against the `purchase` labels on the validation split
+(Moo-GBT's C_t(s)): about 0.078 unconstrained; 0.07 is reachable, 0.05 is not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.offline.training.batches import InMemoryLog
+from app.offline.training.encoding import fit_encoding
+from app.offline.training.gbt.fit import SplitArrays
+from app.offline.training.gbt.moo import MooObjective, logloss
+from app.offline.training.gbt.ranker import GBTRanker
+from app.offline.training.spec import ConstraintSpec, TrainSpec
+from app.offline.training.tabular import TableSource
+from app.offline.training.train import RunResult, train_spec
+from tests.offline.conftest import tiny_spec
+
+BOUND = 0.07
+
+
+def _spec(constraints: list[dict[str, Any]]) -> TrainSpec:
+    spec = tiny_spec(compare_losses=[], model={"kind": "gbt", "gbt": {"rounds": 300, "primary": "click"}})
+    spec["training"].pop("losses", None)
+    spec["training"]["constraints"] = constraints
+    return TrainSpec.model_validate(spec)
+
+
+def _click_score_on_purchase(run: RunResult, data: Path) -> float:
+    """Validation logloss of the click booster's score against the purchase labels, recomputed."""
+    spec = TrainSpec.model_validate(json.loads((run.run / "run.json").read_text())["spec"])
+    source = TableSource.open(data, spec.dataset)
+    valid = SplitArrays.load(InMemoryLog.load(source, fit_encoding(source)), "valid")
+    model = GBTRanker.load(run.run / "gbt", spec.task_names())
+    n = len(spec.dataset.numeric)
+    z = model.raw_scores(valid.x[:, :n], valid.x[:, n:].astype(np.int64))[:, 0]
+    return logloss(z, valid.labels[:, 1], valid.observed(1))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_log: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]:
+    root = tmp_path_factory.mktemp("moo")
+    return {
+        "unconstrained": train_spec(_spec([]), tiny_log, root / "plain", show_progress=False),
+        "constrained": train_spec(
+            _spec([{"task": "purchase", "max_loss": BOUND, "rho": 20.0}]), tiny_log, root / "moo", show_progress=False
+        ),
+    }
+
+
+def test_constrained_gbt_meets_a_bound_the_unconstrained_one_violates(
+    runs: dict[str, RunResult], tiny_log: Path
+) -> None:
+    plain = _click_score_on_purchase(runs["unconstrained"], tiny_log)
+    bounded = _click_score_on_purchase(runs["constrained"], tiny_log)
+    assert plain > BOUND >= bounded
+    dual = runs["constrained"].report["gbt"]["dual"]
+    assert dual["feasible"] and dual["primary"] == "click"
+    at = dual["rounds"].index(dual["selected_round"])
+    assert dual["constraints"]["purchase"]["valid_loss"][at] == pytest.approx(bounded, abs=1e-6)
+    # The primary task still learns: its test AUC stays well above chance, reported for both models.
+    for run in runs.values():
+        assert run.report["tasks"]["click"]["overall"]["auc"] > 0.65
+    print(  # the constrained-vs-unconstrained table of the closing note (pytest -s)
+        {name: (round(_click_score_on_purchase(run, tiny_log), 4), run.report["tasks"]["click"]["overall"])
+         for name, run in runs.items()}
+    )
+
+
+def test_report_holds_the_dual_trajectory_and_its_plot(runs: dict[str, RunResult]) -> None:
+    run = runs["constrained"]
+    dual = json.loads((run.run / "report.json").read_text())["gbt"]["dual"]
+    lambdas = dual["constraints"]["purchase"]["lambda"]
+    assert len(lambdas) == len(dual["rounds"]) == len(dual["primary_valid_loss"]) >= dual["selected_round"]
+    assert lambdas[0] == 0.0 and max(lambdas) > 0 and min(lambdas) >= 0
+    # Multipliers change only every `dual_every` (10) rounds.
+    changes = [r for r, a, b in zip(dual["rounds"][1:], lambdas, lambdas[1:], strict=False) if a != b]
+    assert changes and all(r % 10 == 1 for r in changes)
+    png = run.run / "dual_trajectory.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (run.run / "report.md").read_text()
+    assert "Constrained objective (primary task click)" in markdown and "| purchase | 0.0700 |" in markdown
+    assert json.loads((run.run / "report.json").read_text())["constraints"][0]["task"] == "purchase"
+
+
+def test_an_unreachable_bound_is_reported_with_the_best_reachable_value(tiny_log: Path, tmp_path: Path) -> None:
+    spec = _spec([{"task": "purchase", "max_loss": 0.03, "rho": 50.0}])
+    spec = spec.model_copy(
+        update={"training": spec.training.model_copy(
+            update={"model": spec.training.model.model_copy(
+                update={"gbt": spec.training.model.gbt.model_copy(update={"rounds": 40})}
+            )}
+        )}
+    )
+    run = train_spec(spec, tiny_log, tmp_path / "run", show_progress=False)
+    dual = run.report["gbt"]["dual"]
+    assert not dual["feasible"] and dual["constraints"]["purchase"]["best_reachable"] > 0.03
+    assert len(dual["rounds"]) == 40  # never stopped early while infeasible
+    assert "no round met every bound on validation" in (run.run / "report.md").read_text()
+
+
+def test_objective_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=50)
+    y0, y1 = (rng.random(50) < 0.3).astype(float), (rng.random(50) < 0.1).astype(float)
+    w0, w1 = np.ones(50), (rng.random(50) < 0.7).astype(float)
+    objective = MooObjective(
+        [y0, y1], [w0, w1], [ConstraintSpec(task="b", max_loss=0.1, penalty=0.0)], lambdas=[0.7]
+    )
+    grad, hess = objective(z, None)
+
+    def total(v: np.ndarray) -> float:  # W_primary * (C_p + lambda C_t)
+        return float(w0.sum() * (logloss(v, y0, w0) + 0.7 * logloss(v, y1, w1)))
+
+    eps = 1e-6
+    numeric = np.array([(total(z + eps * e) - total(z - eps * e)) / (2 * eps) for e in np.eye(50)])
+    assert np.allclose(grad, numeric, atol=1e-6) and (hess > 0).all()

@@ -82,7 +82,8 @@ def calibrate_fit(
             with engine.session(progress) as spark:
                 outcome = fit_on_spark(read_input(spark, source), config, version=cal_version, origin=source.origin,
                                        name=source.name, manifest=manifest, holdout_fraction=holdout,
-                                       holdout_key=holdout_key or None)
+                                       holdout_key=holdout_key or None,
+                                       min_held_out_positives=min_holdout_positives)
         else:
             outcome = fit_predictions(PredictionFile(_local_input(predictions)), config, version=cal_version,
                                       manifest=manifest, holdout_fraction=holdout, holdout_key=holdout_key or None,

@@ -17,17 +17,21 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import admin, admin_models, feedback, probes, score
 from app.api.budget import PARSE_AMPLIFICATION
-from app.api.errors import install_error_handlers
+from app.api.docs import install_docs
+from app.api.errors import document_errors, install_error_handlers
 from app.api.limits import AdmissionControl, AdmissionLedger, AdmissionLimits
-from app.api.middleware import RequestMetricsMiddleware
+from app.api.middleware import AccessLog, RequestContextMiddleware, RequestMetricsMiddleware
 from app.api.shutdown import ShutdownDrain
 from app.api.state import ServiceState
 from app.control.loader import load_snapshot
 from app.control.registry import Registry
+from app.control.remote_store import RemoteStore
 from app.control.warmup import GoldenBatch
 from app.control.watcher import PolicyWatcher, fingerprint
+from app.monitoring.logs import configure_logging
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.psi import run_psi_updates
+from app.monitoring.tracing import telemetry_config
 from app.protocol.rows import decode_score_request
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue, ShadowReport
 from app.settings import Settings, get_settings
@@ -39,22 +43,32 @@ log = logging.getLogger("fusionrank")
 _GC_GEN0_THRESHOLD = 50_000
 
 
-def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, drain: ShutdownDrain | None = None, tracer_provider: object = None
+) -> FastAPI:
     """Build the app; settings default to the environment, read when the app starts.
+
+    Traces go to `tracer_provider` (an OpenTelemetry `TracerProvider`), else where the `OTEL_*` variables
+    say, else nowhere (app/monitoring/tracing.py).
 
     `drain` is set by `fusionrank serve` on SIGTERM (see `app.api.shutdown`); `/readyz` then answers 503.
     """
     metrics = ServiceMetrics()
     limits = AdmissionLimits()
     ledger = AdmissionLedger()  # what admitted work holds; /readyz reads it
+    access = AccessLog()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = settings or get_settings()
-        _configure_logging(resolved.log_level)
+        configure_logging(resolved.log_level, resolved.log_format)
+        access.sample_rate = resolved.access_log_sample_rate
         state = ServiceState(settings=resolved, metrics=metrics, drain=drain or ShutdownDrain(), admission=ledger)
         _apply_admission_settings(resolved, limits, ledger, metrics)
         app.state.fusionrank = state
+        remote = RemoteStore.from_settings(resolved)
+        if remote is not None:  # object-store URIs: serve a local mirror of them (app/control/remote_store.py)
+            await anyio.to_thread.run_sync(remote.sync)
         # Fingerprint before loading: a file changed while the snapshot loads is seen at the first poll.
         baseline = fingerprint(resolved.policies)
         snapshot = await anyio.to_thread.run_sync(
@@ -84,7 +98,9 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         app.state.shadow_models = shadow_models
         watcher = None
         if resolved.policy_watch_interval > 0:
-            watcher = PolicyWatcher(registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline)
+            watcher = PolicyWatcher(
+                registry, resolved.policies, resolved.policy_watch_interval, baseline=baseline, mirror=remote
+            )
             watcher.start()
         app.state.policy_watcher = watcher
         admin_names = sorted(resolved.admin_credentials())
@@ -113,8 +129,12 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
         version=__version__,
         summary="Calibrated multi-task ranking under versioned utility policies.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry=telemetry_config(tracer_provider),  # type: ignore[arg-type]
     )
     install_error_handlers(app)
+    install_docs(app)
     routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router)
     for router in routers:
         app.include_router(router)
@@ -122,6 +142,7 @@ def create_app(settings: Settings | None = None, *, drain: ShutdownDrain | None 
     # Added first, so it runs inside the metrics middleware: shed and timed-out requests are counted too.
     app.add_middleware(AdmissionControl, limits=limits, metrics=metrics, ledger=ledger)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=routes)
+    app.add_middleware(RequestContextMiddleware, access=access)  # outside: every line of a request has its id
     _extend_openapi(app)
     return app
 
@@ -169,18 +190,8 @@ def _shadow_model_queue(metrics: ServiceMetrics, capacity: int) -> ShadowModelQu
     )
 
 
-def _configure_logging(level: str) -> None:
-    """Give fusionrank's loggers (audit lines included) a handler when nobody else configured one."""
-    logger = logging.getLogger("fusionrank")
-    logger.setLevel(level.upper())
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
-
-
 def _extend_openapi(app: FastAPI) -> None:
-    """Add the ScoreRequest/FeedbackRequest schemas the hand-read bodies refer to."""
+    """Add the ScoreRequest/FeedbackRequest schemas the hand-read bodies refer to, and the error envelope."""
     build = app.openapi
 
     def openapi() -> dict[str, object]:
@@ -191,6 +202,7 @@ def _extend_openapi(app: FastAPI) -> None:
                 for sub, sub_schema in body.pop("$defs", {}).items():
                     components.setdefault(sub, sub_schema)
                 components[name] = body
+            document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "get_settings", "is_uri"]
 
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$")
 _MIN_TOKEN_LENGTH = 16
@@ -21,8 +22,22 @@ class Settings(BaseSettings):
 
     # Required on purpose: a service that silently serves from the wrong folder is worse than one
     # that refuses to start. `fusionrank serve` fills both from its options.
-    model_store: Path = Field(description="Folder of model bundles: <model>/<version>/.")
-    policies: Path = Field(description="Folder of policies: <surface>/<version>.yaml and <surface>/active.")
+    # Either may be an object-store URI (s3://bucket/prefix, gs://...; the `store` extra): the service then
+    # serves a mirror of it in `store_cache` (app/control/remote_store.py), and this field holds the mirror.
+    model_store: Path = Field(description="Folder (or s3:// / gs:// URI) of model bundles: <model>/<version>/.")
+    policies: Path = Field(description="Folder (or URI) of policies: <surface>/<version>.yaml and <surface>/active.")
+    store_cache: Path | None = Field(
+        default=None, description="Local folder of the mirrors of a model store or policies given as a URI"
+        " (an emptyDir in Kubernetes): <store_cache>/model_store and <store_cache>/policies. Required with a URI.",
+    )
+    model_store_uri: str | None = Field(
+        default=None, description="Set from FUSIONRANK_MODEL_STORE when that is a URI (the field then holds the"
+        " local mirror); see docs/scaling.md \"Store backends\".",
+    )
+    policies_uri: str | None = Field(
+        default=None, description="Set from FUSIONRANK_POLICIES when that is a URI (the field then holds the"
+        " local mirror).",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -67,7 +82,20 @@ class Settings(BaseSettings):
     # Shadow model (POST /admin/surfaces/{s}/shadow-model): sampled requests waiting for the worker
     # thread; a request sampled while the queue is full is dropped and counted, never waited for.
     shadow_model_queue_size: int = Field(default=64, ge=1, le=100_000)
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="Level of fusionrank's and uvicorn's loggers (debug, info,"
+                           " warning, error).")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="Log line format: `json` (one JSON object per line: time, level, logger, message, request_id and"
+        " the record's fields; for a log pipeline), `text` (for a terminal), or `auto`: text when stderr is a"
+        " terminal, JSON otherwise (a container, a pipe, a file). See docs/monitoring.md, Logs and traces.",
+    )
+    access_log_sample_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Share of HTTP requests that get an access line (logger fusionrank.access: method, route,"
+        " status, latency_ms, request_id; for /v1/score also candidates, versions and arm). 0: no access log;"
+        " 1: every request; 0.01: one in a hundred, at random.",
+    )
     # Load shedding: work requests (/v1/score, /v1/feedback) running at once; one more is answered
     # 503 + Retry-After at once. 0: no limit. See app/api/limits.py.
     max_in_flight: int = Field(default=64, ge=0, le=100_000)
@@ -120,6 +148,26 @@ class Settings(BaseSettings):
     feedback_dedup_ids: int = Field(default=100_000, ge=0, le=10_000_000)
     feedback_dedup_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mirror_uris(cls, data: Any) -> Any:
+        """A model store or policies URI: keep it in `<field>_uri`, serve its mirror under `store_cache`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in ("model_store", "policies"):
+            value = data.get(name)
+            if isinstance(value, str) and is_uri(value):
+                cache = data.get("store_cache")
+                if not cache:
+                    raise ValueError(
+                        f"FUSIONRANK_{name.upper()} is a URI ({value}): FUSIONRANK_STORE_CACHE must name a local"
+                        " folder for its mirror (fix: e.g. FUSIONRANK_STORE_CACHE=/var/cache/fusionrank)"
+                    )
+                data[f"{name}_uri"] = value
+                data[name] = Path(cache) / name
+        return data
+
     @field_validator("admin_token")
     @classmethod
     def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
@@ -147,6 +195,12 @@ class Settings(BaseSettings):
         if self.admin_token is not None:
             named.setdefault("admin", self.admin_token)
         return named
+
+
+def is_uri(value: str | Path) -> bool:
+    """True for `scheme://...` (s3://, gs://, memory://), False for a local path."""
+    scheme, sep, _ = str(value).partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum()
 
 
 def get_settings() -> Settings:

@@ -206,6 +206,7 @@ PUBLIC: dict[str, set[str]] = {
     "app.settings": {
         "Settings",
         "get_settings",
+        "is_uri",
     },
 }
 

@@ -1,4 +1,8 @@
-"""Admin authentication: bearer tokens compared in constant time; no token configured, no admin API."""
+"""Admin authentication: bearer tokens compared in constant time; no token configured, no admin API.
+
+`admin_bearer` declares the scheme in the OpenAPI description (`HTTPBearer`, "AdminToken") without
+checking anything itself (`auto_error=False`): `authenticate` does, and answers in the error envelope.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,24 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.errors import NotFound, Unauthorized
 from app.monitoring.metrics import ServiceMetrics
 
-__all__ = ["authenticate"]
+__all__ = ["admin_bearer", "authenticate", "authorization_header"]
+
+admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken",
+    description="An admin token of FUSIONRANK_ADMIN_TOKENS / FUSIONRANK_ADMIN_TOKEN: `Authorization: Bearer <token>`."
+    " No token configured: the admin API answers 404.",
+)
+
+
+def authorization_header(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The `Authorization` value `HTTPBearer` parsed (None when absent or not a bearer token)."""
+    return None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
 
 
 def _digest(token: str) -> bytes:

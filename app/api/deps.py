@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
-from app.api.auth import authenticate
+from app.api.auth import admin_bearer, authenticate, authorization_header
 from app.api.state import ServiceState
 from app.control.registry import Registry
 from app.errors import NotReady
@@ -27,9 +28,11 @@ async def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-async def get_admin(request: Request, state: StateDep) -> str:
+async def get_admin(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)], state: StateDep
+) -> str:
     """The name of the admin token the request presents (404 when the admin API is off, 401 if wrong)."""
-    return authenticate(request.headers.get("authorization"), state.settings.admin_credentials(), state.metrics)
+    return authenticate(authorization_header(credentials), state.settings.admin_credentials(), state.metrics)
 
 
 AdminDep = Annotated[str, Depends(get_admin)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from app.api.deps import StateDep
@@ -41,7 +41,17 @@ async def readyz(state: StateDep) -> Response:
     return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
 
-@router.get("/metrics")
+class PrometheusText(Response):
+    """The Prometheus text exposition format (documented as such in the OpenAPI description)."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get(
+    "/metrics", response_class=PrometheusText,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                     "description": "Prometheus text exposition format"}},
+)
 async def metrics(state: StateDep) -> Response:
-    """Prometheus exposition of this instance's metrics."""
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of this replica's metrics (every worker's, merged, with --workers N)."""
+    return PrometheusText(state.metrics.exposition())

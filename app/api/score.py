@@ -21,7 +21,9 @@ from app.api.deps import StateDep
 from app.api.limits import check_deadline
 from app.api.state import ServiceState
 from app.errors import InvalidRequest, NotReady
+from app.monitoring import tracing
 from app.monitoring.answers import AnswerMetrics
+from app.monitoring.logs import note_answer
 from app.protocol.arrow import ARROW_MEDIA_TYPE
 from app.protocol.media import JSON_MEDIA_TYPE, SCORE_MEDIA_TYPES, body_media_type
 from app.protocol.schemas import ColumnarScoreRequest, ScoreRequest, ScoreResponse
@@ -37,6 +39,8 @@ _ERROR_DOC = {"description": "error body: {error: {code, message, details: [{fie
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
+        "description": "JSON rows or columns; or an Arrow IPC stream: `id` + one column per feature/attribute,"
+        " the envelope as JSON in the schema metadata key `fusionrank.request`",
         "content": {
             "application/json": {
                 "schema": {
@@ -46,11 +50,7 @@ _OPENAPI_BODY: dict[str, Any] = {
                     ]
                 }
             },
-            ARROW_MEDIA_TYPE: {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "Arrow IPC stream: `id` + one column per feature/attribute; envelope as JSON "
-                "in the schema metadata key `fusionrank.request`",
-            },
+            ARROW_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -111,7 +111,11 @@ def _answer(
         raise name_values(exc, call) from None
     t2 = time.perf_counter()
     content = encode_score(envelope, answered, arrow=arrow_out)
-    metrics.coded(decode_seconds=t1 - t0, encode_seconds=time.perf_counter() - t2)
+    t3 = time.perf_counter()
+    metrics.coded(decode_seconds=t1 - t0, encode_seconds=t3 - t2)
+    note_answer(answered)  # the access line's candidates, versions, arm (sampled requests only)
+    if tracing.stage_spans is not None:
+        tracing.stage_spans(answered, t0, t1, t2, t3)
     return content
 
 

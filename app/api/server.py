@@ -1,4 +1,4 @@
-"""The HTTP server options of `fusionrank serve`: a bounded HTTP/1.1 protocol for uvicorn.
+"""The HTTP server options of `fusionrank serve`: a bounded HTTP/1.1 protocol for uvicorn, and its log config.
 
 uvicorn's httptools protocol (its default when httptools is installed) has no limit on the size of
 a request's headers nor on the time a client may take to send them: llhttp hands a header to Python
@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from app.monitoring.logs import uvicorn_log_config
 from app.settings import Settings, get_settings
 
 __all__ = ["HeaderLimits", "configure_header_limits", "server_options"]
@@ -65,7 +66,11 @@ def _current_limits() -> HeaderLimits:
 def server_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `uvicorn.Config` / `uvicorn.run` that bound what one connection may cost."""
     configure_header_limits(HeaderLimits.from_settings(settings))
-    options: dict[str, Any] = {"timeout_graceful_shutdown": settings.shutdown_grace_seconds}
+    options: dict[str, Any] = {
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        # uvicorn's own lines (startup, errors) in the service's format, through one handler
+        "log_config": uvicorn_log_config(settings.log_level, settings.log_format),
+    }
     if importlib.util.find_spec("httptools") is not None:
         options["http"] = "app.api.server:BoundedHttpToolsProtocol"
     else:  # h11 bounds the headers itself (answering 400); no header timeout there

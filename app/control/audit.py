@@ -1,7 +1,9 @@
-"""The audit trail of policy changes: one JSON log line per change, applied or refused, and its counters.
+"""The audit trail of policy changes: one structured log record per change, applied or refused, and its counters.
 
-Line (logger `fusionrank.audit`): {"event": "policy_change", "at", "who", "source", "surface",
-"action", "from", "to", "outcome": "applied" | "unchanged" | "refused", "persisted", "error"}.
+Record (logger `fusionrank.audit`): the message `policy_change <action> <surface>: <from> -> <to> <outcome>`
+and the fields `AUDIT_FIELDS` as record attributes, so the JSON log format writes them as fields of the
+line's object (not JSON inside a message): "event": "policy_change", "at", "who", "source", "surface",
+"action", "from", "to", "outcome": "applied" | "unchanged" | "refused", "persisted", "error".
 `who` is the admin token's name (never the token) or `watcher`; `source` is `api` or `watch`.
 """
 
@@ -11,11 +13,11 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import orjson
-
 from app.monitoring.metrics import ServiceMetrics
 
-__all__ = ["AuditTrail", "PolicyChange", "audit"]
+__all__ = ["AUDIT_FIELDS", "AuditTrail", "PolicyChange", "audit"]
+
+AUDIT_FIELDS = ("event", "at", "who", "source", "surface", "action", "from", "to", "outcome", "persisted", "error")
 
 log = logging.getLogger("fusionrank.audit")
 
@@ -44,10 +46,11 @@ class PolicyChange:
 
 
 def audit(change: PolicyChange) -> PolicyChange:
-    """Stamp the change with the current UTC time and log it as one JSON line."""
+    """Stamp the change with the current UTC time and log it as one structured record."""
     stamped = replace(change, at=datetime.now(UTC).isoformat(timespec="milliseconds"))
-    line = orjson.dumps(stamped.to_dict()).decode()
-    log.log(logging.WARNING if stamped.outcome == "refused" else logging.INFO, line)
+    level = logging.WARNING if stamped.outcome == "refused" else logging.INFO
+    log.log(level, "policy_change %s %s: %s -> %s %s", stamped.action, stamped.surface, stamped.before,
+            stamped.after, stamped.outcome, extra=stamped.to_dict())
     return stamped
 
 

@@ -23,6 +23,7 @@ from app.control.loader import surface_dirs
 from app.control.pins import PIN_FILE
 from app.control.pointers import ACTIVE_FILE, SHADOW_FILE
 from app.control.registry import Registry
+from app.control.remote_store import RemoteStore
 
 __all__ = ["Fingerprint", "PolicyWatcher", "changed_files", "fingerprint"]
 
@@ -73,9 +74,11 @@ class PolicyWatcher:
     """Poll `policies` every `interval` seconds in a daemon thread; `poll_once` does one pass."""
 
     def __init__(
-        self, registry: Registry, policies: Path, interval: float, *, baseline: Fingerprint | None = None
+        self, registry: Registry, policies: Path, interval: float, *, baseline: Fingerprint | None = None,
+        mirror: RemoteStore | None = None,
     ) -> None:
         self.registry = registry
+        self.mirror = mirror  # object-store URIs: refresh their local mirror before each pass
         self.policies = policies
         self.interval = interval
         self._seen = fingerprint(policies) if baseline is None else baseline
@@ -87,6 +90,8 @@ class PolicyWatcher:
         """Compare the folder with the previous poll and have the registry sync every surface that changed.
         The fingerprint moves on even when a surface's pass fails, so a later edit is a new change."""
         with self._poll_lock:
+            if self.mirror is not None:
+                self.mirror.sync()
             current = fingerprint(self.policies)
             changed = changed_files(self._seen, current)
             for surface, names in changed.items():

@@ -1,6 +1,18 @@
-"""Prometheus metrics of one service instance, on a registry of its own (tests build many apps)."""
+"""Prometheus metrics of one service instance, on a registry of its own (tests build many apps).
+
+With `fusionrank serve --workers N` the values live in prometheus_client's multiprocess files
+(app/monitoring/multiproc.py) and every Gauge below carries the mode that merges its workers into
+one replica value: `livemin` for readiness (a replica is ready when every live worker is),
+`livemax` for info gauges and problem counts (a series is 1 if any live worker serves it),
+`livesum` for what the workers hold now (in flight, reserved bytes, memory budget: each worker has
+its own). The `live` modes drop a worker's values when it exits; counters and histograms are summed
+over every worker that ran since the start. docs/scaling.md "Several workers per replica" lists them.
+"""
 
 from __future__ import annotations
+
+import atexit
+import os
 
 import numpy as np
 import numpy.typing as npt
@@ -9,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app.artifacts.policy import BUILT_IN_RULES
 from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
+from app.monitoring.multiproc import clear_gauge, exposition, multiprocess_dir, retire_process
 from app.monitoring.psi import ServedPredictions
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
@@ -70,15 +83,19 @@ class ServiceMetrics:
         )
         self.active = Gauge(
             "fusionrank_active_info", "1 for the (model, calibration, policy) each surface serves",
-            ["surface", "model", "model_version", "calibration_version", "policy_version"], registry=r,
+            ["surface", "model", "model_version", "calibration_version", "policy_version"],
+            multiprocess_mode="livemax", registry=r,
         )
-        self.ready = Gauge("fusionrank_ready", "1 when a snapshot is loaded and warmed", registry=r)
+        self.ready = Gauge(
+            "fusionrank_ready", "1 when a snapshot is loaded and warmed", multiprocess_mode="livemin", registry=r
+        )
         self.artifact_problems = Gauge(
-            "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot", registry=r
+            "fusionrank_artifact_problems", "Artifact files left out of the serving snapshot",
+            multiprocess_mode="livemax", registry=r,
         )
         self.surface_ready = Gauge(
             "fusionrank_surface_ready", "1 for a surface served, 0 for one whose files left it unserved (see"
-            " /readyz problems)", ["surface"], registry=r,
+            " /readyz problems)", ["surface"], multiprocess_mode="livemin", registry=r,
         )
         self.schemes = SchemeCatalog()
         self.feedback = FeedbackCounters(r)
@@ -87,11 +104,19 @@ class ServiceMetrics:
         self._policies(r)
         self._admission(r)
         self._lifecycle(r)
+        path = multiprocess_dir()
+        if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
+            atexit.register(retire_process, path, os.getpid())
+
+    def exposition(self) -> bytes:
+        """What /metrics answers: this process's registry, or every worker's values in multiprocess mode."""
+        return exposition(self.registry)
 
     def _admission(self, r: CollectorRegistry) -> None:
         """Load shedding, deadlines and feedback de-duplication (labels: fixed route names)."""
         self.in_flight = Gauge(
-            "fusionrank_in_flight_requests", "Work requests (/v1/score, /v1/feedback) running now", registry=r
+            "fusionrank_in_flight_requests", "Work requests (/v1/score, /v1/feedback) running now",
+            multiprocess_mode="livesum", registry=r,
         )
         self.shed = Counter(
             "fusionrank_requests_shed", "Work requests answered 503 at once because max_in_flight were running",
@@ -109,10 +134,12 @@ class ServiceMetrics:
         self.reserved_bytes = Gauge(
             "fusionrank_admission_reserved_bytes",
             "Memory reserved now by admitted work requests: body bytes x the format's parse amplification",
-            registry=r,
+            multiprocess_mode="livesum", registry=r,
         )
         self.memory_budget = Gauge(
-            "fusionrank_admission_memory_budget_bytes", "The memory budget of admitted work (0: none)", registry=r
+            "fusionrank_admission_memory_budget_bytes",
+            "The memory budget of admitted work (0: none); with several workers, the sum of theirs",
+            multiprocess_mode="livesum", registry=r,
         )
         self.body_late = Counter(
             "fusionrank_request_bodies_late",
@@ -151,7 +178,8 @@ class ServiceMetrics:
         )
         self.canary_info = Gauge(
             "fusionrank_canary_fraction", "Share of unpinned traffic a surface routes to its canary triple",
-            ["surface", "model_version", "calibration_version", "policy_version"], registry=r,
+            ["surface", "model_version", "calibration_version", "policy_version"], multiprocess_mode="livemax",
+            registry=r,
         )
         self.bundle_activations = Counter(
             "fusionrank_bundle_activations",
@@ -204,11 +232,11 @@ class ServiceMetrics:
         """Policy registry, admin API and shadow metrics (labels: surfaces and versions, both bounded)."""
         self.policy_active = Gauge(
             "fusionrank_policy_active_info", "1 for the policy version each surface serves", ["surface", "version"],
-            registry=r,
+            multiprocess_mode="livemax", registry=r,
         )
         self.policy_shadow = Gauge(
             "fusionrank_policy_shadow_info", "1 for the shadow policy version of a surface", ["surface", "version"],
-            registry=r,
+            multiprocess_mode="livemax", registry=r,
         )
         self.policy_activations = Counter(
             "fusionrank_policy_activations", "Policy changes applied (activate, rollback, reload, shadow)",
@@ -250,25 +278,25 @@ class ServiceMetrics:
         )
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
-        self.active.clear()
+        clear_gauge(self.active)
         for surface, route in snapshot.surfaces.items():
             versions = route.binding(None).versions()
             self.active.labels(surface=surface, **versions).set(1)
         self.artifact_problems.set(len(snapshot.problems))
-        self.surface_ready.clear()
+        clear_gauge(self.surface_ready)
         for surface in snapshot.surfaces:
             self.surface_ready.labels(surface).set(1)
         for surface in snapshot.unserved:
             self.surface_ready.labels(surface).set(0)
-        self.policy_active.clear()
-        self.policy_shadow.clear()
+        clear_gauge(self.policy_active)
+        clear_gauge(self.policy_shadow)
         for surface, route in snapshot.surfaces.items():
             self.policy_active.labels(surface, route.active).set(1)
             if route.shadow is not None:
                 self.policy_shadow.labels(surface, route.shadow).set(1)
         for surface in snapshot.surfaces:
             self._prime_refusals(surface)
-        self.canary_info.clear()
+        clear_gauge(self.canary_info)
         for surface, route in snapshot.surfaces.items():
             if route.canary is not None:
                 v = route.canary.binding.versions()

@@ -6,8 +6,9 @@ Scoring adds each calibrated prediction to its task's drift bucket (the calibrat
   so any window and any number of replicas can be aggregated in PromQL;
 - `fusionrank_prediction_psi` (gauge): PSI of the last `window_slots` ticks of counts against the
   calibration file's `reference.fractions`, recomputed every tick by `run_psi_updates`. It is per
-  process (one process per container, see docs/scaling.md) and absent until the window holds
-  `min_predictions` predictions, so that a quiet replica does not alert on noise.
+  process and absent until the window holds `min_predictions` predictions, so that a quiet replica
+  does not alert on noise. With several workers (multiprocess mode) both views go through the
+  value files (`ServedPredictionFiles`): histograms summed, PSI the largest of the live workers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.monitoring.multiproc import ServedPredictionFiles, multiprocess_dir
 from app.monitoring.scheme import DriftScheme
 
 __all__ = ["ServedPredictions", "population_stability_index", "run_psi_updates"]
@@ -61,6 +63,7 @@ class ServedPredictions(Collector):
         self._lock = threading.Lock()
         self._schemes: dict[tuple[str, ...], DriftScheme] = {}
         self._counts: dict[tuple[str, ...], _TaskCounts] = {}  # (*versions, task) -> counts
+        self._files = ServedPredictionFiles(_VERSION_LABELS) if multiprocess_dir() is not None else None
 
     def prime(self, scheme: DriftScheme) -> None:
         """Expose a scheme's histograms (at zero) before its first prediction."""
@@ -74,6 +77,8 @@ class ServedPredictions(Collector):
                 counts = _TaskCounts(reference=scheme.reference[task], total=np.zeros(size))
                 counts.window.append(np.zeros(size))
                 self._counts[(*key, task)] = counts
+                if self._files is not None:
+                    self._files.prime((*key, task), scheme.edges[task])
 
     def observe(self, scheme: DriftScheme, probabilities: npt.NDArray[np.float64]) -> None:
         """Add one request's calibrated predictions: probabilities [B, T], columns in `scheme.tasks` order."""
@@ -91,15 +96,19 @@ class ServedPredictions(Collector):
                 counts.total += added
                 counts.window[-1] += added
                 counts.prediction_sum += total
+                if self._files is not None:
+                    self._files.add((*key, task), added, total)
 
     def tick(self, window_slots: int, min_predictions: int) -> None:
         """Recompute every PSI over the last `window_slots` slots, then open a new slot."""
         with self._lock:
-            for counts in self._counts.values():
+            for key, counts in self._counts.items():
                 observed = np.sum(counts.window, axis=0)
                 counts.psi_sample = float(observed.sum())
                 enough = counts.psi_sample >= min_predictions
                 counts.psi = population_stability_index(counts.reference, observed) if enough else None
+                if self._files is not None:
+                    self._files.publish(key, counts.psi, counts.psi_sample)
                 counts.window.append(np.zeros_like(counts.total))
                 while len(counts.window) > window_slots:
                     counts.window.popleft()

@@ -47,7 +47,8 @@ class ShadowRanking:
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What answered a request and how: the outcome, the arm ("stable" or "canary"; `canary_live` says
-    whether the surface has a canary at all), the shadow comparison if any, the scoring wall time."""
+    whether the surface has a canary at all), the shadow comparison if any, the scoring wall time and
+    when scoring started (`time.perf_counter()`; tracing lays the stage spans out from it)."""
 
     request: AnswerRequest
     outcome: ScoreOutcome
@@ -55,6 +56,7 @@ class Answer:
     canary_live: bool
     shadow: ShadowRanking | None
     seconds: float
+    started: float = 0.0
 
 
 class AnswerObserver(Protocol):
@@ -87,7 +89,7 @@ def answer(
         _offer_shadow_model(shadows, route, outcome, request.candidates)
     shadow = route.shadow_binding() if request.policy_version is None else None
     ranking = _shadow(shadow, outcome, request.candidates) if shadow is not None and shadow is not binding else None
-    answered = Answer(request, outcome, arm, route.canary is not None, ranking, seconds)
+    answered = Answer(request, outcome, arm, route.canary is not None, ranking, seconds, t0)
     if observer is not None:
         observer.answered(answered)
     return answered

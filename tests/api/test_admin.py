@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.control.audit import AUDIT_FIELDS
 from tests.conftest import ADMIN, ADMIN_TOKEN, write_policy
 
 BOB_TOKEN = "bob-token-0123456789abcdefgh"
@@ -41,7 +41,7 @@ def _served(client: TestClient, sample_request: dict[str, Any]) -> str:
 
 
 def _audit(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "fusionrank.audit"]
+    return [{k: r.__dict__[k] for k in AUDIT_FIELDS} for r in caplog.records if r.name == "fusionrank.audit"]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)

@@ -15,6 +15,7 @@ def test_serve_uses_the_bounded_httptools_protocol_with_the_settings(monkeypatch
     monkeypatch.setattr(server, "_limits", None)  # restored after the test
     settings = make_settings(max_header_bytes=4096, header_read_timeout_seconds=3, shutdown_grace_seconds=7)
     options = server.server_options(settings)
+    assert options.pop("log_config")["loggers"]["uvicorn"]["handlers"] == ["stderr"]  # tests/api/test_logs.py
     assert options == {"http": "app.api.server:BoundedHttpToolsProtocol", "timeout_graceful_shutdown": 7}
     config = uvicorn.Config("app.main:create_app", factory=True, **options)
     config.load()

@@ -15,7 +15,7 @@ import anyio
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import admin, admin_models, feedback, probes, score
+from app.api import admin, admin_models, explain, feedback, probes, score, surfaces
 from app.api.budget import PARSE_AMPLIFICATION
 from app.api.docs import install_docs
 from app.api.errors import document_errors, install_error_handlers
@@ -135,7 +135,8 @@ def create_app(
     )
     install_error_handlers(app)
     install_docs(app)
-    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router)
+    routers = (score.router, feedback.router, probes.router, admin.router, admin_models.router, surfaces.router,
+               explain.router)
     for router in routers:
         app.include_router(router)
     routes = frozenset(getattr(r, "path", "") for router in routers for r in router.routes)

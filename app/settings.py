@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     # `seconds` is not counted again (a retried batch counts once). 0 ids: off.
     feedback_dedup_ids: int = Field(default=100_000, ge=0, le=10_000_000)
     feedback_dedup_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
+    explain_page: bool = Field(
+        default=False,
+        description="Serve `GET /explain`, a page that sends a request with `options.debug` and draws each"
+        " candidate's utility terms, the filtered candidates and each surface's rollout state (behind the"
+        " admin token when one is set). Off by default: it is an operator's tool.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,9 @@ FORBIDDEN = {
     "protocol": ("app.api", "app.control", "app.offline", "app.cli", "app.commands"),
     "control": ("app.api", "app.protocol", "app.offline", "app.cli", "app.commands"),
     "api": ("app.offline", "app.cli", "app.commands"),
+    # The client ships to other teams' backends: it never needs the server's code.
+    "client": ("app.api", "app.protocol", "app.control", "app.monitoring", "app.serving", "app.artifacts",
+               "app.offline", "app.cli", "app.commands", "app.settings", "app.errors", "app.main"),
 }
 HEAVY = ("torch", "lightgbm", "app.offline")
 

@@ -101,6 +101,7 @@ def _bounded_httptools_protocol() -> type[asyncio.Protocol]:
             self.header_bytes = 0  # bytes of the unfinished headers as read from the socket
             self.parsed_header_bytes = 0  # ... and as handed over by llhttp (the two overlap: kept apart)
             self.headers_too_large = False
+            self.headers_completed = 0  # requests whose headers llhttp finished on this connection
             self.header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -112,11 +113,16 @@ def _bounded_httptools_protocol() -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            reading = self.reading_headers
+            reading, completed = self.reading_headers, self.headers_completed
             super().data_received(data)
             # A read that began and ended inside unfinished headers belongs to them whole (llhttp keeps
-            # a header until it is complete, so this is what the parser holds).
-            still_reading = reading and self.reading_headers and not self.transport.is_closing()
+            # a header until it is complete, so this is what the parser holds). A read in which some
+            # headers completed also carried a body (maybe a whole request, after which `reading_headers`
+            # is set again): its size says nothing about headers, which `on_header` counts as parsed.
+            still_reading = (
+                reading and self.reading_headers and self.headers_completed == completed
+                and not self.transport.is_closing()
+            )
             if still_reading and self._over(len(data), parsed=False):
                 self._answer_and_close(431, "request headers too large")
 
@@ -139,6 +145,7 @@ def _bounded_httptools_protocol() -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             self.reading_headers = False
+            self.headers_completed += 1
             self._disarm_header_timer()
             super().on_headers_complete()
 

@@ -100,6 +100,33 @@ def test_headers_near_the_limit_and_in_small_pieces_are_served(server: LiveServe
         assert answer.startswith(expected), (size, answer[:80])
 
 
+def test_a_whole_request_with_a_large_body_in_one_read_is_served(
+    server: LiveServer, sample_request_body: dict[str, Any]
+) -> None:
+    """No false 431: headers and a ~100 KB body in one write (one read on the server), twice on one connection."""
+    pool = sample_request_body["candidates"]
+    candidates = [{**pool[i % len(pool)], "id": f"c{i}"} for i in range(300)]
+    body = httpx.Request("POST", "http://x", json={**sample_request_body, "candidates": candidates}).content
+    assert len(body) > 2 * 32 * 1024
+    head = (f"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+    sock = server.connect()
+    sock.settimeout(10)
+    reader = sock.makefile("rb")
+    for _ in range(2):  # the second request on the same keep-alive connection
+        sock.sendall(head + body)
+        status = reader.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        length = 0
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        assert b'"candidates"' in reader.read(length)
+    reader.close()
+    sock.close()
+
+
 def test_slow_headers_are_cut_at_the_header_timeout(server: LiveServer) -> None:
     head = raw_request_head("/v1/score", JSON_HEAD)
     sock = server.connect()

@@ -111,3 +111,24 @@ def test_gbt_spec_refuses_focal_loss_and_a_constrained_primary() -> None:
     spec["training"]["constraints"] = [{"task": "click", "max_loss": 0.1}]
     with pytest.raises(ValueError, match=r"primary task of model\.kind gbt"):
         TrainSpec.model_validate(spec)
+
+
+def test_run_and_bundle_predictions_for_calibration_agree(
+    trained: tuple[Path, Path], tiny_log: Path, tmp_path: Path
+) -> None:
+    """`fusionrank predict` from the run (LightGBM) and from the bundle (onnxruntime) give the same logits."""
+    import pyarrow.parquet as pq
+
+    from app.offline.training.predict import predict_bundle, predict_run
+
+    run, store = trained
+    from_run = predict_run(run, tiny_log, tmp_path / "run.parquet", splits=["valid"])
+    spec_path = write_spec(tmp_path / "spec.yaml", gbt_spec())
+    from_bundle = predict_bundle(
+        store / "trees" / "1", spec_path, tiny_log, tmp_path / "bundle.parquet", splits=["valid"]
+    )
+    a, b = pq.read_table(from_run.path), pq.read_table(from_bundle.path)
+    assert from_run.rows == from_bundle.rows > 0
+    for task in TASKS:
+        left, right = a.column(f"logit_{task}").to_numpy(), b.column(f"logit_{task}").to_numpy()
+        assert float(np.max(np.abs(left - right))) <= 1e-5

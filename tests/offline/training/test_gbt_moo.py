@@ -123,3 +123,13 @@ def test_objective_gradient_matches_finite_differences() -> None:
     eps = 1e-6
     numeric = np.array([(total(z + eps * e) - total(z - eps * e)) / (2 * eps) for e in np.eye(50)])
     assert np.allclose(grad, numeric, atol=1e-6) and (hess > 0).all()
+
+
+def test_constrained_booster_exports_with_its_offset_within_1e_5(runs: dict[str, RunResult], tmp_path: Path) -> None:
+    """A custom-objective booster (no objective line, a base-rate offset) exports and passes parity."""
+    from app.offline.training.bundle import export_run
+
+    result = export_run(runs["constrained"].run, tmp_path / "store" / "moo" / "1")
+    assert result.manifest.parity.max_abs_diff <= 1e-5 == result.manifest.parity.tolerance
+    offsets = json.loads((runs["constrained"].run / "gbt" / "offsets.json").read_text())
+    assert offsets["click"] < -1.0 and offsets["purchase"] == 0.0  # click's base-rate logit; others built in

@@ -36,10 +36,12 @@ def regressor_view(booster: lgb.Booster) -> lgb.Booster:
     lines = []
     for line in booster.model_to_string().split("\n"):
         if line.startswith("objective="):
-            line = "objective=regression"
-        elif line.startswith("[objective:"):
+            continue
+        if line.startswith("[objective:"):
             line = "[objective: regression]"
         lines.append(line)
+        if line.startswith("num_tree_per_iteration="):  # a custom objective's model has no objective line
+            lines.append("objective=regression")
     return lgb.Booster(model_str="\n".join(lines))
 
 

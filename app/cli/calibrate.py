@@ -10,7 +10,14 @@ import typer
 from app.cli.exits import user_errors
 from app.cli.extras import needs_extra
 from app.cli.groups import with_groups
-from app.cli.options import BundleOption, CalibrationMethod, CalibrationOption, EngineOptions, ProgressOption
+from app.cli.options import (
+    BundleOption,
+    CalibrationMethod,
+    CalibrationOption,
+    EngineOptions,
+    ProgressOption,
+    report_console,
+)
 
 if TYPE_CHECKING:
     from app.artifacts.calibration import CalibrationFile
@@ -36,8 +43,12 @@ def calibrate_fit(
     method: Annotated[CalibrationMethod, typer.Option(help="global calibrator")] = CalibrationMethod.PLATT,
     model: BundleOption = None,
     version: Annotated[str | None, typer.Option(help="calibration version (default: UTC timestamp)")] = None,
-    holdout: Annotated[float, typer.Option(min=0.01, max=0.9, help="held-out fraction for metrics")] = 0.2,
-    holdout_key: Annotated[str, typer.Option(help="integer column hashed for the split ('' = row)")] = "group_id",
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9, help="held-out fraction for metrics (0 = fit on"
+                                                                  " every row, no held-out metrics)")] = 0.2,
+    holdout_key: Annotated[str, typer.Option(help="integer or string column hashed for the split ('' = row)")
+                           ] = "group_id",
+    min_holdout_positives: Annotated[int, typer.Option(min=0, help="refuse a held-out table with fewer positives"
+                                                                   " for any task (0 = no check)")] = 30,
     holdout_split: Annotated[str | None, typer.Option(help="hold out the rows whose `split` column (from"
                                                             " `fusionrank predict`) is this, e.g. test")] = None,
     shrinkage: Annotated[float, typer.Option(min=0.0, help="segment shrinkage pseudo-count")] = 30.0,
@@ -47,8 +58,6 @@ def calibrate_fit(
     """Fit a calibration file per task (global calibrator + segment corrections) from a predictions file."""
     import json
     from datetime import UTC, datetime
-
-    from rich.console import Console
 
     from app.artifacts.loading import check_calibration_for
     from app.errors import ArtifactError
@@ -62,6 +71,9 @@ def calibrate_fit(
         destination = out if out is not None else Path(str(model)) / "calibration" / f"{cal_version}.json"
         config = FitConfig(method=method.value, segments=tuple(segment or ()), shrinkage_prior=shrinkage)
         if engine.on_spark():
+            if holdout == 0:
+                raise ArtifactError("--holdout", "", "0 is not available with --engine spark",
+                                    "use --engine local, or a fraction > 0")
             if holdout_split is not None:
                 raise ArtifactError("--holdout-split", "", "not available with --engine spark", "use --holdout")
             from app.offline.spark import SparkInput, fit_on_spark, read_input
@@ -70,36 +82,54 @@ def calibrate_fit(
             with engine.session(progress) as spark:
                 outcome = fit_on_spark(read_input(spark, source), config, version=cal_version, origin=source.origin,
                                        name=source.name, manifest=manifest, holdout_fraction=holdout,
-                                       holdout_key=holdout_key or None)
+                                       holdout_key=holdout_key or None,
+                                       min_held_out_positives=min_holdout_positives)
         else:
             outcome = fit_predictions(PredictionFile(_local_input(predictions)), config, version=cal_version,
                                       manifest=manifest, holdout_fraction=holdout, holdout_key=holdout_key or None,
-                                      show_progress=progress, holdout_split=holdout_split)
+                                      show_progress=progress, holdout_split=holdout_split,
+                                      min_held_out_positives=min_holdout_positives)
         if manifest is not None:
             check_calibration_for(outcome.calibration, manifest, destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(json.dumps(outcome.calibration.model_dump(mode="json"), indent=2) + "\n",
                                encoding="utf-8")
-        _print_fit(Console(), outcome.calibration, config.segments)
-        Console().print(f"{outcome.rows} rows, {outcome.held_out_rows} held out (split by"
+        _print_fit(report_console(), outcome.calibration, config.segments)
+        report_console().print(f"{outcome.rows} rows, {outcome.held_out_rows} held out (split by"
                         f" {outcome.split_key or 'row number'}); wrote {destination}")
 
 
 def _print_fit(console: Any, calibration: Any, segments: tuple[str, ...]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"calibration {calibration.version} on held-out rows")
-    columns = ["task", "positives", "ratio raw", "ratio cal.", "ECE raw", "ECE cal."]
-    columns += [f"F-RCE {f} raw → cal." for f in segments]
+    table = Table(title=f"calibration {calibration.version} on held-out rows (95 % intervals; ~ = within noise)")
+    columns = ["task", "positives", "ratio raw [95 %]", "ratio cal. [95 %]", "ECE raw", "ECE cal."]
+    columns += [f"F-RCE {f} raw → cal. (noise)" for f in segments]
     for column in columns:
         table.add_column(column)
+    if not any(cal.metrics.before for cal in calibration.tasks.values()):
+        console.print(f"calibration {calibration.version}: no held-out rows (--holdout 0), no held-out metrics")
+        return
     for task, cal in calibration.tasks.items():
         b, a = cal.metrics.before, cal.metrics.after
-        row = [task, f"{b['positives']:.0f}", f"{b['calibration_ratio']:.3f}", f"{a['calibration_ratio']:.3f}",
+        row = [task, f"{b['positives']:.0f}", _ratio_cell(b, mark=True), _ratio_cell(a, mark=False),
                f"{b['ece']:.5f}", f"{a['ece']:.5f}"]
-        row += [f"{b[f'field_rce.{f}']:.3f} → {a[f'field_rce.{f}']:.3f}" for f in segments]
+        for f in segments:
+            noise = b.get(f"field_rce_noise.{f}", float("nan"))
+            change = abs(b[f"field_rce.{f}"] - a[f"field_rce.{f}"])
+            row.append(f"{b[f'field_rce.{f}']:.3f} → {a[f'field_rce.{f}']:.3f} ({noise:.3f})"
+                       + (" ~" if change < noise else ""))
         table.add_row(*row)
     console.print(table)
+
+
+def _ratio_cell(metrics: dict[str, float], *, mark: bool) -> str:
+    """Ratio with its interval; `mark`: " ~" when the interval holds 1 (a correction would be within noise)."""
+    ratio = metrics["calibration_ratio"]
+    low, high = metrics.get("calibration_ratio_low"), metrics.get("calibration_ratio_high")
+    if low is None or high is None:
+        return f"{ratio:.3f}"
+    return f"{ratio:.3f} [{low:.3f}, {high:.3f}]" + (" ~" if mark and low <= 1.0 <= high else "")
 
 
 @calibrate_app.command("apply")

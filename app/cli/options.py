@@ -33,6 +33,7 @@ __all__ = [
     "SparkMasterOption",
     "SparkSampleOption",
     "TableOption",
+    "report_console",
 ]
 
 
@@ -121,3 +122,12 @@ class EngineOptions(OptionGroup):
 
         with spark_session(self.spark_master, self.spark_conf or (), show_progress=show_progress) as spark:
             yield spark
+
+
+def report_console() -> Any:
+    """A rich Console whose tables are never cut: the terminal's width, or 400 columns when output is not a
+    terminal (a pipe, a file, a CI log), where rich would otherwise squeeze tables into 80 columns (`1.494e…`)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=400)

@@ -9,7 +9,7 @@ import typer
 
 from app.cli.exits import user_errors
 from app.cli.extras import needs_extra
-from app.cli.options import MemoryMode, ProgressOption
+from app.cli.options import MemoryMode, ProgressOption, report_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,14 +31,14 @@ def train(
     ] = False,
 ) -> None:
     """Train a multi-task ranker from a spec and a log; writes RUN with the model and its report."""
-    from rich.console import Console
-
     from app.offline.training.train import train_run
 
-    console = Console()
+    console = report_console()
     with user_errors():
         result = train_run(spec, data, out, seed=seed, memory=memory.value, show_progress=progress, resume=resume)
     _print_report(console, result.report)
+    for row in result.report.get("infeasible_constraints") or []:
+        console.print(f"[bold yellow]warning:[/] {row['warning']}")
     console.print(f"run: {result.run} ({result.seconds:.1f} s); report: {result.run / 'report.md'}")
 
 
@@ -50,11 +50,9 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle folder")] = False,
 ) -> None:
     """Export RUN to ONNX with a parity check, a manifest and a starter calibration."""
-    from rich.console import Console
-
     from app.offline.training.bundle import export_run
 
-    console = Console()
+    console = report_console()
     with user_errors():
         result = export_run(run, out, calibration_version=calibration_version, overwrite=overwrite)
     parity = result.manifest.parity

@@ -3,7 +3,9 @@
 Held-out metrics (`metrics.before` / `metrics.after` of every task) are the `summary` set plus
 `field_rce.<feature>` for each segment feature, computed on the held-out rows (see
 `app.offline.calibration.collect` for the split) with the raw sigmoid(logit) before and the file's
-own apply (the service's code) after.
+own apply (the service's code) after. A held-out table with fewer than `min_held_out_positives`
+positives for a task is refused (its metrics would be noise); `--holdout 0` fits on every row and
+writes no held-out metrics.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from app.offline.calibration.apply import OfflineCalibration
 from app.offline.calibration.binned_metrics import cell_value_ids, cell_vocabulary_codes
 from app.offline.calibration.collect import Collected, collect
 from app.offline.calibration.fit import FitConfig, fit_task
+from app.offline.calibration.noise import field_rce_noise, with_intervals
 from app.offline.calibration.source import MISSING, PredictionFile, TaskColumns
 from app.offline.calibration.stats import CalibrationStats
 from app.offline.metrics import field_rce, summary
 from app.serving.calibration import sigmoid
 
-__all__ = ["FitOutcome", "check_segments", "fit_collected", "fit_predictions", "fit_statistics",
-           "held_out_metrics"]
+MIN_HELD_OUT_POSITIVES = 30  # below this a held-out ratio's 95 % interval is wider than +-36 %
+
+__all__ = ["MIN_HELD_OUT_POSITIVES", "FitOutcome", "check_segments", "fit_collected", "fit_predictions",
+           "fit_statistics", "held_out_metrics"]
 
 Array = npt.NDArray[np.float64]
 
@@ -43,10 +48,18 @@ class FitOutcome:
 
 
 def held_out_metrics(p: Array, y: Array, segment_codes: Mapping[str, npt.NDArray[np.int64]]) -> dict[str, float]:
-    """`summary` plus Field-RCE per segment feature; segment_codes: feature -> [R] value codes."""
-    out = summary(p, y)
+    """`summary` with the ratio's 95 % interval, plus Field-RCE and its noise floor per segment feature.
+
+    segment_codes: feature -> [R] value codes. Keys: calibration_ratio_low / _high,
+    field_rce.<feature> and field_rce_noise.<feature> (`app.offline.calibration.noise`).
+    """
+    out = with_intervals(summary(p, y))
     for feature, codes in segment_codes.items():
         out[f"field_rce.{feature}"] = field_rce(p, y, codes)
+        _, inverse = np.unique(codes, return_inverse=True)
+        rows, positives = np.bincount(inverse), np.bincount(inverse, weights=y)
+        cells = list(zip(rows.astype(float).tolist(), positives.tolist(), strict=True))
+        out[f"field_rce_noise.{feature}"] = field_rce_noise(cells, float(np.sum(y)))
     return out
 
 
@@ -54,6 +67,7 @@ def fit_predictions(
     source: PredictionFile, config: FitConfig, *, version: str, manifest: ModelManifest | None = None,
     holdout_fraction: float = 0.2, holdout_key: str | None = "group_id", show_progress: bool = True,
     created_at: datetime | None = None, holdout_split: str | None = None,
+    min_held_out_positives: int = MIN_HELD_OUT_POSITIVES,
 ) -> FitOutcome:
     """Fit every task of `source` (with `manifest`: exactly the model's tasks) into one calibration file.
 
@@ -65,7 +79,7 @@ def fit_predictions(
     collected = collect(source, tasks, config.segments, holdout_fraction=holdout_fraction, key=holdout_key,
                         show_progress=show_progress, holdout_split=holdout_split)
     return fit_collected(collected, tasks, config, version=version, manifest=manifest, origin=source.path,
-                         name=source.path.name, created_at=created_at)
+                         name=source.path.name, created_at=created_at, min_held_out_positives=min_held_out_positives)
 
 
 def check_segments(config: FitConfig, manifest: ModelManifest | None, origin: Path | str) -> None:
@@ -109,11 +123,23 @@ def fit_statistics(
 def fit_collected(
     collected: Collected, tasks: Sequence[TaskColumns], config: FitConfig, *, version: str,
     manifest: ModelManifest | None, origin: Path | str, name: str, created_at: datetime | None = None,
+    min_held_out_positives: int = MIN_HELD_OUT_POSITIVES,
 ) -> FitOutcome:
     """The driver step, whatever engine collected the statistics: fit every task, add held-out metrics."""
-    if collected.held_out_rows == 0 or collected.held_out_rows == collected.rows:
-        raise ArtifactError(origin, "", f"the hold-out split left {collected.held_out_rows} of"
-                            f" {collected.rows} rows held out", "use more rows or another --holdout fraction")
+    if (collected.holdout and collected.held_out_rows == 0) or collected.held_out_rows == collected.rows:
+        raise ArtifactError(origin, "--holdout", f"the hold-out split left {collected.held_out_rows} of"
+                            f" {collected.rows} rows held out",
+                            "use more rows, another --holdout fraction, or --holdout 0 (no held-out metrics)")
+    if collected.holdout:
+        for task, held in collected.held_out.items():
+            positives = int(np.sum(held.y))
+            if positives < min_held_out_positives:
+                raise ArtifactError(
+                    origin, "--holdout",
+                    f"task {task!r} has {positives} positives in the {len(held.y)} held-out observed rows, fewer"
+                    f" than {min_held_out_positives}: its held-out metrics would be noise",
+                    "use --holdout 0 (fit on every row, no held-out metrics), a larger --holdout, or more data"
+                    " (or lower --min-holdout-positives)")
     fitted, vocabularies = fit_statistics(collected.stats, {t.task: t.raw for t in tasks}, config,
                                           manifest=manifest, origin=origin)
     created = created_at or datetime.now(UTC).replace(microsecond=0)
@@ -123,10 +149,11 @@ def fit_collected(
                                                       sha256=manifest.model_sha256),
         notes=(f"method {config.method}; segments {list(config.segments) or 'none'} (shrinkage pseudo-count"
                f" {config.shrinkage_prior:g}); fitted on {collected.rows - collected.held_out_rows} rows of"
-               f" {name}, metrics on {collected.held_out_rows} held-out rows (split by"
-               f" {collected.key or 'row number'})."),
+               f" {name}, "
+               + (f"metrics on {collected.held_out_rows} held-out rows (split by {collected.key or 'row number'})."
+                  if collected.holdout else "no held-out metrics (--holdout 0)."))
     )
-    with_metrics = _add_metrics(draft, collected, vocabularies)
+    with_metrics = _add_metrics(draft, collected, vocabularies) if collected.holdout else draft
     return FitOutcome(with_metrics, collected.rows, collected.held_out_rows, collected.key)
 
 

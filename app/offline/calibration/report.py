@@ -27,6 +27,7 @@ import numpy.typing as npt
 from app.artifacts.calibration import CalibrationFile
 from app.artifacts.manifest import ModelManifest
 from app.offline.calibration.apply import OfflineCalibration, segment_vocabularies
+from app.offline.calibration.noise import field_rce_noise, ratio_interval, with_intervals, within_noise
 from app.offline.calibration.source import MISSING, PredictionFile, TaskColumns, encode_column
 from app.offline.calibration.stream_metrics import Bucket, StreamedMetrics
 from app.offline.progress import progress_bar
@@ -71,6 +72,10 @@ class SegmentSums:
         return [(v, int(self.sums[i, 0]), float(self.sums[i, 1]), float(self.sums[i, 2]), float(self.sums[i, 3]))
                 for v, i in sorted(self.index.items()) if self.sums[i, 0] > 0]
 
+    def noise(self) -> float:
+        """Field-RCE a perfectly calibrated model would show from sampling alone (`noise.field_rce_noise`)."""
+        return field_rce_noise([(float(n), float(y)) for n, y in self.sums[:, :2]], float(self.sums[:, 1].sum()))
+
     def field_rce(self, after: bool) -> float:
         """Σ_v |Σp − Σy| / Σy over the values, as `app.offline.metrics.field_rce`."""
         positives = float(self.sums[:, 1].sum())
@@ -92,9 +97,13 @@ class TaskTables:
 
     def metrics(self, after: bool) -> dict[str, float]:
         """`held_out_metrics`: the summary set plus Field-RCE per segment feature."""
-        out = (self.after if after else self.before).summary()
+        out = with_intervals((self.after if after else self.before).summary())
         out.update({f"field_rce.{f}": sums.field_rce(after) for f, sums in self.segments.items()})
         return out
+
+    def noise(self) -> dict[str, float]:
+        """Field-RCE noise floor per segment feature (the same before and after: it depends on the labels)."""
+        return {f: sums.noise() for f, sums in self.segments.items()}
 
 
 _Batch = tuple[int, dict[str, tuple[npt.NDArray[np.int64], list[str]]], list[tuple[npt.NDArray[np.bool_], Array,
@@ -182,18 +191,30 @@ def render_report(
              f"- calibration file fitted for: {_fitted_for(calibration)}",
              f"- predictions: `{predictions}`; observed rows only (mask = 1)",
              f"- buckets: {buckets} equal-mass buckets of the prediction; Field-RCE per feature:"
-             " sum over values |sum(p) - sum(y)| / sum(y)", ""]
+             " sum over values |sum(p) - sum(y)| / sum(y)",
+             "- noise: ratio intervals are 95 % Wilson intervals from the positives count; a Field-RCE noise floor"
+             " is what a perfectly calibrated model shows from sampling alone; *within noise* marks a correction"
+             " the data cannot tell from chance (raw ratio's interval holds 1, or a Field-RCE change below the"
+             " floor)", ""]
     for task, rows in tables.items():
         cal = calibration.tasks[task]
         m_before, m_after = rows.metrics(after=False), rows.metrics(after=True)
         lines += [f"## {task}", "", f"global calibrator: `{cal.calibrator.method}`; segment corrections:"
                   f" {', '.join(s.feature for s in cal.segments) or 'none'}", ""]
         lines += ["| metric | before | after |", "|---|---:|---:|"]
+        noise = rows.noise()
         for name in [*_METRICS, *(f"field_rce.{f}" for f in features)]:
             if name == "auc":  # exact, unless a big file's mixed histogram bins outgrew the budget
                 lines.append(f"| auc | {_auc(m_before, rows.before)} | {_auc(m_after, rows.after)} |")
             else:
                 lines.append(f"| {name} | {_fmt(m_before[name])} | {_fmt(m_after[name])} |")
+            if name == "calibration_ratio":
+                lines.append(f"| calibration_ratio 95% interval | {_interval(m_before)} | {_interval(m_after)} |")
+        for f in features:
+            change = abs(m_before[f"field_rce.{f}"] - m_after[f"field_rce.{f}"])
+            verdict = "within noise" if change < noise[f] else "beyond noise"
+            lines.append(f"| field_rce.{f} noise floor (change {_fmt(change)}: {verdict}) | {_fmt(noise[f])}"
+                         f" | {_fmt(noise[f])} |")
         for label, stream, m in (("before", rows.before, m_before), ("after", rows.after, m_after)):
             table = stream.buckets(buckets)
             png = out / f"reliability_{task}_{label}.png"
@@ -209,11 +230,15 @@ def render_report(
         for feature in features:
             lines += ["", f"### {task}: by {feature}", "",
                       "| value | count | positives | avg(label) | avg(pred) before | avg(pred) after"
-                      " | ratio before | ratio after |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                      " | ratio before | ratio before 95% | ratio after | correction |",
+                      "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
             for value, count, y_sum, p_before, p_after in rows.segments[feature].rows():
+                low, high = ratio_interval(p_before, y_sum, count)
+                noisy = "n/a" if y_sum <= 0 else ("within noise" if within_noise(low, high) else "beyond noise")
                 lines.append(
                     f"| {value} | {count} | {y_sum:.0f} | {y_sum / count:.5f} | {p_before / count:.5f}"
-                    f" | {p_after / count:.5f} | {_ratio(p_before, y_sum)} | {_ratio(p_after, y_sum)} |"
+                    f" | {p_after / count:.5f} | {_ratio(p_before, y_sum)} | {_bounds(low, high)}"
+                    f" | {_ratio(p_after, y_sum)} | {noisy} |"
                 )
         lines.append("")
     path = out / "report.md"
@@ -228,6 +253,14 @@ def _fitted_for(calibration: CalibrationFile) -> str:
 
 def _fmt(value: float) -> str:
     return "n/a" if value != value else f"{value:.4g}"
+
+
+def _bounds(low: float, high: float) -> str:
+    return "n/a" if low != low else f"{low:.3f} – {high:.3f}"
+
+
+def _interval(metrics: dict[str, float]) -> str:
+    return _bounds(metrics.get("calibration_ratio_low", float("nan")), metrics.get("calibration_ratio_high", 0.0))
 
 
 def _auc(metrics: dict[str, float], stream: StreamedMetrics) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.errors import ArtifactError
-from app.offline.calibration.build import FitOutcome, check_segments, fit_collected
+from app.offline.calibration.build import MIN_HELD_OUT_POSITIVES, FitOutcome, check_segments, fit_collected
 from app.offline.calibration.collect import Collected, HeldOut
 from app.offline.calibration.fit import FitConfig
 from app.offline.calibration.source import TaskColumns, encode_column, find_tasks
@@ -157,10 +157,12 @@ def _cell_ids(stats: CalibrationStats, table: pa.Table, cells: Sequence[str]) ->
 def fit_on_spark(
     frame: DataFrame, config: FitConfig, *, version: str, origin: str, name: str,
     manifest: ModelManifest | None = None, holdout_fraction: float = 0.2, holdout_key: str | None = "group_id",
+    min_held_out_positives: int = MIN_HELD_OUT_POSITIVES,
 ) -> FitOutcome:
     """`fit_predictions` on Spark: same checks, statistics from Spark, the same driver fit."""
     check_segments(config, manifest, origin)
     tasks = find_tasks(frame.columns, origin, need_labels=True, only=manifest.task_names() if manifest else None)
     collected = collect_on_spark(frame, tasks, config.segments, holdout_fraction=holdout_fraction, key=holdout_key,
                                  origin=origin)
-    return fit_collected(collected, tasks, config, version=version, manifest=manifest, origin=origin, name=name)
+    return fit_collected(collected, tasks, config, version=version, manifest=manifest, origin=origin, name=name,
+                         min_held_out_positives=min_held_out_positives)

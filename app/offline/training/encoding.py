@@ -18,6 +18,7 @@ the outcome may still arrive, so the row is missing, not a negative.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ import pyarrow.compute as pc
 from app.artifacts.manifest import CategoricalFeature, FeatureSchema, NumericFeature
 from app.errors import InvalidRequest
 from app.offline.training.spec import DatasetError, DatasetSpec, TaskColumn
+from app.offline.training.split import SPLITS as SPLIT_NAMES
+from app.offline.training.split import GroupSplits, row_splits
 from app.offline.training.tabular import TableSource
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.features import FeatureEncoder
@@ -50,7 +53,7 @@ __all__ = [
     "utc_seconds",
 ]
 
-SPLITS = ("train", "valid", "test")
+SPLITS = SPLIT_NAMES  # index = the split code of a row
 F32 = npt.NDArray[np.float32]
 
 
@@ -180,8 +183,11 @@ def _labels(batch: pa.RecordBatch, task: TaskColumn, path: Path) -> tuple[F32, F
     return np.where(present, values, 0.0).astype(np.float32), observed
 
 
-def _split(seconds: npt.NDArray[np.float64], valid_start: float, test_start: float) -> npt.NDArray[np.int8]:
-    return (seconds >= valid_start).astype(np.int8) + (seconds >= test_start).astype(np.int8)
+def split_bounds(spec: DatasetSpec) -> tuple[float, float]:
+    """(valid_start, test_start) in seconds for a time split; (inf, inf) otherwise (unused there)."""
+    if spec.split.by == "time" and spec.split.valid_start and spec.split.test_start:
+        return utc_seconds(spec.split.valid_start), utc_seconds(spec.split.test_start)
+    return math.inf, math.inf
 
 
 def utc_seconds(value: datetime) -> float:
@@ -192,7 +198,9 @@ def utc_seconds(value: datetime) -> float:
 def fit_encoding(source: TableSource) -> FittedEncoding:
     """One streaming pass over the files: statistics of the train split, label checks, time range."""
     spec = source.spec
-    valid_start, test_start = utc_seconds(spec.split.valid_start), utc_seconds(spec.split.test_start)
+    valid_start, test_start = split_bounds(spec)
+    groups = GroupSplits()
+    train_end, test_begin = -np.inf, np.inf  # for a split by column or files: the time window of train / test
     counts: dict[str, Counter[str]] = {name: Counter() for name in spec.categorical}
     n_numeric = len(spec.numeric)
     sums, squares, present = np.zeros(n_numeric), np.zeros(n_numeric), np.zeros(n_numeric)
@@ -207,7 +215,10 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
             min(time_min, float(seconds.min(initial=np.inf))),
             max(time_max, float(seconds.max(initial=-np.inf))),
         )
-        split = _split(seconds, valid_start, test_start)
+        split = row_splits(batch, spec, path, seconds, valid_start, test_start)
+        groups.add(batch.column(spec.group_id), split)
+        train_end = max(train_end, float(seconds[split == 0].max(initial=-np.inf)))
+        test_begin = min(test_begin, float(seconds[split == 2].min(initial=np.inf)))
         for i, name in enumerate(SPLITS):
             rows[name] += int(np.sum(split == i))
         train = split == 0
@@ -231,6 +242,16 @@ def fit_encoding(source: TableSource) -> FittedEncoding:
             squares[j] += (x * x).sum()
             present[j] += len(x)
             raw_sums[j] += raw.sum()
+    groups.check(source.files[0], spec.group_id)
+    if rows["train"] == 0 and spec.split.by != "time":
+        raise DatasetError(
+            source.files[0],
+            f"dataset.split.{spec.split.by}",
+            "no row is in the train split",
+            "check the split column's values / the train file",
+        )
+    if spec.split.by != "time":  # recorded as the end of the training window (manifest) and the test start
+        valid_start, test_start = train_end, test_begin
     if rows["train"] == 0:
         raise DatasetError(
             source.files[0],
@@ -327,7 +348,7 @@ def encode_targets(
         ).astype(np.str_)
         for name in spec.segments
     }
-    return labels, mask, weight, _split(seconds, valid_start, test_start), segments
+    return labels, mask, weight, row_splits(batch, spec, path, seconds, valid_start, test_start), segments
 
 
 def feature_schema(spec: DatasetSpec, fitted: FittedEncoding, *, training: bool) -> FeatureSchema:

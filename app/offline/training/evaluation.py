@@ -20,7 +20,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from app.offline.metrics import precision_recall_f1, summary
+from app.offline.calibration.noise import field_rce_noise, with_intervals
+from app.offline.metrics import field_rce, precision_recall_f1, summary
 from app.offline.training.batches import Batch, blocks
 from app.offline.training.encoding import EncodedRows
 
@@ -70,7 +71,7 @@ def task_metrics(p: F64, y: F64, threshold: float) -> dict[str, float]:
     """`summary` + precision/recall/F1 at `threshold` (1-D arrays of observed rows)."""
     if len(y) == 0:
         return {"count": 0.0}
-    out = summary(p, y)
+    out = with_intervals(summary(p, y))
     out["base_rate"] = float(np.mean(y))
     out["mean_prediction"] = float(np.mean(p))
     out["threshold"] = threshold
@@ -101,8 +102,24 @@ def evaluate(
                 name: task_metrics(p[observed & (values == name), t], y[observed & (values == name)], thresholds[t])
                 for name, _ in keep
             }
+            # Field-RCE over every value of the column, with the noise floor a calibrated model would show
+            names, inverse = np.unique(values[observed], return_inverse=True)
+            if len(names) and y[observed].sum() > 0:
+                rows, positives = np.bincount(inverse), np.bincount(inverse, weights=y[observed])
+                entry["overall"][f"field_rce.{column}"] = field_rce(p[observed, t], y[observed], inverse)
+                entry["overall"][f"field_rce_noise.{column}"] = field_rce_noise(
+                    list(zip(rows.astype(float).tolist(), positives.tolist(), strict=True)), float(y[observed].sum())
+                )
         report[task] = entry
     return report
+
+
+def _cell(m: dict[str, Any], metric: str) -> str:
+    """One table cell; "ratio 95%" is the Wilson interval of the calibration ratio (from the positives)."""
+    if metric == "ratio 95%":
+        low, high = m.get("calibration_ratio_low"), m.get("calibration_ratio_high")
+        return "n/a" if low is None or high is None else f"{low:.3f} – {high:.3f}"
+    return _fmt(m.get(metric, float("nan")), metric)
 
 
 def _fmt(value: Any, metric: str = "") -> str:
@@ -116,12 +133,25 @@ def _fmt(value: Any, metric: str = "") -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The JSON report of a run (see `app.offline.training.train`) as a markdown page."""
     lines = [f"# Training report: {report['name']}", ""]
+    selection = report.get("selection") or {}
+    task_epochs = report.get("task_epochs") or {}
+    chosen = ", ".join(f"{t} {e}" for t, e in task_epochs.items()) or str(report["best_epoch"])
     lines += [
         f"- split evaluated: **{report['split']}** ({report['rows']} rows); "
-        f"best epoch {report['best_epoch']} of {len(report['history'])}"
-        + (" (stopped early)" if report.get("stopped_early") else ""),
-        "",
+        f"{len(report['history'])} epochs trained"
+        + (" (stopped early: no task improved its own metric for the patience)" if report.get("stopped_early") else ""),
+        f"- selected epoch per task: {chosen}"
+        + (
+            f" (selection: {selection.get('combine')}; metric per task: "
+            + ", ".join(f"{t} {m}" for t, m in (selection.get("metrics") or {}).items())
+            + ")"
+            if selection
+            else ""
+        ),
     ]
+    for row in report.get("infeasible_constraints") or []:
+        lines.append(f"- **warning**: {row['warning']}")
+    lines.append("")
     metrics = (
         "count",
         "positives",
@@ -129,6 +159,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "logloss",
         "normalised_entropy",
         "calibration_ratio",
+        "ratio 95%",
         "ece",
         "precision",
         "recall",
@@ -136,9 +167,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     )
     lines += ["## Per task", "", "| task | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for task, entry in report["tasks"].items():
-        lines.append(
-            f"| {task} | " + " | ".join(_fmt(entry["overall"].get(m, float("nan")), m) for m in metrics) + " |"
-        )
+        lines.append(f"| {task} | " + " | ".join(_cell(entry["overall"], m) for m in metrics) + " |")
+    rce = [
+        (task, key.removeprefix("field_rce."), value, entry["overall"].get("field_rce_noise." + key[10:]))
+        for task, entry in report["tasks"].items()
+        for key, value in entry["overall"].items()
+        if key.startswith("field_rce.")
+    ]
+    if rce:
+        lines += [
+            "",
+            "## Field-RCE per segment column (and the noise floor a calibrated model would show)",
+            "",
+            "| task | column | Field-RCE | noise floor | |",
+            "|---|---|---|---|---|",
+        ]
+        for task, column, value, noise in rce:
+            verdict = "" if value is None or noise is None else ("within noise" if value < noise else "beyond noise")
+            lines.append(f"| {task} | {column} | {_fmt(value)} | {_fmt(noise)} | {verdict} |")
     for task, entry in report["tasks"].items():
         for column, values in entry["segments"].items():
             if not values:
@@ -151,7 +197,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "|---" * (len(metrics) + 1) + "|",
             ]
             for value, m in values.items():
-                lines.append(f"| {value} | " + " | ".join(_fmt(m.get(k, float("nan")), k) for k in metrics) + " |")
+                lines.append(f"| {value} | " + " | ".join(_cell(m, k) for k in metrics) + " |")
     if report.get("constraints"):
         lines += [
             "",
@@ -185,7 +231,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Training history",
         "",
-        "| epoch | monitor | " + " | ".join(f"valid {t}" for t in report["tasks"]) + " |",
+        "| epoch | sum objective | " + " | ".join(f"valid {t} logloss" for t in report["tasks"]) + " |",
         "|---" * (len(report["tasks"]) + 2) + "|",
     ]
     for epoch in report["history"]:

@@ -35,6 +35,7 @@ from app.offline.training.encoding import (
     encode_features,
     encode_targets,
     event_seconds,
+    split_bounds,
     utc_seconds,
 )
 from app.offline.training.spec import DatasetSpec, TrainSpec, load_spec
@@ -107,7 +108,7 @@ def predict_bundle(
     encoder = FeatureEncoder(manifest.features)
     runner = ModelRunner(bundle / "model.onnx", manifest)
     split = dataset.split
-    valid_start, test_start = utc_seconds(split.valid_start), utc_seconds(split.test_start)
+    valid_start, test_start = split_bounds(dataset)
     cutoff = utc_seconds(split.label_cutoff) if split.label_cutoff else _last_event(source)
 
     def rows() -> Iterator[tuple[pa.RecordBatch, EncodedRows, npt.NDArray[np.float32]]]:

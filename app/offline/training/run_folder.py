@@ -4,8 +4,10 @@ Layout of RUN/:
 - ``run.json``: the spec, the fitted encoding (vocabularies, normalisation, split times, counts),
   the resolved loss options, the history (losses, lambdas, constraints per epoch), the best epoch,
   held-out metrics and the code version;
-- ``model.pt``: the best epoch's state dict (loaded with ``weights_only=True``: no pickle of code);
-  a `kind: gbt` run has ``gbt/`` instead (LightGBM text models, `app.offline.training.gbt.ranker`);
+- ``model.pt``: the selected weights' state dict (loaded with ``weights_only=True``: no pickle of code);
+  when tasks selected different epochs (``task_epochs`` in run.json), a `PerTaskSnapshots` of one
+  network per distinct epoch; a `kind: gbt` run has ``gbt/`` instead (LightGBM text models,
+  `app.offline.training.gbt.ranker`);
 - ``checkpoints/epoch_NNN.pt``: model, optimiser, dual variables, history and best epoch after each
   epoch (what `--resume` needs);
 - ``heldout.npz``: up to 1000 encoded test rows (parity check at export);
@@ -33,6 +35,7 @@ from app.offline.training.encoding import FittedEncoding
 from app.offline.training.models.mmoe import MMoERanker
 from app.offline.training.models.ple import PLERanker
 from app.offline.training.models.shared_bottom import MultiTaskRanker
+from app.offline.training.models.snapshots import PerTaskSnapshots
 from app.offline.training.spec import TrainSpec
 
 __all__ = ["RunFolder", "build_model", "code_version", "write_json"]
@@ -158,6 +161,11 @@ class RunFolder:
 
             return spec, fitted, GBTRanker.load(self.gbt, spec.task_names()), data
         model = build_model(spec, fitted)
+        epochs = [int(e) for e in data.get("task_epochs", {}).values()]
+        distinct = sorted(set(epochs))
+        if len(distinct) > 1:  # selection.combine: per_task kept one snapshot per distinct epoch
+            networks = [model] + [build_model(spec, fitted) for _ in distinct[1:]]
+            model = PerTaskSnapshots(networks, [distinct.index(e) for e in epochs])
         state = torch.load(self.model, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         model.eval()

@@ -26,6 +26,7 @@ __all__ = [
     "LossSpec",
     "ModelSpec",
     "NumericColumn",
+    "SelectionSpec",
     "SplitSpec",
     "TaskColumn",
     "TrainSpec",
@@ -74,17 +75,40 @@ class TaskColumn(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    """Split by event time: train < valid_start <= valid < test_start <= test."""
+    """How rows are split into train / valid / test (see `app.offline.training.split`).
 
-    valid_start: datetime
-    test_start: datetime
+    by: time (default): train < valid_start <= valid < test_start <= test, on the event time;
+    by: column: `column` holds train / valid / test; by: files: `files` maps train / valid / test to a
+    file or folder (relative to --data). Every way is group-aware: a group id in two splits is refused.
+    """
+
+    by: Literal["time", "column", "files"] = "time"
+    valid_start: datetime | None = None
+    test_start: datetime | None = None
     # Labels were collected up to here; default: the latest event time in the data.
     label_cutoff: datetime | None = None
+    column: str | None = Field(default=None, description="by: column: the column holding train / valid / test")
+    files: dict[Literal["train", "valid", "test"], str] | None = Field(
+        default=None, description="by: files: split -> file or folder, relative to --data"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SplitSpec:
-        if self.valid_start >= self.test_start:
-            raise ValueError("valid_start must be before test_start")
+        if self.by == "time":
+            if self.valid_start is None or self.test_start is None:
+                raise ValueError("dataset.split.valid_start and dataset.split.test_start are required with by: time")
+            if self.valid_start >= self.test_start:
+                raise ValueError("valid_start must be before test_start")
+        elif self.valid_start is not None or self.test_start is not None:
+            raise ValueError(f"dataset.split.valid_start / test_start only apply to by: time (this is by: {self.by})")
+        if self.by == "column" and not self.column:
+            raise ValueError("dataset.split.column is required with by: column (the column holding train/valid/test)")
+        if self.by != "column" and self.column is not None:
+            raise ValueError("dataset.split.column only applies to by: column")
+        if self.by == "files" and (self.files is None or set(self.files) != {"train", "valid", "test"}):
+            raise ValueError("dataset.split.files must name a file or folder for each of train, valid and test")
+        if self.by != "files" and self.files is not None:
+            raise ValueError("dataset.split.files only applies to by: files")
         return self
 
 
@@ -124,6 +148,7 @@ class DatasetSpec(StrictModel):
         for task in self.tasks:
             names += [task.label] + ([task.mask] if task.mask else [])
         names += ([self.sample_weight] if self.sample_weight else []) + list(self.segments)
+        names += [self.split.column] if self.split.column else []
         return list(dict.fromkeys(names))
 
 
@@ -151,6 +176,24 @@ class ConstraintSpec(StrictModel):
     penalty: FiniteFloat = Field(default=0.0, ge=0, description="quadratic penalty mu/2 * max(0, L - b)^2")
 
 
+class SelectionSpec(StrictModel):
+    """How each task's epoch is chosen and when training stops (see `app.offline.training.selection`)."""
+
+    # task -> metric scored on the validation split; default the task's PLAIN logloss, whatever loss it
+    # trains with (a focal or weighted task is judged like the others, and never cuts their training short).
+    metrics: dict[str, Literal["logloss", "auc"]] = Field(default_factory=dict)
+    combine: Literal["per_task", "sum"] = Field(
+        default="per_task",
+        description="per_task: each task keeps its best epoch (one snapshot per task); sum: one epoch for all",
+    )
+    weights: dict[str, FiniteFloat] = Field(
+        default_factory=dict, description="sum: task -> weight; default 1 (0 for a task with loss weight 0)"
+    )
+    infeasible_tolerance: FiniteFloat = Field(
+        default=0.01, ge=0, description="infeasible constraints: least-violating = within this * sum of bounds"
+    )
+
+
 class TrainingSpec(StrictModel):
     """Everything that shapes gradients; loss weights live here, never in a policy."""
 
@@ -168,6 +211,7 @@ class TrainingSpec(StrictModel):
     shuffle_buffer: int = Field(default=100_000, ge=1, description="rows shuffled together")
     read_batch_rows: int = Field(default=65_536, ge=1, description="rows per record batch read")
     early_stopping_patience: int = Field(default=2, ge=1)
+    selection: SelectionSpec = SelectionSpec()
     # Small MLPs train fastest on one intra-op thread (more threads mostly wait on each other).
     torch_threads: int = Field(default=1, ge=1)
     compare_losses: list[Literal["bce", "focal", "weighted"]] = Field(
@@ -189,6 +233,8 @@ class TrainSpec(StrictModel):
         for field, names in (
             ("training.loss_weights", self.training.loss_weights),
             ("training.losses", self.training.losses),
+            ("training.selection.metrics", self.training.selection.metrics),
+            ("training.selection.weights", self.training.selection.weights),
         ):
             unknown = sorted(set(names) - tasks)
             if unknown:
@@ -201,6 +247,8 @@ class TrainSpec(StrictModel):
             raise ValueError("at most one constraint per task")
         if any(w < 0 for w in self.training.loss_weights.values()):
             raise ValueError("training.loss_weights must be >= 0")
+        if any(w < 0 for w in self.training.selection.weights.values()):
+            raise ValueError("training.selection.weights must be >= 0")
         if self.training.model.kind == "gbt":
             self._check_gbt(tasks)
         return self
@@ -228,6 +276,11 @@ class TrainSpec(StrictModel):
 
     def loss_weight(self, task: str) -> float:
         return self.training.loss_weights.get(task, 1.0)
+
+    def selection_weight(self, task: str) -> float:
+        """`sum` selection weight: the spec's, else 1 (0 for a task trained only through its constraint)."""
+        default = 1.0 if self.loss_weight(task) > 0 else 0.0
+        return self.training.selection.weights.get(task, default)
 
     def loss(self, task: str) -> LossSpec:
         return self.training.losses.get(task, LossSpec())

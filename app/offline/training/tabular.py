@@ -56,7 +56,17 @@ class TableSource:
 
     @classmethod
     def open(cls, data: Path, spec: DatasetSpec, batch_rows: int = 65_536) -> TableSource:
-        files, fmt = resolve_files(data, spec.format)
+        if spec.split.by == "files":  # one file or folder per split, relative to `data`
+            from app.offline.training.split import split_files
+
+            found = [resolve_files(part, spec.format) for part in split_files(data, spec)]
+            formats = {fmt for _, fmt in found}
+            if len(formats) > 1:
+                raise DatasetError(data, "dataset.split.files", f"the split files mix formats {sorted(formats)}",
+                                   "use one format, or set dataset.format")
+            files, fmt = [f for part, _ in found for f in part], formats.pop()
+        else:
+            files, fmt = resolve_files(data, spec.format)
         source = cls(files, fmt, spec, batch_rows)
         source.check_columns()
         return source

@@ -85,7 +85,9 @@ def train_spec(
             source.files[0],
             "dataset.split",
             f"rows per split {fitted.rows}: valid and test need rows",
-            "move valid_start / test_start inside the data's time range",
+            "move valid_start / test_start inside the data's time range"
+            if spec.dataset.split.by == "time"
+            else f"give valid and test rows (dataset.split.{spec.dataset.split.by})",
         )
     streamed = memory == "stream" or (
         memory == "auto" and sum(f.stat().st_size for f in source.files) > STREAM_ABOVE_BYTES
@@ -116,7 +118,10 @@ def train_spec(
         "split": "test",
         "rows": len(test.logits),
         "best_epoch": outcome.best_epoch,
+        "task_epochs": outcome.task_epochs,
+        "selection": _selection_summary(spec),
         "stopped_early": outcome.stopped_early,
+        "infeasible_constraints": outcome.infeasible,
         "rows_per_split": fitted.rows,
         "tasks": evaluate(test, tasks, thresholds),
         "history": [e.to_dict() for e in outcome.history],
@@ -150,6 +155,7 @@ def train_spec(
                 "loss_options": {t: o.__dict__ for t, o in zip(tasks, options, strict=True)},
                 "history": report["history"],
                 "best_epoch": outcome.best_epoch,
+                "task_epochs": outcome.task_epochs,
                 "metrics": {t: report["tasks"][t]["overall"] for t in tasks},
                 "streamed": streamed,
                 "code_version": code_version(),
@@ -193,6 +199,7 @@ def _train(
         outcome = fit(
             model,
             log,
+            selection_weights=[spec.selection_weight(t) for t in spec.task_names()],
             tasks=spec.task_names(),
             options=options,
             training=training,
@@ -205,7 +212,19 @@ def _train(
         )
     finally:
         torch.set_num_threads(threads)
-    return model, outcome, options
+    if outcome.model is None:  # fit always sets it; keeps mypy honest
+        raise RuntimeError("training returned no model")
+    return outcome.model, outcome, options
+
+
+def _selection_summary(spec: TrainSpec) -> dict[str, Any]:
+    """What selection did, in words the report prints: per-task metric and how tasks were combined."""
+    selection = spec.training.selection
+    return {
+        "combine": selection.combine,
+        "metrics": {t: selection.metrics.get(t, "logloss") for t in spec.task_names()},
+        "weights": {t: spec.selection_weight(t) for t in spec.task_names()} if selection.combine == "sum" else None,
+    }
 
 
 def _compare(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def test_holdout_split_is_by_group_and_deterministic() -> None:
         ({"label_click": np.full(3000, 2, dtype=np.int8)}, "label 2.0 is not 0 or 1 (fix: use 0/1 labels"),
         ({"label_click": None}, "label_click: column logit_click has no label column"),
         ({"user_tenure": None}, "segment column 'user_tenure' is missing"),
-        ({"group_id": np.array(["g"] * 3000)}, "group_id: hold-out key column has type string"),
+        ({"group_id": np.full(3000, 0.5)}, "group_id: hold-out key column has type double"),
     ],
 )
 def test_bad_input_is_refused_naming_the_column(tmp_path: Path, change: dict[str, object], expect: str) -> None:
@@ -198,3 +199,43 @@ def test_calibrate_runs_without_importing_torch(predictions: Path, tmp_path: Pat
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_string_keys_split_by_group_whatever_the_batch() -> None:
+    from app.offline.calibration.collect import string_keys
+
+    groups = np.array([f"req-{i // 20:05d}" for i in range(100_000)], dtype=object)
+    held = holdout_mask(string_keys(groups), 0.2)
+    assert held.mean() == pytest.approx(0.2, abs=0.02)
+    assert np.all(held.reshape(-1, 20).all(axis=1) | ~held.reshape(-1, 20).any(axis=1))
+    # a key hashes the same next to longer or shorter strings (byte positions past its end are skipped)
+    alone = string_keys(np.array(["req-00001"], dtype=object))
+    mixed = string_keys(np.array(["a much longer request id", "req-00001", None], dtype=object))
+    assert alone[0] == mixed[1] and mixed[2] == string_keys(np.array([""], dtype=object))[0]
+
+
+def test_fit_with_string_group_ids_and_with_holdout_zero(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    columns = predictions_columns(3000)
+    columns["group_id"] = np.array([f"g{g}" for g in columns["group_id"]], dtype=object)
+    path = tmp_path / "strings.parquet"
+    pq.write_table(pa.table(columns), path)
+    split = fit_predictions(PredictionFile(path), FitConfig(), version="1", show_progress=False,
+                            holdout_fraction=0.3, min_held_out_positives=5)
+    assert 0 < split.held_out_rows < 3000 and split.split_key == "group_id"
+    assert split.calibration.tasks["click"].metrics.after
+    result = CliRunner().invoke(cli, ["calibrate", "fit", "--predictions", str(path), "--holdout", "0",
+                                      "--out", str(tmp_path / "all.json"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    everything = load_calibration(tmp_path / "all.json")
+    assert not everything.tasks["click"].metrics.before and "no held-out metrics" in (everything.notes or "")
+
+
+def test_a_held_out_table_too_small_to_mean_anything_is_refused(tmp_path: Path) -> None:
+    path = write_predictions(tmp_path / "p.parquet", 3000)
+    result = CliRunner().invoke(cli, ["calibrate", "fit", "--predictions", str(path), "--holdout", "0.02",
+                                      "--out", str(tmp_path / "c.json"), "--no-progress"])
+    assert result.exit_code == 2
+    assert re.search(r"task '(click|purchase)' has \d+ positives in the \d+ held-out", result.output)
+    assert "fewer than 30" in result.output and "--holdout 0" in result.output

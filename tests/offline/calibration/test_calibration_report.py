@@ -15,7 +15,9 @@ from app.offline.calibration import PredictionFile, write_report
 from tests.offline.calibration.data import report_columns
 
 # report.md was written by the in-memory report (commit ffb5228, before streaming) from these rows
-# and calibration.json, with 7 buckets; only the predictions path is replaced by a placeholder.
+# and calibration.json, with 7 buckets; only the predictions path is replaced by a placeholder. The noise
+# rows and columns (ratio intervals, Field-RCE noise floors, "within noise") were added later, by the
+# streamed report; every earlier figure is unchanged.
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "calibration_report"
 
 

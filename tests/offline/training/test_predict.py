@@ -60,6 +60,8 @@ def test_predict_then_calibrate_fit_writes_a_calibration_the_bundle_accepts(
             "item_type",
             "--version",
             "2",
+            "--min-holdout-positives",  # a tiny log: no report positive held out
+            "0",
             "--no-progress",
         ],
     )
@@ -71,7 +73,7 @@ def test_predict_then_calibrate_fit_writes_a_calibration_the_bundle_accepts(
     # fit on the validation days, measure on the later test days (the split column predict wrote)
     result = runner.invoke(cli, [
         "calibrate", "fit", "--predictions", str(predictions), "--model", str(bundle), "--out", str(out),
-        "--holdout-split", "test", "--version", "3", "--no-progress",
+        "--holdout-split", "test", "--version", "3", "--min-holdout-positives", "0", "--no-progress",
     ])
     assert result.exit_code == 0, result.output
     test_rows = table.column("split").to_pylist().count("test")

@@ -271,6 +271,7 @@ def _history(
                 train_loss={},
                 valid_loss=valid,
                 monitor=float(sum(w * v for w, v in zip(weights, valid.values(), strict=True) if np.isfinite(v))),
+                metric=dict(valid),  # each booster stops on its own plain validation logloss
                 lambdas=lambdas,
                 constraints=constraints,
                 seconds=0.0,
@@ -278,5 +279,8 @@ def _history(
         )
     best = max((int(v["best_iteration"]) for v in per_task.values()), default=0)
     return TrainOutcome(
-        history=history, best_epoch=best, stopped_early=any(v["stopped_early"] for v in per_task.values())
+        history=history,
+        best_epoch=best,
+        task_epochs={t: int(per_task[t]["best_iteration"]) for t in tasks},  # one booster per task: per-task
+        stopped_early=any(v["stopped_early"] for v in per_task.values()),
     )

@@ -2,8 +2,8 @@
 
 Two layers: `receive_body` reads a work request's body off the ASGI channel for the admission
 middleware (size limit, read deadline and minimum rate, a callback per chunk for the memory budget);
-`read_body` / `read_json_body` read it inside a route (the admission middleware has already read a work
-route's body and replays it as one message, so there they only check the size again).
+`read_body` reads it inside a route (the admission middleware has already read a work
+route's body and replays it as one message, so there it only checks the size again).
 """
 
 from __future__ import annotations
@@ -18,23 +18,13 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
-from app.errors import BodyTimeout, InvalidRequest, PayloadTooLarge
+from app.errors import BodyTimeout, PayloadTooLarge
 
-__all__ = ["MIN_RATE_GRACE_SECONDS", "BodyDeadline", "read_body", "read_json_body", "receive_body"]
+__all__ = ["MIN_RATE_GRACE_SECONDS", "BodyDeadline", "read_body", "receive_body"]
 
 # A body may take this long before the minimum rate applies: the first bytes of a body usually come in
 # the packet of the headers, but a connection's first round trips (TCP slow start) must not count.
 MIN_RATE_GRACE_SECONDS = 1.0
-
-
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """Bytes of a JSON body of at most `limit` bytes (413 past it, without reading the rest)."""
-    content_type = request.headers.get("content-type", "application/json")
-    if not content_type.split(";")[0].strip().lower().endswith("json"):
-        raise InvalidRequest.at(
-            "content-type", f"{content_type!r} is not JSON", "send `Content-Type: application/json`"
-        )
-    return await read_body(request, limit)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

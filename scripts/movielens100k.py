@@ -275,7 +275,9 @@ def fusionrank(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "app.cli", *args], check=True, cwd=ROOT)  # noqa: S603
 
 
-def write_logs(data: Path, out: Path, logits: Logits, *, model: Path | None) -> Path:
+def write_logs(
+    data: Path, out: Path, logits: Logits, *, model: Path | None, min_holdout_positives: int = 30
+) -> Path:
     """Tuning logs from the held-out ratings of the prepared log `data` (see the module docstring);
     `model` is the bundle the calibration is tied to (and written into). Returns logs.parquet."""
     from app.offline.training.spec import load_spec
@@ -306,6 +308,8 @@ def write_logs(data: Path, out: Path, logits: Logits, *, model: Path | None) -> 
         "user_id",
         "--version",
         CALIBRATION_VERSION,
+        "--min-holdout-positives",  # the held-out validation users report the fit
+        str(min_holdout_positives),
     ]
     fusionrank("calibrate", "fit", *fit, "--out", str(calibration), "--no-progress", *tied)
     logs = out / "logs.parquet"

@@ -57,6 +57,8 @@ def test_sigkill_mid_write_leaves_only_whole_files(tmp_path: Path, sample_reques
     candidates = len(sample_request_body["candidates"])
     with live_server(tmp_path, **_env(root)) as server:
         answered = _traffic(server, sample_request_body, seconds=4.0)
+        # A request logged while the queue is full is dropped and counted, by design (the hot path never waits).
+        dropped = server.metric("fusionrank_log_dropped_requests_total")
         killed_at = time.monotonic()
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
@@ -66,7 +68,8 @@ def test_sigkill_mid_write_leaves_only_whole_files(tmp_path: Path, sample_reques
     assert all(n == candidates for n in rows.values())  # a request's rows are never split or torn
     # Lost: only what the open files (at most ROTATE_SECONDS old) and the queue held at the kill.
     lost = [rid for rid in answered if rid not in rows]
-    assert all(answered[rid] > killed_at - 3 * ROTATE_SECONDS for rid in lost)
+    older = [rid for rid in lost if answered[rid] <= killed_at - 3 * ROTATE_SECONDS]
+    assert len(older) <= dropped  # anything older than the open files was dropped by a full queue (counted)
     assert list(root.rglob(".*.tmp"))  # the open file stayed hidden
 
 

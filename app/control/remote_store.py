@@ -23,7 +23,6 @@ policies live, local folder or URI.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from app.artifacts.common import sha256_file
 from app.errors import ArtifactError
 from app.settings import is_uri
 
@@ -96,14 +96,6 @@ def _object_version(info: dict[str, Any]) -> str:
             return f"{key}:{info[key]}"
     stamp = info.get("LastModified") or info.get("updated") or info.get("mtime") or info.get("created")
     return f"mtime:{stamp}:size:{info.get('size')}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -202,7 +194,7 @@ class StoreMirror:
             expected = json.loads(manifest.read_text())["model_sha256"]
         except (ValueError, KeyError, TypeError) as exc:
             return f"{bundle}/{_MANIFEST_FILE}: unreadable model_sha256 ({exc!r}); fix: upload a valid manifest"
-        actual = _sha256(model)
+        actual = sha256_file(model)
         if actual != expected:
             return (f"{bundle}/{_MODEL_FILE}: sha256 {actual} does not match the manifest's model_sha256 {expected}"
                     " (fix: upload the model.onnx the manifest was written for)")

@@ -26,6 +26,7 @@ Intervals are percentile (Poisson) bootstraps over requests, the unit the loggin
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,14 +87,15 @@ def effective_sample_size(data: SlateFeedback) -> Float:
         return np.where(squares > 0, w.sum(axis=0) ** 2 / np.where(squares > 0, squares, 1.0), 0.0)
 
 
-class _SlateEstimator:
+class _SlateEstimator(ABC):
     """Shared machinery: an estimate is sum_l (sum_g numerator) / (sum_g denominator) with [G, K] parts;
     the bootstrap re-weights requests by random counts, so every replicate is two matrix products."""
 
     name = ""
 
+    @abstractmethod
     def _parts(self, data: SlateFeedback) -> tuple[Float, Float]:
-        raise NotImplementedError
+        """([G, K] numerator, [G, K] denominator) of this estimator on `data`."""
 
     def estimate_policy_value(self, data: SlateFeedback) -> float:
         """The estimated expected sum of rewards over the top K positions per request."""

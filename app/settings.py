@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         description="Also log, per candidate, the features the model saw (numeric and categorical, after the"
         " context and default fallback): what `fusionrank train` on the joined log trains on. Costs more.",
     )
+    served_log_sticky_key: str = Field(
+        default="", pattern=r"^([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)?$",
+        description="The request field the served log records as each row's sticky_key (a dotted path into"
+        " the /v1/score body, e.g. `context.attributes.account_id`). Empty: the field the surface's canary"
+        " sticks by while one runs (policies/<surface>/rollout.yaml, canary.sticky_key), else context.user_id.",
+    )
     served_log_queue_size: int = Field(
         default=256, ge=1, le=100_000,
         description="Logged requests (and feedback batches) waiting for the writer thread: bounds the memory"

@@ -77,7 +77,9 @@ _SERVED_KEYS: Final = [
     pa.field("ts", _TS, nullable=False),  # when the request was answered
     # Dictionary-encoded like the surface= partition key that pyarrow infers, so a folder reads as one table.
     pa.field("surface", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-    pa.field("sticky_key", pa.string()),  # context.user_id as sent (the default canary sticky key), or null
+    # The unit a canary assigns: the surface canary's sticky key field (context.user_id by default) or
+    # FUSIONRANK_SERVED_LOG_STICKY_KEY's, as sent; null when the request lacks it.
+    pa.field("sticky_key", pa.string()),
     pa.field("model", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
     pa.field("calibration_version", pa.string(), nullable=False),

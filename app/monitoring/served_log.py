@@ -97,9 +97,10 @@ class ServedLog:
     def __init__(
         self, rates: Mapping[str, float], path: str, *, metrics: ServiceMetrics, features: bool = False,
         queue_size: int = 256, rotate_bytes: int = 128 * 1024 * 1024, rotate_seconds: float = 300.0,
-        filesystem: pafs.FileSystem | None = None,
+        filesystem: pafs.FileSystem | None = None, sticky_key: str = "",
     ) -> None:
         self.rates = dict(rates)
+        self.sticky_key = sticky_key  # "" = follow the surface's canary key (`Answer.canary_key`), else CANARY_KEY
         self.features = features
         self.metrics = metrics
         fs, base = open_filesystem(path) if filesystem is None else (filesystem, path.rstrip("/"))
@@ -124,7 +125,7 @@ class ServedLog:
         return cls(
             rates, settings.served_log_path, metrics=metrics, features=settings.served_log_features,
             queue_size=settings.served_log_queue_size, rotate_bytes=settings.served_log_rotate_bytes,
-            rotate_seconds=settings.served_log_rotate_seconds,
+            rotate_seconds=settings.served_log_rotate_seconds, sticky_key=settings.served_log_sticky_key,
         )
 
     def rate(self, surface: str) -> float:
@@ -139,7 +140,7 @@ class ServedLog:
         request_id = getattr(envelope, "request_id", None)
         if not isinstance(request_id, str) or not sampled(request_id, self.rate(request.surface)):
             return False
-        sticky = key_value(envelope, CANARY_KEY)  # the user key canaries stick by by default
+        sticky = key_value(envelope, self.sticky_key or answer.canary_key or CANARY_KEY)
         served = _Served(
             time.time(), request_id, sticky, request.surface, answer.arm, request.candidates.ids, answer.outcome
         )

@@ -57,6 +57,7 @@ class Answer:
     shadow: ShadowRanking | None
     seconds: float
     started: float = 0.0
+    canary_key: str | None = None  # the request field the surface's canary sticks by, while one runs
 
 
 class AnswerObserver(Protocol):
@@ -89,7 +90,8 @@ def answer(
         _offer_shadow_model(shadows, route, outcome, request.candidates)
     shadow = route.shadow_binding() if request.policy_version is None else None
     ranking = _shadow(shadow, outcome, request.candidates) if shadow is not None and shadow is not binding else None
-    answered = Answer(request, outcome, arm, route.canary is not None, ranking, seconds, t0)
+    canary_key = route.canary.key if route.canary is not None else None
+    answered = Answer(request, outcome, arm, route.canary is not None, ranking, seconds, t0, canary_key)
     if observer is not None:
         observer.answered(answered)
     return answered

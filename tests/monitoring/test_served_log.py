@@ -17,7 +17,10 @@ from app.artifacts.served_log import log_kind
 from app.monitoring.log_files import LogFiles, open_filesystem
 from app.monitoring.served_log import ServedLog, sampled
 from app.settings import Settings
-from tests.conftest import MODEL_STORE, POLICIES
+from app.main import create_app
+from tests.conftest import MODEL_STORE, POLICIES, make_settings
+
+TOKEN = "servedlog-admin-token-0123456789"
 
 VERSIONS = {"model": "demo_ranker", "model_version": "1", "calibration_version": "1"}
 
@@ -164,3 +167,28 @@ def test_an_unknown_scheme_names_the_setting_and_the_fix() -> None:
 
     with pytest.raises(ArtifactError, match=r"FUSIONRANK_SERVED_LOG_PATH.*install fsspec"):
         open_filesystem("nosuch://bucket/logs")
+
+
+def test_the_sticky_key_follows_the_canary_or_the_setting(
+    store_copy: tuple[Path, Path], sample_request: dict[str, Any], tmp_path: Path
+) -> None:
+    store, policies = store_copy
+    sample_request["context"]["attributes"]["account"] = "acct-7"
+    root = tmp_path / "log"
+    settings = make_settings(store, policies, admin_token=TOKEN, served_log="home:1.0", served_log_path=str(root))
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/score", json=_body(sample_request, "before")).status_code == 200
+        canary = client.post("/admin/surfaces/home/canary", headers={"Authorization": f"Bearer {TOKEN}"},
+                             json={"policy_version": "2", "fraction": 0.5, "key": "context.attributes.account"})
+        assert canary.status_code == 200, canary.text
+        assert client.post("/v1/score", json=_body(sample_request, "during")).status_code == 200
+    keys = {r["request_id"]: r["sticky_key"] for r in pq.read_table(root / "served").to_pylist()}
+    assert keys == {"before": "user-911", "during": "acct-7"}  # the canary's key while it runs
+
+    settings = make_settings(served_log="home:1.0", served_log_path=str(tmp_path / "set"),
+                             served_log_sticky_key="context.attributes.user_segment")
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/score", json=_body(sample_request, "set")).status_code == 200
+    assert set(pq.read_table(tmp_path / "set" / "served")["sticky_key"].to_pylist()) == {"regular"}
+    with pytest.raises(ValueError, match="served_log_sticky_key"):
+        make_settings(served_log_sticky_key="context user")

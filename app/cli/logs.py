@@ -59,11 +59,11 @@ def join(
         if engine.on_spark():
             from app.offline.logs.spark_join import join_on_spark
 
-            with engine.session(progress) as spark:
-                table, summary = join_on_spark(spark, served, outcomes, moment, model_store, features=features)
+            with engine.session(progress) as spark:  # the executors write `out`; nothing is collected
+                summary = join_on_spark(spark, served, outcomes, moment, model_store, out, features=features)
         else:
             table, summary = join_logs(served, outcomes, moment, model_store, features=features)
-        write_joined(table, out)
+            write_joined(table, out)
         console = Console()
         for line in summary.lines():
             console.print(line)

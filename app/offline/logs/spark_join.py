@@ -2,12 +2,17 @@
 
 The served log is read with `recursiveFileLookup` (the surface column comes from the files; Spark skips
 the hidden temporary files as pyarrow does), outcomes as Parquet or CSV; label windows come from the
-same manifests. The joined rows are collected to the driver as Arrow and written as one Parquet file
-with the joined-log metadata (the same file the local engine writes), so the result must fit the driver.
+same manifests. The joined rows never go through the driver: one executor task receives them as Arrow
+batches (`mapInArrow` after `repartition(1)`, so the join itself stays parallel) and streams them into one
+Parquet file with the joined-log schema and metadata (the same file the local engine writes), under a
+hidden temporary name renamed when complete. Its memory is one Arrow batch
+(`spark.sql.execution.arrow.maxRecordsPerBatch`); `out` must be a path the executors can write (a local
+path in local mode, a shared file system on a cluster). The driver only collects counts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +21,7 @@ import pyarrow as pa
 
 from app.errors import ArtifactError
 from app.offline.logs.inputs import LabelWindows, served_folder
-from app.offline.logs.join import ATTRIBUTE_MAPS, JoinSummary, joined_schema
+from app.offline.logs.join import ATTRIBUTE_MAPS, JoinSummary, joined_schema, write_joined
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,11 +50,31 @@ def _read_outcomes(spark: SparkSession, path: Path) -> DataFrame:
     )
 
 
+def _file_writer(schema: pa.Schema, out: Path) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The executor side: stream a partition's batches into `out` (cast to `schema`); yield its row count."""
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.parquet as pq
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = out.with_name(f".{out.name}.tmp")
+        rows = 0
+        with pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(pa.record_batch([batch.column(f.name).cast(f.type) for f in schema], schema=schema))
+                rows += batch.num_rows
+        temp.replace(out)
+        yield pa.record_batch([pa.array([rows], pa.int64())], names=["rows"])
+
+    return write
+
+
 def join_on_spark(
-    spark: SparkSession, served_path: Path, outcomes_path: Path, as_of: datetime, model_store: Path,
+    spark: SparkSession, served_path: Path, outcomes_path: Path, as_of: datetime, model_store: Path, out: Path,
     *, features: bool = True,
-) -> tuple[pa.Table, JoinSummary]:
-    """The joined table, as `join_logs` computes it locally (same rows, columns and values)."""
+) -> JoinSummary:
+    """Write the joined table to `out` from an executor, as `join_logs` + `write_joined` write it locally
+    (same rows, columns, values and metadata); the summary of the join."""
     from pyspark.sql import functions as F
 
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -116,10 +141,11 @@ def join_on_spark(
         else:
             value = F.col(name)
         selected.append(value.alias(name))
-    table = rows.select(*selected).toArrow()
-    table = pa.table([table[f.name].cast(f.type) for f in schema], schema=schema)
-    summary = JoinSummary(table.num_rows, total, matched_count, known.count() - matched_count, after)
-    return table, summary
+    written = rows.select(*selected).repartition(1).mapInArrow(_file_writer(schema, out.resolve()), "rows long")
+    counts = [int(r[0]) for r in written.collect()]
+    if not counts:  # no partition at all (an empty log): no task ran, the driver writes the empty file
+        write_joined(schema.empty_table(), out)
+    return JoinSummary(sum(counts), total, matched_count, known.count() - matched_count, after)
 
 
 def tasks_columns(tasks: list[str]) -> set[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from app.offline.logs import join_logs
@@ -29,8 +30,10 @@ def test_spark_and_local_joins_agree(spark: Any, tmp_path: Path, sample_request_
     outcomes = write_outcomes_csv(tmp_path / "outcomes.csv", events)
     as_of = t0 + timedelta(hours=2)
     local, local_summary = join_logs(root, outcomes, as_of, MODEL_STORE)
-    remote, remote_summary = join_on_spark(spark, root, outcomes, as_of, MODEL_STORE)
-    local, remote = _sorted(local), _sorted(remote)
+    out = tmp_path / "out" / "joined.parquet"
+    remote_summary = join_on_spark(spark, root, outcomes, as_of, MODEL_STORE, out)
+    assert [p.name for p in out.parent.iterdir()] == ["joined.parquet"]  # one whole file, no temporary left
+    local, remote = _sorted(local), _sorted(pq.read_table(out))
     assert remote.schema == local.schema
     assert remote.schema.metadata == local.schema.metadata
     for name in local.column_names:

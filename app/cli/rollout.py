@@ -43,18 +43,16 @@ def report(
         ReadoutSettings,
         merged,
         parse_rule,
-        read_joined_columns,
+        read_rollout,
         read_thresholds,
-        rollout_readout,
     )
 
     with user_errors(ValueError):
         base = read_thresholds(thresholds) if thresholds is not None else None
         rules = merged(base, [parse_rule(r) for r in rule], control, treatment, min_requests)
-        columns, tasks = read_joined_columns(joined)
         settings = ReadoutSettings(rules, arm_column=arm_column, k=k, segments=tuple(segment), mix=tuple(mix),
                                    confidence=confidence, n_bootstrap=bootstrap)
-        result = rollout_readout(columns, tasks, settings)
+        result = read_rollout(joined, settings)
     _print(result, rules.control, rules.treatment)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.offline.rollout import ReadoutSettings, Thresholds, parse_rule, rollout_readout
+from app.offline.rollout import ReadoutSettings, Thresholds, parse_rule, read_rollout, rollout_readout
 
 
 def _joined(path: Path, *, users: int, canary_click: float, canary_hide: float = 0.05, seed: int = 0) -> Path:
@@ -50,10 +50,34 @@ RULES = Thresholds(min_requests=300, rules=[parse_rule("click:increase:0:-0.05")
 
 
 def _readout(path: Path, **kw: object) -> dict[str, object]:
-    from app.offline.rollout import read_joined_columns
+    return read_rollout(path, ReadoutSettings(RULES, segments=("device",), **kw))  # type: ignore[arg-type]
 
-    columns, tasks = read_joined_columns(path)
-    return rollout_readout(columns, tasks, ReadoutSettings(RULES, segments=("device",), **kw))  # type: ignore[arg-type]
+
+def _flat(value: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flat(v, f"{prefix}/{k}")]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _flat(v, f"{prefix}[{i}]")]
+    return [(prefix, value)]
+
+
+def test_a_file_read_in_small_batches_gives_the_readout_of_the_whole_table(tmp_path: Path) -> None:
+    path = _joined(tmp_path / "j.parquet", users=60, canary_click=0.16, seed=3)
+    settings = ReadoutSettings(RULES, segments=("device",), mix=("device",), k=2, n_bootstrap=200)
+    table = pq.read_table(path)
+    columns = {name: np.asarray(table[name].to_numpy(zero_copy_only=False)) for name in table.column_names}
+    whole = _flat(rollout_readout(columns, ["click", "hide"], settings))
+    batched = _flat(read_rollout(path, settings, batch_rows=7))  # requests and users split across batches
+    assert [k for k, _ in batched] == [k for k, _ in whole]
+    for (key, a), (_, b) in zip(whole, batched, strict=True):
+        if isinstance(a, float) and a == a:
+            assert b == pytest.approx(a, rel=0, abs=1e-12), key
+        elif isinstance(a, float):
+            assert isinstance(b, float) and b != b, key
+        else:
+            assert a == b, key
+    one_batch = read_rollout(path, settings)
+    assert json.dumps(one_batch) == json.dumps(rollout_readout(columns, ["click", "hide"], settings))  # NaN == NaN
 
 
 def test_a_clearly_better_canary_ships_and_a_clearly_worse_one_aborts(tmp_path: Path) -> None:

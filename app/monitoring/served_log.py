@@ -21,18 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from app.artifacts.served_log import TOP_K_RULE, outcomes_log_schema, served_log_schema
+from app.artifacts.served_log import outcomes_log_schema, served_log_schema
 from app.monitoring.log_files import LogFiles, open_filesystem
 from app.monitoring.metrics import ServiceMetrics
+from app.monitoring.served_columns import Served, ServedColumns
 from app.serving.answer import Answer
 from app.serving.routing import CANARY_KEY, key_value
-from app.serving.scorer import ScoreOutcome
 from app.settings import Settings
 
 __all__ = ["OutcomeRow", "ServedLog", "sampled"]
@@ -40,6 +37,9 @@ __all__ = ["OutcomeRow", "ServedLog", "sampled"]
 log = logging.getLogger("fusionrank.served_log")
 
 _IDLE_SECONDS = 1.0  # the writer wakes at least this often to rotate files by age
+# A run: the writer gathers requests for up to this long or this many candidate rows, then writes them at once.
+_RUN_SECONDS = 0.25
+_RUN_ROWS = 32_768
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -70,25 +70,12 @@ class OutcomeRow:
 
 
 @dataclass(frozen=True, slots=True)
-class _Served:
-    """What the writer needs of one answer: its arrays and ids, not the request's candidate rows (memory)."""
-
-    ts: float  # epoch seconds
-    request_id: str
-    sticky_key: str | None
-    surface: str
-    arm: str
-    ids: Sequence[object]
-    outcome: ScoreOutcome
-
-
-@dataclass(frozen=True, slots=True)
 class _Outcomes:
     ts: float
     rows: Sequence[OutcomeRow]
 
 
-_Item = _Served | _Outcomes | None
+_Item = Served | _Outcomes | None
 
 
 class ServedLog:
@@ -114,7 +101,7 @@ class ServedLog:
         )
         self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
-        self._columns = _ServedColumns(features)
+        self._columns = ServedColumns(features)
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> ServedLog | None:
@@ -141,7 +128,7 @@ class ServedLog:
         if not isinstance(request_id, str) or not sampled(request_id, self.rate(request.surface)):
             return False
         sticky = key_value(envelope, self.sticky_key or answer.canary_key or CANARY_KEY)
-        served = _Served(
+        served = Served(
             time.time(), request_id, sticky, request.surface, answer.arm, request.candidates.ids, answer.outcome
         )
         return self._put(served, "served")
@@ -150,7 +137,7 @@ class ServedLog:
         """Queue accepted feedback events for the outcomes log; True when queued."""
         return bool(rows) and self._put(_Outcomes(time.time(), rows), "outcomes")
 
-    def _put(self, item: _Served | _Outcomes, kind: str) -> bool:
+    def _put(self, item: Served | _Outcomes, kind: str) -> bool:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -181,27 +168,62 @@ class ServedLog:
             except queue.Empty:
                 self._rotate()
                 continue
-            if item is None:
+            items = self._collect(item)
+            stop = items[-1] is None
+            self._write([i for i in items if i is not None])
+            if stop:
                 self._close_all()
                 return
-            self._write(item)
             self._rotate()
 
-    def _write(self, item: _Served | _Outcomes) -> None:
-        kind = "served" if isinstance(item, _Served) else "outcomes"
-        try:
-            if isinstance(item, _Served):
-                batch = self._columns.batch(item)
-                partition = f"surface={item.surface}/{_hour_partition(item.ts)}"
-                self.served.write(partition, batch)
+    def _collect(self, item: _Item) -> list[_Item]:
+        """`item` and what follows it for up to `_RUN_SECONDS` or `_RUN_ROWS` served rows: written together,
+        so the Arrow calls are paid once per run, not once per request (the stop marker ends a run)."""
+        items = [item]
+        rows = len(item.ids) if isinstance(item, Served) else 0
+        deadline = time.monotonic() + _RUN_SECONDS
+        while item is not None and rows < _RUN_ROWS:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            items.append(item)
+            rows += len(item.ids) if isinstance(item, Served) else 0
+        return items
+
+    def _write(self, items: list[Served | _Outcomes]) -> None:
+        """Write runs of consecutive requests of one binding, surface and hour as one batch each."""
+        run: list[Served] = []
+        for item in items:
+            if run and (not isinstance(item, Served) or _run_key(item) != _run_key(run[0])):
+                self._write_served(run)
+                run = []
+            if isinstance(item, Served):
+                run.append(item)
             else:
-                batch = _outcome_batch(item)
-                self.outcomes.write(_hour_partition(item.ts), batch)
+                self._write_outcomes(item)
+        if run:
+            self._write_served(run)
+
+    def _write_served(self, run: list[Served]) -> None:
+        try:
+            batch = self._columns.batch(run)
+            self.served.write(f"surface={run[0].surface}/{_hour_partition(run[0].ts)}", batch)
         except Exception:  # logging never fails serving; counted and logged
-            log.exception("could not write the %s log", kind)
-            self.metrics.log_dropped.labels(kind, "write_error").inc()
+            log.exception("could not write the served log")
+            self.metrics.log_dropped.labels("served", "write_error").inc(len(run))
             return
-        self.metrics.log_rows.labels(kind).inc(batch.num_rows)
+        self.metrics.log_rows.labels("served").inc(batch.num_rows)
+
+    def _write_outcomes(self, item: _Outcomes) -> None:
+        try:
+            batch = _outcome_batch(item)
+            self.outcomes.write(_hour_partition(item.ts), batch)
+        except Exception:
+            log.exception("could not write the outcomes log")
+            self.metrics.log_dropped.labels("outcomes", "write_error").inc()
+            return
+        self.metrics.log_rows.labels("outcomes").inc(batch.num_rows)
 
     def _rotate(self) -> None:
         for files in (self.served, self.outcomes):
@@ -218,172 +240,14 @@ class ServedLog:
                 log.exception("could not close the %s log files", files.root)
 
 
+def _run_key(item: Served) -> tuple[object, ...]:
+    """Requests with equal keys are written as one batch: same binding (columns), surface, hour, features."""
+    return (id(item.outcome.binding), item.surface, _hour_partition(item.ts), item.outcome.encoded is None)
+
+
 def _hour_partition(ts: float) -> str:
     moment = time.gmtime(ts)
     return f"date={time.strftime('%Y-%m-%d', moment)}/hour={moment.tm_hour:02d}"
-
-
-def _timestamps(ts: float, n: int) -> pa.Array:
-    return pa.repeat(pa.scalar(int(ts * 1_000_000), pa.timestamp("us", tz="UTC")), n)
-
-
-def _float_map(keys: pa.Array, values: npt.NDArray[np.floating]) -> pa.MapArray:
-    """values [B, K] -> a map array of B rows {keys[k]: values[b, k]}."""
-    n, k = values.shape
-    offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    names = pc.take(keys, pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
-    return pa.MapArray.from_arrays(offsets, names, pa.array(values.astype(np.float64, copy=False).ravel()))
-
-
-class _Vocabularies:
-    """Per model version: feature names and one flat array of every vocabulary (index 1 + v of feature j
-    is `flat[base[j] + v]`), so categorical indices become strings with one `take`."""
-
-    def __init__(self, numeric: list[str], categorical: list[str], vocabularies: list[dict[str, int]]) -> None:
-        self.numeric = pa.array(numeric, pa.string())
-        self.categorical = pa.array(categorical, pa.string())
-        values = [v for vocabulary in vocabularies for v in sorted(vocabulary, key=vocabulary.__getitem__)]
-        sizes = [len(v) for v in vocabularies]
-        self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
-        self.flat = pa.array(values, pa.string())
-
-
-class _ServedColumns:
-    """Turns a logged request into a record batch of the served schema (the writer thread's work)."""
-
-    def __init__(self, features: bool) -> None:
-        self.features = features
-        self.schema = served_log_schema()
-        self._names: dict[tuple[str, ...], pa.Array] = {}
-        self._vocabularies: dict[tuple[str, str], _Vocabularies] = {}
-
-    def _keys(self, names: Sequence[str]) -> pa.Array:
-        key = tuple(names)
-        found = self._names.get(key)
-        if found is None:
-            found = self._names[key] = pa.array(list(names), pa.string())
-        return found
-
-    def batch(self, item: _Served) -> pa.RecordBatch:
-        outcome = item.outcome
-        binding = outcome.binding
-        versions = binding.versions()
-        ids = item.ids
-        n = len(ids)
-        position = np.full(n, -1, dtype=np.int32)
-        position[outcome.ranked] = np.arange(outcome.ranked.size, dtype=np.int32)
-        rule = np.full(n, -1, dtype=np.int32)
-        stage = np.full(n, -1, dtype=np.int32)
-        rules: list[str] = []
-        stages = ["guardrail", "slate"]
-        for group in outcome.filtered:
-            rules.append(group.rule)
-            rule[group.indices] = len(rules) - 1
-            stage[group.indices] = stages.index(group.stage) if group.stage in stages else 0
-        past_top_k = (position < 0) & (rule < 0)  # survivors ranked past top_k: not served, no rule removed them
-        if past_top_k.any():
-            rules.append(TOP_K_RULE)
-            rule[past_top_k] = len(rules) - 1
-            stage[past_top_k] = 1
-
-        def repeat(value: str | None) -> pa.Array:
-            return pa.repeat(pa.scalar(value, pa.string()), n)
-
-        tasks = self._keys(binding.bundle.manifest.task_names())
-        terms = self._keys(binding.policy.term_names)
-        numeric, categorical = self._features(item, n)
-        columns = [
-            repeat(item.request_id), _timestamps(item.ts, n), _surface(item.surface, n), repeat(item.sticky_key),
-            repeat(versions["model"]), repeat(versions["model_version"]), repeat(versions["calibration_version"]),
-            repeat(versions["policy_version"]), repeat(item.arm),
-            _strings(ids), pa.array(np.arange(n, dtype=np.int32)),
-            pa.array(position, mask=position < 0),
-            _pick(stages, stage), _pick(rules, rule),
-            _float_map(tasks, outcome.logits), _float_map(tasks, outcome.probabilities),
-            pa.array(outcome.utility), _propensity(outcome.propensity, outcome.ranked, position),
-            _float_map(terms, outcome.contributions), numeric, categorical,
-            *self._attributes(outcome.binding.policy.file.attributes, outcome.attributes, n),
-        ]
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
-
-    def _attributes(self, declared: Mapping[str, str], columns: Mapping[str, object], n: int) -> list[pa.Array]:
-        """Three maps (number, string, boolean) of the declared attributes; a missing value is left out."""
-        out = []
-        for kind, value_type in (("number", pa.float64()), ("string", pa.string()), ("boolean", pa.bool_())):
-            names = [name for name, k in declared.items() if k == kind and name in columns]
-            if not names:
-                out.append(_empty_maps(n, value_type))
-                continue
-            k = len(names)
-            # One column per attribute, converted in C, then interleaved row-major with one take.
-            stacked = pa.concat_arrays([_attribute_array(columns[name], value_type) for name in names])
-            order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
-            values = pc.take(stacked, pa.array(order))
-            keys = pc.take(self._keys(names), pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
-            present = pc.is_valid(values).to_numpy(zero_copy_only=False)
-            counts = present.reshape(n, k).sum(axis=1)
-            offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-            keep = pa.array(present)
-            out.append(pa.MapArray.from_arrays(offsets, keys.filter(keep), values.filter(keep)))
-        return out
-
-    def _features(self, item: _Served, n: int) -> tuple[pa.Array, pa.Array]:
-        outcome = item.outcome
-        encoded = outcome.encoded
-        if not self.features or encoded is None:
-            return pa.nulls(n, self.schema.field("features_numeric").type), pa.nulls(
-                n, self.schema.field("features_categorical").type
-            )
-        encoder = outcome.binding.bundle.encoder
-        manifest = outcome.binding.bundle.manifest
-        key = (manifest.name, manifest.version)
-        vocab = self._vocabularies.get(key)
-        if vocab is None:
-            vocab = self._vocabularies[key] = _Vocabularies(
-                encoder.numeric_names, encoder.categorical_names, encoder.vocabularies
-            )
-        numeric = _float_map(vocab.numeric, encoded.numeric)
-        codes = encoded.categorical  # [B, C], 0 = out of vocabulary
-        c = codes.shape[1]
-        flat_index = (codes - 1 + vocab.base[None, :]).ravel()
-        oov = (codes == 0).ravel()
-        values = pc.take(vocab.flat, pa.array(np.where(oov, 0, flat_index), mask=oov)) if c else pa.array(
-            [], pa.string()
-        )
-        offsets = pa.array(np.arange(0, n * c + 1, c, dtype=np.int32))
-        names = pc.take(vocab.categorical, pa.array(np.tile(np.arange(c, dtype=np.int32), n)))
-        return numeric, pa.MapArray.from_arrays(offsets, names, values)
-
-
-def _attribute_array(column: object, value_type: pa.DataType) -> pa.Array:
-    """An attribute column as read (float64 with NaN for missing, or a list with None) as an Arrow array."""
-    if isinstance(column, np.ndarray):
-        return pa.array(column, value_type, mask=np.isnan(column) if column.dtype.kind == "f" else None)
-    return pa.array(column, value_type)
-
-
-def _empty_maps(n: int, value_type: pa.DataType) -> pa.MapArray:
-    return pa.MapArray.from_arrays(
-        pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string()), pa.array([], value_type)
-    )
-
-
-def _surface(surface: str, n: int) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([surface], pa.string()))
-
-
-def _strings(ids: Sequence[object]) -> pa.Array:
-    if isinstance(ids, pa.Array | pa.ChunkedArray):
-        column = ids.cast(pa.string())
-        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return pa.array([str(i) for i in ids] if ids and not isinstance(ids[0], str) else list(ids), pa.string())
-
-
-def _pick(names: list[str], index: npt.NDArray[np.int32]) -> pa.Array:
-    """names[index] per row, null where index < 0."""
-    if not names:
-        return pa.nulls(index.size, pa.string())
-    return pc.take(pa.array(names, pa.string()), pa.array(index, mask=index < 0))
 
 
 def _outcome_batch(item: _Outcomes) -> pa.RecordBatch:
@@ -403,13 +267,3 @@ def _outcome_batch(item: _Outcomes) -> pa.RecordBatch:
         "received_at": [received] * len(rows),
     }
     return pa.RecordBatch.from_pydict(columns, schema=outcomes_log_schema())
-
-
-def _propensity(propensity: npt.NDArray[np.float64] | None, ranked: npt.NDArray[np.intp],
-                position: npt.NDArray[np.int32]) -> pa.Array:
-    """The logging policy's probability of each served candidate at its position given the ones above it
-    (`ScoreOutcome.propensity`; 1.0 when the policy does not explore), null for the rows not served."""
-    values = np.ones(len(position))
-    if propensity is not None:
-        values[ranked] = propensity
-    return pa.array(values, mask=position < 0)

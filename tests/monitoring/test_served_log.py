@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.artifacts.served_log import log_kind
+from app.main import create_app
 from app.monitoring.log_files import LogFiles, open_filesystem
 from app.monitoring.served_log import ServedLog, sampled
 from app.settings import Settings
-from app.main import create_app
 from tests.conftest import MODEL_STORE, POLICIES, make_settings
 
 TOKEN = "servedlog-admin-token-0123456789"

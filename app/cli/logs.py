@@ -68,3 +68,17 @@ def join(
         for line in summary.lines():
             console.print(line)
         console.print(f"wrote {out}")
+
+
+@logs_app.command("compact")
+def compact(
+    root: Annotated[Path, typer.Argument(help="the served log path (FUSIONRANK_SERVED_LOG_PATH)")],
+) -> None:
+    """Convert the sealed hot files a killed server left (hidden .arrows) into the Parquet files readers see."""
+    from app.monitoring.log_compactor import compact_root
+
+    if not root.is_dir():
+        typer.echo(f"{root}: no such folder; give FUSIONRANK_SERVED_LOG_PATH", err=True)
+        raise typer.Exit(2)
+    done = compact_root(root)
+    typer.echo(f"converted {len(done)} hot file(s) under {root}")

@@ -7,6 +7,11 @@ buffered and written as row groups; a file is closed once it holds `rotate_bytes
 renamed to ``part-<utc>-<pid>-<random>.parquet`` only once closed, so a process killed mid-write leaves
 at most a hidden temporary file, never a truncated ``.parquet``. Several replicas may share one root:
 names carry the pid and a random part. Only the writer thread calls these methods.
+
+With `hot=True` (the served log on a local disk) the open file is an Arrow IPC stream instead
+(``.<name>.arrows.tmp``): appending a batch is a copy, with no encoding. Closed, it is renamed to the
+hidden, complete ``.<name>.arrows`` ("sealed") and handed to `on_sealed`; `app.monitoring.log_compactor`
+turns it into ``<name>.parquet`` at low priority. Readers still see only whole Parquet files.
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ import pyarrow.parquet as pq
 
 from app.errors import ArtifactError
 
-__all__ = ["LogFiles", "open_filesystem", "string_columns"]
+__all__ = ["HOT_SUFFIX", "LogFiles", "open_filesystem", "parquet_writer", "string_columns"]
 
 _ROW_GROUP_ROWS = 32_768  # buffered rows per open file before a row group is encoded (bounds memory)
 _STATISTICS = ("request_id", "ts", "model_version", "policy_version", "arm", "event_time", "task")
+HOT_SUFFIX = ".arrows"  # a sealed hot file: ``.<name>.arrows`` becomes ``<name>.parquet``
+# A hot file closes when its Arrow form reaches this many times rotate_bytes: the Parquet file it becomes
+# is 20-80x smaller (dictionary-encoded keys, compression), so it still stays under rotate_bytes.
+_HOT_RATIO = 8
 
 
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -61,11 +70,19 @@ def string_columns(schema: pa.Schema) -> list[str]:
     return [parquet.column(i).path for i in range(len(parquet)) if parquet.column(i).physical_type == "BYTE_ARRAY"]
 
 
+def parquet_writer(sink: Any, schema: pa.Schema) -> pq.ParquetWriter:
+    """The log's Parquet settings: zstd; statistics only where readers filter (they cost ~20 % of the
+    encoding on the nested columns); dictionaries on string columns only."""
+    stats = [name for name in _STATISTICS if name in schema.names]
+    return pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=stats,
+                            use_dictionary=string_columns(schema))
+
+
 @dataclass(slots=True)
 class _OpenFile:
     temp: str
     final: str
-    writer: pq.ParquetWriter
+    writer: pq.ParquetWriter | pa.ipc.RecordBatchStreamWriter
     stream: Any
     opened: float
     pending: list[pa.RecordBatch] = field(default_factory=list)
@@ -79,19 +96,25 @@ class LogFiles:
     def __init__(
         self, fs: pafs.FileSystem, base: str, kind: str, schema: pa.Schema, *, rotate_bytes: int,
         rotate_seconds: float, on_closed: Callable[[str], None] = lambda path: None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, hot: bool = False,
+        on_sealed: Callable[[str], None] = lambda path: None,
     ) -> None:
         self.fs, self.root, self.schema = fs, f"{base}/{kind}", schema
         self.rotate_bytes, self.rotate_seconds = rotate_bytes, rotate_seconds
         self.on_closed, self.clock = on_closed, clock
+        self.hot, self.on_sealed = hot, on_sealed
         self._open: dict[str, _OpenFile] = {}
-        self._dictionary_columns = string_columns(schema)
 
     def write(self, partition: str, batch: pa.RecordBatch) -> None:
         """Append `batch` (of `schema`) to the partition's open file, opening or rotating as needed."""
         handle = self._open.get(partition)
         if handle is None:
             handle = self._open[partition] = self._create(partition)
+        if isinstance(handle.writer, pa.ipc.RecordBatchStreamWriter):
+            handle.writer.write_batch(batch)
+            if handle.stream.tell() >= self.rotate_bytes * _HOT_RATIO:
+                self._close(partition)
+            return
         handle.pending.append(batch)
         handle.pending_rows += batch.num_rows
         handle.pending_bytes += batch.nbytes
@@ -118,17 +141,17 @@ class LogFiles:
         folder = f"{self.root}/{partition}"
         self.fs.create_dir(folder, recursive=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"part-{stamp}-{os.getpid()}-{secrets.token_hex(4)}.parquet"
-        temp, final = f"{folder}/.{name}.tmp", f"{folder}/{name}"
+        name = f"part-{stamp}-{os.getpid()}-{secrets.token_hex(4)}"
+        if self.hot:
+            sealed = f"{folder}/.{name}{HOT_SUFFIX}"
+            stream = self.fs.open_output_stream(f"{sealed}.tmp")
+            return _OpenFile(f"{sealed}.tmp", sealed, pa.ipc.new_stream(stream, self.schema), stream, self.clock())
+        temp, final = f"{folder}/.{name}.parquet.tmp", f"{folder}/{name}.parquet"
         stream = self.fs.open_output_stream(temp)
-        # Statistics only where readers filter (they cost ~20 % of the encoding on the nested columns).
-        stats = [name for name in _STATISTICS if name in self.schema.names]
-        writer = pq.ParquetWriter(stream, self.schema, compression="zstd", write_statistics=stats,
-                                  use_dictionary=self._dictionary_columns)
-        return _OpenFile(temp, final, writer, stream, self.clock())
+        return _OpenFile(temp, final, parquet_writer(stream, self.schema), stream, self.clock())
 
     def _flush(self, handle: _OpenFile) -> None:
-        if handle.pending:
+        if handle.pending and isinstance(handle.writer, pq.ParquetWriter):
             handle.writer.write_table(pa.Table.from_batches(handle.pending, self.schema))
             handle.pending.clear()
             handle.pending_rows = handle.pending_bytes = 0
@@ -142,3 +165,5 @@ class LogFiles:
             handle.stream.close()
         self.fs.move(handle.temp, handle.final)
         self.on_closed(handle.final)
+        if self.hot:
+            self.on_sealed(handle.final)

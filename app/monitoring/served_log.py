@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from app.artifacts.served_log import outcomes_log_schema, served_log_schema
+from app.monitoring.log_compactor import Compactor
 from app.monitoring.log_files import LogFiles, open_filesystem
 from app.monitoring.metrics import ServiceMetrics
 from app.monitoring.served_columns import Served, ServedColumns
@@ -84,16 +85,19 @@ class ServedLog:
     def __init__(
         self, rates: Mapping[str, float], path: str, *, metrics: ServiceMetrics, features: bool = False,
         queue_size: int = 256, rotate_bytes: int = 128 * 1024 * 1024, rotate_seconds: float = 300.0,
-        filesystem: pafs.FileSystem | None = None, sticky_key: str = "",
+        filesystem: pafs.FileSystem | None = None, sticky_key: str = "", hot: bool = True,
     ) -> None:
         self.rates = dict(rates)
         self.sticky_key = sticky_key  # "" = follow the surface's canary key (`Answer.canary_key`), else CANARY_KEY
         self.features = features
         self.metrics = metrics
         fs, base = open_filesystem(path) if filesystem is None else (filesystem, path.rstrip("/"))
+        # On a local disk the served rows go to Arrow hot files, encoded as Parquet by a low-priority child.
+        self.compactor = Compactor(base) if hot and isinstance(fs, pafs.LocalFileSystem) else None
         self.served = LogFiles(
             fs, base, "served", served_log_schema(), rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
-            on_closed=lambda _: metrics.log_files.labels("served").inc(),
+            on_closed=lambda _: metrics.log_files.labels("served").inc(), hot=self.compactor is not None,
+            on_sealed=self.compactor.seal if self.compactor is not None else lambda _: None,
         )
         self.outcomes = LogFiles(
             fs, base, "outcomes", outcomes_log_schema(), rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
@@ -148,18 +152,24 @@ class ServedLog:
     # -- the writer thread -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.compactor is not None:
+            self.compactor.start()
         self._thread = threading.Thread(target=self._run, name="fusionrank-served-log", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Write everything queued, close (and rename) every open file, end the thread."""
+        """Write everything queued, close (and rename) every open file, end the thread; then let the
+        compactor convert the sealed hot files (what it has not converted by `timeout` stays sealed)."""
         if self._thread is None:
             return
+        deadline = time.monotonic() + timeout
         self._queue.put(None)  # after what is queued: a blocking put, the writer is draining
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("the served-log writer did not finish within %.0f s; its open files stay temporary", timeout)
         self._thread = None
+        if self.compactor is not None:
+            self.compactor.stop(max(1.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while True:

@@ -55,7 +55,7 @@ def test_every_command_is_there() -> None:
     assert leaves == {
         "serve", "demo", "train", "export", "predict", "simulate", "calibrate fit", "calibrate apply",
         "calibrate report", "tune ndcg-gap", "tune regret", "tune constrained", "policy validate", "policy diff",
-        "models list", "models golden", "logs join", "rollout report",
+        "models list", "models golden", "logs join", "logs compact", "rollout report",
     }
 
 

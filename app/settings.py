@@ -197,6 +197,12 @@ class Settings(BaseSettings):
         " the /v1/score body, e.g. `context.attributes.account_id`). Empty: the field the surface's canary"
         " sticks by while one runs (policies/<surface>/rollout.yaml, canary.sticky_key), else context.user_id.",
     )
+    served_log_compactor: bool = Field(
+        default=True,
+        description="On a local served_log_path, write the served rows to Arrow hot files and encode them as"
+        " Parquet in a child process at nice 19 (the server then never spends CPU or its GIL on Parquet);"
+        " false: encode in the writer thread. Object stores always encode in the writer thread.",
+    )
     served_log_queue_size: int = Field(
         default=256, ge=1, le=100_000,
         description="Logged requests (and feedback batches) waiting for the writer thread: bounds the memory"

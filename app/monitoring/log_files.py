@@ -145,7 +145,9 @@ class LogFiles:
         if self.hot:
             sealed = f"{folder}/.{name}{HOT_SUFFIX}"
             stream = self.fs.open_output_stream(f"{sealed}.tmp")
-            return _OpenFile(f"{sealed}.tmp", sealed, pa.ipc.new_stream(stream, self.schema), stream, self.clock())
+            options = pa.ipc.IpcWriteOptions(compression="lz4")  # a third of the bytes for ~0.2 ms per 1000 rows
+            writer = pa.ipc.new_stream(stream, self.schema, options=options)
+            return _OpenFile(f"{sealed}.tmp", sealed, writer, stream, self.clock())
         temp, final = f"{folder}/.{name}.parquet.tmp", f"{folder}/{name}.parquet"
         stream = self.fs.open_output_stream(temp)
         return _OpenFile(temp, final, parquet_writer(stream, self.schema), stream, self.clock())

@@ -44,8 +44,7 @@ class _Vocabularies:
     is `flat[base[j] + v]`), so categorical indices become strings with one `take`."""
 
     def __init__(self, numeric: list[str], categorical: list[str], vocabularies: list[dict[str, int]]) -> None:
-        self.numeric = pa.array(numeric, pa.string())
-        self.categorical = pa.array(categorical, pa.string())
+        self.numeric, self.categorical = list(numeric), list(categorical)
         values = [v for vocabulary in vocabularies for v in sorted(vocabulary, key=vocabulary.__getitem__)]
         sizes = [len(v) for v in vocabularies]
         self.base = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
@@ -58,15 +57,18 @@ class ServedColumns:
     def __init__(self, features: bool) -> None:
         self.features = features
         self.schema = served_log_schema()
-        self._names: dict[tuple[str, ...], pa.Array] = {}
+        self._names: dict[tuple[str, ...], pa.Array] = {}  # map keys, repeated (`_keys`)
         self._vocabularies: dict[tuple[str, str], _Vocabularies] = {}
 
-    def _keys(self, names: Sequence[str]) -> pa.Array:
+    def _keys(self, names: Sequence[str], rows: int) -> pa.Array:
+        """`names` repeated for `rows` rows (the keys of a map column): a zero-copy slice of a cached array,
+        rebuilt only when a run has more rows than any before."""
         key = tuple(names)
         found = self._names.get(key)
-        if found is None:
-            found = self._names[key] = pa.array(list(names), pa.string())
-        return found
+        if found is None or len(found) < rows * len(key):
+            size = max(rows, 2 * len(found) // max(len(key), 1) if found is not None else 0)
+            found = self._names[key] = pa.array(list(key) * size, pa.string())
+        return found.slice(0, rows * len(key))
 
     def batch(self, items: Sequence[Served]) -> pa.RecordBatch:
         """One row per candidate of every item, in order; the items share one binding and surface."""
@@ -86,8 +88,8 @@ class ServedColumns:
         def constant(value: str) -> pa.Array:
             return pa.repeat(pa.scalar(value, pa.string()), n)
 
-        tasks = self._keys(binding.bundle.manifest.task_names())
-        terms = self._keys(binding.policy.term_names)
+        tasks = self._keys(binding.bundle.manifest.task_names(), n)
+        terms = self._keys(binding.policy.term_names, n)
         ts = np.repeat(np.array([int(item.ts * 1_000_000) for item in items], dtype=np.int64), sizes)
         columns = [
             per_request([item.request_id for item in items]), pa.array(ts, pa.timestamp("us", tz="UTC")),
@@ -123,7 +125,7 @@ class ServedColumns:
             vocab = self._vocabularies[key] = _Vocabularies(
                 encoder.numeric_names, encoder.categorical_names, encoder.vocabularies
             )
-        numeric = _float_map(vocab.numeric, _stack([e.numeric for e in encoded if e is not None]))
+        numeric = _float_map(self._keys(vocab.numeric, n), _stack([e.numeric for e in encoded if e is not None]))
         codes = np.concatenate([e.categorical for e in encoded if e is not None])  # [n, C], 0 = out of vocabulary
         c = codes.shape[1]
         flat_index = (codes - 1 + vocab.base[None, :]).ravel()
@@ -132,8 +134,7 @@ class ServedColumns:
             [], pa.string()
         )
         offsets = pa.array(np.arange(0, n * c + 1, c, dtype=np.int32))
-        names = pc.take(vocab.categorical, pa.array(np.tile(np.arange(c, dtype=np.int32), n)))
-        return numeric, pa.MapArray.from_arrays(offsets, names, values)
+        return numeric, pa.MapArray.from_arrays(offsets, self._keys(vocab.categorical, n), values)
 
 
 def _stack(arrays: list[npt.NDArray[np.generic]]) -> npt.NDArray[np.generic]:
@@ -167,11 +168,10 @@ def _placement(outcomes: list[ScoreOutcome], starts: npt.NDArray[np.int64], n: i
 
 
 def _float_map(keys: pa.Array, values: npt.NDArray[np.generic]) -> pa.MapArray:
-    """values [B, K] -> a map array of B rows {keys[k]: values[b, k]}."""
+    """values [B, K] -> a map array of B rows {keys[b * K + k]: values[b, k]} (`keys` already repeated)."""
     n, k = values.shape
     offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
-    names = pc.take(keys, pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
-    return pa.MapArray.from_arrays(offsets, names, pa.array(values.astype(np.float64, copy=False).ravel()))
+    return pa.MapArray.from_arrays(offsets, keys, pa.array(values.astype(np.float64, copy=False).ravel()))
 
 
 def _strings(ids: list[Sequence[object]]) -> pa.Array:
@@ -190,7 +190,7 @@ def _pick(names: list[str], index: npt.NDArray[np.int32]) -> pa.Array:
     return pc.take(pa.array(names, pa.string()), pa.array(index, mask=index < 0))
 
 
-def _attributes(keys: Callable[[Sequence[str]], pa.Array], declared: Mapping[str, str],
+def _attributes(keys: Callable[[Sequence[str], int], pa.Array], declared: Mapping[str, str],
                 per_item: list[Mapping[str, object]], sizes: npt.NDArray[np.int64]) -> list[pa.Array]:
     """Three maps (number, string, boolean) of the declared attributes; a missing value is left out."""
     n = int(sizes.sum())
@@ -206,7 +206,11 @@ def _attributes(keys: Callable[[Sequence[str]], pa.Array], declared: Mapping[str
                                     for name in names])
         order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
         values = pc.take(stacked, pa.array(order))
-        key_column = pc.take(keys(names), pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+        key_column = keys(names, n)
+        if values.null_count == 0:  # every value present: k entries per row
+            out.append(pa.MapArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)), key_column,
+                                               values))
+            continue
         present = pc.is_valid(values).to_numpy(zero_copy_only=False)
         counts = present.reshape(n, k).sum(axis=1)
         offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))

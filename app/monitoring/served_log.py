@@ -117,6 +117,7 @@ class ServedLog:
             rates, settings.served_log_path, metrics=metrics, features=settings.served_log_features,
             queue_size=settings.served_log_queue_size, rotate_bytes=settings.served_log_rotate_bytes,
             rotate_seconds=settings.served_log_rotate_seconds, sticky_key=settings.served_log_sticky_key,
+            hot=settings.served_log_compactor,
         )
 
     def rate(self, surface: str) -> float:

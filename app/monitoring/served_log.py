@@ -3,11 +3,14 @@
 The hot path (`ServedLog.offer`, called by `AnswerMetrics.answered`) decides by a hash of the request
 id whether the request is logged (`FUSIONRANK_SERVED_LOG=home:0.1,search:1.0`), then puts a reference to
 the request's already-computed arrays on a bounded queue without blocking: a full queue drops the
-request and counts it (`fusionrank_log_dropped_requests{reason="queue_full"}`). One writer thread turns
-each request into Arrow columns of `app.artifacts.served_log.served_log_schema` (one row per
-candidate) and appends them to Parquet files partitioned surface=/date=/hour= (`app.monitoring.log_files`).
+request and counts it (`fusionrank_log_dropped_requests{reason="queue_full"}`). One writer thread gathers
+runs of requests (up to `_RUN_SECONDS` or `_RUN_ROWS`), turns each run of one binding into one record batch
+of `app.artifacts.served_log.served_log_schema` (one row per candidate; `app.monitoring.served_columns`)
+and appends it to files partitioned surface=/date=/hour= (`app.monitoring.log_files`): on a local path,
+Arrow hot files that a nice-19 child encodes as Parquet (`app.monitoring.log_compactor`), else Parquet.
 `/v1/feedback` appends its accepted events to the outcomes log through the same queue and thread.
-`stop()` (lifespan shutdown, i.e. the SIGTERM drain) writes what is queued and closes every file.
+`stop()` (lifespan shutdown, i.e. the SIGTERM drain) writes what is queued, closes every file and waits
+for the compactor.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Cost of the served log on `/v1/score`: c=8 throughput at 1000 candidates, log off vs 100 % sampling without
-features vs 100 % with features (issue 22, Deliver 7: at most 5 % and 15 %).
+features vs 100 % with features (the target: a cost of at most 5 % and 15 %).
 
 Three `fusionrank serve` configurations on 127.0.0.1 (the shipped demo bundle): log off; log on without
 features; log on with features (FUSIONRANK_SERVED_LOG=home:1.0). Each is driven at concurrency 8 with a
@@ -38,7 +38,7 @@ CONFIGS = {
     "on": {"FUSIONRANK_SERVED_LOG": "home:1.0"},
     "on + features": {"FUSIONRANK_SERVED_LOG": "home:1.0", "FUSIONRANK_SERVED_LOG_FEATURES": "true"},
 }
-TARGET = {"on": 5.0, "on + features": 15.0}  # the issue's bound on the cost, %
+TARGET = {"on": 5.0, "on + features": 15.0}  # the target: the most the log may cost, %
 
 
 def _metric(url: str, name: str) -> float:

@@ -13,7 +13,8 @@ converted by the next compactor to start on that root (it scans for them first),
 `Compactor` is the parent's side: it starts the child (`python -m app.monitoring.log_compactor ROOT`),
 hands it each sealed path on its standard input, and bounds the backlog: when `max_pending` handed-over
 files are still unconverted, the writer thread converts the next one itself (the writer slows down, its
-queue fills, and requests are dropped and counted instead of filling the disk).
+queue fills, and requests are dropped and counted instead of filling the disk). So it does when the child
+is not running (it died): the files the dead child held stay sealed until the next start.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +91,7 @@ class Compactor:
         self.root, self.max_pending = root, max_pending
         self._process: subprocess.Popen[bytes] | None = None
         self._pending: list[str] = []
+        self._warned = False
 
     def start(self) -> None:
         self._process = subprocess.Popen(  # noqa: S603 - our own module, the configured log path
@@ -103,18 +106,19 @@ class Compactor:
             convert(sealed)
             return
         process = self._process
-        if process is None or process.poll() is not None:  # never started, or died: a new one scans the root
-            log.warning("the served-log compactor is not running; starting it")
-            self.start()
-            self._pending.append(sealed)
-            return
-        try:
-            stdin: IO[bytes] = process.stdin  # type: ignore[assignment]
-            stdin.write(sealed.encode() + b"\n")
-            stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.start()  # it scans the root for what the dead one left
-        self._pending.append(sealed)
+        if process is not None and process.poll() is None:
+            try:
+                stdin: IO[bytes] = process.stdin  # type: ignore[assignment]
+                stdin.write(sealed.encode() + b"\n")
+                stdin.flush()
+                self._pending.append(sealed)
+                return
+            except OSError:  # it died between the poll and the write
+                pass
+        if not self._warned:  # never started, or died: what it held stays sealed for the next start
+            log.warning("the served-log compactor is not running: the writer thread encodes Parquet itself")
+            self._warned = True
+        convert(sealed)
 
     def stop(self, timeout: float) -> bool:
         """Close the child's input (it converts what it holds, then exits); True when it finished in time."""
@@ -134,8 +138,12 @@ class Compactor:
 
 
 def main(argv: list[str]) -> int:
-    """The child: convert what an earlier run left under the root, then each path read from stdin, until EOF."""
+    """The child: convert what an earlier run left under the root, then each path read from stdin, until EOF
+    (its parent closing stdin, or dying). It ignores SIGTERM and SIGINT, which a process group's stop sends
+    to it and its parent alike: the parent's drain still hands it the files it closes."""
     os.nice(19)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = Path(argv[0])
     compact_root(root)
     for line in sys.stdin.buffer:

@@ -58,3 +58,16 @@ def test_a_writer_whose_child_is_behind_converts_itself(tmp_path: Path) -> None:
     compactor.seal(sealed)
     assert Path(final_name(sealed)).is_file() and not Path(sealed).exists()
     assert compactor.stop(timeout=1)
+
+
+def test_a_writer_whose_child_died_converts_itself(tmp_path: Path) -> None:
+    compactor = Compactor(str(tmp_path))
+    compactor.start()
+    process = compactor._process
+    assert process is not None
+    process.kill()
+    process.wait(10)
+    (sealed,) = _sealed(tmp_path)
+    compactor.seal(sealed)
+    assert Path(final_name(sealed)).is_file() and not Path(sealed).exists()
+    assert compactor.stop(timeout=1)

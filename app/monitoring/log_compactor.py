@@ -98,6 +98,8 @@ class Compactor:
             [sys.executable, "-m", "app.monitoring.log_compactor", self.root], stdin=subprocess.PIPE,
             close_fds=True,
         )
+        with contextlib.suppress(OSError):  # low priority from the start (the child renices itself too)
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, 19)
 
     def seal(self, sealed: str) -> None:
         """Hand a sealed file over; convert it here when the child is `max_pending` files behind."""

@@ -55,10 +55,20 @@ def _violations(path: Path) -> list[str]:
     return [f"{path.relative_to(ROOT)}:{v}" for v in found]
 
 
+# The served log's compactor starts one child process: this interpreter on its own module, a fixed argument
+# list, no shell (checked below). Nothing else on the serving path may start a process.
+ALLOWED = {"app/monitoring/log_compactor.py:import subprocess"}
+
+
 def test_no_pickle_eval_or_unsafe_yaml_on_the_serving_path() -> None:
     sources = _sources()
     assert len(sources) > 30
-    assert [v for path in sources for v in _violations(path)] == []
+    assert [v for path in sources for v in _violations(path) if v not in ALLOWED] == []
+    compactor = ast.parse((ROOT / "app" / "monitoring" / "log_compactor.py").read_text())
+    calls = [n for n in ast.walk(compactor) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and isinstance(n.func.value, ast.Name) and n.func.value.id == "subprocess"]
+    assert [c.func.attr for c in calls] == ["Popen"]  # type: ignore[attr-defined]
+    assert isinstance(calls[0].args[0], ast.List) and not any(k.arg == "shell" for k in calls[0].keywords)
 
 
 def test_the_checker_itself_finds_what_it_forbids() -> None:

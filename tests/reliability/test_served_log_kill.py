@@ -69,7 +69,7 @@ def test_sigkill_mid_write_leaves_only_whole_files(tmp_path: Path, sample_reques
     compact_root(root)
     rows = _whole_files(root)
     assert set(converted) <= set(rows)
-    assert rows, "files closed by age before the kill"
+    assert rows, f"no file closed by age before the kill: {sorted(p.name for p in root.rglob('*'))}, {len(answered)}"
     assert set(rows) <= set(answered)
     assert all(n == candidates for n in rows.values())  # a request's rows are never split or torn
     # Lost: only what the open files (at most ROTATE_SECONDS old) and the queue held at the kill.

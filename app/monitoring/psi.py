@@ -6,9 +6,10 @@ Scoring adds each calibrated prediction to its task's drift bucket (the calibrat
   so any window and any number of replicas can be aggregated in PromQL;
 - `fusionrank_prediction_psi` (gauge): PSI of the last `window_slots` ticks of counts against the
   calibration file's `reference.fractions`, recomputed every tick by `run_psi_updates`. It is per
-  process and arm (a canary's window holds only the canary's predictions) and absent until the window holds `min_predictions` predictions, so that a quiet replica
-  does not alert on noise. With several workers (multiprocess mode) both views go through the
-  value files (`ServedPredictionFiles`): histograms summed, PSI the largest of the live workers.
+  process and arm (a canary's window holds only the canary's predictions) and absent until the
+  window holds `min_predictions` predictions, so that a quiet replica does not alert on noise. With
+  several workers (multiprocess mode) both views go through the value files
+  (`ServedPredictionFiles`): histograms summed, PSI the largest of the live workers.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ endpoints step back through it.
 the surface's declared state, `policies/<surface>/rollout.yaml` (`app.artifacts.rollout`): under the
 surface's exclusive lock file the registry reads the file, checks the writer's expected generation
 (compare-and-swap, 409 naming the current one), runs the change on a *staged* snapshot (every check
-above; a refused change writes nothing), writes the new state one generation on (atomic rename), and
-only then installs the staged snapshot. Every other replica's watcher reads the new file and applies
+above; a refused change writes nothing), writes the new state one generation on (atomic rename; with the
+policies in an object store, a conditional PUT that only one of two racing replicas wins, see
+`app.control.declared`), and only then installs the staged snapshot. Every other replica's watcher reads the new file and applies
 it whole (`apply_declared`): active, canary, shadow model and shadow policy in one swap. A surface
 without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say (the migration
 path); its first admin change writes the file, which from then on wins over the pointers. With
@@ -38,7 +39,7 @@ from typing import Literal, Protocol
 from app.artifacts.loading import load_policy
 from app.artifacts.rollout import ROLLOUT_FILE, RolloutState
 from app.control.audit import AuditTrail, PolicyChange
-from app.control.declared import check_generation, locked, read_declared, write_declared
+from app.control.declared import DeclaredFiles, check_generation, read_declared
 from app.control.lifecycle import Served, Triple, describe, resolve
 from app.control.loader import BundleCache
 from app.control.persist import SurfaceFiles
@@ -85,6 +86,7 @@ class Registry:
         self._golden = golden
         self._audit = AuditTrail(metrics)
         self._files = SurfaceFiles(settings.policies, enabled=settings.persist_pointers)
+        self._declared = DeclaredFiles(settings.policies, settings.policies_uri)  # rollout files: folder or store
         self._lock = threading.RLock()  # re-entered by a declared change around the action it runs
         self._history: dict[str, list[Served]] = {}  # surface -> triples served before, latest last
         self._rejected: dict[str, dict[str, str]] = {}  # surface -> version -> why its file was refused
@@ -272,12 +274,15 @@ class Registry:
                 return change(), self._generation.get(surface, 0)
             surface_dir = self.folder / surface
             try:
-                stack.enter_context(locked(surface_dir))
+                file = stack.enter_context(self._declared.writing(surface))
             except OSError as exc:
+                if self._declared.uri is not None:
+                    raise Conflict(f"cannot read {self._declared.uri}/{surface}/{ROLLOUT_FILE} ({exc}); nothing"
+                                   " changed: check the store's credentials and endpoint, then retry") from None
                 raise Conflict(f"cannot lock {surface_dir / ROLLOUT_FILE} for writing ({exc}); the store folder is"
                                " read-only: mount it writable (a volume) or edit rollout.yaml where it is kept"
                                ) from None
-            declared = read_declared(surface_dir)
+            declared = file.current
             if declared is not None and declared.generation != self._generation.get(surface, 0):
                 self._apply(surface, declared, who=who)  # another replica wrote it: start from it
                 route = self._route(self._holder.snapshot, surface)
@@ -294,7 +299,7 @@ class Registry:
             new = state_of(staged.route(surface), current, generation=current.generation + 1, who=who,
                            reason=reason, rolled_back=result.action == "rollback")
             try:
-                write_declared(surface_dir, new)
+                file.write(new)  # object store: a conditional PUT, 409 when another admin's write won
             except OSError as exc:
                 raise Conflict(f"could not write {surface_dir / ROLLOUT_FILE} ({exc}); nothing changed: free"
                                " space or make the store writable, then retry") from None

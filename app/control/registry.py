@@ -19,11 +19,11 @@ surface's exclusive lock file the registry reads the file, checks the writer's e
 (compare-and-swap, 409 naming the current one), runs the change on a *staged* snapshot (every check
 above; a refused change writes nothing), writes the new state one generation on (atomic rename; with the
 policies in an object store, a conditional PUT that only one of two racing replicas wins, see
-`app.control.declared`), and only then installs the staged snapshot. Every other replica's watcher reads the new file and applies
-it whole (`apply_declared`): active, canary, shadow model and shadow policy in one swap. A surface
-without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say (the migration
-path); its first admin change writes the file, which from then on wins over the pointers. With
-`persist_pointers` off, changes stay in this process's memory (tests, experiments).
+`app.control.declared`), and only then installs the staged snapshot. Every other replica's watcher reads
+the new file and applies it whole (`apply_declared`): active, canary, shadow model and shadow policy in one
+swap. A surface without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say
+(the migration path); its first admin change writes the file, which from then on wins over the pointers.
+With `persist_pointers` off, changes stay in this process's memory (tests, experiments).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -92,6 +94,8 @@ class Registry:
         self._rejected: dict[str, dict[str, str]] = {}  # surface -> version -> why its file was refused
         self._watch_failures: dict[str, str] = {}  # surface -> why its last watcher pass failed
         self._generation: dict[str, int] = {}  # surface -> declared generation served (0: no rollout file)
+        # surface -> (when its last rollout change was installed here, how long serving it took)
+        self._applied: dict[str, tuple[datetime, float]] = {}
         # A declared change in progress: installs are staged here, written to the file, then installed.
         self._declaring: RolloutState | None = None
         self._staged: ServingSnapshot | None = None
@@ -289,6 +293,7 @@ class Registry:
             current = declared or state_of(route, None, generation=0, who="", reason="")
             check_generation(surface, current.generation, expected_generation)
             self._declaring, self._staged = current, None
+            started = time.perf_counter()
             try:
                 result = change()
                 staged = self._staged
@@ -305,14 +310,20 @@ class Registry:
                                " space or make the store writable, then retry") from None
             self._holder.install(staged)
             self._served_generation(surface, new.generation)
+            self._applied[surface] = (datetime.now(UTC), time.perf_counter() - started)
             return result, new.generation
 
     def declared(self, surface: str) -> dict[str, object]:
-        """The surface's rollout file as declared, and the generation this process serves."""
+        """The surface's rollout file as declared, the generation this process serves, when its last change
+        was installed here (`applied_at`, UTC) and how long serving it took (`apply_seconds`: read, validate,
+        golden batch, load and warm, swap)."""
         with self._lock:
             self._route(self._holder.snapshot, surface)
             state = read_declared(self.folder / surface)
+            applied = self._applied.get(surface)
             return {"surface": surface, "serving_generation": self._generation.get(surface, 0),
+                    "applied_at": None if applied is None else applied[0].isoformat(timespec="microseconds"),
+                    "apply_seconds": None if applied is None else round(applied[1], 6),
                     "declared": None if state is None else state.model_dump(mode="json")}
 
     def adopt_declared(self) -> None:
@@ -362,6 +373,7 @@ class Registry:
 
     def _apply(self, surface: str, state: RolloutState, *, who: str) -> PolicyChange:
         """Bind every part of `state` (validated, dry-run, warm), then install it in one swap."""
+        started = time.perf_counter()
         snapshot = self._holder.snapshot
         route = self._route(snapshot, surface)
         cache = self._cache()
@@ -369,6 +381,7 @@ class Registry:
         path = f"{self.folder / surface / ROLLOUT_FILE}:"
         problems = tuple(p for p in snapshot.problems if not p.startswith(path))
         self._install(snapshot, new, cache.bundles, problems)
+        self._applied[surface] = (datetime.now(UTC), time.perf_counter() - started)
         if Served.of(route) != Served.of(new):
             self._remember(surface, Served.of(route))
         before = self._generation.get(surface, 0)

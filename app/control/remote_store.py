@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from app.artifacts.common import sha256_file
-from app.errors import ArtifactError
+from app.errors import ArtifactError, Conflict
 from app.settings import is_uri
 
 if TYPE_CHECKING:
@@ -94,13 +94,14 @@ def write_text_atomic(uri_or_path: str | os.PathLike[str], text: str) -> None:
 
 
 def _conditional_fs(uri: str) -> tuple[AbstractFileSystem, str]:
-    """The filesystem of `uri` when it can write conditionally (S3), else an ArtifactError naming the fix."""
+    """The filesystem of `uri` when it can write conditionally (S3), else a 409 naming the fix."""
     fs, path = _filesystem(uri)
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
     if not protocols & {"s3", "s3a"}:
-        raise ArtifactError(uri, "", f"admin writes of the rollout file need a conditional write, which this"
-                            f" store ({sorted(protocols)}) does not offer through fusionrank",
-                            "keep FUSIONRANK_POLICIES on a local or shared folder, or on s3://")
+        raise Conflict(f"{uri}: admin writes of the rollout file need a conditional write, which this store"
+                       f" ({'/'.join(sorted(protocols))}) does not offer through fusionrank; nothing changed: keep"
+                       " FUSIONRANK_POLICIES on a shared folder or on s3://, or replace the object with a"
+                       " generation-conditional upload (docs/scaling.md, Store backends)")
     return fs, path
 
 

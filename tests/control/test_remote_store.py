@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from app.artifacts.rollout import ROLLOUT_FILE, RolloutState, RolloutTriple
 from app.control.declared import DeclaredFiles, parse_declared
 from app.control.remote_store import RemoteStore, write_text_atomic
-from app.errors import ArtifactError, Conflict
+from app.errors import Conflict
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import ADMIN_TOKEN, MODEL_STORE, POLICIES, make_settings
@@ -260,5 +260,5 @@ def test_a_store_without_conditional_writes_refuses_admin_writes(tmp_path: Path)
     """Only S3 gets the conditional PUT; any other URI (gs://, here fsspec's memory://) is refused, not raced."""
     (tmp_path / "home").mkdir()
     files = DeclaredFiles(tmp_path, "memory://fusionrank/policies")
-    with pytest.raises(ArtifactError, match="need a conditional write"), files.writing("home"):
+    with pytest.raises(Conflict, match="need a conditional write"), files.writing("home"):
         pass

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BUNDLE, MODEL_STORE, POLICIES
 from tests.deploy.conftest import DEPLOY, ROOT, free_port
@@ -80,6 +81,11 @@ def test_one_scrape_of_a_two_worker_replica_counts_every_request(tmp_path: Path)
                                   if s.name == "fusionrank_http_requests_total"
                                   and s.labels.get("route") == "/v1/score"))
     assert score_requests(scraped) == WORKER_REQUESTS
+    # The drift histogram too, under its arm: every scored candidate of both workers, nothing on the canary arm.
+    candidates = len(json.loads(body)["candidates"])
+    drift = {s.labels["arm"]: s.value for family in text_string_to_metric_families(scraped)
+             for s in family.samples if s.name == "fusionrank_served_prediction_count" and s.labels["task"] == "click"}
+    assert drift == {"stable": WORKER_REQUESTS * candidates, "canary": 0.0}
     assert len(per_worker) == 2 and sum(per_worker) == WORKER_REQUESTS and min(per_worker) > 0, per_worker
     assert "fusionrank_ready 1.0" in scraped  # livemin over the two workers
     assert not list(files.glob("*.db")), "the operator's directory is emptied at exit"

@@ -25,7 +25,9 @@ from tests.lifecycle_helpers import build_store
 
 pytestmark = pytest.mark.slow
 
-POLL = 0.25
+# The replicas' poll interval. "Within 2 poll intervals" holds while a new bundle's warm-up stays under one
+# interval: up to 0.38 s was measured with a load average of 13 on the 2 shared cores, hence 0.5 s, not less.
+POLL = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,10 @@ def test_d_two_admins_racing_exactly_one_wins(fleet: Fleet) -> None:
                                    params={"expected_generation": generation, "reason": f"race {name}"},
                                    headers=headers, timeout=30)
 
+    # Both ask for a change (policy 2): a writer asking for what is served already would change nothing, write
+    # nothing and answer 200 "unchanged" when it got the lock first.
     threads = [threading.Thread(target=write, args=("alice", a.url, "2")),
-               threading.Thread(target=write, args=("bob", b.url, "1"))]
+               threading.Thread(target=write, args=("bob", b.url, "2"))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -16,6 +16,7 @@ object, and the other writer gets the 409 naming the generation that won (`Decla
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from app.errors import ArtifactError, Conflict
 __all__ = [
     "DeclaredFiles", "DeclaredWrite", "check_generation", "locked", "parse_declared", "read_declared", "write_declared",
 ]
+
+log = logging.getLogger("fusionrank.registry")
 
 
 def read_declared(surface_dir: Path) -> RolloutState | None:
@@ -120,7 +123,13 @@ class DeclaredWrite:
                     f" generation {read}, now {now}): another admin's write won; read GET"
                     f" /admin/rollouts/{self.surface_dir.name} and retry with the generation it shows"
                 )
-        write_atomically(self.surface_dir / ROLLOUT_FILE, text)  # the mirror too: a restart serves it at once
+            try:  # the store has it: the mirror's copy is a convenience its next pass would bring anyway
+                write_atomically(self.surface_dir / ROLLOUT_FILE, text)
+            except OSError as exc:
+                log.warning("%s written; its mirror %s was not (%s): the next pass copies it", self.uri,
+                            self.surface_dir / ROLLOUT_FILE, exc)
+            return
+        write_atomically(self.surface_dir / ROLLOUT_FILE, text)
 
 
 class DeclaredFiles:

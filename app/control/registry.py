@@ -306,8 +306,8 @@ class Registry:
             try:
                 file.write(new)  # object store: a conditional PUT, 409 when another admin's write won
             except OSError as exc:
-                raise Conflict(f"could not write {surface_dir / ROLLOUT_FILE} ({exc}); nothing changed: free"
-                               " space or make the store writable, then retry") from None
+                raise Conflict(f"could not write {file.uri or surface_dir / ROLLOUT_FILE} ({exc}); nothing changed:"
+                               " free space or make the store writable, then retry") from None
             self._holder.install(staged)
             self._served_generation(surface, new.generation)
             self._applied[surface] = (datetime.now(UTC), time.perf_counter() - started)

@@ -78,7 +78,15 @@ def tuned_variant(base: PolicyVariant, signed: Mapping[str, float], label: str, 
     """The base policy with tuned weights (task -> signed weight, from weights.json) on its plain
     terms (weight x p_task, no attribute). The tuned weights sum to 1 in absolute value; they are
     rescaled so the replaced terms keep their total absolute weight, which leaves value terms and
-    untuned terms their say. Every tuned task needs exactly one plain term."""
+    untuned terms their say. Every tuned task needs exactly one plain term.
+
+    The tuners fit a weighted sum of raw predictions: weights for a policy of the product form, or for a term
+    the policy normalises, would mean something else there, so they are refused (vary those with --grid)."""
+    ranking = base.policy.ranking
+    if ranking is not None and ranking.form == "product":
+        raise PolicyError(base.source, "ranking.form", f"{source} holds weights tuned for a weighted sum; this"
+                          " policy multiplies (epsilon + p)^weight (form: product)",
+                          "vary the exponents with --grid, or replay the weights on a policy of form: sum")
     plain: dict[str, list[str]] = {}
     for term in base.policy.utility:
         if term.attribute is None:
@@ -90,6 +98,11 @@ def tuned_variant(base: PolicyVariant, signed: Mapping[str, float], label: str, 
                               "give the policy exactly one plain term per tuned task, or vary it with --grid")
     current = {t.name: t.weight for t in base.policy.utility}
     names = {task: plain[task][0] for task in signed}
+    normalised = sorted(n for n in names.values() if ranking is not None and n in ranking.normalize)
+    if normalised:
+        raise PolicyError(base.source, f"ranking.normalize.{normalised[0]}", f"{source} tunes term"
+                          f" {normalised[0]!r} on raw predictions; the policy normalises its input per request",
+                          "vary that term with --grid, or drop it from ranking.normalize")
     total_before = sum(abs(current[names[t]]) for t in signed)
     total_tuned = sum(abs(w) for w in signed.values())
     scale = total_before / total_tuned if total_tuned > 0 and total_before > 0 else 1.0

@@ -24,7 +24,7 @@ Every step only drops or reorders candidates inside the capped pool, so the caps
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,10 +102,17 @@ def rank_slate(
         trace.fatigue = np.maximum((1.0 - fatigue.decay) ** counts, fatigue.floor)
         trace.score = _decayed(trace.score, trace.fatigue)
     order = kept[np.argsort(-trace.score[kept], kind="stable")]
+    codes_of: dict[str, IntArray] = {}  # attribute -> value codes, computed once per request
+
+    def codes(name: str) -> IntArray:
+        if name not in codes_of:
+            codes_of[name] = value_codes(py_values(attributes[name]))
+        return codes_of[name]
+
     if ranking.diversity:
         total = np.ones(len(order))
         for rule in ranking.diversity:
-            k = occurrence_rank(value_codes(py_values(attributes[rule.attribute]))[order])
+            k = occurrence_rank(codes(rule.attribute)[order])
             factor = np.maximum((1.0 - rule.decay) ** k, rule.floor)
             full = np.ones(len(utility))
             full[order] = factor
@@ -114,14 +121,14 @@ def rank_slate(
         decayed = _decayed(trace.score[order], total)
         trace.score[order] = decayed
         order = order[np.argsort(-decayed, kind="stable")]
-    order, dropped = apply_caps(order, attributes, caps)
+    order, dropped = apply_caps(order, attributes, caps, codes_of)
     for share in ranking.max_share:
         order, over = _apply_share(order, _matching(share, attributes), share, top_k)
         if over.size:
             dropped.append((over, share.name))
     length = len(order) if top_k is None else min(top_k, len(order))
     if ranking.mmr is not None and length > 1:
-        order = _mmr(order, trace, attributes, ranking.mmr, length)
+        order = _mmr(order, trace, attributes, ranking.mmr, length, codes)
     for minimum in ranking.minimums:
         order = _apply_minimum(order, _matching(minimum, attributes), minimum, length, trace)
     return SlateResult(order[:length], dropped, order[length:]), trace
@@ -160,7 +167,14 @@ def _apply_share(order: IntArray, matches: Bool, rule: MaxShareRule, top_k: int 
         length = new_length
 
 
-def _mmr(order: IntArray, trace: RankingTrace, attributes: AttributeColumns, rule: MmrRule, length: int) -> IntArray:
+def _mmr(
+    order: IntArray,
+    trace: RankingTrace,
+    attributes: AttributeColumns,
+    rule: MmrRule,
+    length: int,
+    codes_of: Callable[[str], IntArray],
+) -> IntArray:
     lam = rule.lambda_
     column = attributes[rule.attribute]
     score = trace.score[order]
@@ -174,7 +188,7 @@ def _mmr(order: IntArray, trace: RankingTrace, attributes: AttributeColumns, rul
         return np.concatenate([order[chosen], order[rest]])
     # Categorical: a candidate's penalty is (1 - lambda) once a candidate of its value is placed, which happens
     # before it (the first of each value has the higher score): greedy MMR is a sort by this static key.
-    codes = value_codes(py_values(column))[order]
+    codes = codes_of(rule.attribute)[order]
     repeat = (occurrence_rank(codes) > 0) & (codes >= 0)
     repeat_penalty = (1.0 - lam) * repeat.astype(np.float64)
     reordered = np.argsort(-(lam * score - repeat_penalty), kind="stable")

@@ -69,13 +69,18 @@ def apply_slate(
 
 
 def apply_caps(
-    order: IntArray, attributes: AttributeColumns, rules: SlateRules
+    order: IntArray, attributes: AttributeColumns, rules: SlateRules, codes_of: dict[str, IntArray] | None = None
 ) -> tuple[IntArray, list[tuple[IntArray, str]]]:
-    """order: candidates in ranking order -> (the ones within every max cap, in order; (dropped, rule) per rule)."""
+    """order: candidates in ranking order -> (the ones within every max cap, in order; (dropped, rule) per rule).
+
+    codes_of: attribute -> `value_codes` already computed for this request (the ranking steps share them).
+    """
     dropped: list[tuple[IntArray, str]] = []
     # Codes and matches are computed over the whole request in its order, then gathered into the ranking.
     for per_value in rules.max_per_value:
-        codes = value_codes(py_values(attributes[per_value.attribute]))
+        name = per_value.attribute
+        known = codes_of is not None and name in codes_of
+        codes = codes_of[name] if codes_of is not None and known else value_codes(py_values(attributes[name]))
         over = occurrence_rank(codes[order]) >= per_value.max
         if over.any():
             dropped.append((order[over], per_value.name))

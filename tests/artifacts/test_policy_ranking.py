@@ -126,6 +126,7 @@ def test_the_bound_covers_normalised_terms_and_the_decay() -> None:
 def test_a_ranking_refusal_names_the_file_at_activation(store_copy: tuple[Path, Path]) -> None:
     store, policies = store_copy
     path = write_policy(policies, "9", lambda p: p.update(ranking={"normalize": {"dwell": "rank"}}))
+    golden = GoldenBatch(lambda body: decode_score_request(body, max_candidates=1000)[1])
     with pytest.raises(PolicyError) as info:
-        GoldenBatch(lambda body: decode_score_request(body, max_candidates=1000)[1]).validate(path, BundleCache(store, 1))
+        golden.validate(path, BundleCache(store, 1))
     assert "9.yaml" in info.value.message and "ranking.normalize.dwell" in info.value.message

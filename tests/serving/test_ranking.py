@@ -130,7 +130,7 @@ def test_categorical_mmr_equals_the_greedy_selection() -> None:
         lam = float(rng.uniform(0.2, 0.9))
         ranking = _rules(mmr={"name": "m", "attribute": "creator", "lambda": lam})
         slate, _ = rank_slate(np.arange(n), utility, {"creator": values}, ranking, SlateRules(), 10, {})
-        assert slate.ranked.tolist() == _greedy(utility, lambda i, j: float(values[i] == values[j]), lam, 10)
+        assert slate.ranked.tolist() == _greedy(utility, lambda i, j, v=values: float(v[i] == v[j]), lam, 10)
 
 
 def test_vector_mmr_equals_the_greedy_selection_and_prunes_exactly() -> None:
@@ -142,7 +142,7 @@ def test_vector_mmr_equals_the_greedy_selection_and_prunes_exactly() -> None:
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         ranking = _rules(mmr={"name": "m", "attribute": "emb", "lambda": 0.6})
         slate, trace = rank_slate(np.arange(n), utility, {"emb": vectors}, ranking, SlateRules(), 12, {})
-        expected = _greedy(utility, lambda i, j: max(0.0, float(unit[i] @ unit[j])), 0.6, 12)
+        expected = _greedy(utility, lambda i, j, u=unit: max(0.0, float(u[i] @ u[j])), 0.6, 12)
         assert slate.ranked.tolist() == expected
         assert trace.mmr_penalty is not None and trace.mmr_penalty[expected[0]] == 0.0
 

@@ -74,6 +74,8 @@ def test_debug_shows_decay_minimums_and_shortfalls(ranked_client: TestClient, sa
     none_fresh = ranked_client.post("/v1/score", json=sample_request).json()
     assert none_fresh["slate_shortfalls"] == [{"rule": "fresh_items", "wanted": 3, "got": 0, "within": 10}]
     assert len(none_fresh["candidates"]) == 20  # degrades: the slate is still served
+    metrics = ranked_client.get("/metrics").text
+    assert 'fusionrank_slate_minimum_shortfalls_total{rule="fresh_items",surface="home"}' in metrics
 
 
 @pytest.mark.parametrize(

@@ -211,17 +211,20 @@ def _mmr_vectors(score: Float, vectors: Float, lam: float, length: int) -> tuple
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = np.nan_to_num(vectors[:pool] / norms, nan=0.0, posinf=0.0, neginf=0.0)
     base = lam * score[:pool]
-    largest = np.zeros(pool)
+    weighted = (1.0 - lam) * unit
+    # current = base - (1 - lambda) x max(0, largest similarity so far): each pick lowers it to
+    # min(current, base - (1 - lambda) x similarity), which also keeps the clip at 0 (current <= base) and
+    # the candidates already placed at -inf.
     current = base.copy()
     chosen = np.empty(length, dtype=np.intp)
     paid = np.empty(length)
-    weight = 1.0 - lam
+    # a small pool: every similarity at once (pool^2 x D), then one row per pick instead of a product
+    lowered = base[None, :] - weighted @ unit.T if pool <= 4 * length else None
     for t in range(length):
         j = int(np.argmax(current))
-        chosen[t], paid[t] = j, weight * largest[j]
-        np.maximum(largest, unit @ unit[j], out=largest)
-        np.subtract(base, weight * largest, out=current)
-        current[chosen[: t + 1]] = -np.inf
+        chosen[t], paid[t] = j, base[j] - current[j]
+        np.minimum(current, lowered[j] if lowered is not None else base - weighted @ unit[j], out=current)
+        current[j] = -np.inf
     return chosen, paid
 
 

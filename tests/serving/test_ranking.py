@@ -219,3 +219,20 @@ def test_vector_attributes_are_read_and_checked() -> None:
                          ([{"emb": [1] * 65}], "list of 1 to 64"), ([{"emb": [True]}], "list of 1 to 64")):
         with pytest.raises(InvalidRequest, match=message):
             extract_attributes(bad, declared)
+
+
+def test_exploration_draws_below_the_minimums_head_with_exact_propensities() -> None:
+    from app.artifacts.policy import Exploration
+    from app.serving.exploration import explore, softmax_propensities
+
+    utility = np.arange(12, 0, -1, dtype=np.float64)
+    attributes = {"fresh": [False] * 10 + [True, True]}
+    ranking = _rules(minimums=[{"name": "fresh", "attribute": "fresh", "equals": True, "min": 2, "within": 4}])
+    slate, trace = rank_slate(np.arange(12), utility, attributes, ranking, SlateRules(), 8, {})
+    pool = np.concatenate([slate.ranked, slate.truncated])
+    exploration = Exploration(method="softmax", temperature=1.0, protect_top=4)
+    served, propensity = explore(exploration, pool, trace.score, len(slate.ranked), "req-1")
+    assert served[:4].tolist() == slate.ranked[:4].tolist() == [0, 1, 10, 11]  # the minimum holds in the head
+    tail = pool[4:]
+    drawn = [int(np.flatnonzero(tail == s)[0]) for s in served[4:]]
+    np.testing.assert_allclose(propensity[4:], softmax_propensities(trace.score[tail], np.array(drawn)))

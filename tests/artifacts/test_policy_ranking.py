@@ -130,3 +130,15 @@ def test_a_ranking_refusal_names_the_file_at_activation(store_copy: tuple[Path, 
     with pytest.raises(PolicyError) as info:
         golden.validate(path, BundleCache(store, 1))
     assert "9.yaml" in info.value.message and "ranking.normalize.dwell" in info.value.message
+
+
+def test_policy_diff_shows_the_ranking_block_item_by_item() -> None:
+    from app.artifacts.diff import diff_policies
+
+    old = PolicyFile.model_validate(_policy({"diversity": [{"name": "d", "attribute": "creator_id", "decay": 0.3}]}))
+    new = PolicyFile.model_validate(_policy({"diversity": [{"name": "d", "attribute": "creator_id", "decay": 0.5}],
+                                             "minimums": [MIN]}))
+    deltas = {(d.section, d.item, d.field, d.change) for d in diff_policies(old, new)}
+    assert ("ranking", "d", "decay", "changed") in deltas
+    assert ("ranking", "fresh", "", "added") in deltas
+    assert not [d for d in diff_policies(old, old) if d.section == "ranking"]

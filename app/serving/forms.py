@@ -68,27 +68,34 @@ def compose_formed_utility(
 
 
 def normalise(values: Float, how: str, segments: IntArray | None) -> Float:
-    """values [B] -> rank percentile or clipped z-score within each segment (starts, sorted; None = one)."""
+    """values [B] -> rank percentile or clipped z-score within each segment (starts, sorted; None = one).
+
+    A non-finite input (a NaN prediction) stays NaN, so `non_finite` removes that candidate alone; the others
+    are normalised among the finite inputs of their request.
+    """
     n = len(values)
     if n == 0:
         return values.copy()
     starts = np.zeros(1, dtype=np.intp) if segments is None else np.asarray(segments, dtype=np.intp)
-    sizes = np.diff(np.r_[starts, n])
-    group = np.repeat(np.arange(len(starts)), sizes)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0)
+    counts = np.add.reduceat(finite.astype(np.float64), starts)  # finite inputs per segment
     if how == "zscore":
-        mean = np.add.reduceat(values, starts) / sizes
-        centred = values - mean[group]
-        std = np.sqrt(np.add.reduceat(centred * centred, starts) / sizes)
+        mean = np.add.reduceat(clean, starts) / np.maximum(counts, 1.0)
+        centred = np.where(finite, clean - mean[group], 0.0)
+        std = np.sqrt(np.add.reduceat(centred * centred, starts) / np.maximum(counts, 1.0))
         safe = np.where(std > 0, std, 1.0)
-        return np.asarray(np.clip(np.where(std[group] > 0, centred / safe[group], 0.0), -MAX_ZSCORE, MAX_ZSCORE))
-    # rank: sort by (segment, value); ties share the mean of their ordinal ranks
-    order = np.lexsort((values, group))
-    sorted_values, sorted_group = values[order], group[order]
+        z = np.clip(np.where(std[group] > 0, centred / safe[group], 0.0), -MAX_ZSCORE, MAX_ZSCORE)
+        return np.asarray(np.where(finite, z, np.nan))
+    # rank: sort by (segment, value), non-finite last; ties share the mean of their ordinal ranks
+    order = np.lexsort((np.where(finite, values, np.inf), group))
+    sorted_values, sorted_group = np.where(finite, values, np.inf)[order], group[order]
     new_run = np.r_[True, (sorted_values[1:] != sorted_values[:-1]) | (sorted_group[1:] != sorted_group[:-1])]
     run = np.cumsum(new_run) - 1
     ordinal = np.arange(n) - starts[sorted_group]
     mean_rank = np.bincount(run, weights=ordinal) / np.bincount(run)
+    size = counts[sorted_group]
     out = np.empty(n)
-    denominator = np.maximum(sizes[sorted_group] - 1, 1)
-    out[order] = np.where(sizes[sorted_group] > 1, mean_rank[run] / denominator, 0.5)
-    return out
+    out[order] = np.where(size > 1, mean_rank[run] / np.maximum(size - 1, 1), 0.5)
+    return np.asarray(np.where(finite, out, np.nan))

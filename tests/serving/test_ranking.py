@@ -236,3 +236,19 @@ def test_exploration_draws_below_the_minimums_head_with_exact_propensities() -> 
     tail = pool[4:]
     drawn = [int(np.flatnonzero(tail == s)[0]) for s in served[4:]]
     np.testing.assert_allclose(propensity[4:], softmax_propensities(trace.score[tail], np.array(drawn)))
+
+
+def test_a_nan_input_stays_nan_and_does_not_spoil_the_request() -> None:
+    values = np.array([1.0, np.nan, 3.0, 2.0])
+    np.testing.assert_allclose(normalise(values, "rank", None), [0.0, np.nan, 1.0, 0.5])
+    np.testing.assert_allclose(normalise(values, "zscore", None), [-np.sqrt(1.5), np.nan, np.sqrt(1.5), 0.0])
+
+
+def test_an_empty_slate_reports_the_minimum_it_cannot_meet() -> None:
+    ranking = _rules(minimums=[{"name": "fresh", "attribute": "fresh", "equals": True, "min": 1, "within": 3}],
+                     diversity=[{"name": "d", "attribute": "creator", "decay": 0.5}],
+                     mmr={"name": "m", "attribute": "creator", "lambda": 0.5})
+    attributes = {"fresh": [True, False], "creator": ["a", "a"]}
+    slate, trace = rank_slate(np.empty(0, dtype=np.intp), np.array([1.0, 2.0]), attributes, ranking, SlateRules(),
+                              5, {})
+    assert slate.ranked.size == 0 and [s.got for s in trace.shortfalls] == [0]

@@ -31,6 +31,11 @@ def ranked_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClie
                                       "fatigue": {"attribute": "creator_id", "decay": 0.5, "floor": 0.1}}
 
     write_policy(policies, "9", edit)
+    write_policy(policies, "10", lambda data: data.update(ranking={
+        "normalize": {"click": "rank", "purchase_margin": "zscore"},
+        "mmr": {"name": "creator_mmr", "attribute": "creator_id", "lambda": 0.5},
+        "max_share": [{"name": "sponsored_share", "attribute": "sponsored", "equals": True, "share": 0.05}],
+    }))
     with TestClient(create_app(make_settings(MODEL_STORE, policies))) as client:
         yield client
 
@@ -105,3 +110,17 @@ def test_a_policy_without_ranking_answers_as_before(
     sample_request["context"].update(seen_ids=[before["candidates"][0]["id"]], negative_feedback={"x": 2})
     after = client.post("/v1/score", json=sample_request).json()  # version 1 has no history: ignored
     assert [c["id"] for c in after["candidates"]] == [c["id"] for c in before["candidates"]]
+
+
+def test_debug_shows_normalised_terms_mmr_and_share_drops(
+    ranked_client: TestClient, sample_request: dict[str, Any]
+) -> None:
+    sample_request.update(policy_version="10", options={"debug": True})
+    got = ranked_client.post("/v1/score", json=sample_request).json()
+    terms = {t["name"]: t for t in got["candidates"][0]["debug"]["terms"]}
+    assert 0.0 <= terms["click"]["normalized"] <= 1.0 and "normalized" not in terms["hide_penalty"]
+    assert terms["click"]["contribution"] == terms["click"]["normalized"] * terms["click"]["weight"]
+    assert all("mmr_penalty" in c["debug"]["ranking"] for c in got["candidates"])
+    sponsored = {c["id"] for c in sample_request["candidates"] if c["attributes"]["sponsored"]}
+    assert sum(c["id"] in sponsored for c in got["candidates"]) <= 1  # floor(0.05 x 20)
+    assert any(f["rule"] == "sponsored_share" for f in got["filtered"]) or len(sponsored) <= 1

@@ -207,9 +207,13 @@ def _mmr_vectors(score: Float, vectors: Float, lam: float, length: int) -> tuple
     """
     threshold = lam * score[length - 1] - (1.0 - lam)
     pool = int(np.searchsorted(-(lam * score), -threshold, side="right"))
-    norms = np.linalg.norm(vectors[:pool], axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        unit = np.nan_to_num(vectors[:pool] / norms, nan=0.0, posinf=0.0, neginf=0.0)
+    searched = vectors[:pool]
+    missing = np.isnan(searched[:, 0])  # a missing vector is a row of NaN; a present one is finite (`vectors`)
+    if missing.any():
+        searched = np.where(missing[:, None], 0.0, searched)
+    norms = np.sqrt(np.einsum("ij,ij->i", searched, searched))
+    inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # a zero vector: similar to nothing
+    unit = searched * inverse[:, None]
     base = lam * score[:pool]
     weighted = (1.0 - lam) * unit
     # current = base - (1 - lambda) x max(0, largest similarity so far): each pick lowers it to

@@ -140,6 +140,10 @@ def test_vector_mmr_equals_the_greedy_selection_and_prunes_exactly() -> None:
         utility = rng.normal(size=n) * spread
         vectors = rng.normal(size=(n, d))
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors[int(np.argmax(utility))] = np.nan  # a missing vector is similar to nothing
+        vectors[int(np.argsort(-utility)[1])] = 0.0  # nor is a zero vector
+        unit[int(np.argmax(utility))] = 0.0
+        unit[int(np.argsort(-utility)[1])] = 0.0
         ranking = _rules(mmr={"name": "m", "attribute": "emb", "lambda": 0.6})
         slate, trace = rank_slate(np.arange(n), utility, {"emb": vectors}, ranking, SlateRules(), 12, {})
         expected = _greedy(utility, lambda i, j, u=unit: max(0.0, float(u[i] @ u[j])), 0.6, 12)

@@ -65,3 +65,41 @@ def test_simulate_refuses_linear_tuned_weights_on_a_product_form(demo_shaped_log
     ])
     assert result.exit_code == 2
     assert "ranking.form" in result.output and "--grid" in result.output
+
+
+def test_tuned_exponents_in_log_space_replay_on_the_product_form(demo_shaped_log_path: Path, tmp_path: Path) -> None:
+    v1, v2 = _write_demo_policies(tmp_path)
+    weights = tmp_path / "exponents.json"
+    tuned = CliRunner().invoke(app, [
+        "tune", "regret", "--logs", str(demo_shaped_log_path), "--target", "click=0.6", "--target", "hide=0.4",
+        "--negative", "hide", "--product-epsilon", "0.01", "--out", str(weights), "--no-progress",
+    ])
+    assert tuned.exit_code == 0, tuned.output
+    data = json.loads(weights.read_text())
+    assert data["form"] == "product" and data["epsilon"] == 0.01 and data["signed_weights"]["hide"] <= 0
+    out = tmp_path / "sim"
+    args = ["simulate", "--logs", str(demo_shaped_log_path), "--out", str(out), "--no-progress", "--weights",
+            str(weights)]
+    result = CliRunner().invoke(app, [*args, "--policy", str(v2)])
+    assert result.exit_code == 0, result.output
+    assert "tuned:exponents" in json.loads((out / "results.json").read_text())["metrics"]
+    refused = CliRunner().invoke(app, [*args, "--policy", str(v1)])  # exponents on a weighted sum
+    assert refused.exit_code == 2 and "ranking.form" in refused.output and "product form" in refused.output
+    data["epsilon"] = 0.1
+    weights.write_text(json.dumps(data))
+    refused = CliRunner().invoke(app, [*args, "--policy", str(v2)])
+    assert refused.exit_code == 2 and "ranking.epsilon" in refused.output
+
+
+def test_log_space_regret_ranks_by_the_product() -> None:
+    import numpy as np
+
+    from app.offline.tuning.objectives import TaskMatrix
+
+    p = np.array([[[0.5, 0.2], [0.3, 0.01], [0.9, 0.6]]])
+    mask = np.ones((1, 3), dtype=np.bool_)
+    logged = TaskMatrix(("click", "hide"), np.array([1.0, -1.0]), np.log(0.01 + p), mask, 0.01)
+    utility = logged.utility(np.array([0.7, 0.3]))
+    product = (0.01 + p[0, :, 0]) ** 0.7 * (0.01 + p[0, :, 1]) ** -0.3
+    assert np.argsort(-utility[0]).tolist() == np.argsort(-product).tolist()
+    np.testing.assert_allclose(logged.utility_gains(utility)[0], product, rtol=1e-12)

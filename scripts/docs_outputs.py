@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,25 @@ def _script(walk: Walkthrough, root: Path, port: int) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _stop_group(pgid: int, timeout: float = 20.0) -> None:
+    """SIGTERM a walkthrough's process group and wait until none of it runs (zombies aside): a draining
+    server still writes into the copy, which is deleted next. SIGKILL after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+                running = running or (fields[0] != "Z" and int(fields[2]) == pgid)
+        if not running:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
     """Run every step in a fresh copy of the repository; the stdout of each step."""
     with tempfile.TemporaryDirectory(prefix="fr-docs-") as tmp:
@@ -219,8 +239,7 @@ def run_walkthrough(walk: Walkthrough, *, timeout: float = 600.0) -> list[str]:
             stdout, stderr = proc.communicate()
             raise RuntimeError(f"{walk.key}: timed out after {timeout:.0f} s\n{stderr[-4000:]}") from None
         finally:
-            with contextlib.suppress(ProcessLookupError):  # a server step's process, still in the background
-                os.killpg(proc.pid, signal.SIGTERM)
+            _stop_group(proc.pid)  # a server step's process, still in the background
         server_log = root / ".docs-server.log"
         log = server_log.read_text(errors="replace")[-3000:] if server_log.exists() else ""
         pieces = re.split(r"\n@@docs-step (\d+)@@\n", stdout)

@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
 from app.artifacts.common import Identifier, StrictModel
+from app.artifacts.mix_bands import PolicyMonitoring, check_monitoring
 
 __all__ = [
     "BUILT_IN_RULES",
@@ -235,6 +236,7 @@ class PolicyFile(StrictModel):
     slate: SlateRules = SlateRules()
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
+    monitoring: PolicyMonitoring | None = None  # the served mix counted and its bands (app.artifacts.mix_bands)
     governance: Governance
 
     @model_validator(mode="after")
@@ -254,6 +256,14 @@ class PolicyFile(StrictModel):
             reserved = sorted(set(names) & set(BUILT_IN_RULES))
             if reserved and kind in ("guardrail", "slate rule"):
                 raise ValueError(f"{kind} name {reserved[0]!r} is the service's own filter rule: rename the {kind}")
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_refers_to_the_policy(self) -> PolicyFile:
+        """After `_unique_names`: the bands and properties name this policy's rules and attributes."""
+        if self.monitoring is not None:
+            check_monitoring(self.monitoring, self.attributes, [r.name for r in self.slate.max_matching],
+                             [r.name for r in self.slate.max_per_value])
         return self
 
     @field_validator("utility")

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app.artifacts.policy import BUILT_IN_RULES
 from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
+from app.monitoring.mix import ServedMix
 from app.monitoring.multiproc import clear_gauge, exposition, multiprocess_dir, retire_process
 from app.monitoring.psi import ServedPredictions
 from app.serving.bundle import PolicyBinding, ServingSnapshot
@@ -105,6 +106,7 @@ class ServiceMetrics:
         self._admission(r)
         self._lifecycle(r)
         self._served_log(r)
+        self.mix = ServedMix(r)  # what the served top k contains (app/monitoring/mix.py)
         path = multiprocess_dir()
         if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
             atexit.register(retire_process, path, os.getpid())
@@ -333,6 +335,7 @@ class ServiceMetrics:
                 self.canary_info.labels(
                     surface, v["model_version"], v["calibration_version"], v["policy_version"]
                 ).set(route.canary.fraction)
+        self.mix.observe_snapshot(snapshot)
         # Every servable binding's drift series exist from the start, at zero (see FeedbackCounters.prime).
         for route in snapshot.surfaces.values():
             for binding in route.bindings():

@@ -323,10 +323,10 @@ def test_shipped_rule_files_are_the_ones_loaded(prometheus: str) -> None:
     loaded = {Path(g["file"]).name for g in groups}
     assert loaded == {"recording.yml", "alerts.yml"}
     health = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
-    assert len(health) == 35 and set(health.values()) <= {"ok", "unknown"}
+    assert len(health) == 42 and set(health.values()) <= {"ok", "unknown"}
     runbooks = {rule["name"]: rule["annotations"].get("runbook_url") for g in groups for rule in g["rules"]
                 if rule["type"] == "alerting"}
-    assert len(runbooks) == 13 and all(url.startswith("docs/runbooks.md#") for url in runbooks.values()), runbooks
+    assert len(runbooks) == 14 and all(url.startswith("docs/runbooks.md#") for url in runbooks.values()), runbooks
 
 
 def test_a_dead_replica_raises_the_fleet_alerts(prometheus_of_a_dead_replica: str) -> None:

@@ -1,0 +1,181 @@
+"""The served mix: counts of what the answered top k contains, by rule and term, per surface, arm and policy
+version, primed at zero, the declared bands exported, and the counts adding up across worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.artifacts.policy import PolicyFile
+from app.monitoring.mix import MixMeasures, ServedMix, mix_counts
+from tests.conftest import ADMIN, ADMIN_TOKEN, POLICIES, ROOT, write_policy
+
+MIX = "fusionrank_served_mix"
+
+
+def shipped_policy(edit: Callable[[dict[str, Any]], None] | None = None) -> PolicyFile:
+    data = yaml.safe_load((POLICIES / "home" / "1.yaml").read_text())
+    if edit is not None:
+        edit(data)
+    return PolicyFile.model_validate(data)
+
+
+def _with_fresh(data: dict[str, Any]) -> None:
+    data["attributes"]["is_new"] = "boolean"
+    data["monitoring"]["mix_properties"] = [{"name": "fresh", "attribute": "is_new", "equals": True}]
+
+
+def test_counts_read_only_the_answered_rows() -> None:
+    policy = shipped_policy(_with_fresh)
+    measures = MixMeasures.of(policy)
+    assert [m[0] for m in measures.matching] == ["sponsored_cap", "fresh"]
+    assert measures.per_value == (("creator_diversity", "creator_id"),)
+    assert set(measures.bands) == {("sponsored_cap", "max", 0.15), ("creator_diversity", "min", 0.5)}
+    attributes: dict[str, Any] = {
+        "sponsored": [True, False, True, None, True, False],
+        "is_new": [False, True, True, True, None, True],
+        "creator_id": ["a", "b", "a", None, "c", "a"],
+        "margin": np.array([1.0, np.nan, 2.0, 3.0, 4.0, 5.0]),
+    }
+    contributions = np.array([[0.5, -0.1, 0.0, 0.0], [0.4, 0.2, -0.3, 0.0], [0.3, 0.0, 0.0, -0.2],
+                              [0.2, 0.0, 0.0, 0.0], [0.1, 0.3, -0.5, 0.0], [9.0, 9.0, 9.0, 9.0]])
+    ranked = np.array([2, 0, 3, 1], dtype=np.intp)  # candidates 4 and 5 were not answered
+    counts = mix_counts(measures, ranked, attributes, contributions)
+    assert counts.items == 4
+    assert counts.matching == [2, 3]  # sponsored: 2 and 0; fresh: 2, 3, 1 (None is not a match)
+    assert counts.distinct == [2] and counts.largest == [2]  # creators a, a, (missing), b
+    np.testing.assert_allclose(counts.positive, [1.4, 0.2, 0.0, 0.0])
+    np.testing.assert_allclose(counts.negative, [0.0, 0.1, 0.3, 0.2])
+    one = mix_counts(measures, np.array([4], dtype=np.intp), attributes, contributions)
+    assert (one.items, one.matching, one.distinct) == (1, [1, 0], [1])
+    # a number attribute: NaN is missing
+    numbers = MixMeasures((), (("margins", "margin"),), measures.terms, ())
+    got = mix_counts(numbers, np.array([0, 1, 2, 5], dtype=np.intp), attributes, contributions)
+    assert (got.distinct, got.largest) == ([3], [1])
+
+
+def _samples(client: TestClient) -> dict[str, float]:
+    text = client.get("/metrics").text
+    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if name.startswith(("fusionrank_served_mix", "fusionrank_served_term", "fusionrank_mix_band"))
+            and not name.partition("{")[0].endswith("_created")}
+
+
+def series(name: str, **labels: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted({"arm": "stable", "policy_version": "1", "surface": "home",
+                                                         **labels}.items()))
+    return f"{name}{{{inner}}}"
+
+
+def test_the_service_counts_what_it_answered_from_zero(
+    client_factory: Callable[..., TestClient], sample_request: dict[str, Any], store_copy: tuple[Path, Path],
+) -> None:
+    store, policies = store_copy
+    write_policy(policies, "2", lambda d: d["monitoring"]["mix_bands"].__setitem__(0, {"rule": "sponsored_cap",
+                                                                                        "min": 0.05, "max": 0.3}))
+    client = client_factory(store=store, policies=policies, admin_tokens={"ops": ADMIN_TOKEN})
+    before = _samples(client)
+    items = series(f"{MIX}_items_total")
+    sponsored = series(f"{MIX}_matching_total", rule="sponsored_cap")
+    creators = series(f"{MIX}_distinct_total", rule="creator_diversity")
+    largest = series(f"{MIX}_largest_value_total", rule="creator_diversity")
+    terms = [series("fusionrank_served_term_contribution_total", term=t, sign=s)
+             for t in ("click", "purchase_margin", "hide_penalty", "report_penalty") for s in ("positive", "negative")]
+    assert {k: before[k] for k in (items, sponsored, creators, largest, *terms)} == dict.fromkeys(
+        (items, sponsored, creators, largest, *terms), 0.0)
+    assert before[series("fusionrank_mix_band", rule="sponsored_cap", bound="max")] == 0.15
+    assert before[series("fusionrank_mix_band", rule="creator_diversity", bound="min")] == 0.5
+
+    by_id = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
+    sample_request["options"] = {"debug": True}
+    answered: list[dict[str, Any]] = []
+    for _ in range(3):
+        body = client.post("/v1/score", json=sample_request).json()
+        answered += body["candidates"]
+    after = _samples(client)
+    assert after[items] == len(answered) == 60
+    assert after[sponsored] == sum(by_id[c["id"]].get("sponsored") is True for c in answered)
+    one = answered[:20]
+    creator_counts = Counter(by_id[c["id"]]["creator_id"] for c in one)
+    assert after[creators] == 3 * len(creator_counts) and after[largest] == 3 * max(creator_counts.values())
+    for term in ("click", "hide_penalty"):
+        contributions = [t["contribution"] for c in answered for t in c["debug"]["terms"] if t["name"] == term]
+        net = after[series("fusionrank_served_term_contribution_total", term=term, sign="positive")] - after[
+            series("fusionrank_served_term_contribution_total", term=term, sign="negative")]
+        assert net == pytest.approx(sum(contributions), rel=1e-9)
+    assert after[series("fusionrank_served_term_contribution_total", term="hide_penalty", sign="positive")] == 0
+
+    # A canary on policy 2: its bands are exported under arm canary, its answers counted apart.
+    done = client.post("/admin/surfaces/home/canary", headers=ADMIN, json={"policy_version": "2", "fraction": 0.5})
+    assert done.status_code == 200, done.text
+    arms: Counter[str] = Counter()
+    for user in range(20):
+        sample_request["context"]["user_id"] = f"user-{user}"
+        arms[client.post("/v1/score", json=sample_request).json()["arm"]] += 1
+    assert arms["canary"] > 0 and arms["stable"] > 0
+    canary = _samples(client)
+    assert canary[series("fusionrank_mix_band", arm="canary", policy_version="2", rule="sponsored_cap",
+                         bound="min")] == 0.05
+    assert canary[series(f"{MIX}_items_total", arm="canary", policy_version="2")] == 20 * arms["canary"]
+    assert canary[items] == 60 + 20 * arms["stable"]
+
+
+WORKER = """
+import json, sys, numpy as np, yaml
+from prometheus_client import CollectorRegistry
+from app.artifacts.policy import PolicyFile
+from app.monitoring.mix import ServedMix, mix_counts
+policy = PolicyFile.model_validate(yaml.safe_load(open(sys.argv[1]).read()))
+mix = ServedMix(CollectorRegistry())
+series = mix.series("home", "stable", policy)
+attributes = {"sponsored": [True, False, True], "creator_id": ["a", "a", "b"], "margin": np.zeros(3),
+              "eligible": [True] * 3}
+contributions = np.array([[1.0, 0.0, -0.5, 0.0], [2.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+for _ in range(int(sys.argv[2])):
+    series.add(mix_counts(series.measures, np.array([0, 1, 2]), attributes, contributions))
+"""
+
+
+def test_counts_add_up_across_worker_processes(tmp_path: Path) -> None:
+    """Two worker processes in multiprocess mode: one merged scrape holds the sum of both workers' counts."""
+    files = tmp_path / "multiproc"
+    files.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(files), "PYTHONPATH": str(ROOT)}
+    for answers in (3, 5):
+        subprocess.run([sys.executable, "-c", WORKER, str(POLICIES / "home" / "1.yaml"), str(answers)], env=env,
+                       check=True, timeout=60, cwd=ROOT)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(files))  # type: ignore[no-untyped-call]
+    values = {(s.name, json.dumps(s.labels, sort_keys=True)): s.value for m in registry.collect() for s in m.samples}
+
+    def value(name: str, **labels: str) -> float:
+        key = json.dumps({"arm": "stable", "policy_version": "1", "surface": "home", **labels}, sort_keys=True)
+        return values[(name, key)]
+
+    assert len(list(files.glob("counter_*.db"))) == 2
+    assert value(f"{MIX}_items_total") == 8 * 3
+    assert value(f"{MIX}_matching_total", rule="sponsored_cap") == 8 * 2
+    assert value(f"{MIX}_distinct_total", rule="creator_diversity") == 8 * 2
+    assert value("fusionrank_served_term_contribution_total", term="click", sign="positive") == 8 * 7.0
+    assert value("fusionrank_served_term_contribution_total", term="hide_penalty", sign="negative") == 8 * 0.5
+
+
+def test_a_reloaded_policy_file_gets_its_own_measures() -> None:
+    mix = ServedMix(CollectorRegistry())
+    first = mix.series("home", "stable", shipped_policy())
+    assert mix.series("home", "stable", shipped_policy()) is not first  # another file object: measured again
+    policy = shipped_policy()
+    assert mix.series("home", "stable", policy) is mix.series("home", "stable", policy)

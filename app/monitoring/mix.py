@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import countOf, itemgetter
 from typing import Any
 
 import numpy as np
@@ -90,15 +90,26 @@ def mix_counts(
             cache[name] = _gather(attributes[name], ranked)
         return cache[name]
 
-    matching = [int(equals_mask(answered(attribute), value).sum()) for _, attribute, value in measures.matching]
+    matching = [_count(answered(attribute), value) for _, attribute, value in measures.matching]
     distinct, largest = [], []
     for _, attribute in measures.per_value:
         tally = _tally(answered(attribute))
         distinct.append(len(tally))
         largest.append(max(tally, default=0))
     top = contributions[ranked]
-    return MixCounts(len(ranked), matching, distinct, largest, np.maximum(top, 0.0).sum(axis=0),
-                     np.maximum(-top, 0.0).sum(axis=0))
+    positive = np.maximum(top, 0.0).sum(axis=0)
+    # |negative parts| = positive parts - sum; clipped: rounding must not make an exact 0 a tiny negative
+    negative = np.maximum(positive - top.sum(axis=0), 0.0)
+    return MixCounts(len(ranked), matching, distinct, largest, positive, negative)
+
+
+def _count(values: Values, value: Any) -> int:
+    """How many answered values equal `value` with its JSON type (`app.serving.attributes.equals_mask`)."""
+    if isinstance(value, (bool, str)) and isinstance(values, list):
+        # A list column holds only strings or only booleans (and None): `==` cannot cross the types there
+        # (True == 1 needs a number, and number attributes are arrays), so counting by `==` is exact.
+        return countOf(values, value)
+    return int(np.count_nonzero(equals_mask(values, value)))
 
 
 def _gather(column: Values, ranked: npt.NDArray[np.intp]) -> Values:
@@ -114,7 +125,9 @@ def _tally(values: Values) -> list[int]:
     if isinstance(values, np.ndarray):
         present = values[~np.isnan(values)]
         return np.unique(present, return_counts=True)[1].tolist() if present.size else []
-    return list(Tally(v for v in values if v is not None).values())
+    tally = Tally(values)  # counted in C; None (missing) is dropped after
+    tally.pop(None, None)
+    return list(tally.values())
 
 
 class _Series:

@@ -41,7 +41,9 @@ def _store(work: Path, top_k: int) -> tuple[Path, Path]:
     data = yaml.safe_load(path.read_text())
     data["slate"]["top_k"] = top_k
     data["attributes"]["is_new"] = "boolean"
-    data["monitoring"]["mix_properties"] = [{"name": "fresh", "attribute": "is_new", "equals": True}]
+    data["monitoring"] = {"mix_properties": [{"name": "fresh", "attribute": "is_new", "equals": True}],
+                          "mix_bands": [{"rule": "sponsored_cap", "max": 0.15},
+                                        {"rule": "creator_diversity", "min": 0.5}]}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return ROOT / "model_store", policies
 

@@ -273,9 +273,6 @@ def demo_policy() -> dict[str, Any]:
             {"name": "new_users_safer", "when": {"user_segment": "new"},
              "weights": {"hide_penalty": -4.0}, "thresholds": {"report_risk": 0.001}},
         ],
-        # the served mix's bands (docs/monitoring.md "Served mix"): at most 3 of 20 sponsored, 1 creator per 2 items
-        "monitoring": {"mix_bands": [{"rule": "sponsored_cap", "max": 0.15},
-                                     {"rule": "creator_diversity", "min": 0.5}]},
         "governance": {
             "owner": "ranking-team",
             "approved_by": ["demo-reviewer"],

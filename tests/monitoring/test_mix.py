@@ -26,8 +26,15 @@ from tests.conftest import ADMIN, ADMIN_TOKEN, POLICIES, ROOT, write_policy
 MIX = "fusionrank_served_mix"
 
 
+def _banded(data: dict[str, Any]) -> None:
+    """The shipped policy with bands on its two slate rules."""
+    data["monitoring"] = {"mix_bands": [{"rule": "sponsored_cap", "max": 0.15},
+                                        {"rule": "creator_diversity", "min": 0.5}]}
+
+
 def shipped_policy(edit: Callable[[dict[str, Any]], None] | None = None) -> PolicyFile:
     data = yaml.safe_load((POLICIES / "home" / "1.yaml").read_text())
+    _banded(data)
     if edit is not None:
         edit(data)
     return PolicyFile.model_validate(data)
@@ -84,8 +91,9 @@ def test_the_service_counts_what_it_answered_from_zero(
     client_factory: Callable[..., TestClient], sample_request: dict[str, Any], store_copy: tuple[Path, Path],
 ) -> None:
     store, policies = store_copy
-    write_policy(policies, "2", lambda d: d["monitoring"]["mix_bands"].__setitem__(0, {"rule": "sponsored_cap",
-                                                                                        "min": 0.05, "max": 0.3}))
+    write_policy(policies, "1", _banded)
+    write_policy(policies, "2", lambda d: d.update(monitoring={"mix_bands": [{"rule": "sponsored_cap", "min": 0.05,
+                                                                              "max": 0.3}]}))
     client = client_factory(store=store, policies=policies, admin_tokens={"ops": ADMIN_TOKEN})
     before = _samples(client)
     items = series(f"{MIX}_items_total")

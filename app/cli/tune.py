@@ -5,7 +5,7 @@ The commands declare options; their bodies live in app.cli.tuning_runs, imported
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +38,11 @@ class FractionTargets(OptionGroup):
 
 
 @contextmanager
-def _log_reader(engine: EngineOptions, logs: Path | None, sample: float, progress: bool) -> Iterator[tuple[Path, Any]]:
-    """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine."""
+def _log_reader(
+    engine: EngineOptions, logs: Path | None, sample: float, progress: bool, columns: Sequence[str] = ()
+) -> Iterator[tuple[Path, Any]]:
+    """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine; the Spark
+    reader also keeps `columns` (e.g. a segment)."""
     if engine.on_spark():
         from app.offline.spark import SparkInput, read_input, sampled_candidate_log
 
@@ -47,7 +50,7 @@ def _log_reader(engine: EngineOptions, logs: Path | None, sample: float, progres
         with engine.session(progress) as spark:
             frame = read_input(spark, source)
             yield Path(source.origin), lambda tasks: sampled_candidate_log(frame, source.origin, tasks=tasks,
-                                                                           sample=sample)
+                                                                           sample=sample, columns=columns)
         return
     if logs is None:
         raise ValueError("give --logs FILE (or --engine spark --table NAME)")
@@ -116,6 +119,13 @@ def tune_constrained(
     sweep: Annotated[int, typer.Option(min=0, help="frontier points to fit (0: none)")] = 6,
     out: Annotated[Path, typer.Option(help="weights.json to write (the frontier goes next to it)")] = Path(
         "weights.json"),
+    segment: Annotated[str | None, typer.Option(help="group-level log column (e.g. user_segment): every bound must"
+                                                     " also hold within each of its values")] = None,
+    report_segment: Annotated[str | None, typer.Option(help="group-level log column whose values are only"
+                                                            " reported, not bounded")] = None,
+    max_segments: Annotated[int, typer.Option(min=1, help="most values --segment may have")] = 20,
+    segment_min_groups: Annotated[int, typer.Option(min=2, help="requests each segment value needs in both the"
+                                                                " training and held-out split")] = 5,
     logs: LogsOption = None,
     progress: ProgressOption = True,
     engine: EngineOptions,
@@ -124,11 +134,15 @@ def tune_constrained(
     """Maximise the primary NDCG@k under upper bounds on negative outcomes in the top k (held-out check)."""
     from app.cli.tuning_runs import run_constrained
     from app.offline.tuning.report_console import print_constrained_result
+    from app.offline.tuning.segments import SegmentOptions
 
-    with user_errors(ValueError), _log_reader(engine, logs, spark_sample, progress) as (name, reader):
+    with user_errors(ValueError):
+        segments = SegmentOptions.from_cli(segment, report_segment, max_segments, segment_min_groups)
+    columns = [segments.column] if segments else []
+    with user_errors(ValueError), _log_reader(engine, logs, spark_sample, progress, columns) as (name, reader):
         result = run_constrained(name, tasks=task, negative=negative, primary=primary, labels=labels,
                                  bounds=bound, k=k, holdout=holdout, confidence=confidence, sweep=sweep, out=out,
-                                 show_progress=progress, reader=reader)
+                                 show_progress=progress, reader=reader, segment=segments)
     print_constrained_result(result)
     typer.echo(f"wrote {out}")
 

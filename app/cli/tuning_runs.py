@@ -20,7 +20,8 @@ from app.offline.ope.evaluate import OpeSettings, ope_markdown, read_joined_log
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
 from app.offline.tuning.logs import CandidateLog, read_candidate_log
-from app.offline.tuning.report import plot_pareto, simulation_markdown
+from app.offline.tuning.report import constrained_segments_markdown, plot_pareto, simulation_markdown
+from app.offline.tuning.segments import SegmentOptions
 from app.offline.tuning.simulation import (
     LocalReplayer,
     LogReplayer,
@@ -103,17 +104,19 @@ def run_fraction_tuner(
 def run_constrained(
     logs: Path, *, tasks: Sequence[str], negative: Sequence[str], primary: str, labels: bool, bounds: Sequence[str],
     k: int, holdout: float, confidence: float, sweep: int, out: Path, show_progress: bool,
-    reader: LogReader | None = None,
+    reader: LogReader | None = None, segment: SegmentOptions | None = None,
 ) -> dict[str, Any]:
-    """`tune constrained`: fit at the given bounds, optionally sweep the first bound; write files."""
+    """`tune constrained`: fit at the given bounds, optionally sweep the first bound; write files. With a
+    segment, the bounds are reported (and, enforced, must hold) within each of its values too."""
     limits = parse_pairs(bounds, "--bound")
-    log = (reader or _local_reader(logs))(list(dict.fromkeys([*tasks, *limits])) if tasks else None)
+    columns = [segment.column] if segment is not None else []
+    log = (reader or _local_reader(logs, columns))(list(dict.fromkeys([*tasks, *limits])) if tasks else None)
     utility_tasks = list(tasks) or list(log.tasks)
 
     def make(bound_map: dict[str, float]) -> ConstrainedTuner:
         return ConstrainedTuner(tasks=utility_tasks, primary=primary, bounds=bound_map, negative=set(negative),
                                 labels=labels, k=k, holdout=holdout, confidence=confidence,
-                                show_progress=show_progress)
+                                show_progress=show_progress, **(segment.tuner_parameters() if segment else {}))
 
     first = next(iter(limits))
     points = []
@@ -133,13 +136,18 @@ def run_constrained(
                       f"Logs `{logs}`; each row is a constrained fit on the training groups, measured on the"
                       f" held-out groups.\n\n{table}\n![frontier]({png.name})\n", encoding="utf-8")
         result["frontier"] = {"png": str(png), "markdown": str(md), "points": [p.__dict__ for p in points]}
+    if "segments" in result:
+        md = out.with_name(f"{out.stem}_segments.md")
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(constrained_segments_markdown(result, logs), encoding="utf-8")
+        result["segments"]["markdown"] = str(md)
     _write_json(out, result)
     return result
 
 
-def _local_reader(logs: Path) -> LogReader:
+def _local_reader(logs: Path, columns: Sequence[str] = ()) -> LogReader:
     def read(tasks: list[str] | None) -> CandidateLog:
-        return read_candidate_log(logs, tasks=tasks, attributes=False)
+        return read_candidate_log(logs, tasks=tasks, attributes=False, columns=columns)
 
     return read
 

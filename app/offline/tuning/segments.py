@@ -1,0 +1,132 @@
+"""The declared segment of `tune constrained`: a group-level log column (one value per request, e.g. a context
+field such as `user_segment`) within each of whose values every bound must hold, not only overall.
+
+A bound that holds on average can fail for one kind of request (new users shown more hidden items while
+power users pull the mean down); with a segment, the tuner keeps `mean p_task in the top k <= bound` per
+value, with the same held-out room as overall, and reports each value on the held-out requests. The
+number of values is bounded (each one adds a constraint per bound): at most `max_segments`, never more
+than `MAX_SEGMENTS`, and each value needs `min_groups` requests in both the training and held-out split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.offline.tuning.logs import CandidateLog, LogError
+
+__all__ = ["MAX_SEGMENTS", "MISSING", "SegmentMeans", "SegmentOptions", "Segments", "read_segments"]
+
+MAX_SEGMENTS = 100
+MISSING = "(missing)"  # the value of a request whose segment column is empty
+
+Float = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """What `tune constrained --segment COLUMN` (enforce) or `--report-segment COLUMN` (report only) asks."""
+
+    column: str
+    enforce: bool = True
+    max_segments: int = 20
+    min_groups: int = 5
+
+    @classmethod
+    def from_cli(cls, segment: str | None, report_segment: str | None, max_segments: int,
+                 min_groups: int) -> SegmentOptions | None:
+        if segment is not None and report_segment is not None:
+            raise ValueError("give --segment COLUMN (bounds hold within each value) or --report-segment COLUMN"
+                             " (only reported per value), not both")
+        if not 1 <= max_segments <= MAX_SEGMENTS:
+            raise ValueError(f"--max-segments {max_segments}: give 1 to {MAX_SEGMENTS}")
+        if min_groups < 2:
+            raise ValueError(f"--segment-min-groups {min_groups}: give at least 2 (a standard error needs 2 groups)")
+        column = segment if segment is not None else report_segment
+        return cls(column, segment is not None, max_segments, min_groups) if column is not None else None
+
+    def tuner_parameters(self) -> dict[str, Any]:
+        """The `ConstrainedTuner` keyword arguments."""
+        return {"segment": self.column, "enforce_segments": self.enforce, "max_segments": self.max_segments,
+                "segment_min_groups": self.min_groups}
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The segment of every group: `codes` [G] index into `labels` [S] (sorted)."""
+
+    column: str
+    labels: tuple[str, ...]
+    codes: IntArray
+
+    def counts(self, groups: IntArray) -> IntArray:
+        """[S] groups of each value among `groups` (positions)."""
+        return np.bincount(self.codes[groups], minlength=len(self.labels)).astype(np.intp)
+
+    def check_sizes(self, train: IntArray, held: IntArray, min_groups: int) -> None:
+        """Every value has `min_groups` training and held-out groups, or a ValueError names the smallest."""
+        n_train, n_held = self.counts(train), self.counts(held)
+        small = np.flatnonzero((n_train < min_groups) | (n_held < min_groups))
+        if small.size:
+            s = int(small[np.argmin(np.minimum(n_train, n_held)[small])])
+            raise ValueError(
+                f"--segment {self.column}: value {self.labels[s]!r} has {n_train[s]} training and {n_held[s]}"
+                f" held-out requests, fewer than --segment-min-groups {min_groups} ({small.size} value(s) in all):"
+                " log more requests, merge rare values into one in the log, or lower --segment-min-groups"
+            )
+
+
+def _labels(values: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
+    """A string per row; empty values (None, NaN) are `MISSING`; whole floats print as integers."""
+    if values.dtype.kind == "f":
+        return np.array([MISSING if v != v else (f"{v:.0f}" if v == int(v) else f"{v:g}") for v in values.tolist()])
+    if values.dtype.kind in "iub":
+        return values.astype(str)
+    return np.array([MISSING if v is None or v != v else str(v) for v in values.tolist()])
+
+
+def read_segments(log: CandidateLog, column: str, *, max_segments: int) -> Segments:
+    """The segment of each group of `log`; a LogError names a missing, per-candidate or too varied column."""
+    if column not in log.columns:
+        found = sorted(n for n in log.columns if n not in ("candidate_id",))
+        raise LogError(log.path, column, "no such column in the log",
+                       f"name a group-level column of the log for --segment (found {found}), e.g. a context field"
+                       " such as user_segment written with every candidate")
+    rows = _labels(log.columns[column])
+    group_of_row = np.repeat(np.arange(log.n_groups), log.sizes)
+    per_group = rows[log.starts]
+    varies = np.flatnonzero(rows != per_group[group_of_row])
+    if varies.size:
+        g = int(group_of_row[varies[0]])
+        raise LogError(log.path, column, f"varies within group {log.group_ids[g]!r} ({per_group[g]!r} and"
+                                         f" {rows[varies[0]]!r})",
+                       "segment by a group-level column (one value per request, e.g. a context field); a candidate"
+                       " attribute cannot segment requests")
+    labels, codes = np.unique(per_group, return_inverse=True)
+    limit = min(max_segments, MAX_SEGMENTS)
+    if len(labels) > limit:
+        raise LogError(log.path, column, f"has {len(labels)} values, more than the {limit} allowed"
+                                         f" (--max-segments, at most {MAX_SEGMENTS})",
+                       "bucket the column into fewer values in the log, or raise --max-segments: each value adds"
+                       " one constraint per bound")
+    return Segments(column, tuple(map(str, labels)), codes.reshape(-1).astype(np.intp))
+
+
+class SegmentMeans:
+    """Per-value mean and standard error over groups of a per-group quantity."""
+
+    def __init__(self, codes: IntArray, n_segments: int) -> None:
+        self.onehot = (codes[None, :] == np.arange(n_segments)[:, None]).astype(np.float64)  # [S, G]
+        self.counts = self.onehot.sum(axis=1)  # [S]
+
+    def __call__(self, per_group: Float) -> tuple[Float, Float]:
+        """per_group [G, J] -> (means [S, J], standard errors [S, J]); a value's groups only."""
+        n = np.maximum(self.counts, 1.0)[:, None]
+        means = self.onehot @ per_group / n
+        squares = self.onehot @ per_group**2 / n
+        variance = np.maximum(squares - means**2, 0.0) * n / np.maximum(n - 1.0, 1.0)  # ddof = 1
+        return means, np.sqrt(variance / n)

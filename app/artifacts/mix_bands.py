@@ -75,6 +75,10 @@ class PolicyMonitoring(StrictModel):
     mix_bands: list[MixBand] = Field(default_factory=list, max_length=MAX_MIX_BANDS)
 
 
+def _json_type(value: str | bool | int | float) -> str:
+    return "boolean" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+
+
 def check_monitoring(
     monitoring: PolicyMonitoring, attributes: Mapping[str, str], matching_rules: Collection[str],
     per_value_rules: Collection[str],
@@ -90,6 +94,10 @@ def check_monitoring(
         if prop.attribute not in attributes:
             raise ValueError(f"{where}.attribute: {prop.attribute!r} is not declared in `attributes`; declare it"
                              f" (e.g. `attributes: {{{prop.attribute}: boolean}}`) or use one of {sorted(attributes)}")
+        kind = attributes[prop.attribute]
+        if kind != _json_type(prop.equals):
+            raise ValueError(f"{where}.equals: {prop.equals!r} is a {_json_type(prop.equals)}, attribute"
+                             f" {prop.attribute!r} is declared {kind}: it would never match; compare with a {kind}")
     measured = slate_rules | seen
     banded: set[str] = set()
     for i, band in enumerate(monitoring.mix_bands):

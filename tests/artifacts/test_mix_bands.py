@@ -42,6 +42,8 @@ FRESH = {"name": "fresh", "attribute": "sponsored", "equals": False}
         (_bands(properties=[{**FRESH, "name": "sponsored_cap"}]), "monitoring.mix_properties[0].name",
          "already a slate rule"),
         (_bands(properties=[{**FRESH, "equals": 1e301}]), "monitoring.mix_properties[0].equals", "finite number"),
+        (_bands(properties=[{**FRESH, "equals": "no"}]), "monitoring.mix_properties[0].equals",
+         "'no' is a string, attribute 'sponsored' is declared boolean: it would never match"),
         (_bands(properties=[{**FRESH, "name": f"p{i}"} for i in range(MAX_MIX_PROPERTIES + 1)]),
          "monitoring.mix_properties", f"at most {MAX_MIX_PROPERTIES}"),
     ],
@@ -61,3 +63,22 @@ def test_a_band_on_a_declared_property_is_served(store_copy: tuple[Path, Path]) 
     path = write_policy(policies, "9", _bands({"rule": "fresh", "min": 0.1}, {"rule": "creator_diversity", "min": 0.5},
                                               properties=[FRESH]))
     GOLDEN.validate(path, BundleCache(store, 1))
+
+
+def test_policy_diff_shows_band_and_property_changes() -> None:
+    import yaml
+
+    from app.artifacts.diff import diff_policies
+    from app.artifacts.policy import PolicyFile
+    from tests.conftest import POLICIES
+
+    data = yaml.safe_load((POLICIES / "home" / "1.yaml").read_text())
+    old = PolicyFile.model_validate(data)
+    _bands({"rule": "sponsored_cap", "max": 0.2}, properties=[FRESH])(data)
+    new = PolicyFile.model_validate(data)
+    changes = {(d.section, d.item, d.change, d.new) for d in diff_policies(old, new)}
+    assert changes == {("monitoring", "fresh", "added", "property=sponsored = false"),
+                       ("monitoring", "band sponsored_cap", "added", "min=- max=0.2")}
+    data["monitoring"]["mix_bands"][0]["max"] = 0.25
+    changed = diff_policies(new, PolicyFile.model_validate(data))
+    assert [(d.item, d.field, d.old, d.new) for d in changed] == [("band sponsored_cap", "max", "0.2", "0.25")]

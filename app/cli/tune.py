@@ -119,10 +119,11 @@ def tune_constrained(
     sweep: Annotated[int, typer.Option(min=0, help="frontier points to fit (0: none)")] = 6,
     out: Annotated[Path, typer.Option(help="weights.json to write (the frontier goes next to it)")] = Path(
         "weights.json"),
-    segment: Annotated[str | None, typer.Option(help="group-level log column (e.g. user_segment): every bound must"
-                                                     " also hold within each of its values")] = None,
-    report_segment: Annotated[str | None, typer.Option(help="group-level log column whose values are only"
-                                                            " reported, not bounded")] = None,
+    segment: Annotated[str | None, typer.Option(help="log column (a context field such as user_segment, or a"
+                                                     " candidate attribute): every bound must also hold within each"
+                                                     " of its values")] = None,
+    report_segment: Annotated[str | None, typer.Option(help="log column whose values are only reported, not"
+                                                            " bounded")] = None,
     max_segments: Annotated[int, typer.Option(min=1, help="most values --segment may have")] = 20,
     segment_min_groups: Annotated[int, typer.Option(min=2, help="requests each segment value needs in both the"
                                                                 " training and held-out split")] = 5,

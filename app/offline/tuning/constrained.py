@@ -33,7 +33,7 @@ from app.offline.progress import progress_bar
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.ndcg import discounts, ideal_dcg
 from app.offline.tuning.objectives import TaskMatrix, softmax, task_gains, top_k_rows
-from app.offline.tuning.segments import SegmentMeans, Segments, read_segments
+from app.offline.tuning.segments import Segments, read_segments
 
 __all__ = ["ConstrainedTuner", "TopKEvaluator", "bound_room", "holdout_split"]
 
@@ -68,10 +68,10 @@ class TopKEvaluator:
     """Primary NDCG@k and mean bounded-task predictions in the top k, for any weights (vectorised)."""
 
     def __init__(self, log: CandidateLog, matrix: TaskMatrix, *, primary: str, labels: bool, k: int,
-                 bounded: Sequence[str], segments: npt.NDArray[np.intp] | None = None, n_segments: int = 0) -> None:
-        """segments: the segment value of each group [G] (of `n_segments`), to evaluate within each value too."""
+                 bounded: Sequence[str], segments: Segments | None = None) -> None:
+        """segments: a declared segment, to evaluate the bounded tasks within each of its values too."""
         self.matrix, self.k = matrix, k
-        self.segments = SegmentMeans(segments, n_segments) if segments is not None else None
+        self.segments = segments.means(log) if segments is not None else None
         task_gain = task_gains(log, matrix, labels=labels)
         t = matrix.tasks.index(primary)
         gains, judged = task_gain.values[:, :, t], task_gain.judged[:, :, t]
@@ -96,7 +96,7 @@ class TopKEvaluator:
         picked = np.take_along_axis(self.bounded, index[:, :, None], axis=1) * valid[:, :, None]
         per_group = picked.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)[:, None]
         spread = per_group.std(axis=0, ddof=1) if len(per_group) > 1 else np.zeros(per_group.shape[1])
-        within = self.segments(per_group) if self.segments is not None else (None, None)
+        within = self.segments(per_group, index, valid, picked) if self.segments is not None else (None, None)
         return Evaluation(primary, per_group.mean(axis=0), spread / np.sqrt(max(len(per_group), 1)), *within)
 
 
@@ -139,7 +139,7 @@ class ConstrainedTuner:
         self.tol = tol
         self.warm_starts = warm_starts
         self.show_progress = show_progress
-        self.segment = segment  # a group-level log column: report (and with enforce_segments, bound) per value
+        self.segment = segment  # a log column: report (and with enforce_segments, bound) per value
         self.enforce_segments = enforce_segments
         self.max_segments = max_segments
         self.segment_min_groups = segment_min_groups
@@ -158,17 +158,16 @@ class ConstrainedTuner:
         # Held-out groups are a different sample: meet the bound on the training groups with room for
         # `confidence` standard errors of the train - held-out difference of the means.
         room = bound_room(self.confidence, len(train_groups), len(held_groups))
-        segments = self._segments(log, train_groups, held_groups)
-        # the same room within each segment value, from its own training and held-out group counts [S, 1]
+        train_part, held_part = log.subset(train_groups), log.subset(held_groups)
+        segments = self._segments(log, train_part, held_part)
+        # the same room within each segment value, from its own training and held-out request counts [S, 1]
         segment_room = np.array([[bound_room(self.confidence, int(a), int(b))] for a, b in zip(
-            segments.counts(train_groups), segments.counts(held_groups), strict=True)]) if segments else None
+            segments.counts(train_part), segments.counts(held_part), strict=True)]) if segments else None
 
-        def evaluator(groups: npt.NDArray[np.intp]) -> TopKEvaluator:
-            part = log.subset(groups)
+        def evaluator(part: CandidateLog) -> TopKEvaluator:
             matrix = TaskMatrix.from_log(part, self.tasks, self.negative)
-            codes = segments.codes[groups] if segments is not None else None
             return TopKEvaluator(part, matrix, primary=self.primary, labels=self.labels, k=self.k, bounded=bounded,
-                                 segments=codes, n_segments=len(segments.labels) if segments else 0)
+                                 segments=segments)
 
         def violations(got: Evaluation) -> Float:
             """Relative violation of every bound [J], then of every (segment value, bound) [S * J] if enforced."""
@@ -178,7 +177,7 @@ class ConstrainedTuner:
             within = (got.segment_outcomes + segment_room * got.segment_stderr) / limits - 1.0
             return np.concatenate([r, np.ravel(within)]).astype(np.float64)
 
-        train, held = evaluator(train_groups), evaluator(held_groups)
+        train, held = evaluator(train_part), evaluator(held_part)
         if not (train.defined.any() and held.defined.any()):
             raise ValueError(f"no request has a positive {'label' if self.labels else 'prediction'} for the primary"
                              f" task {self.primary!r} in both the training and held-out groups; judge it on"
@@ -246,10 +245,10 @@ class ConstrainedTuner:
         self.n_groups_ = (len(train_groups), len(held_groups))
         self.n_evaluations_ = evaluations
         self.log_path_ = log.path
-        self.segments_ = self._segment_report(segments, segment_room, at_train, at_held, train_groups, held_groups)
+        self.segments_ = self._segment_report(segments, segment_room, at_train, at_held, train_part, held_part)
         return self
 
-    def _segments(self, log: CandidateLog, train: npt.NDArray[np.intp], held: npt.NDArray[np.intp]) -> Segments | None:
+    def _segments(self, log: CandidateLog, train: CandidateLog, held: CandidateLog) -> Segments | None:
         if self.segment is None:
             return None
         segments = read_segments(log, self.segment, max_segments=self.max_segments)
@@ -258,7 +257,7 @@ class ConstrainedTuner:
 
     def _segment_report(
         self, segments: Segments | None, room: Float | None, at_train: Evaluation, at_held: Evaluation,
-        train: npt.NDArray[np.intp], held: npt.NDArray[np.intp],
+        train: CandidateLog, held: CandidateLog,
     ) -> dict[str, Any] | None:
         """Per segment value: groups, top-k mean predictions (train, held-out), room kept and feasibility."""
         train_means, train_se, held_means = at_train.segment_outcomes, at_train.segment_stderr, at_held.segment_outcomes
@@ -279,7 +278,8 @@ class ConstrainedTuner:
                 "feasible": {"train": bool((train_means[s] + kept <= limits).all()),
                              "holdout": bool((held_means[s] <= limits).all())},
             }
-        return {"column": segments.column, "enforced": self.enforce_segments, "values": values,
+        return {"column": segments.column, "kind": "candidate" if segments.per_candidate else "request",
+                "enforced": self.enforce_segments, "values": values,
                 "feasible_holdout": all(v["feasible"]["holdout"] for v in values.values())}
 
     def signed_weights(self) -> dict[str, float]:

@@ -1,9 +1,11 @@
-"""The declared segment of `tune constrained`: a group-level log column (one value per request, e.g. a context
-field such as `user_segment`) within each of whose values every bound must hold, not only overall.
+"""The declared segment of `tune constrained`: a log column within each of whose values every bound must hold,
+not only overall.
 
 A bound that holds on average can fail for one kind of request (new users shown more hidden items while
-power users pull the mean down); with a segment, the tuner keeps `mean p_task in the top k <= bound` per
-value, with the same held-out room as overall, and reports each value on the held-out requests. The
+power users pull the mean down) or one kind of item. A request-level column (one value per request, e.g. the
+context field `user_segment`) bounds, per value, the mean over its requests of the mean p in their top k; a
+candidate attribute (e.g. `category`) bounds, per value, the mean p of the top-k items holding it, pooled over
+requests. Each value keeps the same held-out room as overall and is reported on the held-out requests. The
 number of values is bounded (each one adds a constraint per bound): at most `max_segments`, never more
 than `MAX_SEGMENTS`, and each value needs `min_groups` requests in both the training and held-out split.
 """
@@ -18,7 +20,7 @@ import numpy.typing as npt
 
 from app.offline.tuning.logs import CandidateLog, LogError
 
-__all__ = ["MAX_SEGMENTS", "MISSING", "SegmentMeans", "SegmentOptions", "Segments", "read_segments"]
+__all__ = ["MAX_SEGMENTS", "MISSING", "ItemSegmentMeans", "SegmentMeans", "SegmentOptions", "Segments", "read_segments"]
 
 MAX_SEGMENTS = 100
 MISSING = "(missing)"  # the value of a request whose segment column is empty
@@ -57,18 +59,33 @@ class SegmentOptions:
 
 @dataclass(frozen=True)
 class Segments:
-    """The segment of every group: `codes` [G] index into `labels` [S] (sorted)."""
+    """The values of the segment column (`labels`, sorted) and whether it is a candidate attribute."""
 
     column: str
     labels: tuple[str, ...]
-    codes: IntArray
+    per_candidate: bool  # the value differs between the candidates of a request (e.g. category)
 
-    def counts(self, groups: IntArray) -> IntArray:
-        """[S] groups of each value among `groups` (positions)."""
-        return np.bincount(self.codes[groups], minlength=len(self.labels)).astype(np.intp)
+    def codes(self, part: CandidateLog) -> IntArray:
+        """The value of each group [G] (a request-level column) or of each candidate [G, N] (-1 in the padding)."""
+        rows = np.searchsorted(np.array(self.labels), _labels(part.columns[self.column])).astype(np.intp)
+        if not self.per_candidate:
+            return rows[part.starts]
+        return np.where(part.row >= 0, rows[np.maximum(part.row, 0)], -1).astype(np.intp)
 
-    def check_sizes(self, train: IntArray, held: IntArray, min_groups: int) -> None:
-        """Every value has `min_groups` training and held-out groups, or a ValueError names the smallest."""
+    def counts(self, part: CandidateLog) -> IntArray:
+        """[S] requests of `part` that hold each value (for a candidate attribute: among their candidates)."""
+        codes = self.codes(part)
+        if not self.per_candidate:
+            return np.bincount(codes, minlength=len(self.labels)).astype(np.intp)
+        return np.array([int((codes == s).any(axis=1).sum()) for s in range(len(self.labels))], dtype=np.intp)
+
+    def means(self, part: CandidateLog) -> SegmentMeans | ItemSegmentMeans:
+        """The per-value top-k means of `part` (`TopKEvaluator` calls it once per split)."""
+        codes, n = self.codes(part), len(self.labels)
+        return ItemSegmentMeans(codes, n) if self.per_candidate else SegmentMeans(codes, n)
+
+    def check_sizes(self, train: CandidateLog, held: CandidateLog, min_groups: int) -> None:
+        """Every value has `min_groups` training and held-out requests, or a ValueError names the smallest."""
         n_train, n_held = self.counts(train), self.counts(held)
         small = np.flatnonzero((n_train < min_groups) | (n_held < min_groups))
         if small.size:
@@ -90,43 +107,59 @@ def _labels(values: npt.NDArray[Any]) -> npt.NDArray[np.str_]:
 
 
 def read_segments(log: CandidateLog, column: str, *, max_segments: int) -> Segments:
-    """The segment of each group of `log`; a LogError names a missing, per-candidate or too varied column."""
+    """The values of `column` in `log`; a LogError names a missing column or one with too many values."""
     if column not in log.columns:
         found = sorted(n for n in log.columns if n not in ("candidate_id",))
         raise LogError(log.path, column, "no such column in the log",
-                       f"name a group-level column of the log for --segment (found {found}), e.g. a context field"
-                       " such as user_segment written with every candidate")
+                       f"name a column of the log for --segment (found {found}): a context field written with every"
+                       " candidate (e.g. user_segment) or a candidate attribute (e.g. category)")
     rows = _labels(log.columns[column])
     group_of_row = np.repeat(np.arange(log.n_groups), log.sizes)
-    per_group = rows[log.starts]
-    varies = np.flatnonzero(rows != per_group[group_of_row])
-    if varies.size:
-        g = int(group_of_row[varies[0]])
-        raise LogError(log.path, column, f"varies within group {log.group_ids[g]!r} ({per_group[g]!r} and"
-                                         f" {rows[varies[0]]!r})",
-                       "segment by a group-level column (one value per request, e.g. a context field); a candidate"
-                       " attribute cannot segment requests")
-    labels, codes = np.unique(per_group, return_inverse=True)
+    per_candidate = bool((rows != rows[log.starts][group_of_row]).any())
+    labels = np.unique(rows)
     limit = min(max_segments, MAX_SEGMENTS)
     if len(labels) > limit:
         raise LogError(log.path, column, f"has {len(labels)} values, more than the {limit} allowed"
                                          f" (--max-segments, at most {MAX_SEGMENTS})",
                        "bucket the column into fewer values in the log, or raise --max-segments: each value adds"
                        " one constraint per bound")
-    return Segments(column, tuple(map(str, labels)), codes.reshape(-1).astype(np.intp))
+    return Segments(column, tuple(map(str, labels)), per_candidate)
 
 
 class SegmentMeans:
-    """Per-value mean and standard error over groups of a per-group quantity."""
+    """A request-level segment: per value, the mean and standard error over its requests of their top-k means."""
 
     def __init__(self, codes: IntArray, n_segments: int) -> None:
         self.onehot = (codes[None, :] == np.arange(n_segments)[:, None]).astype(np.float64)  # [S, G]
         self.counts = self.onehot.sum(axis=1)  # [S]
 
-    def __call__(self, per_group: Float) -> tuple[Float, Float]:
+    def __call__(self, per_group: Float, index: IntArray, valid: npt.NDArray[np.bool_],
+                 picked: Float) -> tuple[Float, Float]:
         """per_group [G, J] -> (means [S, J], standard errors [S, J]); a value's groups only."""
         n = np.maximum(self.counts, 1.0)[:, None]
         means = self.onehot @ per_group / n
         squares = self.onehot @ per_group**2 / n
         variance = np.maximum(squares - means**2, 0.0) * n / np.maximum(n - 1.0, 1.0)  # ddof = 1
         return means, np.sqrt(variance / n)
+
+
+class ItemSegmentMeans:
+    """A candidate-attribute segment: per value, the mean prediction of the top-k items holding it, pooled over
+    requests (sum over requests / items), with the ratio estimator's standard error over requests."""
+
+    def __init__(self, codes: IntArray, n_segments: int) -> None:
+        self.codes, self.n = codes, n_segments  # [G, N]
+
+    def __call__(self, per_group: Float, index: IntArray, valid: npt.NDArray[np.bool_],
+                 picked: Float) -> tuple[Float, Float]:
+        """index, valid [G, k] (the top k), picked [G, k, J] (their predictions, 0 where not valid)."""
+        held = np.where(valid, np.take_along_axis(self.codes, index, axis=1), -1)
+        onehot = (held[:, :, None] == np.arange(self.n)).astype(np.float64)  # [G, k, S]
+        sums = np.einsum("gks,gkj->gsj", onehot, picked)  # [G, S, J]
+        items = onehot.sum(axis=1)  # [G, S]
+        total = np.maximum(items.sum(axis=0), 1.0)[:, None]  # [S, 1]
+        means = sums.sum(axis=0) / total
+        residual = sums - means[None] * items[:, :, None]  # linearised ratio estimator
+        g = len(held)
+        variance = (residual**2).sum(axis=0) / total**2 * (g / max(g - 1, 1))
+        return means, np.sqrt(variance)

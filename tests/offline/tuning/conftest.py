@@ -70,3 +70,28 @@ def segmented_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "creator_id": rng.integers(0, 5, groups * size).astype(str),  # a candidate attribute
     }
     return write_log(tmp_path_factory.mktemp("logs") / "segmented.parquet", columns)
+
+
+@pytest.fixture(scope="session")
+def risky_items_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 requests x 20 candidates; a quarter of the items are `risky`: they sell better and are hidden far
+    more often (and more variably) than the others. Ranking by purchase keeps the top 10's mean p_hide
+    moderate overall and high over the risky items in it."""
+    rng = np.random.default_rng(23)
+    groups, size = 400, 20
+    quality = rng.normal(0.0, 1.0, (groups, size))
+    risky = rng.random((groups, size)) < 0.25
+
+    def sigmoid(z: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-z))
+
+    hide = np.where(risky, sigmoid(-2.5 + rng.normal(0.0, 1.0, (groups, size))),
+                    sigmoid(-4.5 + rng.normal(0.0, 0.3, (groups, size))))
+    columns = {
+        "group_id": np.repeat(np.arange(groups), size),
+        "candidate_id": np.tile(np.arange(size), groups),
+        "p_purchase": sigmoid(-2.0 + quality + 0.8 * risky).ravel(),
+        "p_hide": hide.ravel(),
+        "item_kind": np.where(risky, "risky", "plain").ravel(),
+    }
+    return write_log(tmp_path_factory.mktemp("logs") / "risky_items.parquet", columns)

@@ -50,9 +50,29 @@ def test_a_segment_column_is_checked_and_bounded(segmented_log_path: Path) -> No
     with pytest.raises(LogError, match=r"user_tenure.*no such column") as missing:
         _tuner(segment="user_tenure").fit(log)
     assert "user_segment" in missing.value.message  # the columns it could have named
-    with pytest.raises(LogError, match=r"creator_id.*varies within group"):
-        _tuner(segment="creator_id").fit(log)
+    # a column that differs between the candidates of a request is a candidate attribute: per-item means
+    assert _tuner(segment="creator_id", enforce_segments=False).fit(log).to_dict()["segments"]["kind"] == "candidate"
     with pytest.raises(LogError, match="has 2 values, more than the 1 allowed"):
         _tuner(segment="user_segment", max_segments=1).fit(log)
     with pytest.raises(ValueError, match=r"value 'new' has .* fewer than --segment-min-groups 200"):
         _tuner(segment="user_segment", segment_min_groups=200).fit(log)
+
+
+def test_a_candidate_attribute_bounds_the_items_holding_each_value(risky_items_log_path: Path) -> None:
+    """The mean p_hide of the risky items shown in the top 10 (pooled over requests) must meet the bound too."""
+    log = read_candidate_log(risky_items_log_path, attributes=False, columns=["item_kind"])
+    bound = 0.08
+    reported = ConstrainedTuner(tasks=["purchase", "hide"], negative={"hide"}, primary="purchase", labels=False,
+                                bounds={"hide": bound}, k=10, segment="item_kind",
+                                enforce_segments=False).fit(log).to_dict()
+    assert reported["segments"]["kind"] == "candidate"
+    assert reported["feasible"]["holdout"] and reported["top_k_mean_prediction"]["holdout"]["hide"] <= bound
+    risky = reported["segments"]["values"]["risky"]
+    assert risky["top_k_mean_prediction"]["holdout"]["hide"] > 1.2 * bound and not risky["feasible"]["holdout"]
+
+    enforced = ConstrainedTuner(tasks=["purchase", "hide"], negative={"hide"}, primary="purchase", labels=False,
+                                bounds={"hide": bound}, k=10, segment="item_kind").fit(log).to_dict()
+    assert enforced["segments"]["feasible_holdout"] and enforced["feasible"]["holdout"]
+    for value in ("risky", "plain"):
+        assert enforced["segments"]["values"][value]["top_k_mean_prediction"]["holdout"]["hide"] <= bound
+    assert enforced["weights"]["hide"] > reported["weights"]["hide"] + 0.3

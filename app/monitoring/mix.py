@@ -11,13 +11,17 @@ replicas (deploy/prometheus/rules/recording.yml, group fusionrank-served-mix):
     mean term contribution per answered item = (positive - negative) / items
 A contribution can have either sign (negative weights, negative attribute values) and a counter only
 grows, so the positive parts and the magnitudes of the negative parts are counted apart (`sign`).
-The bands a policy declares (`monitoring.mix_bands`) are exported as the `fusionrank_mix_band` gauge
-of each served (surface, arm, policy version), so one shipped alert compares every measure with its
-policy's own band: a band changes with the policy that declares it, no rule file is regenerated.
+The bands a policy declares (`monitoring.mix_bands`) are exported as the `fusionrank_mix_band_min` and
+`fusionrank_mix_band_max` gauges of each served (surface, arm, policy version), so one shipped alert
+compares every measure with its policy's own band: a band changes with the policy that declares it, no
+rule file is regenerated. A multiprocess value file cannot forget a series, so a policy that stops serving
+leaves its bands at the neutral [0, 1] (min 0 merged with `livemax`, max 1 with `livemin`: a worker that
+still serves the policy wins), which no share or coverage can leave.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,15 +33,16 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from app.artifacts.policy import PolicyFile
-from app.monitoring.multiproc import clear_gauge
+from app.monitoring.multiproc import multiprocess_dir
 from app.serving.attributes import AttributeColumns, equals_mask
 from app.serving.bundle import ServingSnapshot
 from app.serving.columns import Values
 from app.serving.scorer import ScoreOutcome
 
-__all__ = ["MIX_LABELS", "MixCounts", "MixMeasures", "ServedMix", "mix_counts"]
+__all__ = ["MIX_LABELS", "NEUTRAL_BOUND", "MixCounts", "MixMeasures", "ServedMix", "mix_counts"]
 
 MIX_LABELS = ("surface", "arm", "policy_version")
+NEUTRAL_BOUND = {"min": 0.0, "max": 1.0}  # a withdrawn band: no share or coverage lies outside [0, 1]
 Float = npt.NDArray[np.float64]
 
 
@@ -188,9 +193,13 @@ class ServedMix:
             " and the magnitudes of its negative parts (sign=negative)", [*MIX_LABELS, "term", "sign"],
             registry=r,
         )
-        self.band = Gauge(
-            "fusionrank_mix_band", "Band a served policy declares for a mix measure (monitoring.mix_bands),"
-            " bound = min | max", [*MIX_LABELS, "rule", "bound"], multiprocess_mode="livemax", registry=r,
+        self.band_min = Gauge(
+            "fusionrank_mix_band_min", "Lower bound a served policy declares for a mix measure (monitoring.mix_bands)",
+            [*MIX_LABELS, "rule"], multiprocess_mode="livemax", registry=r,
+        )
+        self.band_max = Gauge(
+            "fusionrank_mix_band_max", "Upper bound a served policy declares for a mix measure (monitoring.mix_bands)",
+            [*MIX_LABELS, "rule"], multiprocess_mode="livemin", registry=r,
         )
         self._series: dict[tuple[str, str, str], _Series] = {}
 
@@ -211,7 +220,9 @@ class ServedMix:
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
         """Create every served triple's series at zero (an alert needs them before the first answer) and
         export the bands of the policies served now, stable and canary."""
-        clear_gauge(self.band)
+        bands = {"min": self.band_min, "max": self.band_max}
+        for bound, gauge in bands.items():
+            _withdraw(gauge, NEUTRAL_BOUND[bound])
         for surface, route in snapshot.surfaces.items():
             served: Sequence[tuple[str, PolicyFile]] = [("stable", route.binding(None).policy.file)]
             if route.canary is not None:
@@ -219,4 +230,18 @@ class ServedMix:
             for arm, policy in served:
                 series = self.series(surface, arm, policy)
                 for rule, bound, value in series.measures.bands:
-                    self.band.labels(surface, arm, policy.version, rule, bound).set(value)
+                    bands[bound].labels(surface, arm, policy.version, rule).set(value)
+
+
+def _withdraw(gauge: Gauge, neutral: float) -> None:
+    """Remove every series of a band gauge before the served bands are set again; in multiprocess mode (a value
+    file cannot forget a series) set them to the neutral bound instead (`app.monitoring.multiproc.clear_gauge`
+    sets 0, which is no neutral upper bound)."""
+    if multiprocess_dir() is None:
+        gauge.clear()
+        return
+    for values in list(gauge._metrics):
+        gauge.labels(*values).set(neutral)
+    with warnings.catch_warnings():  # "clearing labels has not been implemented": handled just above
+        warnings.simplefilter("ignore", UserWarning)
+        gauge.clear()

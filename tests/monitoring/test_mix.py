@@ -104,8 +104,9 @@ def test_the_service_counts_what_it_answered_from_zero(
              for t in ("click", "purchase_margin", "hide_penalty", "report_penalty") for s in ("positive", "negative")]
     assert {k: before[k] for k in (items, sponsored, creators, largest, *terms)} == dict.fromkeys(
         (items, sponsored, creators, largest, *terms), 0.0)
-    assert before[series("fusionrank_mix_band", rule="sponsored_cap", bound="max")] == 0.15
-    assert before[series("fusionrank_mix_band", rule="creator_diversity", bound="min")] == 0.5
+    assert before[series("fusionrank_mix_band_max", rule="sponsored_cap")] == 0.15
+    assert before[series("fusionrank_mix_band_min", rule="creator_diversity")] == 0.5
+    assert series("fusionrank_mix_band_min", rule="sponsored_cap") not in before  # no band declared
 
     by_id = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
     sample_request["options"] = {"debug": True}
@@ -135,8 +136,8 @@ def test_the_service_counts_what_it_answered_from_zero(
         arms[client.post("/v1/score", json=sample_request).json()["arm"]] += 1
     assert arms["canary"] > 0 and arms["stable"] > 0
     canary = _samples(client)
-    assert canary[series("fusionrank_mix_band", arm="canary", policy_version="2", rule="sponsored_cap",
-                         bound="min")] == 0.05
+    assert canary[series("fusionrank_mix_band_min", arm="canary", policy_version="2", rule="sponsored_cap")] == 0.05
+    assert canary[series("fusionrank_mix_band_max", rule="sponsored_cap")] == 0.15  # stable keeps its own
     assert canary[series(f"{MIX}_items_total", arm="canary", policy_version="2")] == 20 * arms["canary"]
     assert canary[items] == 60 + 20 * arms["stable"]
 
@@ -187,3 +188,46 @@ def test_a_reloaded_policy_file_gets_its_own_measures() -> None:
     assert mix.series("home", "stable", shipped_policy()) is not first  # another file object: measured again
     policy = shipped_policy()
     assert mix.series("home", "stable", policy) is mix.series("home", "stable", policy)
+
+
+BAND_WORKER = """
+import sys
+from prometheus_client import CollectorRegistry
+from app.monitoring.mix import NEUTRAL_BOUND, ServedMix, _withdraw
+mix = ServedMix(CollectorRegistry())
+mix.band_max.labels("home", "stable", "1", "sponsored_cap").set(0.15)
+mix.band_min.labels("home", "stable", "1", "creator_diversity").set(0.5)
+if sys.argv[1] == "moved-on":  # this worker now serves policy 2 only
+    for bound, gauge in (("min", mix.band_min), ("max", mix.band_max)):
+        _withdraw(gauge, NEUTRAL_BOUND[bound])
+    mix.band_max.labels("home", "stable", "2", "sponsored_cap").set(0.3)
+"""
+
+
+def _bands(files: Path) -> dict[tuple[str, str, str], float]:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(files))  # type: ignore[no-untyped-call]
+    return {(s.name, s.labels["policy_version"], s.labels["rule"]): s.value for m in registry.collect()
+            for s in m.samples if s.name.startswith("fusionrank_mix_band")}
+
+
+def test_a_band_no_longer_served_is_neutral_in_multiprocess_mode(tmp_path: Path) -> None:
+    """A value file cannot forget a series: a worker that moved on leaves [0, 1], which a worker still serving
+    the policy overrides (max of the lower bounds, min of the upper bounds)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    for files, workers in ((alone, ["moved-on"]), (both, ["moved-on", "still-serving"])):
+        files.mkdir()
+        for worker in workers:
+            subprocess.run([sys.executable, "-c", BAND_WORKER, worker], check=True, timeout=60, cwd=ROOT,
+                           env={**env, "PROMETHEUS_MULTIPROC_DIR": str(files)})
+    assert _bands(alone) == {
+        ("fusionrank_mix_band_max", "1", "sponsored_cap"): 1.0,
+        ("fusionrank_mix_band_min", "1", "creator_diversity"): 0.0,
+        ("fusionrank_mix_band_max", "2", "sponsored_cap"): 0.3,
+    }
+    assert _bands(both) == {
+        ("fusionrank_mix_band_max", "1", "sponsored_cap"): 0.15,
+        ("fusionrank_mix_band_min", "1", "creator_diversity"): 0.5,
+        ("fusionrank_mix_band_max", "2", "sponsored_cap"): 0.3,
+    }

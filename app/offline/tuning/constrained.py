@@ -15,6 +15,10 @@ the violation did not shrink; it stops when a feasible outer iterate improves th
 groups with room for `confidence` standard errors of the difference between the training and the
 held-out mean (c_j + z se_j sqrt(1 + G_train / G_held) <= b_j); it is then checked on held-out
 groups, split off deterministically by a hash of group_id.
+
+With a declared segment (`segment`, `app.offline.tuning.segments`) every bound is also a constraint within
+each value of a log column (a request-level column or a candidate attribute), with its own room; with
+`enforce_segments=False` the values are only reported.
 """
 
 from __future__ import annotations
@@ -183,7 +187,8 @@ class ConstrainedTuner:
                              f" task {self.primary!r} in both the training and held-out groups; judge it on"
                              " predictions (--predictions) or log more requests")
         n = len(self.tasks)
-        lam, rho = np.zeros(len(violations(train(np.full(n, 1.0 / n))))), self.rho
+        per_value = len(segments.labels) if segments is not None and self.enforce_segments else 0
+        lam, rho = np.zeros(len(bounded) * (1 + per_value)), self.rho  # one multiplier per constraint
         best: tuple[float, Float] | None = None  # (primary, weights) of the best feasible point
         least: tuple[float, Float] = (np.inf, np.full(n, 1.0 / n))  # least violating point
         evaluations = 0

@@ -274,6 +274,9 @@ def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheu
     assert sent["click"]["y"] > 5000  # enough positives for the +/- 0.05 above to be 3+ standard errors
     assert ratios.keys() == {t for t, s in sent.items() if s["y"] > 0}
 
+    # The served mix counted every answered candidate once (app/monitoring/mix.py), on the stable arm.
+    items = 'sum(fusionrank_served_mix_items_total{surface="home",arm="stable",policy_version="1"})'
+    wait_for("the served mix in Prometheus", lambda: scalar(prometheus, items) == len(served))
     empty = []
     for title, expr in dashboard_queries():
         concrete = expr.replace("$task", ".*").replace("$window", "1h")

@@ -12,10 +12,11 @@ band each measure must stay in (`app.monitoring.mix` counts them, deploy/prometh
         - rule: creator_diversity   # a max_per_value rule: distinct values / answered items (coverage)
           min: 0.6
 
-Every slate rule is measured whether or not it has a band: a `max_matching` rule (and every mix property)
-by its *share*, the answered items whose attribute equals the value over all answered items; a
-`max_per_value` rule by its *coverage*, the distinct (non-missing) values over the answered items. A band
-bounds that measure in [0, 1]. Names come from the policy, so the metric labels they become are bounded:
+Every slate and ranking rule is measured whether or not it has a band: a `max_matching` rule, a
+`ranking.max_share` or `ranking.minimums` rule (and every mix property) by its *share*, the answered items
+with its property over all answered items; a `max_per_value` rule, a `ranking.diversity` rule or a
+categorical `ranking.mmr` by its *coverage*, the distinct (non-missing) values over the answered items. A
+band bounds that measure in [0, 1]. Names come from the policy, so the metric labels they become are bounded:
 at most `MAX_MIX_PROPERTIES` properties and `MAX_MIX_BANDS` bands.
 """
 
@@ -89,7 +90,8 @@ def check_monitoring(
     for i, prop in enumerate(monitoring.mix_properties):
         where = f"monitoring.mix_properties[{i}]"
         if prop.name in slate_rules or prop.name in seen:
-            raise ValueError(f"{where}.name: {prop.name!r} is already a slate rule or mix property; rename it")
+            raise ValueError(f"{where}.name: {prop.name!r} is already a slate or ranking rule or a mix property;"
+                             " rename it")
         seen.add(prop.name)
         if prop.attribute not in attributes:
             raise ValueError(f"{where}.attribute: {prop.attribute!r} is not declared in `attributes`; declare it"
@@ -102,7 +104,8 @@ def check_monitoring(
     banded: set[str] = set()
     for i, band in enumerate(monitoring.mix_bands):
         if band.rule not in measured:
-            raise ValueError(f"monitoring.mix_bands[{i}].rule: {band.rule!r} is not a slate rule nor a mix property;"
+            raise ValueError(f"monitoring.mix_bands[{i}].rule: {band.rule!r} is not a slate rule, a ranking rule"
+                             " (max_share, minimums, diversity, a categorical mmr) nor a mix property;"
                              f" use one of {sorted(measured)} or declare it in monitoring.mix_properties")
         if band.rule in banded:
             raise ValueError(f"monitoring.mix_bands[{i}].rule: {band.rule!r} has two bands; keep one")

@@ -38,6 +38,9 @@ class AnswerMetrics:
         metrics.mix.observe(surface, answer.arm, outcome)  # what the answered top k contains
         for group in outcome.filtered:
             metrics.filtered.labels(surface, group.stage, group.rule).inc(len(group.indices))
+        if outcome.ranking is not None:
+            for shortfall in outcome.ranking.shortfalls:
+                metrics.minimum_shortfalls.labels(surface, shortfall.rule).inc()
         shadow = answer.shadow
         if shadow is None:
             return

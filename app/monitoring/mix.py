@@ -26,7 +26,7 @@ from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import countOf, itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -39,34 +39,51 @@ from app.serving.bundle import ServingSnapshot
 from app.serving.columns import Values
 from app.serving.scorer import ScoreOutcome
 
-__all__ = ["MIX_LABELS", "NEUTRAL_BOUND", "MixCounts", "MixMeasures", "ServedMix", "mix_counts"]
+__all__ = ["MIX_LABELS", "NEUTRAL_BOUND", "Matching", "MixCounts", "MixMeasures", "ServedMix", "mix_counts"]
 
 MIX_LABELS = ("surface", "arm", "policy_version")
 NEUTRAL_BOUND = {"min": 0.0, "max": 1.0}  # a withdrawn band: no share or coverage lies outside [0, 1]
 Float = npt.NDArray[np.float64]
 
 
+class Matching(NamedTuple):
+    """A property measured by its share: `attribute` equals `equals`, or (a number) lies below / above."""
+
+    name: str
+    attribute: str
+    equals: Any = None
+    below: float | None = None
+    above: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class MixMeasures:
     """What a policy's served mix is measured by, read once from its file."""
 
-    matching: tuple[tuple[str, str, Any], ...]  # (rule or property name, attribute, value): share
+    matching: tuple[Matching, ...]  # slate max_matching, ranking max_share and minimums, mix properties: share
     per_value: tuple[tuple[str, str], ...]  # (rule name, attribute): coverage and largest value
     terms: tuple[str, ...]  # utility term names, in the policy's order (the contributions' columns)
     bands: tuple[tuple[str, str, float], ...]  # (rule, "min" | "max", bound)
 
     @classmethod
     def of(cls, policy: PolicyFile) -> MixMeasures:
-        slate, monitoring = policy.slate, policy.monitoring
-        matching = [(r.name, r.attribute, r.equals) for r in slate.max_matching]
+        slate, ranking, monitoring = policy.slate, policy.ranking, policy.monitoring
+        matching = [Matching(r.name, r.attribute, r.equals) for r in slate.max_matching]
+        per_value = [(r.name, r.attribute) for r in slate.max_per_value]
+        if ranking is not None:
+            matching += [Matching(r.name, r.attribute, r.equals, r.below, r.above)
+                         for r in (*ranking.max_share, *ranking.minimums)]
+            per_value += [(r.name, r.attribute) for r in ranking.diversity]
+            mmr = ranking.mmr
+            if mmr is not None and policy.attributes.get(mmr.attribute) != "vector":  # vectors have no values
+                per_value.append((mmr.name, mmr.attribute))
         bands: list[tuple[str, str, float]] = []
         if monitoring is not None:
-            matching += [(p.name, p.attribute, p.equals) for p in monitoring.mix_properties]
+            matching += [Matching(p.name, p.attribute, p.equals) for p in monitoring.mix_properties]
             for band in monitoring.mix_bands:
                 bands += [(band.rule, bound, value) for bound, value in (("min", band.min), ("max", band.max))
                           if value is not None]
-        return cls(tuple(matching), tuple((r.name, r.attribute) for r in slate.max_per_value),
-                   tuple(t.name for t in policy.utility), tuple(bands))
+        return cls(tuple(matching), tuple(per_value), tuple(t.name for t in policy.utility), tuple(bands))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +112,7 @@ def mix_counts(
             cache[name] = _gather(attributes[name], ranked)
         return cache[name]
 
-    matching = [_count(answered(attribute), value) for _, attribute, value in measures.matching]
+    matching = [_count(answered(m.attribute), m) for m in measures.matching]
     distinct, largest = [], []
     for _, attribute in measures.per_value:
         tally = _tally(answered(attribute))
@@ -108,8 +125,18 @@ def mix_counts(
     return MixCounts(len(ranked), matching, distinct, largest, positive, negative)
 
 
-def _count(values: Values, value: Any) -> int:
-    """How many answered values equal `value` with its JSON type (`app.serving.attributes.equals_mask`)."""
+def _count(values: Values, matching: Matching) -> int:
+    """How many answered values have the property: equal to `equals` with its JSON type
+    (`app.serving.attributes.equals_mask`), or a number below / above the bounds (a missing value never has it)."""
+    value = matching.equals
+    if value is None:
+        numbers = np.asarray(values, dtype=np.float64)
+        hit = ~np.isnan(numbers)
+        if matching.below is not None:
+            hit &= numbers < matching.below
+        if matching.above is not None:
+            hit &= numbers > matching.above
+        return int(np.count_nonzero(hit))
     if isinstance(value, (bool, str)) and isinstance(values, list):
         # A list column holds only strings or only booleans (and None): `==` cannot cross the types there
         # (True == 1 needs a number, and number attributes are arrays), so counting by `==` is exact.
@@ -143,7 +170,7 @@ class _Series:
         self.policy = policy
         self.measures = measures = MixMeasures.of(policy)
         self.items = mix.items.labels(*labels)
-        self.matching = [mix.matching.labels(*labels, name) for name, _, _ in measures.matching]
+        self.matching = [mix.matching.labels(*labels, m.name) for m in measures.matching]
         self.distinct = [mix.distinct.labels(*labels, name) for name, _ in measures.per_value]
         self.largest = [mix.largest.labels(*labels, name) for name, _ in measures.per_value]
         self.positive = [mix.contribution.labels(*labels, term, "positive") for term in measures.terms]

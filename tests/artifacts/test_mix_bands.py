@@ -40,7 +40,7 @@ FRESH = {"name": "fresh", "attribute": "sponsored", "equals": False}
         (_bands(properties=[{**FRESH, "attribute": "is_new"}]), "monitoring.mix_properties[0].attribute",
          "not declared in `attributes`"),
         (_bands(properties=[{**FRESH, "name": "sponsored_cap"}]), "monitoring.mix_properties[0].name",
-         "already a slate rule"),
+         "already a slate or ranking rule"),
         (_bands(properties=[{**FRESH, "equals": 1e301}]), "monitoring.mix_properties[0].equals", "finite number"),
         (_bands(properties=[{**FRESH, "equals": "no"}]), "monitoring.mix_properties[0].equals",
          "'no' is a string, attribute 'sponsored' is declared boolean: it would never match"),

@@ -231,3 +231,29 @@ def test_a_band_no_longer_served_is_neutral_in_multiprocess_mode(tmp_path: Path)
         ("fusionrank_mix_band_min", "1", "creator_diversity"): 0.5,
         ("fusionrank_mix_band_max", "2", "sponsored_cap"): 0.3,
     }
+
+
+def test_the_ranking_block_s_rules_are_measured_and_bandable() -> None:
+    """Minimums and max shares by their share (an equals or a number range), diversity decay and a categorical
+    MMR by their coverage; a band may name any of them."""
+    from app.offline.demo_ranking import demo_policy_v2
+
+    data = demo_policy_v2(yaml.safe_load((POLICIES / "home" / "1.yaml").read_text()))
+    data["ranking"]["max_share"] = [{"name": "cheap", "attribute": "margin", "below": 1.0, "share": 0.5}]
+    data["monitoring"] = {"mix_bands": [{"rule": "fresh_items", "min": 0.15}, {"rule": "creator_decay", "min": 0.5},
+                                        {"rule": "cheap", "max": 0.5}]}
+    measures = MixMeasures.of(PolicyFile.model_validate(data))
+    assert [m.name for m in measures.matching] == ["sponsored_cap", "cheap", "fresh_items"]
+    assert [name for name, _ in measures.per_value] == ["creator_diversity", "creator_decay"]
+    attributes: dict[str, Any] = {
+        "sponsored": [False] * 4, "is_new": [True, False, None, True], "creator_id": ["a", "b", "a", "c"],
+        "margin": np.array([0.5, 2.0, np.nan, 0.99]),
+    }
+    counts = mix_counts(measures, np.arange(4, dtype=np.intp), attributes, np.zeros((4, 4)))
+    assert counts.matching == [0, 2, 2]  # cheap: 0.5 and 0.99 (missing is not cheap); fresh: 2
+    assert counts.distinct == [3, 3]
+    data["monitoring"]["mix_bands"].append({"rule": "creator_mmr", "min": 0.5})
+    with pytest.raises(ValueError, match="'creator_mmr' is not a slate rule"):
+        PolicyFile.model_validate(data)
+    data["ranking"]["mmr"] = {"name": "creator_mmr", "attribute": "creator_id", "lambda": 0.7}
+    assert MixMeasures.of(PolicyFile.model_validate(data)).per_value[-1] == ("creator_mmr", "creator_id")

@@ -2,12 +2,13 @@
 per-value rule's attribute, and each utility term's summed contribution, per surface, arm and policy version.
 
 Labels are bounded: `rule` and `term` are names from the served policies (a policy has at most a few
-slate rules and `MAX_MIX_PROPERTIES` mix properties, `app.artifacts.mix_bands`), never attribute values
+slate rules, 16 of each ranking rule kind and `MAX_MIX_PROPERTIES` mix properties), never attribute values
 from a request. PromQL turns the counters into ratios over any window and any number of workers and
 replicas (deploy/prometheus/rules/recording.yml, group fusionrank-served-mix):
-    share    = matching / items       (max_matching rules and mix properties)
-    coverage = distinct / items       (max_per_value rules: distinct non-missing values per answered item)
-    largest  = largest_value / items  (max_per_value rules: share of the most frequent value)
+    share    = matching / items       (max_matching, ranking max_share and minimums, mix properties)
+    coverage = distinct / items       (max_per_value, ranking diversity, categorical mmr: distinct
+                                       non-missing values per answered item)
+    largest  = largest_value / items  (the same rules: share of the most frequent value)
     mean term contribution per answered item = (positive - negative) / items
 A contribution can have either sign (negative weights, negative attribute values) and a counter only
 grows, so the positive parts and the magnitudes of the negative parts are counted apart (`sign`).

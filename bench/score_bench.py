@@ -114,12 +114,17 @@ class Floor:
         ]})
 
 
+def service_state(store: tuple[Path, Path]) -> ServiceState:
+    """A service's state with the store's snapshot installed, as `fusionrank serve` would hold it."""
+    state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
+    state.install(load_snapshot(*store))
+    return state
+
+
 def reference_cases(store: tuple[Path, Path], n: int) -> tuple[dict[str, Callable[[], Any]], ServiceState]:
     """(a) floor and (o) ort.run on a request of n candidates, and a service state to run (b) on."""
-    snapshot = load_snapshot(*store)
-    state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
-    state.install(snapshot)
-    binding = snapshot.route("home").binding(None)
+    state = service_state(store)
+    binding = state.snapshot.route("home").binding(None)
     floor = Floor(binding)
     rows = body_of("rows", n)[0]
     parsed = orjson.loads(rows)

@@ -11,8 +11,6 @@ the rest of the JSON answer (versions, filtered, debug...) is JSON in the metada
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 import orjson
@@ -20,6 +18,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.protocol.arrow_out import RESPONSE_KEY, arrow_answer
 from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, too_many_candidates, validation_error
 from app.protocol.ipc import DeclaredStream, declared_stream
 from app.protocol.schemas import ScoreEnvelope
@@ -30,10 +29,12 @@ __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "d
 
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 REQUEST_KEY = b"fusionrank.request"
-RESPONSE_KEY = b"fusionrank.response"
 # A stream of many small batches costs a Python object each; clients send one.
 MAX_BATCHES = 64
 _CONVERSION_BYTES = 16
+# Up to this many rows a string column is read as Python strings: `dictionary_encode` costs ~10 µs
+# whatever the length, more than `to_pylist` and the encoders' lookups below a few hundred values.
+SMALL_STRING_COLUMN = 256
 _FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 _STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
 _BOOL_TYPE_ID = pa.bool_().id
@@ -192,7 +193,8 @@ def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
         if pa.types.is_dictionary(kind):
             columns[name] = _dictionary_strings(column)
         else:
-            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
+            small = batch.num_rows <= SMALL_STRING_COLUMN
+            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS and not small else column.to_pylist()
     return columns
 
 
@@ -228,23 +230,3 @@ def _refuse_nan_values(batch: pa.RecordBatch, block: npt.NDArray[np.float64]) ->
                 f"columns.{batch.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
                 candidate_index=index,
             )
-
-
-def arrow_answer(answer: dict[str, Any], tasks: list[str]) -> bytes:
-    """The JSON answer as an Arrow IPC stream: answered candidates as columns, the rest as metadata."""
-    ranked = answer["candidates"]
-    arrays: dict[str, pa.Array] = {
-        "id": pa.array([c["id"] for c in ranked], type=pa.string()),
-        "rank": pa.array([c["rank"] for c in ranked], type=pa.int32()),
-        "utility": pa.array([c["utility"] for c in ranked], type=pa.float64()),
-    }
-    for task in tasks:
-        arrays[task] = pa.array([c["predictions"][task] for c in ranked], type=pa.float64())
-    rest = {key: value for key, value in answer.items() if key != "candidates"}
-    if any("debug" in c for c in ranked):
-        rest["debug"] = [c.get("debug") for c in ranked]
-    batch = pa.RecordBatch.from_pydict(arrays, metadata={RESPONSE_KEY: orjson.dumps(rest)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())

@@ -25,6 +25,8 @@ __all__ = ["EncodedFeatures", "FeatureEncoder"]
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = frozenset({str, type(None)})
 _MISSING = -1  # a categorical value not sent: the context's category fills it
+# Up to this many candidates a categorical column is encoded in plain Python (`_small_categorical_column`).
+SMALL_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,11 @@ class FeatureEncoder:
         numeric = self._numeric_block(n, features, context_features, problems)
         categorical = np.empty((n, len(self.categorical_names)), dtype=np.int64)
         for j, name in enumerate(self.categorical_names):
+            if n <= SMALL_BATCH:
+                codes = self._small_categorical_column(name, j, features, context_features)
+                if codes is not None:
+                    categorical[:, j] = codes
+                    continue
             try:
                 categorical[:, j] = self._categorical_column(name, j, features, context_features)
             except InvalidRequest as problem:
@@ -134,6 +141,30 @@ class FeatureEncoder:
                 f"send `{name}` for every candidate (or in context.features)", candidate_index=index,
             )
         return float(fill)
+
+    def _small_categorical_column(
+        self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
+    ) -> list[int] | None:
+        """`_categorical_column` for a small batch in plain Python (a numpy call costs more than a few dozen
+        lookups), or None when a value or the context's category is not a string or None: the general
+        path then names it. The codes are equal to the general path's (tests/serving/test_fast_paths.py)."""
+        raw = read_column(features, name)
+        fallback = context.get(name)
+        if isinstance(raw, EncodedStrings) or (fallback is not None and not isinstance(fallback, str)):
+            return None
+        column = _objects(raw)
+        try:
+            codes = list(map(self.lookups[j].get, column, repeat(OOV_INDEX)))
+        except TypeError:  # an unhashable value
+            return None
+        if OOV_INDEX in codes and not _CATEGORY_TYPES.issuperset(
+            [type(value) for value, code in zip(column, codes, strict=True) if code == OOV_INDEX]
+        ):
+            return None
+        if _MISSING in codes:
+            fill = OOV_INDEX if fallback is None else self.vocabularies[j].get(fallback, OOV_INDEX)
+            codes = [fill if code == _MISSING else code for code in codes]
+        return codes
 
     def _categorical_column(
         self, name: str, j: int, features: Candidates, context: Mapping[str, Any]

@@ -15,13 +15,14 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from app.errors import InvalidRequest, PayloadTooLarge
 from app.protocol.arrow_out import RESPONSE_KEY, arrow_answer
 from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, too_many_candidates, validation_error
 from app.protocol.ipc import DeclaredStream, declared_stream
-from app.protocol.schemas import ScoreEnvelope
+from app.protocol.schemas import MAX_ID_LENGTH, ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
 
@@ -37,6 +38,7 @@ _CONVERSION_BYTES = 16
 SMALL_STRING_COLUMN = 256
 _FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 _STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
+_PLAIN_STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string()))
 _BOOL_TYPE_ID = pa.bool_().id
 _NUMERIC_TYPE_IDS = frozenset(
     kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
@@ -74,8 +76,9 @@ def decode_arrow_request(
         batch.validate(full=True)  # buffers as long as the lengths say, offsets in range, valid UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest.at("body", f"not a valid Arrow IPC stream: {exc}", _FIX) from None
-    ids = batch.column("id").to_pylist()
-    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
+    id_column = batch.column("id")
+    ids = id_column.to_pylist()
+    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]", strings_checked=_plain_ids(id_column))
     try:
         columns = _columns(batch)
     except pa.ArrowException as exc:  # validated above: not expected, but never a 500
@@ -155,6 +158,16 @@ def _check_declared(declared: DeclaredStream, max_candidates: int, max_decoded_b
             "body", f"the stream decodes to {decoded} bytes, more than the limit of {max_decoded_bytes}",
             "send fewer candidates or columns per request, or raise FUSIONRANK_MAX_DECODED_BYTES",
         )
+
+
+def _plain_ids(column: pa.Array) -> bool:
+    """Whether every id is a string of 1-`MAX_ID_LENGTH` characters, found in C++: a string column without
+    nulls whose lengths lie in range (else `check_batch` looks at each id in Python and names the bad one).
+    Below `SMALL_STRING_COLUMN` ids the two compute calls cost more than the Python checks: False."""
+    if column.null_count or len(column) <= SMALL_STRING_COLUMN or column.type.id not in _PLAIN_STRING_TYPE_IDS:
+        return False
+    lengths = pc.min_max(pc.utf8_length(column))
+    return bool(lengths["min"].as_py() > 0 and lengths["max"].as_py() <= MAX_ID_LENGTH)
 
 
 def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:

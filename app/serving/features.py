@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from app.artifacts.manifest import OOV_INDEX, FeatureSchema
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, read_column, where
+from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, Unsent, read_column, where
 
 __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
@@ -93,7 +93,9 @@ class FeatureEncoder:
         """
         columns = [read_column(features, name) for name in self.numeric_names]
         for j, column in enumerate(columns):
-            if isinstance(column, EncodedStrings):  # strings where numbers are due: named below
+            if isinstance(column, Unsent):  # all missing: NaN, filled below, without a None per candidate
+                columns[j] = np.full(n, np.nan)
+            elif isinstance(column, EncodedStrings):  # strings where numbers are due: named below
                 column = columns[j] = column.tolist()
             if not isinstance(column, np.ndarray) and not _NUMBER_TYPES.issuperset(map(type, column)):
                 problems[self.numeric_names[j]] = _bad_number(features, self.numeric_names[j], column)
@@ -152,6 +154,9 @@ class FeatureEncoder:
         fallback = context.get(name)
         if isinstance(raw, EncodedStrings) or (fallback is not None and not isinstance(fallback, str)):
             return None
+        fill = OOV_INDEX if fallback is None else self.vocabularies[j].get(fallback, OOV_INDEX)
+        if isinstance(raw, Unsent):
+            return [fill] * len(raw)
         column = _objects(raw)
         try:
             codes = list(map(self.lookups[j].get, column, repeat(OOV_INDEX)))
@@ -162,7 +167,6 @@ class FeatureEncoder:
         ):
             return None
         if _MISSING in codes:
-            fill = OOV_INDEX if fallback is None else self.vocabularies[j].get(fallback, OOV_INDEX)
             codes = [fill if code == _MISSING else code for code in codes]
         return codes
 
@@ -171,7 +175,9 @@ class FeatureEncoder:
     ) -> npt.NDArray[np.int64]:
         raw = read_column(features, name)
         lookup = self.lookups[j]
-        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
+        if isinstance(raw, Unsent):  # every value missing: the context's category fills the whole column
+            codes = np.full(len(raw), _MISSING, dtype=np.int64)
+        elif isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
             table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), _MISSING], dtype=np.int64)
             codes = table[raw.codes]
         else:

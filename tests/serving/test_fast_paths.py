@@ -270,3 +270,35 @@ def test_metric_series_are_resolved_once_and_count_the_same(state: ServiceState)
     assert before != state.metrics.exposition()
     state.metrics.observe_snapshot(state.snapshot)  # a new snapshot: resolved again on the next answer
     assert not cache._series
+
+
+@pytest.mark.parametrize("n", [3, 200])
+def test_an_unsent_column_encodes_as_a_column_of_nulls(n: int) -> None:
+    """A feature no candidate sends (filled from the context at once) == the same feature sent as null."""
+    schema = FeatureSchema(numeric=[NumericFeature(name="x", default=2.5), NumericFeature(name="y")],
+                           categorical=[CategoricalFeature(name="tenure", vocabulary=VOCABULARY)])
+    encoder = FeatureEncoder(schema)
+    unsent = [{"y": float(i)} for i in range(n)]
+    nulls = [{"y": float(i), "x": None, "tenure": None} for i in range(n)]
+    for context in ({}, {"x": 7.0, "tenure": "old"}, {"tenure": "unknown"}):
+        a, b = encoder.encode(unsent, context), encoder.encode(nulls, context)
+        np.testing.assert_array_equal(a.numeric, b.numeric)
+        np.testing.assert_array_equal(a.categorical, b.categorical)
+
+
+@pytest.mark.parametrize("bad", [None, "", "x" * 257])
+def test_arrow_ids_checked_in_cpp_still_refuse_a_bad_id(bad: str | None) -> None:
+    from app.errors import InvalidRequest
+    from app.protocol.arrow import SMALL_STRING_COLUMN, decode_arrow_request
+
+    n = SMALL_STRING_COLUMN + 50
+    ids = [f"c{i}" for i in range(n)]
+    ids[n - 3] = bad  # type: ignore[call-overload]
+    batch = pa.RecordBatch.from_pydict({"id": pa.array(ids, type=pa.string())}, metadata={
+        b"fusionrank.request": orjson.dumps({"request_id": "r", "surface": "home"})})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    with pytest.raises(InvalidRequest) as error:
+        decode_arrow_request(sink.getvalue().to_pybytes(), max_candidates=5000, max_decoded_bytes=1 << 28)
+    assert error.value.details[0].field == f"columns.id[{n - 3}]"

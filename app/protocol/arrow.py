@@ -44,6 +44,8 @@ _NUMERIC_TYPE_IDS = frozenset(
     kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
                          pa.uint64(), pa.float16(), pa.float32(), pa.float64())
 )
+# Column types accepted as they are (a dictionary column needs its index and value types looked at).
+_PLAIN_TYPE_IDS = _NUMERIC_TYPE_IDS | _STRING_TYPE_IDS | {_BOOL_TYPE_ID}
 
 
 def decode_arrow_request(
@@ -120,6 +122,8 @@ def _check_schema(schema: pa.Schema) -> None:
     if "id" not in names:
         raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
     for name, kind in zip(names, schema.types, strict=True):
+        if kind.id in _PLAIN_TYPE_IDS and name != "id":  # the usual column: one set lookup
+            continue
         if name == "id" and not _is_string(kind):
             raise InvalidRequest.at(
                 "columns.id", f"type {kind} is not a string type", "send the candidate ids as a string column"

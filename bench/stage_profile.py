@@ -8,7 +8,7 @@ answer, encode, metrics: everything but HTTP), and `beyond ort.run` is its cost 
 figure the issue's targets are stated in. With `--profile DIR`, each (format, size) is also run under
 cProfile into DIR/<format>_<n>.prof.
 Usage: python bench/stage_profile.py [--model demo|reference] [--repeats N] [--sizes 10,100,1000]
-       [--profile DIR] [--record]   (--record appends the table to bench/RESULTS.md)
+       [--profile DIR] [--session-nice N] [--record]   (--record appends the table to bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from app.serving.attributes import extract_attributes
 from app.serving.scorer import score
 from app.serving.utility import compose_utility
 from bench.common import MODELS, append_results, load_average, machine, now, segmented_store
+from bench.live import session_priority
 from bench.score_bench import FORMATS, NO_DEADLINE, body_of, service_state
 
 _LIMITS = {"max_candidates": 5000, "max_decoded_bytes": 256 << 20}
@@ -115,7 +116,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--profile", type=Path, help="folder for cProfile output per (format, size)")
     parser.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
     args = parser.parse_args()
+    priority = session_priority(args.session_nice)
     sizes = [int(s) for s in args.sizes.split(",")]
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-stages-")), args.model)
     state = service_state(store)
@@ -132,7 +135,7 @@ def main() -> None:
     lines = [
         f"machine: {machine()}  ",
         f"date: {now()}; {MODELS[args.model]}; full composition, served log off; load average before "
-        f"{load_before}, after {load_average()}  ",
+        f"{load_before}, after {load_average()}; scheduling: {priority}  ",
         "Each stage alone, interleaved; min / median µs over many rounds (min is the figure least "
         "inflated by other jobs on the machine).",
         "",

@@ -38,9 +38,13 @@ class AnswerMetrics:
         series.latency.observe(answer.seconds)
         if outcome.ranked.size:
             series.utility.observe(float(outcome.utility[outcome.ranked[0]]))
-        metrics.served.observe(series.scheme, outcome.probabilities)  # every scored candidate, before filters
+        # Every scored candidate, before filters, under the arm that served it.
+        metrics.served.observe(series.scheme, outcome.probabilities, answer.arm)
         for group in outcome.filtered:
             series.filtered_by(metrics, surface, group.stage, group.rule).inc(len(group.indices))
+        if outcome.ranking is not None:
+            for shortfall in outcome.ranking.shortfalls:
+                metrics.minimum_shortfalls.labels(surface, shortfall.rule).inc()
         shadow = answer.shadow
         if shadow is None:
             return

@@ -2,13 +2,15 @@
 
 Per task t: the train split's rows with mask_t = 1 (a row whose label is missing or immature is left
 out of t's dataset, not counted as a negative), weighted by the sample weight (times `pos_weight` on
-positives for a `weighted` loss option); the validation split's observed rows monitor the task's plain
-logloss, and training stops after `early_stopping_rounds` rounds without a better one. The booster
-keeps exactly its best iteration. With `training.constraints`, the primary task's booster is trained
-with Moo-GBT's constrained objective (`app.offline.training.gbt.moo`) instead, and its round is the
-best primary logloss among rounds that meet every bound on validation (else the least violating);
-it stops early only once a feasible round has not been bettered for `early_stopping_rounds` rounds.
-The history (one entry every `dual_every` rounds) has the networks' shape, so reports render alike.
+positives for a `weighted` loss option; a `focal` task trains with the focal objective of
+`app.offline.training.gbt.focal`); the validation split's observed rows monitor the task's plain
+logloss whatever the training loss, and training stops after `early_stopping_rounds` rounds without
+a better one. The booster keeps exactly its best iteration. With `training.constraints`, the
+primary task's booster is trained with Moo-GBT's constrained objective (`app.offline.training.gbt.moo`)
+instead, and its round is the best primary logloss among rounds that meet every bound on validation
+(else the least violating); it stops early only once a feasible round has not been bettered for
+`early_stopping_rounds` rounds. The history (one entry every `dual_every` rounds) has the networks'
+shape, so reports render alike.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy.typing as npt
 
 from app.offline.training.batches import LogSource, split_rows
 from app.offline.training.encoding import EncodedRows, FittedEncoding
+from app.offline.training.gbt.focal import FocalObjective
 from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss
 from app.offline.training.gbt.params import GBTSpec
 from app.offline.training.gbt.ranker import GBTRanker, features
@@ -113,7 +116,7 @@ def fit_gbt(spec: TrainSpec, fitted: FittedEncoding, log: LogSource, options: Se
             best = int(trajectory.rounds[trajectory.select()])
             rounds = len(trajectory.rounds)
         else:
-            booster, curves[task] = _fit_task(spec, t, train, valid, categorical, params, options[t])
+            booster, curves[task], offsets[t] = _fit_task(spec, t, train, valid, categorical, params, options[t])
             best, rounds = booster.current_iteration(), len(curves[task]) or booster.current_iteration()
         boosters.append(booster)
         per_task[task] = {
@@ -139,9 +142,10 @@ def _fit_task(
     categorical: list[int],
     params: dict[str, Any],
     option: TaskLoss,
-) -> tuple[lgb.Booster, list[float]]:
-    """LightGBM's binary objective on task t's observed rows; returns the truncated booster and its
-    validation logloss per round."""
+) -> tuple[lgb.Booster, list[float], float]:
+    """Task t's booster on its observed rows: LightGBM's binary objective, or the focal objective for a
+    focal task. Returns the booster truncated to its best round, its validation logloss per round (plain,
+    whatever the training loss) and its constant offset (the base-rate logit for a custom objective)."""
     gbt = spec.training.model.gbt
     task = spec.dataset.tasks[t]
     rows = train.observed(t) > 0
@@ -155,30 +159,53 @@ def _fit_task(
             "use more data or move dataset.split.valid_start later",
         )
     weight = train.weight[rows] * np.where(y > 0, option.pos_weight if option.kind == "weighted" else 1.0, 1.0)
-    data = lgb.Dataset(train.x[rows], y, weight=weight, categorical_feature=categorical, free_raw_data=True)
+    focal = option.kind == "focal"
+    offset = _base_logit(y, weight) if focal else 0.0
+    init = np.full(len(y), offset) if focal else None
+    data = lgb.Dataset(
+        train.x[rows], y, weight=None if focal else weight, init_score=init, categorical_feature=categorical,
+        free_raw_data=True,
+    )
     valid_rows = valid.observed(t) > 0
+    v_y, v_w = valid.labels[valid_rows, t], valid.weight[valid_rows]
     evals: dict[str, Any] = {}
     callbacks: list[Any] = []
     valid_sets: list[lgb.Dataset] = []
     if valid_rows.any():
-        valid_sets = [
-            data.create_valid(valid.x[valid_rows], valid.labels[valid_rows, t], weight=valid.weight[valid_rows])
-        ]
+        v_init = np.full(len(v_y), offset) if focal else None
+        valid_sets = [data.create_valid(valid.x[valid_rows], v_y, weight=v_w, init_score=v_init)]
         callbacks = [
             lgb.early_stopping(gbt.early_stopping_rounds, first_metric_only=True, verbose=False),
             lgb.record_evaluation(evals),
         ]
+    if focal:
+        objective: Any = FocalObjective(y, weight, option.gamma, option.alpha)
+        task_params = {**params, "objective": objective, "metric": "None"}
+
+        def plain_logloss(preds: F64, _data: lgb.Dataset) -> tuple[str, float, bool]:
+            return "binary_logloss", logloss(np.asarray(preds, dtype=np.float64), v_y, v_w), False
+
+        feval: Any = plain_logloss if valid_sets else None
+    else:
+        task_params, feval = {**params, "objective": "binary", "metric": "binary_logloss"}, None
     booster = lgb.train(
-        {**params, "objective": "binary", "metric": "binary_logloss"},
+        task_params,
         data,
         num_boost_round=gbt.rounds,
         valid_sets=valid_sets,
         valid_names=["valid"][: len(valid_sets)],
+        feval=feval,
         callbacks=callbacks,
     )
     curve = [float(v) for v in evals.get("valid", {}).get("binary_logloss", [])]
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve, offset
+
+
+def _base_logit(y: F64, weight: F64) -> float:
+    """The weighted base rate's logit: a custom objective's starting score (its booster's offset)."""
+    base = float(np.clip(np.sum(weight * y) / np.sum(weight), 1e-6, 1 - 1e-6))
+    return float(np.log(base / (1 - base)))
 
 
 def _fit_constrained(
@@ -199,8 +226,7 @@ def _fit_constrained(
     labels = [train.labels[rows, i] for i in index]
     weights = [train.observed(i)[rows] for i in index]
     objective = MooObjective(labels, weights, constraints)
-    base = float(np.sum(weights[0] * labels[0]) / np.sum(weights[0]))
-    offset = float(np.log(np.clip(base, 1e-6, 1 - 1e-6) / (1 - np.clip(base, 1e-6, 1 - 1e-6))))
+    offset = _base_logit(labels[0], weights[0])
     data = lgb.Dataset(
         train.x[rows], labels[0], categorical_feature=categorical, init_score=np.full(int(rows.sum()), offset),
         free_raw_data=True,

@@ -17,7 +17,7 @@ import pytest
 from app.offline.training.batches import InMemoryLog
 from app.offline.training.encoding import fit_encoding
 from app.offline.training.gbt.fit import SplitArrays
-from app.offline.training.gbt.moo import MooObjective, logloss
+from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss
 from app.offline.training.gbt.ranker import GBTRanker
 from app.offline.training.spec import ConstraintSpec, TrainSpec
 from app.offline.training.tabular import TableSource
@@ -107,7 +107,26 @@ def test_an_unreachable_bound_is_reported_with_the_best_reachable_value(tiny_log
     dual = run.report["gbt"]["dual"]
     assert not dual["feasible"] and dual["constraints"]["purchase"]["best_reachable"] > 0.03
     assert len(dual["rounds"]) == 40  # never stopped early while infeasible
-    assert "no round met every bound on validation" in (run.run / "report.md").read_text()
+    markdown = (run.run / "report.md").read_text()
+    assert "no round met every bound on validation" in markdown
+    (row,) = run.report["infeasible_constraints"]
+    assert row["task"] == "purchase" and row["bound"] == 0.03
+    assert row["best_reachable"] == pytest.approx(dual["constraints"]["purchase"]["best_reachable"])
+    assert "**warning**: constraint on 'purchase' is infeasible" in markdown
+
+
+def test_an_infeasible_trajectory_selects_the_best_primary_among_the_least_violating() -> None:
+    trajectory = DualTrajectory("click", ["purchase"], [0.10], tolerance=0.01)
+    # violations 0.0050, 0.0055, 0.0200: rounds 1 and 2 are within 0.01 x 0.10 of the least
+    for r, (primary, loss) in enumerate([(0.30, 0.1050), (0.25, 0.1055), (0.20, 0.1200)], start=1):
+        trajectory.record(r, primary, [loss], [0.0])
+    assert trajectory.rounds[trajectory.select()] == 2
+    assert DualTrajectory("click", ["purchase"], [0.10], tolerance=0.0, rounds=[1, 2], primary_loss=[0.3, 0.25],
+                          losses=[[0.105], [0.1055]], lambdas=[[0.0], [0.0]]).select() == 0
+    (row,) = trajectory.infeasible()
+    assert row["best_reachable"] == 0.1050 and row["best_epoch"] == 1 and "at least 0.1050" in row["warning"]
+    trajectory.record(4, 0.5, [0.09], [0.0])
+    assert trajectory.infeasible() == [] and trajectory.rounds[trajectory.select()] == 4  # feasible beats all
 
 
 def test_objective_gradient_matches_finite_differences() -> None:

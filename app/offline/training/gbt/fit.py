@@ -235,7 +235,10 @@ def _fit_constrained(
     v_labels = [valid.labels[v_rows, i] for i in index]
     v_weights = [valid.observed(i)[v_rows] for i in index]
     validation = data.create_valid(valid.x[v_rows], v_labels[0], init_score=np.full(int(v_rows.sum()), offset))
-    trajectory = DualTrajectory(tasks[p], [c.task for c in constraints], [c.max_loss for c in constraints])
+    trajectory = DualTrajectory(
+        tasks[p], [c.task for c in constraints], [c.max_loss for c in constraints],
+        tolerance=spec.training.selection.infeasible_tolerance,
+    )
 
     def evaluate(preds: F64, _data: lgb.Dataset) -> list[tuple[str, float, bool]]:
         z = np.asarray(preds, dtype=np.float64)
@@ -309,4 +312,5 @@ def _history(
         best_epoch=best,
         task_epochs={t: int(per_task[t]["best_iteration"]) for t in tasks},  # one booster per task: per-task
         stopped_early=any(v["stopped_early"] for v in per_task.values()),
+        infeasible=trajectory.infeasible() if trajectory is not None else [],
     )

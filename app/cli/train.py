@@ -57,8 +57,9 @@ def export(
         result = export_run(run, out, calibration_version=calibration_version, overwrite=overwrite)
     parity = result.manifest.parity
     if parity is not None:
+        reference = "LightGBM" if (run / "gbt").is_dir() else "torch"  # the GBT family's run keeps boosters
         console.print(
-            f"parity torch vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}"
+            f"parity {reference} vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}"
         )
     console.print(f"bundle: {result.bundle_dir} (calibration {result.calibration.version})")
 

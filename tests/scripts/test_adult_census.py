@@ -101,7 +101,7 @@ def test_the_gbt_family_trains_exports_calibrates_and_serves(adult: ModuleType, 
     assert report["tasks"]["high_income"]["overall"]["auc"] > 0.7
     assert set(report["gbt"]["tasks"]) == {"high_income", "capital_gains"}
     bundle = tmp_path / "store" / "adult_census" / "1"
-    run("export", "--run", str(tmp_path / "run"), "--out", str(bundle))
+    assert "parity LightGBM vs onnxruntime" in run("export", "--run", str(tmp_path / "run"), "--out", str(bundle))
     assert load_manifest(bundle).parity.max_abs_diff <= 1e-5
     predictions = tmp_path / "predictions.parquet"
     run("predict", "--model", str(bundle), "--spec", str(SPEC), "--data", str(data), "--out", str(predictions))

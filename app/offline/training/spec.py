@@ -257,6 +257,11 @@ class TrainSpec(StrictModel):
         training = self.training
         if training.compare_losses:
             raise ValueError("training.compare_losses is for the network families; remove it with model.kind gbt")
+        if training.selection.combine != "per_task":
+            raise ValueError(
+                "training.selection.combine: model.kind gbt trains one booster per task, each selected on its own"
+                " metric; remove combine (or set it to per_task)"
+            )
         primary = training.model.gbt.primary
         if primary is not None and primary not in tasks:
             raise ValueError(f"training.model.gbt.primary {primary!r} is not a task; tasks are {sorted(tasks)}")

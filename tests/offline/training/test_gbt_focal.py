@@ -86,3 +86,23 @@ def test_focal_objective_matches_the_networks_loss_and_its_derivatives() -> None
         if gamma == 0.0 and alpha is None:  # BCE: LightGBM's own binary gradient and hessian
             np.testing.assert_allclose(grad, w * (p - y), atol=1e-12)
             np.testing.assert_allclose(hess, w * p * (1 - p), atol=1e-12)
+
+
+def test_a_task_selected_on_auc_keeps_its_best_auc_round(tiny_log: Path, tmp_path: Path) -> None:
+    """`training.selection.metrics: {click: auc}` with kind gbt: click stops on and keeps its best validation
+    AUC (history `metric` = 1 - AUC); the other tasks keep their logloss; `combine: sum` is refused."""
+    spec = tiny_spec(compare_losses=[], model={"kind": "gbt", "gbt": {"rounds": 80, "early_stopping_rounds": 20}},
+                     selection={"metrics": {"click": "auc"}})
+    spec["training"].pop("losses", None)
+    report = train_spec(TrainSpec.model_validate(spec), tiny_log, tmp_path / "run", show_progress=False).report
+    gbt = report["gbt"]["tasks"]
+    assert gbt["click"]["selection_metric"] == "auc" and gbt["hide"]["selection_metric"] == "logloss"
+    run = RunFolder(tmp_path / "run")
+    booster = run.load()[2].boosters[0]  # type: ignore[attr-defined]
+    assert booster.current_iteration() == gbt["click"]["best_iteration"]
+    history = report["history"]  # every `dual_every` rounds: the metric is 1 - AUC for click
+    assert all(0.0 < h["metric"]["click"] < 0.5 for h in history)
+    assert all(h["metric"]["hide"] == h["valid_loss"]["hide"] for h in history)
+    spec["training"]["selection"]["combine"] = "sum"
+    with pytest.raises(ValueError, match=r"model\.kind gbt trains one booster per task"):
+        TrainSpec.model_validate(spec)

@@ -23,10 +23,11 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
+from app.offline.metrics import auc
 from app.offline.training.batches import LogSource, split_rows
 from app.offline.training.encoding import EncodedRows, FittedEncoding
 from app.offline.training.gbt.focal import FocalObjective
-from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss
+from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss, sigmoid
 from app.offline.training.gbt.params import GBTSpec
 from app.offline.training.gbt.ranker import GBTRanker, features
 from app.offline.training.loop import EpochLog, TrainOutcome
@@ -107,27 +108,33 @@ def fit_gbt(spec: TrainSpec, fitted: FittedEncoding, log: LogSource, options: Se
     boosters: list[lgb.Booster] = []
     offsets = [0.0] * len(tasks)
     curves: dict[str, list[float]] = {}
+    metrics: dict[str, list[float]] = {}  # per task, per round: the selection metric (logloss or 1 - AUC)
     per_task: dict[str, dict[str, Any]] = {}
     trajectory: DualTrajectory | None = None
     for t, task in enumerate(tasks):
-        if spec.training.constraints and task == primary:
+        constrained = bool(spec.training.constraints) and task == primary
+        if constrained:
             booster, offsets[t], trajectory = _fit_constrained(spec, tasks, t, train, valid, categorical, params)
-            curves[task] = trajectory.primary_loss
+            curves[task] = metrics[task] = trajectory.primary_loss
             best = int(trajectory.rounds[trajectory.select()])
             rounds = len(trajectory.rounds)
         else:
-            booster, curves[task], offsets[t] = _fit_task(spec, t, train, valid, categorical, params, options[t])
+            booster, curves[task], metrics[task], offsets[t] = _fit_task(
+                spec, t, train, valid, categorical, params, options[t]
+            )
             best, rounds = booster.current_iteration(), len(curves[task]) or booster.current_iteration()
         boosters.append(booster)
         per_task[task] = {
             "best_iteration": best,
             "rounds_trained": rounds,
             "stopped_early": rounds < gbt.rounds,
+            # the constrained primary: its best logloss among the rounds meeting the bounds
+            "selection_metric": "logloss" if constrained else spec.training.selection.metrics.get(task, "logloss"),
             "train_rows": int(np.sum(train.observed(t) > 0)),
             "valid_rows": int(np.sum(valid.observed(t) > 0)),
         }
     model = GBTRanker(boosters, tasks, offsets)
-    outcome = _history(spec, tasks, curves, trajectory, per_task)
+    outcome = _history(spec, tasks, curves, metrics, trajectory, per_task)
     report: dict[str, Any] = {"tasks": per_task, "categorical": gbt.categorical, "primary": primary}
     if trajectory is not None:
         report["dual"] = trajectory.to_dict()
@@ -142,10 +149,13 @@ def _fit_task(
     categorical: list[int],
     params: dict[str, Any],
     option: TaskLoss,
-) -> tuple[lgb.Booster, list[float], float]:
+) -> tuple[lgb.Booster, list[float], list[float], float]:
     """Task t's booster on its observed rows: LightGBM's binary objective, or the focal objective for a
-    focal task. Returns the booster truncated to its best round, its validation logloss per round (plain,
-    whatever the training loss) and its constant offset (the base-rate logit for a custom objective)."""
+    focal task. It stops on, and keeps the best round of, the task's selection metric
+    (`training.selection.metrics`: plain logloss by default, whatever the training loss, or AUC).
+    Returns the truncated booster, its validation logloss per round, its selection metric per round
+    (lower is better: logloss, or 1 - AUC) and its constant offset (the base-rate logit for a custom
+    objective)."""
     gbt = spec.training.model.gbt
     task = spec.dataset.tasks[t]
     rows = train.observed(t) > 0
@@ -178,16 +188,20 @@ def _fit_task(
             lgb.early_stopping(gbt.early_stopping_rounds, first_metric_only=True, verbose=False),
             lgb.record_evaluation(evals),
         ]
+    by_auc = spec.training.selection.metrics.get(task.name, "logloss") == "auc"
     if focal:
         objective: Any = FocalObjective(y, weight, option.gamma, option.alpha)
         task_params = {**params, "objective": objective, "metric": "None"}
 
-        def plain_logloss(preds: F64, _data: lgb.Dataset) -> tuple[str, float, bool]:
-            return "binary_logloss", logloss(np.asarray(preds, dtype=np.float64), v_y, v_w), False
+        def plain_metrics(preds: F64, _data: lgb.Dataset) -> list[tuple[str, float, bool]]:
+            z = np.asarray(preds, dtype=np.float64)  # raw scores with a custom objective
+            out = [("binary_logloss", logloss(z, v_y, v_w), False)]
+            return [("auc", auc(sigmoid(z), v_y), True), *out] if by_auc else out
 
-        feval: Any = plain_logloss if valid_sets else None
+        feval: Any = plain_metrics if valid_sets else None
     else:
-        task_params, feval = {**params, "objective": "binary", "metric": "binary_logloss"}, None
+        metric = ["auc", "binary_logloss"] if by_auc else "binary_logloss"  # the first one stops training
+        task_params, feval = {**params, "objective": "binary", "metric": metric}, None
     booster = lgb.train(
         task_params,
         data,
@@ -198,8 +212,9 @@ def _fit_task(
         callbacks=callbacks,
     )
     curve = [float(v) for v in evals.get("valid", {}).get("binary_logloss", [])]
+    selection = [1.0 - float(v) for v in evals.get("valid", {}).get("auc", [])] if by_auc else curve
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve, offset
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve, selection, offset
 
 
 def _base_logit(y: F64, weight: F64) -> float:
@@ -277,6 +292,7 @@ def _history(
     spec: TrainSpec,
     tasks: Sequence[str],
     curves: dict[str, list[float]],
+    metrics: dict[str, list[float]],
     trajectory: DualTrajectory | None,
     per_task: dict[str, dict[str, Any]],
 ) -> TrainOutcome:
@@ -300,7 +316,8 @@ def _history(
                 train_loss={},
                 valid_loss=valid,
                 monitor=float(sum(w * v for w, v in zip(weights, valid.values(), strict=True) if np.isfinite(v))),
-                metric=dict(valid),  # each booster stops on its own plain validation logloss
+                # each booster stops on its own selection metric (plain logloss, or 1 - AUC)
+                metric={t: metrics[t][r - 1] if r <= len(metrics[t]) else float("nan") for t in tasks},
                 lambdas=lambdas,
                 constraints=constraints,
                 seconds=0.0,

@@ -38,6 +38,9 @@ class FocalObjective:
     gamma: float
     alpha: float | None
 
+    def __deepcopy__(self, _memo: dict[int, Any]) -> FocalObjective:
+        return self  # immutable; `lightgbm.train` deep-copies its params, and the arrays need no copy
+
     def element_loss(self, z: F64) -> F64:
         """Focal loss per row (unweighted), for checks and reports."""
         u = np.where(self.labels > 0, z, -z)

@@ -42,7 +42,8 @@ class RankComparison:
 
 def shadow_rank(served: ScoreOutcome, shadow: PolicyBinding, request: ScoreInput) -> IntArray:
     """Candidate indices in the order the shadow policy would answer them."""
-    if shadow.bundle is not served.binding.bundle or shadow.calibration is not served.binding.calibration:
+    if (shadow.bundle is not served.binding.bundle or shadow.calibration is not served.binding.calibration
+            or shadow.policy.file.ranking is not None):  # a `ranking` block: the scorer's own fill order
         return score(shadow, request).ranked
     policy = shadow.policy
     attributes = extract_attributes(request.attributes, policy.file.attributes)

@@ -24,6 +24,7 @@ from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.mix import ServedMix
 from app.monitoring.multiproc import clear_gauge, exposition, multiprocess_dir, retire_process
 from app.monitoring.psi import ServedPredictions
+from app.monitoring.series import SeriesCache
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
 __all__ = [
@@ -112,6 +113,7 @@ class ServiceMetrics:
         self._lifecycle(r)
         self._served_log(r)
         self.mix = ServedMix(r)  # what the served top k contains (app/monitoring/mix.py)
+        self.series = SeriesCache(self)  # the children each answer writes, resolved once per triple
         path = multiprocess_dir()
         if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
             atexit.register(retire_process, path, os.getpid())
@@ -315,6 +317,7 @@ class ServiceMetrics:
         )
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
+        self.series.clear()
         clear_gauge(self.active)
         for surface, route in snapshot.surfaces.items():
             versions = route.binding(None).versions()

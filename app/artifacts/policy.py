@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.cascade import Cascade
 from app.artifacts.common import Identifier, StrictModel
 
 __all__ = [
@@ -235,6 +236,8 @@ class PolicyFile(StrictModel):
     slate: SlateRules = SlateRules()
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
+    # A light first-stage bundle that passes its top_n to `model` (`app.artifacts.cascade`).
+    cascade: Cascade | None = None
     governance: Governance
 
     @model_validator(mode="after")

@@ -274,7 +274,7 @@ class _ServedColumns:
         rule = np.full(n, -1, dtype=np.int32)
         stage = np.full(n, -1, dtype=np.int32)
         rules: list[str] = []
-        stages = ["guardrail", "slate"]
+        stages = ["guardrail", "slate", "cascade"]  # cascade: cut by the policy's first stage (app.serving.cascade)
         for group in outcome.filtered:
             rules.append(group.rule)
             rule[group.indices] = len(rules) - 1

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from app.artifacts.cascade import CASCADE_STAGE
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.scorer import ScoreInput, ScoreOutcome
 
@@ -37,7 +38,7 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
     body: dict[str, Any] = {
         "request_id": request.request_id,
         "surface": request.surface,
-        "versions": binding.versions(),
+        "versions": binding.answer_versions(),
         "candidates": candidates,
     }
     if options.return_filtered or options.debug:
@@ -45,12 +46,14 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
         for group in outcome.filtered:
             for index in group.indices.tolist():
                 item: dict[str, Any] = {"id": ids[index], "index": index, "stage": group.stage, "rule": group.rule}
-                if debug is not None:
+                if debug is not None and group.stage != CASCADE_STAGE:  # the cut were never scored by the model
                     item["debug"] = debug.row(index)
                 filtered.append(item)
         body["filtered"] = filtered
     if debug is not None:
         body["overrides"] = list(outcome.effective.overrides)
+        if outcome.cascade is not None:
+            body["cascade"] = outcome.cascade.to_debug(ids)
         body["timings_ms"] = {k: round(v * 1000.0, 4) for k, v in outcome.timings.items()}
     return body
 

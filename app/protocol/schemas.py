@@ -12,8 +12,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
+    "CascadeReport",
     "Candidate",
     "ColumnarScoreRequest",
+    "CutCandidate",
     "FilteredCandidate",
     "RankedCandidate",
     "ScoreContext",
@@ -95,6 +97,28 @@ class Versions(_Body):
     model_version: str
     calibration_version: str
     policy_version: str
+    first_stage_model: str | None = Field(default=None, description="the policy's cascade: first-stage model")
+    first_stage_model_version: str | None = None
+    first_stage_calibration_version: str | None = None
+
+
+class CutCandidate(_Body):
+    id: str
+    index: int = Field(description="position in the request's candidates")
+    first_stage_score: float | None = Field(description="null when the first stage's score was not finite")
+
+
+class CascadeReport(_Body):
+    """Debug only: the policy's first stage scored every candidate and passed its `top_n` to the model."""
+
+    first_stage_model: str
+    first_stage_model_version: str
+    first_stage_calibration_version: str
+    top_n: int
+    task: str | None = Field(description="the first-stage task scored; null: the policy's utility")
+    scored: int
+    passed: int
+    cut: list[CutCandidate] = Field(description="empty when the request had no more than top_n candidates")
 
 
 class UtilityTermOut(_Body):
@@ -128,7 +152,7 @@ class RankedCandidate(_Body):
 class FilteredCandidate(_Body):
     id: str
     index: int = Field(description="position in the request's candidates")
-    stage: str = Field(description="`guardrail` or `slate`")
+    stage: str = Field(description="`cascade`, `guardrail` or `slate`")
     rule: str = Field(description="name of the guardrail or slate rule that removed it")
     debug: CandidateDebug | None = None
 
@@ -153,3 +177,4 @@ class ScoreResponse(_Body):
     overrides: list[str] | None = Field(default=None, description="debug: policy overrides that matched")
     timings_ms: dict[str, float] | None = Field(default=None, description="debug: per-stage wall time")
     shadow: ShadowReport | None = Field(default=None, description="debug: comparison with the shadow policy")
+    cascade: CascadeReport | None = Field(default=None, description="debug: what the policy's first stage cut")

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
-    "CascadeReport",
     "Candidate",
+    "CascadeReport",
     "ColumnarScoreRequest",
     "CutCandidate",
     "FilteredCandidate",

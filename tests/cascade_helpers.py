@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import write_policy
 
 
-def copy_bundle_as(store: Path, name: str, version: str = "1", edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """`store/<name>/<version>`: the demo bundle's files with its manifest and calibration renamed (and `edit`ed)."""
+def copy_bundle_as(store: Path, name: str, version: str = "1") -> Path:
+    """`store/<name>/<version>`: the demo bundle's files with its manifest and calibration renamed."""
     target = store / name / version
     shutil.copytree(store / "demo_ranker" / "1", target)
     manifest = json.loads((target / "manifest.json").read_text())
     manifest["name"], manifest["version"] = name, version
-    if edit is not None:
-        edit(manifest)
     (target / "manifest.json").write_text(json.dumps(manifest))
     for path in (target / "calibration").glob("*.json"):
         calibration = json.loads(path.read_text())

@@ -33,7 +33,15 @@ from app.serving.bundle import PolicyBinding
 from app.serving.cascade import score_request
 from app.serving.scorer import ScoreInput
 from bench.common import (
-    append_results, free_port, load_average, machine, now, percentiles, request_with, segmented_store, served,
+    append_results,
+    free_port,
+    load_average,
+    machine,
+    now,
+    percentiles,
+    request_with,
+    segmented_store,
+    served,
 )
 from bench.light_bundle import build_light_bundle
 from bench.reference_bundle import NUMERIC

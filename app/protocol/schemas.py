@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
+    "AnswerVersions",
     "Candidate",
     "CascadeReport",
     "ColumnarScoreRequest",
@@ -97,6 +98,11 @@ class Versions(_Body):
     model_version: str
     calibration_version: str
     policy_version: str
+
+
+class AnswerVersions(Versions):
+    """What answered a request: the triple, and the first stage when the policy has a `cascade`."""
+
     first_stage_model: str | None = Field(default=None, description="the policy's cascade: first-stage model")
     first_stage_model_version: str | None = None
     first_stage_calibration_version: str | None = None
@@ -171,7 +177,7 @@ class ShadowReport(_Body):
 class ScoreResponse(_Body):
     request_id: str
     surface: str
-    versions: Versions
+    versions: AnswerVersions
     candidates: list[RankedCandidate]
     filtered: list[FilteredCandidate] | None = None
     overrides: list[str] | None = Field(default=None, description="debug: policy overrides that matched")

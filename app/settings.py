@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     # Arrow bodies: most bytes a stream may take once decompressed and converted, checked from its
     # metadata before anything is decompressed. None: 8 x max_body_bytes.
     max_decoded_bytes: int | None = Field(default=None, ge=1024)
-    default_top_k: int | None = Field(default=None, ge=1)
     # Admin API bearer tokens. Named tokens (JSON: {"alice": "<secret>"}) let the audit log say who
     # made a change; `admin_token` alone is the token named "admin". None configured: admin API off.
     admin_token: SecretStr | None = None

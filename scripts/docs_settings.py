@@ -30,10 +30,6 @@ MARKER = "<!-- settings-table -->"
 FALLBACK = {
     "host": "Address `fusionrank serve` binds (it sets this from `--host`).",
     "port": "Port `fusionrank serve` binds (it sets this from `--port`).",
-    "default_top_k": (
-        "Declared, but not read by the service: an answer's length is the request's `options.top_k` "
-        "or else the policy's `slate.top_k`."
-    ),
     "admin_tokens": (
         'Named admin API bearer tokens as JSON, `{"alice": "<secret>"}` (at least 16 characters each); '
         "the name is the audit log's `who`. With neither this nor `ADMIN_TOKEN` the admin API is off (404)."

@@ -7,8 +7,7 @@ request, written by the service (`app.monitoring.served_log`) as Parquet under
 different tasks without a schema change; `fusionrank logs join` spreads them into one column per task.
 
 - ``position`` is the served 0-based position, null when the candidate was removed; then
-  ``filtered_stage`` (``guardrail`` / ``slate`` / ``cascade``) and ``filtered_rule`` say what removed it
-  (null when served;
+  ``filtered_stage`` (``guardrail`` / ``slate``) and ``filtered_rule`` say what removed it (null when served;
   ``slate`` / ``top_k`` for a candidate that passed every rule but ranked past the answer's top_k).
 - ``utility_terms`` maps each utility term (`ScoreOutcome.contributions`) to its value.
 - ``propensity`` is the probability that the logging policy put the candidate at its position

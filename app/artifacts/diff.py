@@ -13,7 +13,7 @@ from app.artifacts.policy import PolicyFile
 
 __all__ = ["PolicyDelta", "diff_policies"]
 
-SECTIONS = ("policy", "attributes", "utility", "guardrails", "slate", "overrides", "governance")
+SECTIONS = ("policy", "attributes", "utility", "guardrails", "slate", "ranking", "overrides", "governance")
 
 # section -> item -> field -> value
 Flat = dict[str, dict[str, dict[str, Any]]]
@@ -61,6 +61,7 @@ def _flatten(policy: PolicyFile) -> Flat:
             flat["slate"][rule["name"]] = {"rule": kind, **{k: v for k, v in rule.items() if k != "name"}}
     if "exploration" in data:
         flat["slate"]["exploration"] = dict(data["exploration"])
+    _flatten_ranking(data.get("ranking"), flat["ranking"])
     for override in data.get("overrides", []):
         fields: dict[str, Any] = {}
         for part in ("when", "weights", "thresholds"):
@@ -69,6 +70,23 @@ def _flatten(policy: PolicyFile) -> Flat:
         flat["overrides"][override["name"]] = fields
     flat["governance"]["governance"] = dict(data["governance"])
     return flat
+
+
+def _flatten_ranking(ranking: dict[str, Any] | None, out: dict[str, dict[str, Any]]) -> None:
+    """The `ranking` block by item: the form, each normalised term, each named rule, the history."""
+    if ranking is None:
+        return
+    out["form"] = {"form": ranking.get("form", "sum"), "epsilon": ranking.get("epsilon")}
+    for term, how in ranking.get("normalize", {}).items():
+        out[f"normalize.{term}"] = {"method": how}
+    for kind in ("diversity", "max_share", "minimums"):
+        for rule in ranking.get(kind, []):
+            out[rule["name"]] = {"rule": kind, **{k: v for k, v in rule.items() if k != "name"}}
+    if "mmr" in ranking:
+        out[ranking["mmr"]["name"]] = {"rule": "mmr", **{k: v for k, v in ranking["mmr"].items() if k != "name"}}
+    history = ranking.get("history") or {}
+    out["history"] = {"previously_seen": history.get("previously_seen", False),
+                      **{f"fatigue.{k}": v for k, v in (history.get("fatigue") or {}).items()}}
 
 
 def diff_policies(old: PolicyFile, new: PolicyFile) -> list[PolicyDelta]:

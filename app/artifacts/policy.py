@@ -9,6 +9,8 @@ A policy never changes the model; it composes the model's calibrated predictions
 - ``overrides``: weights or thresholds replaced when the request context matches;
 - ``exploration``: off when absent; randomises positions of the slate with logged propensities
   (`Exploration`, applied by `app.serving.exploration`);
+- ``ranking``: off when absent; utility forms, soft diversity, slate minimums and shares, request history
+  (`app.artifacts.policy_ranking.RankingRules`, applied by `app.serving.ranking`);
 - ``governance``: who owns and who approved it, and why it changed.
 
 Every number is finite and bounded (`app.artifacts.bounds`), and a policy whose utility could
@@ -29,6 +31,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
 from app.artifacts.cascade import Cascade
 from app.artifacts.common import Identifier, StrictModel
+from app.artifacts.policy_ranking import RankingRules, check_ranking_references, ranking_utility_bound
 
 __all__ = [
     "BUILT_IN_RULES",
@@ -50,7 +53,8 @@ __all__ = [
     "utility_bound",
 ]
 
-AttributeType = Literal["number", "string", "boolean"]
+# "vector": a list of at most `policy_ranking.MAX_VECTOR_LENGTH` numbers, read only by `ranking.mmr`.
+AttributeType = Literal["number", "string", "boolean", "vector"]
 
 # Filter rules the service applies on its own (stage "guardrail"): a candidate whose calibrated
 # prediction or utility is not finite cannot be ranked nor guarded, so it is removed. A policy may
@@ -236,6 +240,7 @@ class PolicyFile(StrictModel):
     slate: SlateRules = SlateRules()
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
+    ranking: RankingRules | None = None
     # A light first-stage bundle that passes its top_n to `model` (`app.artifacts.cascade`).
     cascade: Cascade | None = None
     governance: Governance
@@ -257,6 +262,31 @@ class PolicyFile(StrictModel):
             reserved = sorted(set(names) & set(BUILT_IN_RULES))
             if reserved and kind in ("guardrail", "slate rule"):
                 raise ValueError(f"{kind} name {reserved[0]!r} is the service's own filter rule: rename the {kind}")
+        return self
+
+    @model_validator(mode="after")
+    def _ranking_is_consistent(self) -> PolicyFile:
+        vectors = {name for name, kind in self.attributes.items() if kind == "vector"}
+        slate = self.slate
+        readers = ([(f"utility[{i}].attribute", t.attribute) for i, t in enumerate(self.utility)]
+                   + [(f"guardrails[{i}].attribute", g.attribute) for i, g in enumerate(self.guardrails)]
+                   + [(f"slate.max_per_value[{i}].attribute", r.attribute) for i, r in enumerate(slate.max_per_value)]
+                   + [(f"slate.max_matching[{i}].attribute", r.attribute) for i, r in enumerate(slate.max_matching)])
+        for field, name in readers:
+            if name in vectors:
+                raise ValueError(f"{field}: attribute {name!r} is a vector, which only ranking.mmr reads: use a"
+                                 " number, string or boolean attribute")
+        if self.ranking is None:
+            return self
+        rules = [g.name for g in self.guardrails] + [r.name for r in self.slate.max_per_value] + [
+            r.name for r in self.slate.max_matching]
+        check_ranking_references(self.ranking, self.utility, self.attributes, self.exploration, rules)
+        largest = {t.name: abs(t.weight) for t in self.utility}
+        for override in self.overrides:
+            for name, weight in override.weights.items():
+                if name in largest:
+                    largest[name] = max(largest[name], abs(weight))
+        ranking_utility_bound(self.utility, largest, self.ranking)
         return self
 
     @field_validator("utility")

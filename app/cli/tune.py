@@ -35,6 +35,9 @@ class FractionTargets(OptionGroup):
     out: Annotated[Path, typer.Option(help="weights.json to write")] = Path("weights.json")
     negative: NegativeOption = field(default_factory=list)
     k: KOption = None
+    product_epsilon: Annotated[float | None, typer.Option(
+        min=1e-6, max=1.0, help="tune the exponents of a product-form policy (ranking.form: product with this"
+        " epsilon) in log space")] = None
 
 
 @contextmanager
@@ -62,7 +65,8 @@ def _fit_fractions(kind: str, asked: FractionTargets, *, labels: bool, logs: Pat
 
     with user_errors(ValueError), _log_reader(engine, logs, sample, progress) as (name, reader):
         result = run_fraction_tuner(kind, name, asked.target, negative=asked.negative, k=asked.k, labels=labels,
-                                    out=asked.out, show_progress=progress, reader=reader)
+                                    out=asked.out, show_progress=progress, reader=reader,
+                                    epsilon=asked.product_epsilon)
     print_fraction_result(result, "ndcg_gaps" if kind == "ndcg_gap" else "regrets")
     typer.echo(f"wrote {asked.out}")
 

@@ -85,7 +85,7 @@ LogReader = Callable[[list[str] | None], CandidateLog]  # tasks (None: all) -> t
 
 def run_fraction_tuner(
     kind: str, logs: Path, targets: Sequence[str], *, negative: Sequence[str], k: int | None, labels: bool,
-    out: Path, show_progress: bool, reader: LogReader | None = None,
+    out: Path, show_progress: bool, reader: LogReader | None = None, epsilon: float | None = None,
 ) -> dict[str, Any]:
     """`tune ndcg-gap` (kind "ndcg_gap") or `tune regret`: fit, write weights.json, return its content."""
     wanted = parse_pairs(targets, "--target")
@@ -93,7 +93,8 @@ def run_fraction_tuner(
     if unknown:
         raise ValueError(f"--negative {unknown}: only tasks given a --target can be negative")
     log = (reader or _local_reader(logs))(list(wanted))
-    common: dict[str, Any] = {"targets": wanted, "negative": set(negative), "k": k, "show_progress": show_progress}
+    common: dict[str, Any] = {"targets": wanted, "negative": set(negative), "k": k, "show_progress": show_progress,
+                              "epsilon": epsilon}
     tuner = NdcgGapTuner(**common) if kind == "ndcg_gap" else RegretTuner(labels=labels, **common)
     result = tuner.fit(log).to_dict()
     result["reached"] = result["abs_error_sum"] <= ACCEPTED_ERROR
@@ -189,7 +190,9 @@ def run_simulate(
         if not isinstance(tuned, dict) or not isinstance(tuned.get("signed_weights"), dict):
             raise ValueError(f"--weights {path}: not a weights.json written by `fusionrank tune`"
                              " (needs a `signed_weights` object)")
-        variants.append(tuned_variant(variants[0], tuned["signed_weights"], f"tuned:{path.stem}", str(path)))
+        form = (str(tuned.get("form", "sum")), tuned.get("epsilon"))
+        variants.append(tuned_variant(variants[0], tuned["signed_weights"], f"tuned:{path.stem}", str(path),
+                                      form=form))
     segment_columns = list(segments) or [c for c in ("user_tenure",) if c in log.columns]
     mix_columns = list(mix) or [c for c in ("category", "item_type", "sponsored") if c in log.columns]
     for column in [*segment_columns, *mix_columns]:

@@ -81,6 +81,11 @@ class ServiceMetrics:
             " non_finite_prediction / non_finite_utility at stage guardrail)",
             ["surface", "stage", "rule"], registry=r,
         )
+        self.minimum_shortfalls = Counter(
+            "fusionrank_slate_minimum_shortfalls",
+            "Answers where a slate minimum (policy ranking.minimums) could not be met, by surface and rule",
+            ["surface", "rule"], registry=r,
+        )
         self.active = Gauge(
             "fusionrank_active_info", "1 for the (model, calibration, policy) each surface serves",
             ["surface", "model", "model_version", "calibration_version", "policy_version"],
@@ -354,6 +359,8 @@ class ServiceMetrics:
         self.policy_watch_failures.labels(surface)
         self.rollout_refusals.labels(surface)
 
-    def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
-        """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""
-        self.served.observe(self.schemes.of(binding.bundle.manifest, binding.calibration.file), probabilities)
+    def observe_served(
+        self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64], arm: str = "stable"
+    ) -> None:
+        """Count one request's calibrated predictions [B, T] (manifest task order), served by `arm`, for drift."""
+        self.served.observe(self.schemes.of(binding.bundle.manifest, binding.calibration.file), probabilities, arm)

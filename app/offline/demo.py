@@ -32,6 +32,7 @@ import yaml
 from app.artifacts.calibration import CalibrationFile
 from app.artifacts.loading import check_calibration_for, load_manifest
 from app.artifacts.manifest import ModelManifest
+from app.offline.demo_ranking import POLICY_V2, demo_policy_v2
 from app.offline.synthetic import generator as syn
 
 if TYPE_CHECKING:
@@ -155,6 +156,8 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     policy_path.parent.mkdir(parents=True, exist_ok=True)
     policy_path.write_text(yaml.safe_dump(demo_policy(), sort_keys=False), encoding="utf-8")
     (policy_path.parent / "active").write_text(f"{POLICY_VERSION}\n", encoding="utf-8")
+    v2 = policy_path.with_name(f"{POLICY_V2}.yaml")  # ranking capabilities, not active (`app.offline.demo_ranking`)
+    v2.write_text(yaml.safe_dump(demo_policy_v2(demo_policy()), sort_keys=False), encoding="utf-8")
     logs_path = _write_logs(data_dir / "logs.parquet", bundle_dir, manifest, fitted.calibration, holdout) \
         if config.logs else None
     return DemoResult(bundle_dir, policy_path, predictions, spec_path, run_dir, manifest, fitted.calibration,

@@ -83,7 +83,8 @@ def decode_arrow_request(
     context = request.context
     return request, ScoreInput(
         ids=ids, features=candidates, attributes=candidates, context_features=context.features,
-        context_attributes=context.attributes, top_k=request.options.top_k,
+        context_attributes=context.attributes, top_k=request.options.top_k, seen_ids=context.seen_ids,
+        negative_feedback=context.negative_feedback,
     )
 
 

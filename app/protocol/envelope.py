@@ -105,4 +105,6 @@ def score_input(request: ScoreEnvelope, ids: list[Any], features: Candidates, at
         context_features=context.features,
         context_attributes=context.attributes,
         top_k=request.options.top_k,
+        seen_ids=context.seen_ids,
+        negative_feedback=context.negative_feedback,
     )

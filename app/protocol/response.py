@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.artifacts.cascade import CASCADE_STAGE
 from app.protocol.schemas import ScoreEnvelope
+from app.serving.forms import term_inputs
+from app.serving.ranking import ranking_debug
 from app.serving.scorer import ScoreInput, ScoreOutcome
 
 __all__ = ["score_response"]
@@ -54,6 +57,11 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
         body["overrides"] = list(outcome.effective.overrides)
         if outcome.cascade is not None:
             body["cascade"] = outcome.cascade.to_debug(ids)
+        if outcome.ranking is not None:
+            body["slate_shortfalls"] = [
+                {"rule": s.rule, "wanted": s.wanted, "got": s.got, "within": s.within}
+                for s in outcome.ranking.shortfalls
+            ]
         body["timings_ms"] = {k: round(v * 1000.0, 4) for k, v in outcome.timings.items()}
     return body
 
@@ -70,6 +78,13 @@ class _Debug:
                               policy.term_attributes, strict=True))
         self.weights = outcome.effective.weights.tolist()
         self.guardrails = [g.name for g in policy.guardrails]
+        ranking = policy.file.ranking
+        # a normalised term's input after normalisation (`ranking.normalize`), term name -> [B]
+        self.normalized: dict[str, npt.NDArray[np.float64]] = {}
+        if ranking is not None and ranking.normalize:
+            inputs = term_inputs(outcome.probabilities, outcome.attributes, policy, None)
+            self.normalized = {name: inputs[:, k] for k, name in enumerate(policy.term_names)
+                               if name in ranking.normalize}
 
     def row(self, index: int) -> dict[str, Any]:
         o = self.outcome
@@ -81,14 +96,19 @@ class _Debug:
         ):
             term: dict[str, Any] = {"name": name, "task": task, "prediction": p[t], "weight": weight,
                                     "contribution": contribution}
+            if name in self.normalized:
+                term["normalized"] = float(self.normalized[name][index])
             if attribute is not None:
                 term["attribute"] = attribute
                 value = float(o.attributes[attribute][index])
                 term["attribute_value"] = None if value != value else value  # NaN: missing, counted as 0
             terms.append(term)
-        return {
+        row: dict[str, Any] = {
             "raw_predictions": dict(zip(self.tasks, self.raw[index].tolist(), strict=True)),
             "logits": dict(zip(self.tasks, np.asarray(o.logits[index], dtype=np.float64).tolist(), strict=True)),
             "terms": terms,
             "guardrails": dict(zip(self.guardrails, o.triggered[index].tolist(), strict=True)),
         }
+        if o.ranking is not None:
+            row["ranking"] = ranking_debug(o.ranking, index)
+        return row

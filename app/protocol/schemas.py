@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from app.artifacts.policy_ranking import MAX_FEEDBACK_CREATORS, MAX_NEGATIVE_COUNT, MAX_SEEN_IDS
+
 __all__ = [
     "AnswerVersions",
     "Candidate",
@@ -56,6 +58,17 @@ class ScoreContext(_Body):
     )
     attributes: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="context attributes matched by policy overrides (e.g. user_segment)"
+    )
+    seen_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_SEEN_IDS,
+        description="candidate ids the user saw recently; a policy with `ranking.history.previously_seen` drops them",
+    )
+    negative_feedback: dict[
+        Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)],
+        Annotated[int, Field(ge=0, le=MAX_NEGATIVE_COUNT)],
+    ] = Field(
+        default_factory=dict, max_length=MAX_FEEDBACK_CREATORS,
+        description="recent negative feedback count per creator; `ranking.history.fatigue` decays their candidates",
     )
 
 
@@ -132,9 +145,27 @@ class UtilityTermOut(_Body):
     task: str
     prediction: float
     weight: float
+    normalized: float | None = Field(default=None, description="the term's input after `ranking.normalize`")
     attribute: str | None = None
     attribute_value: float | None = None
     contribution: float
+
+
+class RankingDebug(_Body):
+    """What the policy's `ranking` block did to one candidate (docs/policies.md, "Ranking")."""
+
+    score: float = Field(description="the ranking score: the utility after fatigue and diversity decay")
+    fatigue: float | None = Field(default=None, description="history.fatigue factor")
+    decay: dict[str, float] | None = Field(default=None, description="diversity rule -> position decay factor")
+    mmr_penalty: float | None = Field(default=None, description="(1 - lambda) x similarity to the ones above")
+    promoted_by: str | None = Field(default=None, description="the minimum that promoted it into its head")
+
+
+class SlateShortfall(_Body):
+    rule: str
+    wanted: int
+    got: int
+    within: int
 
 
 class CandidateDebug(_Body):
@@ -145,6 +176,7 @@ class CandidateDebug(_Body):
     propensity: float | None = Field(
         default=None, description="when the policy explores: probability of this candidate at this rank given the"
         " candidates ranked above it (docs/policies.md, exploration)")
+    ranking: RankingDebug | None = None
 
 
 class RankedCandidate(_Body):
@@ -182,5 +214,7 @@ class ScoreResponse(_Body):
     filtered: list[FilteredCandidate] | None = None
     overrides: list[str] | None = Field(default=None, description="debug: policy overrides that matched")
     timings_ms: dict[str, float] | None = Field(default=None, description="debug: per-stage wall time")
+    slate_shortfalls: list[SlateShortfall] | None = Field(
+        default=None, description="debug: minimums (`ranking.minimums`) the request could not meet")
     shadow: ShadowReport | None = Field(default=None, description="debug: comparison with the shadow policy")
     cascade: CascadeReport | None = Field(default=None, description="debug: what the policy's first stage cut")

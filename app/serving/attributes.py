@@ -14,10 +14,12 @@ from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE
 from app.artifacts.policy import AttributeType
 from app.errors import InvalidRequest
 from app.serving.columns import Candidates, EncodedStrings, Values, read_column, where
+from app.serving.vectors import read_vectors
 
 __all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask"]
 
-# number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing.
+# number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing; vector -> float64
+# [B, D] with NaN rows for missing.
 AttributeColumns = dict[str, Values]
 
 _ALLOWED: dict[str, frozenset[type]] = {
@@ -38,6 +40,9 @@ def extract_attributes(
         if isinstance(column, np.ndarray) and kind != "number":
             # A numeric Arrow column where strings or booleans were due: the check below names it.
             column = [None if v != v else v for v in column.tolist()]
+        if kind == "vector":  # [B, D], read only by `ranking.mmr`
+            columns[name] = read_vectors(list(column), attributes, name)
+            continue
         allowed = _ALLOWED[kind]
         if not isinstance(column, np.ndarray) and not allowed.issuperset(map(type, column)):
             index = next(i for i, v in enumerate(column) if type(v) not in allowed)

@@ -117,6 +117,15 @@ def _expand(outcome: ScoreOutcome, passed: npt.NDArray[np.intp], size: int) -> S
             for i, value in zip(passed.tolist(), column, strict=True):
                 full[i] = value
             attributes[name] = full
+    ranking = outcome.ranking
+    if ranking is not None:  # per-candidate steps of the policy's `ranking` block, at request positions
+        ranking = replace(
+            ranking, score=spread(ranking.score, np.nan),
+            fatigue=None if ranking.fatigue is None else spread(ranking.fatigue, np.nan),
+            decay={name: spread(factor, np.nan) for name, factor in ranking.decay.items()},
+            mmr_penalty=None if ranking.mmr_penalty is None else spread(ranking.mmr_penalty, np.nan),
+            promoted={int(passed[i]): rule for i, rule in ranking.promoted.items()},
+        )
     encoded = None
     if outcome.encoded is not None:
         encoded = EncodedFeatures(spread(outcome.encoded.numeric, np.nan), spread(outcome.encoded.categorical, 0))
@@ -127,7 +136,7 @@ def _expand(outcome: ScoreOutcome, passed: npt.NDArray[np.intp], size: int) -> S
         triggered=spread(outcome.triggered, False), attributes=attributes,
         ranked=passed[outcome.ranked],
         filtered=[Filtered(passed[group.indices], group.stage, group.rule) for group in outcome.filtered],
-        encoded=encoded,
+        encoded=encoded, ranking=ranking,
     )
 
 

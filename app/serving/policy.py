@@ -40,6 +40,9 @@ class CompiledPolicy:
         self.unread_tasks = tuple(sorted(set(range(len(tasks))) - set(self.term_tasks.tolist())))
         self.guardrails: tuple[Guardrail, ...] = tuple(policy.guardrails)
         self.guardrail_tasks = [None if g.task is None else tasks.index(g.task) for g in policy.guardrails]
+        ranking = policy.ranking
+        # The utility is not the plain weighted sum (`app.serving.forms`); False keeps the hot path as it was.
+        self.formed = ranking is not None and (ranking.form != "sum" or bool(ranking.normalize))
         self._term_index = {name: k for k, name in enumerate(self.term_names)}
         self._guard_index = {g.name: i for i, g in enumerate(policy.guardrails)}
         self._base = EffectivePolicy(

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.artifacts.policy import NON_FINITE_PREDICTION, NON_FINITE_UTILITY
+from app.artifacts.policy_ranking import HISTORY_RULE
 from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
 from app.serving.calibration import sigmoid
@@ -28,6 +29,7 @@ from app.serving.features import EncodedFeatures
 from app.serving.first_stage import CascadeTrace
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
+from app.serving.ranking import RankingTrace, rank_slate, seen_mask
 from app.serving.slate import apply_slate
 from app.serving.utility import compose_utility, non_finite
 
@@ -44,6 +46,9 @@ class ScoreInput:
     context_features: Mapping[str, Any] = field(default_factory=dict)
     context_attributes: Mapping[str, Any] = field(default_factory=dict)
     top_k: int | None = None
+    # Request history (`context.seen_ids`, `context.negative_feedback`), read by a policy's `ranking.history`.
+    seen_ids: Sequence[str] = ()
+    negative_feedback: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class ScoreOutcome:
     # it (`app.serving.exploration`); None when the policy does not explore (every position is certain).
     propensity: npt.NDArray[np.float64] | None = None
     encoded: EncodedFeatures | None = None  # what the model saw (the served log may record it)
+    ranking: RankingTrace | None = None  # what the policy's `ranking` block did; None without one
     # The first stage's pass when the policy has a `cascade` (`app.serving.cascade`); its cut candidates
     # are in `filtered` at stage "cascade", with NaN logits, predictions and utility (never scored by `model`).
     cascade: CascadeTrace | None = None
@@ -117,22 +123,33 @@ def score(binding: PolicyBinding, request: ScoreInput, *, request_id: str | None
             hit = np.flatnonzero(triggered_reason & (first == g))
             if hit.size:
                 filtered.append(Filtered(hit, "guardrail", guard.name))
+    ranking, trace = policy.file.ranking, None
+    if ranking is not None and ranking.history is not None and ranking.history.previously_seen and request.seen_ids:
+        seen = seen_mask(request.ids, request.seen_ids) & ~removed
+        if seen.any():
+            filtered.append(Filtered(np.flatnonzero(seen), "guardrail", HISTORY_RULE))
+            removed = removed | seen
     kept = np.flatnonzero(~removed)
     top_k = _min_defined(request.top_k, policy.file.slate.top_k)
-    slate = apply_slate(kept, utility, attributes, policy.file.slate, top_k)
+    if ranking is None:
+        slate = apply_slate(kept, utility, attributes, policy.file.slate, top_k)
+    else:
+        slate, trace = rank_slate(kept, utility, attributes, ranking, policy.file.slate, top_k,
+                                  request.negative_feedback)
     filtered.extend(Filtered(idx, "slate", rule) for idx, rule in slate.dropped)
     ranked, propensity = slate.ranked, None
     exploration = policy.file.exploration
     if exploration is not None and len(ranked):
         pool = np.concatenate([slate.ranked, slate.truncated])
-        ranked, propensity = explore(exploration, pool, utility, len(slate.ranked), request_id)
+        drawn = utility if trace is None else trace.score  # the ranking score orders the pool
+        ranked, propensity = explore(exploration, pool, drawn, len(slate.ranked), request_id)
     t4 = clock()
     timings = {"features": t1 - t0, "inference": t2 - t1, "calibration": t3 - t2, "utility": t4 - t3}
     return ScoreOutcome(
         binding=binding, effective=effective, logits=logits, probabilities=probabilities,
         contributions=contributions, utility=utility, triggered=triggered, attributes=attributes,
         ranked=ranked,
-        filtered=filtered, timings=timings, propensity=propensity, encoded=encoded,
+        filtered=filtered, timings=timings, propensity=propensity, encoded=encoded, ranking=trace,
     )
 
 

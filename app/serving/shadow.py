@@ -44,6 +44,7 @@ class RankComparison:
 def shadow_rank(served: ScoreOutcome, shadow: PolicyBinding, request: ScoreInput) -> IntArray:
     """Candidate indices in the order the shadow policy would answer them."""
     if (shadow.bundle is not served.binding.bundle or shadow.calibration is not served.binding.calibration
+            or shadow.policy.file.ranking is not None  # a `ranking` block: the scorer's own fill order
             or shadow.first_stage is not None or served.cascade is not None):  # cut candidates have no predictions
         return score_request(shadow, request).ranked
     policy = shadow.policy

@@ -17,7 +17,7 @@ from app.artifacts.policy import SlateRules
 from app.serving.attributes import AttributeColumns, equals_mask
 from app.serving.columns import Values
 
-__all__ = ["SlateResult", "apply_slate", "occurrence_rank", "value_codes"]
+__all__ = ["SlateResult", "apply_caps", "apply_slate", "occurrence_rank", "py_values", "value_codes"]
 
 IntArray = npt.NDArray[np.intp]
 
@@ -62,11 +62,25 @@ def apply_slate(
     top_k: int | None,
 ) -> SlateResult:
     """kept: indices that passed the guardrails. Ties in utility keep request order."""
-    order = kept[np.argsort(-utility[kept], kind="stable")]
+    order, dropped = apply_caps(kept[np.argsort(-utility[kept], kind="stable")], attributes, rules)
+    if top_k is not None and len(order) > top_k:
+        return SlateResult(order[:top_k], dropped, order[top_k:])
+    return SlateResult(order, dropped, np.empty(0, dtype=np.intp))
+
+
+def apply_caps(
+    order: IntArray, attributes: AttributeColumns, rules: SlateRules, codes_of: dict[str, IntArray] | None = None
+) -> tuple[IntArray, list[tuple[IntArray, str]]]:
+    """order: candidates in ranking order -> (the ones within every max cap, in order; (dropped, rule) per rule).
+
+    codes_of: attribute -> `value_codes` already computed for this request (the ranking steps share them).
+    """
     dropped: list[tuple[IntArray, str]] = []
     # Codes and matches are computed over the whole request in its order, then gathered into the ranking.
     for per_value in rules.max_per_value:
-        codes = value_codes(_py(attributes[per_value.attribute]))
+        name = per_value.attribute
+        known = codes_of is not None and name in codes_of
+        codes = codes_of[name] if codes_of is not None and known else value_codes(py_values(attributes[name]))
         over = occurrence_rank(codes[order]) >= per_value.max
         if over.any():
             dropped.append((order[over], per_value.name))
@@ -77,12 +91,10 @@ def apply_slate(
         if over.any():
             dropped.append((order[over], matching.name))
             order = order[~over]
-    if top_k is not None and len(order) > top_k:
-        return SlateResult(order[:top_k], dropped, order[top_k:])
-    return SlateResult(order, dropped, np.empty(0, dtype=np.intp))
+    return order, dropped
 
 
-def _py(column: Values) -> list[Any]:
+def py_values(column: Values) -> list[Any]:
     """Python values: a number column's NaN (missing) -> None; a list column as it is."""
     if isinstance(column, np.ndarray):
         return [None if v != v else v for v in column.tolist()]

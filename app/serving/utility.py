@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.serving.attributes import AttributeColumns
+from app.serving.forms import compose_formed_utility
 from app.serving.policy import CompiledPolicy
 
 __all__ = ["NonFinite", "compose_utility", "non_finite"]
@@ -22,6 +23,8 @@ def compose_utility(
     attributes: AttributeColumns,
     policy: CompiledPolicy,
     weights: npt.NDArray[np.float64],
+    *,
+    segments: npt.NDArray[np.intp] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """probabilities [B, T] -> (contributions [B, K], utility [B]).
 
@@ -29,7 +32,11 @@ def compose_utility(
     (a missing attribute value contributes 0). utility is the sum of the contributions.
     A validated policy on a validated request cannot overflow (`app.artifacts.policy.utility_bound`);
     should a product still not be finite, no warning is raised here: `non_finite` finds the row.
+    A policy whose `ranking` sets a product form or normalises a term is composed by `app.serving.forms`
+    (normalisation is within each request: `segments` holds the first row of each when B spans several).
     """
+    if policy.formed:
+        return compose_formed_utility(probabilities, attributes, policy, weights, segments)
     with np.errstate(over="ignore", invalid="ignore"):
         contributions = probabilities[:, policy.term_tasks] * weights
         for k, name in enumerate(policy.term_attributes):

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.artifacts import check_calibration_for, load_calibration, load_manifest, sha256_file
+from app.artifacts.loading import check_policy_against, load_policy
 from app.cli import app as cli
 from app.main import create_app
 from app.offline.demo import DemoConfig, run_demo
@@ -124,6 +125,28 @@ def test_demo_bundle_is_served_and_sample_request_filters(demo_out: Path) -> Non
         answer = client.post("/v1/score", json=body).json()
     assert answer["candidates"] and answer["versions"]["model"] == "demo_ranker"
     assert any(f["rule"] == "not_eligible" for f in answer["filtered"])
+
+
+def test_demo_policy_version_2_validates_and_serves_beside_the_active_version_1(demo_out: Path) -> None:
+    """Version 2 (`app.offline.demo_ranking`): product form, creator decay, a fresh-item minimum; not active."""
+    policies = demo_out / "policies" / "home"
+    bundle = demo_out / "model_store" / "demo_ranker" / "1"
+    v2 = load_policy(policies / "2.yaml")
+    check_policy_against(v2, load_manifest(bundle), "1", policies / "2.yaml")
+    assert v2.ranking is not None and v2.ranking.form == "product" and v2.ranking.diversity and v2.ranking.minimums
+    assert (policies / "active").read_text().strip() == "1"
+    body = json.loads((bundle / "sample_request.json").read_text())
+    for i, candidate in enumerate(body["candidates"]):
+        candidate["attributes"]["is_new"] = i % 7 == 0
+    body["options"] = {"debug": True}
+    settings = make_settings(store=demo_out / "model_store", policies=demo_out / "policies")
+    with TestClient(create_app(settings)) as client:
+        active = client.post("/v1/score", json=body).json()
+        second = client.post("/v1/score", json={**body, "policy_version": "2"}).json()
+    assert active["versions"]["policy_version"] == "1" and second["versions"]["policy_version"] == "2"
+    assert "ranking" not in active["candidates"][0]["debug"] and "ranking" in second["candidates"][0]["debug"]
+    new = {c["id"] for c in body["candidates"] if c["attributes"]["is_new"]}
+    assert len(new & {c["id"] for c in second["candidates"][:10]}) >= 3 or second["slate_shortfalls"]
 
 
 def test_calibration_improves_the_rare_tasks_ratio(demo_out: Path) -> None:

@@ -120,3 +120,31 @@ def test_columnar_requests_are_cut_like_row_requests(
     by_columns, _ = _answer(snapshot, body)
     assert [c["id"] for c in by_columns["candidates"]] == [c["id"] for c in rows["candidates"]]
     assert by_columns["cascade"]["cut"] == rows["cascade"]["cut"]
+
+
+def test_a_ranking_block_runs_on_the_passed_candidates_and_its_debug_keeps_request_positions(
+    store_copy: tuple[Path, Path], sample_request: dict[str, Any]
+) -> None:
+    from app.offline.demo_ranking import demo_policy_v2
+    from tests.conftest import write_policy
+
+    store, policies = store_copy
+    copy_bundle_as(store, "demo_light")
+    spec = {"model": {"name": "demo_light", "version": "1"}, "calibration_version": "1", "top_n": 25, "task": "click"}
+    write_policy(policies, "3", lambda data: data.update(demo_policy_v2(data), version="3", cascade=spec))
+    (policies / "home" / "active").write_text("3\n")
+    snapshot = load_snapshot(store, policies)
+    assert snapshot.problems == ()
+    for i, candidate in enumerate(sample_request["candidates"]):
+        candidate["attributes"]["is_new"] = i % 9 == 0
+    response, call = _answer(snapshot, sample_request)
+    binding = snapshot.route("home").binding(None)
+    passed = sorted(set(range(40)) - {c["index"] for c in response["cascade"]["cut"]})
+    alone = score(binding, take_candidates(call.candidates, np.array(passed, dtype=np.intp)))
+    assert [c["id"] for c in response["candidates"]] == [call.candidates.ids[passed[i]] for i in alone.ranked.tolist()]
+    assert alone.ranking is not None
+    for row in response["candidates"]:
+        i = passed.index(call.candidates.ids.index(row["id"]))
+        assert row["debug"]["ranking"]["score"] == pytest.approx(float(alone.ranking.score[i]))
+        if i in alone.ranking.promoted:
+            assert row["debug"]["ranking"]["promoted_by"] == alone.ranking.promoted[i]

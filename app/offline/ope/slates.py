@@ -118,9 +118,10 @@ def _metric_columns(log: CandidateLog, replay: PolicyReplay, metric: str) -> tup
     compiled = compile_for_log(replay.policy, log, replay.label)
     attributes = log_attributes(log, replay.policy.attributes)
     weights = np.array([term.weight for term in replay.policy.utility])
-    _, estimate = compose_utility(predictions, attributes, compiled, weights)
+    segments = log.starts if compiled.formed else None  # `ranking.normalize` is within each request
+    _, estimate = compose_utility(predictions, attributes, compiled, weights, segments=segments)
     read = np.isnan(labels[:, compiled.term_tasks]).any(axis=1)  # a term's label is not observed
-    _, realised = compose_utility(np.nan_to_num(labels), attributes, compiled, weights)
+    _, realised = compose_utility(np.nan_to_num(labels), attributes, compiled, weights, segments=segments)
     return np.where(read, np.nan, realised), estimate
 
 

@@ -3,6 +3,9 @@
 The tuned utility of candidate i is ``U_i = sum_t w_t s_t p_it`` with weights w >= 0 summing to 1
 and sign s_t = +1 for a positive task, -1 for a negative one (hide, report: a higher p lowers U).
 Shapes: p [G, N, T], mask [G, N], w [T].
+
+With `epsilon` (a policy of `ranking.form: product`), p holds log(epsilon + p) instead: the linear utility is then
+the log of the product ``prod_t (epsilon + p_t)^(w_t s_t)``, which ranks the same, so the tuners fit exponents.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ class TaskMatrix:
     signs: Float  # [T] +1 positive, -1 negative
     p: Float  # [G, N, T]
     mask: Bool  # [G, N]
+    epsilon: float | None = None  # set: p is log(epsilon + p), the product form's log-factors
 
     @classmethod
-    def from_log(cls, log: CandidateLog, tasks: Sequence[str], negative: Collection[str] = ()) -> TaskMatrix:
+    def from_log(
+        cls, log: CandidateLog, tasks: Sequence[str], negative: Collection[str] = (), *, epsilon: float | None = None
+    ) -> TaskMatrix:
         index = [log.task_index(t) for t in tasks]
         signs = np.array([-1.0 if t in negative else 1.0 for t in tasks])
-        return cls(tuple(tasks), signs, np.ascontiguousarray(log.predictions[:, :, index]), log.mask)
+        p = np.ascontiguousarray(log.predictions[:, :, index])
+        if epsilon is not None:
+            present = log.mask[:, :, None]
+            p = np.where(present, np.log(epsilon + np.where(present, p, 0.0)), 0.0)
+        return cls(tuple(tasks), signs, p, log.mask, epsilon)
 
     def utility(self, weights: Float) -> Float:
         """[G, N] U for weights [T] (0 in the padding)."""
@@ -43,7 +53,10 @@ class TaskMatrix:
 
     def utility_gains(self, utility: Float) -> Float:
         """The full utility as NDCG gains: U itself when every task is positive (exactly sklearn's
-        y_true), else U minus its group minimum, since NDCG needs gains >= 0 (same order)."""
+        y_true), else U minus its group minimum, since NDCG needs gains >= 0 (same order). In log space
+        (`epsilon`), the product utility exp(U) itself, which is > 0."""
+        if self.epsilon is not None:
+            return np.where(self.mask, np.exp(utility), 0.0)
         if (self.signs > 0).all():
             return utility
         low = np.where(self.mask, utility, np.inf).min(axis=1, keepdims=True)

@@ -27,6 +27,7 @@ from app.offline.tuning.logs import CandidateLog, LogError
 from app.serving.attributes import AttributeColumns
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import CompiledPolicy
+from app.serving.ranking import rank_slate
 from app.serving.slate import apply_slate
 from app.serving.utility import compose_utility
 
@@ -91,12 +92,28 @@ def log_attributes(log: CandidateLog, declared: Mapping[str, str]) -> AttributeC
             columns[name] = values.astype(np.float64)
             continue
         items = values.tolist()
+        if kind == "vector":
+            columns[name] = _vectors(log, name, items)
+            continue
         want = str if kind == "string" else bool
         if not all(v is None or type(v) is want for v in items):
             raise LogError(log.path, name, f"is declared {kind} by the policy but holds other values",
                            f"write {kind} values (empty where unknown)")
         columns[name] = items
     return columns
+
+
+def _vectors(log: CandidateLog, name: str, items: list[Any]) -> npt.NDArray[np.float64]:
+    """A vector attribute's column: [R, D] float64, NaN rows where missing."""
+    present = [i for i, v in enumerate(items) if v is not None]
+    lengths = {len(items[i]) if isinstance(items[i], (list, tuple, np.ndarray)) else -1 for i in present}
+    if len(lengths) > 1 or -1 in lengths:
+        raise LogError(log.path, name, "is declared vector by the policy but is not a list of numbers of one length",
+                       "write one list of numbers per candidate, all of one length (empty where unknown)")
+    out = np.full((len(items), lengths.pop() if lengths else 1), np.nan)
+    if present:
+        out[present] = np.array([list(items[i]) for i in present], dtype=np.float64)
+    return out
 
 
 def replay_policy(
@@ -122,12 +139,16 @@ def replay_policy(
         idx = rows_of_context[1]
         effective = compiled.resolve(ctx)
         part = {name: _take(col, idx) for name, col in attributes.items()}
-        _, utility[idx] = compose_utility(probabilities[idx], part, compiled, effective.weights)
+        # normalisation (`ranking.normalize`) is within each request: idx holds whole groups, in order
+        segments = np.flatnonzero(np.r_[True, np.diff(group_of_row[idx]) != 0]) if compiled.formed else None
+        _, utility[idx] = compose_utility(probabilities[idx], part, compiled, effective.weights, segments=segments)
         triggered = evaluate_guardrails(probabilities[idx], part, compiled, effective)
         removed = triggered.any(axis=1)
         if removed.any():  # (a policy without guardrails has no column to take the argmax of)
             first[idx] = np.where(removed, np.argmax(triggered, axis=1), -1)
-    rule_names = tuple([r.name for r in policy.slate.max_per_value] + [r.name for r in policy.slate.max_matching])
+    ranking = policy.ranking
+    rule_names = tuple([r.name for r in policy.slate.max_per_value] + [r.name for r in policy.slate.max_matching]
+                       + ([r.name for r in ranking.max_share] if ranking is not None else []))
     slate_rule = np.full(rows, -1, dtype=np.intp)
     limit = _min_defined(top_k, policy.slate.top_k)
     width = min(limit, log.row.shape[1]) if limit is not None else log.row.shape[1]
@@ -137,7 +158,10 @@ def replay_policy(
         for g, (start, size) in enumerate(zip(log.starts.tolist(), log.sizes.tolist(), strict=True)):
             local = {name: _slice(col, start, start + size) for name, col in attributes.items()}
             kept = np.flatnonzero(first[start:start + size] < 0)
-            slate = apply_slate(kept, utility[start:start + size], local, policy.slate, limit)
+            if ranking is None:
+                slate = apply_slate(kept, utility[start:start + size], local, policy.slate, limit)
+            else:  # the logs carry no request history: nothing seen, no negative feedback
+                slate, _ = rank_slate(kept, utility[start:start + size], local, ranking, policy.slate, limit, {})
             served[g, :len(slate.ranked)] = start + slate.ranked
             for dropped, rule in slate.dropped:
                 slate_rule[start + dropped] = rule_names.index(rule)

@@ -74,11 +74,34 @@ def grid_variants(base: PolicyVariant, grid: Mapping[str, Sequence[float]]) -> l
     return out
 
 
-def tuned_variant(base: PolicyVariant, signed: Mapping[str, float], label: str, source: str) -> PolicyVariant:
+def tuned_variant(
+    base: PolicyVariant,
+    signed: Mapping[str, float],
+    label: str,
+    source: str,
+    *,
+    form: tuple[str, float | None] = ("sum", None),
+) -> PolicyVariant:
     """The base policy with tuned weights (task -> signed weight, from weights.json) on its plain
     terms (weight x p_task, no attribute). The tuned weights sum to 1 in absolute value; they are
     rescaled so the replaced terms keep their total absolute weight, which leaves value terms and
-    untuned terms their say. Every tuned task needs exactly one plain term."""
+    untuned terms their say. Every tuned task needs exactly one plain term.
+
+    form: (form, epsilon) the weights were tuned for (weights.json `form`, `epsilon`). Weights tuned for a weighted
+    sum mean something else as exponents and the other way round, and a normalised term's weight was tuned on raw
+    predictions: those are refused (tune with --product-epsilon, or vary the terms with --grid)."""
+    ranking = base.policy.ranking
+    product = ranking is not None and ranking.form == "product"
+    tuned_form, tuned_epsilon = form
+    if product != (tuned_form == "product"):
+        what = "a weighted sum" if tuned_form != "product" else "a product form (exponents)"
+        raise PolicyError(base.source, "ranking.form", f"{source} holds weights tuned for {what}; this policy's"
+                          f" utility is {'a product' if product else 'a weighted sum'}",
+                          "tune with `--product-epsilon EPSILON` for a product-form policy (and without it for a"
+                          " sum), or vary the terms with --grid")
+    if product and ranking is not None and tuned_epsilon != ranking.epsilon:
+        raise PolicyError(base.source, "ranking.epsilon", f"{source} was tuned with epsilon {tuned_epsilon}, the"
+                          f" policy uses {ranking.epsilon}", "tune with the policy's epsilon (--product-epsilon)")
     plain: dict[str, list[str]] = {}
     for term in base.policy.utility:
         if term.attribute is None:
@@ -90,6 +113,11 @@ def tuned_variant(base: PolicyVariant, signed: Mapping[str, float], label: str, 
                               "give the policy exactly one plain term per tuned task, or vary it with --grid")
     current = {t.name: t.weight for t in base.policy.utility}
     names = {task: plain[task][0] for task in signed}
+    normalised = sorted(n for n in names.values() if ranking is not None and n in ranking.normalize)
+    if normalised:
+        raise PolicyError(base.source, f"ranking.normalize.{normalised[0]}", f"{source} tunes term"
+                          f" {normalised[0]!r} on raw predictions; the policy normalises its input per request",
+                          "vary that term with --grid, or drop it from ranking.normalize")
     total_before = sum(abs(current[names[t]]) for t in signed)
     total_tuned = sum(abs(w) for w in signed.values())
     scale = total_before / total_tuned if total_tuned > 0 and total_before > 0 else 1.0

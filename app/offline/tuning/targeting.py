@@ -8,7 +8,9 @@
   served better.
 
 Both return weights >= 0 summing to 1 over the tasks; a negative task (hide) enters the utility as
-``-w_t p_t``. `to_dict()` is the content of weights.json.
+``-w_t p_t``. With `epsilon` they tune the exponents of a product-form utility (``ranking.form: product``) in
+log space (`TaskMatrix`), and weights.json records ``form: product`` and the epsilon. `to_dict()` is the
+content of weights.json.
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ class _FractionTuner(ABC):
         newton_iter: int = 6,
         polish_maxfev: int = 100,
         tol: float = 0.002,
+        epsilon: float | None = None,
         show_progress: bool = False,
     ) -> None:
         self.targets = targets
+        self.epsilon = epsilon
         self.negative = negative
         self.k = k
         self.eta = eta
@@ -78,7 +82,7 @@ class _FractionTuner(ABC):
     def fit(self, log: CandidateLog) -> Self:
         targets = check_targets(self.targets)
         tasks = list(targets)
-        matrix = TaskMatrix.from_log(log, tasks, self.negative)
+        matrix = TaskMatrix.from_log(log, tasks, self.negative, epsilon=self.epsilon)
         start = time.perf_counter()
         match: FractionMatch = match_fractions(
             self._evaluator(log, matrix), np.array([targets[t] for t in tasks]), increasing=self.increasing,
@@ -107,7 +111,9 @@ class _FractionTuner(ABC):
 
     def to_dict(self) -> dict[str, Any]:
         """weights.json: weights, targets, achieved fractions, their absolute error sum, and context."""
+        form = {} if self.epsilon is None else {"form": "product", "epsilon": self.epsilon}
         return {
+            **form,
             "objective": self.objective,
             "weights": self.weights_,
             "signed_weights": self.signed_weights(),

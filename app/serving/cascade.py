@@ -22,7 +22,7 @@ from app.artifacts.cascade import CASCADE_RULE, CASCADE_STAGE
 from app.errors import InvalidRequest, ValueAt
 from app.serving.attributes import AttributeColumns, extract_attributes
 from app.serving.bundle import PolicyBinding
-from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings
+from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, Unsent
 from app.serving.features import EncodedFeatures
 from app.serving.first_stage import CascadeTrace, FirstStage
 from app.serving.scorer import Filtered, ScoreInput, ScoreOutcome, score
@@ -95,6 +95,8 @@ def _take(candidates: Candidates, positions: npt.NDArray[np.intp], picks: list[i
             columns[name] = EncodedStrings(column.codes[positions], column.distinct)
         elif isinstance(column, np.ndarray):
             columns[name] = column[positions]
+        elif isinstance(column, Unsent):  # stays recognisable as "no candidate sent it"
+            columns[name] = Unsent([None] * len(picks))
         else:
             columns[name] = [column[i] for i in picks]
     return CandidateColumns(len(picks), columns)

@@ -153,6 +153,5 @@ def score(binding: PolicyBinding, request: ScoreInput, *, request_id: str | None
     )
 
 
-def _min_defined(*values: int | None) -> int | None:
-    defined = [v for v in values if v is not None]
-    return min(defined) if defined else None
+def _min_defined(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)

@@ -280,11 +280,6 @@ class TrainSpec(StrictModel):
 
     def _check_gbt(self, tasks: set[str]) -> None:
         training = self.training
-        focal = sorted(t for t, loss in training.losses.items() if loss.kind == "focal")
-        if focal:
-            raise ValueError(
-                f"training.losses: focal loss is not available with model.kind gbt (tasks {focal}); use bce or weighted"
-            )
         if training.compare_losses:
             raise ValueError("training.compare_losses is for the network families; remove it with model.kind gbt")
         if self.dataset.position is not None:
@@ -295,6 +290,11 @@ class TrainSpec(StrictModel):
                 " feature fixed to a reference value still interacts with the others in the trees); train a"
                 " network family (shared_bottom, mmoe, ple) or remove dataset.position"
             )
+        if training.selection.combine != "per_task":
+            raise ValueError(
+                "training.selection.combine: model.kind gbt trains one booster per task, each selected on its own"
+                " metric; remove combine (or set it to per_task)"
+            )
         primary = training.model.gbt.primary
         if primary is not None and primary not in tasks:
             raise ValueError(f"training.model.gbt.primary {primary!r} is not a task; tasks are {sorted(tasks)}")
@@ -302,6 +302,11 @@ class TrainSpec(StrictModel):
         if any(c.task == primary for c in training.constraints):
             raise ValueError(
                 f"training.constraints: {primary!r} is the primary task of model.kind gbt; constrain other tasks"
+            )
+        if training.constraints and self.loss(primary).kind != "bce":
+            raise ValueError(
+                f"training.losses: {primary!r} is the constrained primary task of model.kind gbt and trains with"
+                " Moo-GBT's logloss objective; remove its loss option"
             )
 
     def task_names(self) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.cascade import Cascade
 from app.artifacts.common import Identifier, StrictModel
 from app.artifacts.mix_bands import PolicyMonitoring, check_monitoring
 from app.artifacts.policy_ranking import RankingRules, check_ranking_references, ranking_utility_bound
@@ -241,6 +242,8 @@ class PolicyFile(StrictModel):
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
     ranking: RankingRules | None = None
+    # A light first-stage bundle that passes its top_n to `model` (`app.artifacts.cascade`).
+    cascade: Cascade | None = None
     monitoring: PolicyMonitoring | None = None  # the served mix counted and its bands (app.artifacts.mix_bands)
     governance: Governance
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.artifacts.cascade import CASCADE_STAGE
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.forms import term_inputs
 from app.serving.ranking import ranking_debug
@@ -48,7 +49,8 @@ def response_without_rows(request: ScoreEnvelope, scored: ScoreInput, outcome: S
 
 
 def _head(request: ScoreEnvelope, outcome: ScoreOutcome) -> dict[str, Any]:
-    return {"request_id": request.request_id, "surface": request.surface, "versions": outcome.binding.versions()}
+    versions = outcome.binding.answer_versions()  # the triple, and the first stage of a cascade
+    return {"request_id": request.request_id, "surface": request.surface, "versions": versions}
 
 
 def _tail(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome, debug: _Debug | None) -> dict[str, Any]:
@@ -60,12 +62,14 @@ def _tail(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome, deb
         for group in outcome.filtered:
             for index in group.indices.tolist():
                 item: dict[str, Any] = {"id": ids[index], "index": index, "stage": group.stage, "rule": group.rule}
-                if debug is not None:
+                if debug is not None and group.stage != CASCADE_STAGE:  # the cut were never scored by the model
                     item["debug"] = debug.row(index)
                 filtered.append(item)
         body["filtered"] = filtered
     if debug is not None:
         body["overrides"] = list(outcome.effective.overrides)
+        if outcome.cascade is not None:
+            body["cascade"] = outcome.cascade.to_debug(ids)
         if outcome.ranking is not None:
             body["slate_shortfalls"] = [
                 {"rule": s.rule, "wanted": s.wanted, "got": s.got, "within": s.within}

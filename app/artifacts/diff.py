@@ -13,7 +13,9 @@ from app.artifacts.policy import PolicyFile
 
 __all__ = ["PolicyDelta", "diff_policies"]
 
-SECTIONS = ("policy", "attributes", "utility", "guardrails", "slate", "ranking", "overrides", "governance")
+SECTIONS = (
+    "policy", "attributes", "utility", "guardrails", "slate", "ranking", "overrides", "monitoring", "governance",
+)
 
 # section -> item -> field -> value
 Flat = dict[str, dict[str, dict[str, Any]]]
@@ -68,6 +70,11 @@ def _flatten(policy: PolicyFile) -> Flat:
             for key, value in override.get(part, {}).items():
                 fields[f"{part}.{key}"] = value
         flat["overrides"][override["name"]] = fields
+    monitoring = data.get("monitoring", {})  # the served mix's properties and bands (app.artifacts.mix_bands)
+    for prop in monitoring.get("mix_properties", []):
+        flat["monitoring"][prop["name"]] = {"property": f"{prop['attribute']} = {_show(prop['equals'])}"}
+    for band in monitoring.get("mix_bands", []):
+        flat["monitoring"][f"band {band['rule']}"] = {k: band.get(k) for k in ("min", "max")}
     flat["governance"]["governance"] = dict(data["governance"])
     return flat
 

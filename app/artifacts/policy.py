@@ -29,7 +29,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.cascade import Cascade
 from app.artifacts.common import Identifier, StrictModel
+from app.artifacts.mix_bands import PolicyMonitoring, check_monitoring
 from app.artifacts.policy_ranking import RankingRules, check_ranking_references, ranking_utility_bound
 
 __all__ = [
@@ -240,6 +242,9 @@ class PolicyFile(StrictModel):
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
     ranking: RankingRules | None = None
+    # A light first-stage bundle that passes its top_n to `model` (`app.artifacts.cascade`).
+    cascade: Cascade | None = None
+    monitoring: PolicyMonitoring | None = None  # the served mix counted and its bands (app.artifacts.mix_bands)
     governance: Governance
 
     @model_validator(mode="after")
@@ -284,6 +289,23 @@ class PolicyFile(StrictModel):
                 if name in largest:
                     largest[name] = max(largest[name], abs(weight))
         ranking_utility_bound(self.utility, largest, self.ranking)
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_refers_to_the_policy(self) -> PolicyFile:
+        """After `_unique_names` and the ranking check: the bands and properties name this policy's rules and
+        attributes."""
+        if self.monitoring is None:
+            return self
+        slate, ranking = self.slate, self.ranking
+        matching = [r.name for r in slate.max_matching]  # measured by their share (app.monitoring.mix)
+        per_value = [r.name for r in slate.max_per_value]  # measured by their coverage
+        if ranking is not None:
+            matching += [r.name for r in (*ranking.max_share, *ranking.minimums)]
+            per_value += [r.name for r in ranking.diversity]
+            if ranking.mmr is not None and self.attributes.get(ranking.mmr.attribute) != "vector":
+                per_value.append(ranking.mmr.name)
+        check_monitoring(self.monitoring, self.attributes, matching, per_value)
         return self
 
     @field_validator("utility")

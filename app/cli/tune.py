@@ -5,7 +5,7 @@ The commands declare options; their bodies live in app.cli.tuning_runs, imported
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +41,11 @@ class FractionTargets(OptionGroup):
 
 
 @contextmanager
-def _log_reader(engine: EngineOptions, logs: Path | None, sample: float, progress: bool) -> Iterator[tuple[Path, Any]]:
-    """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine."""
+def _log_reader(
+    engine: EngineOptions, logs: Path | None, sample: float, progress: bool, columns: Sequence[str] = ()
+) -> Iterator[tuple[Path, Any]]:
+    """(name of the logs, reader for the tuners: None = read the local file) for the chosen engine; the Spark
+    reader also keeps `columns` (e.g. a segment)."""
     if engine.on_spark():
         from app.offline.spark import SparkInput, read_input, sampled_candidate_log
 
@@ -50,7 +53,7 @@ def _log_reader(engine: EngineOptions, logs: Path | None, sample: float, progres
         with engine.session(progress) as spark:
             frame = read_input(spark, source)
             yield Path(source.origin), lambda tasks: sampled_candidate_log(frame, source.origin, tasks=tasks,
-                                                                           sample=sample)
+                                                                           sample=sample, columns=columns)
         return
     if logs is None:
         raise ValueError("give --logs FILE (or --engine spark --table NAME)")
@@ -120,6 +123,14 @@ def tune_constrained(
     sweep: Annotated[int, typer.Option(min=0, help="frontier points to fit (0: none)")] = 6,
     out: Annotated[Path, typer.Option(help="weights.json to write (the frontier goes next to it)")] = Path(
         "weights.json"),
+    segment: Annotated[str | None, typer.Option(help="log column (a context field such as user_segment, or a"
+                                                     " candidate attribute): every bound must also hold within each"
+                                                     " of its values")] = None,
+    report_segment: Annotated[str | None, typer.Option(help="log column whose values are only reported, not"
+                                                            " bounded")] = None,
+    max_segments: Annotated[int, typer.Option(min=1, help="most values --segment may have")] = 20,
+    segment_min_groups: Annotated[int, typer.Option(min=2, help="requests each segment value needs in both the"
+                                                                " training and held-out split")] = 5,
     logs: LogsOption = None,
     progress: ProgressOption = True,
     engine: EngineOptions,
@@ -128,11 +139,15 @@ def tune_constrained(
     """Maximise the primary NDCG@k under upper bounds on negative outcomes in the top k (held-out check)."""
     from app.cli.tuning_runs import run_constrained
     from app.offline.tuning.report_console import print_constrained_result
+    from app.offline.tuning.segments import SegmentOptions
 
-    with user_errors(ValueError), _log_reader(engine, logs, spark_sample, progress) as (name, reader):
+    with user_errors(ValueError):
+        segments = SegmentOptions.from_cli(segment, report_segment, max_segments, segment_min_groups)
+    columns = [segments.column] if segments else []
+    with user_errors(ValueError), _log_reader(engine, logs, spark_sample, progress, columns) as (name, reader):
         result = run_constrained(name, tasks=task, negative=negative, primary=primary, labels=labels,
                                  bounds=bound, k=k, holdout=holdout, confidence=confidence, sweep=sweep, out=out,
-                                 show_progress=progress, reader=reader)
+                                 show_progress=progress, reader=reader, segment=segments)
     print_constrained_result(result)
     typer.echo(f"wrote {out}")
 
@@ -178,6 +193,10 @@ def simulate(
                                                     " served ones")] = None,
     model_calibration: Annotated[str | None, typer.Option(help="with --model: the bundle's calibration version"
                                                                 " (default: its highest)")] = None,
+    cascade_store: Annotated[Path | None, typer.Option(help="a model store: replay each --policy's `cascade` (first"
+                                                             " stage and model) on the logged features and report"
+                                                             " the quality lost against scoring every candidate")
+                             ] = None,
 ) -> None:
     """Replay logged requests under policies with the service's own composition; report and plot."""
     from app.cli.tuning_runs import ope_settings, run_simulate
@@ -189,7 +208,7 @@ def simulate(
                             segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
                             emit_version=emit_version, show_progress=progress, replayer=replayer,
                             ope=ope_settings(k, ope_metric, confidence, bootstrap, seed) if ope else None,
-                            model=model, model_calibration=model_calibration)
+                            model=model, model_calibration=model_calibration, cascade_store=cascade_store)
 
     with user_errors(ValueError):
         if engine.on_spark():
@@ -208,4 +227,8 @@ def simulate(
         print_ope_result(result)
     if "model_replay" in result:
         print_model_replay(result["model_replay"])
+    for label, quality in result.get("cascade", {}).items():
+        typer.echo(f"cascade of {label} (top_n={quality['top_n']}): overlap@{k}={quality[f'overlap@{k}']:.4f}"
+                   f" ndcg@{k}={quality[f'ndcg@{k}']:.4f} utility ratio={quality['utility_ratio']:.4f},"
+                   f" {quality['cut_share']:.1%} of candidates cut")
     typer.echo(f"wrote {out / 'report.md'}, {out / 'pareto.png'}, {out / 'results.json'}")

@@ -17,10 +17,12 @@ from app.artifacts.loading import parse_artifact, read_yaml
 from app.artifacts.policy import PolicyFile
 from app.errors import ArtifactError, PolicyError
 from app.offline.ope.evaluate import OpeSettings, ope_markdown, read_joined_log
+from app.offline.tuning.cascade_replay import cascade_markdown, cascade_quality
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
 from app.offline.tuning.logs import CandidateLog, read_candidate_log
-from app.offline.tuning.report import plot_pareto, simulation_markdown
+from app.offline.tuning.report import constrained_segments_markdown, plot_pareto, simulation_markdown
+from app.offline.tuning.segments import SegmentOptions
 from app.offline.tuning.simulation import (
     LocalReplayer,
     LogReplayer,
@@ -104,17 +106,19 @@ def run_fraction_tuner(
 def run_constrained(
     logs: Path, *, tasks: Sequence[str], negative: Sequence[str], primary: str, labels: bool, bounds: Sequence[str],
     k: int, holdout: float, confidence: float, sweep: int, out: Path, show_progress: bool,
-    reader: LogReader | None = None,
+    reader: LogReader | None = None, segment: SegmentOptions | None = None,
 ) -> dict[str, Any]:
-    """`tune constrained`: fit at the given bounds, optionally sweep the first bound; write files."""
+    """`tune constrained`: fit at the given bounds, optionally sweep the first bound; write files. With a
+    segment, the bounds are reported (and, enforced, must hold) within each of its values too."""
     limits = parse_pairs(bounds, "--bound")
-    log = (reader or _local_reader(logs))(list(dict.fromkeys([*tasks, *limits])) if tasks else None)
+    columns = [segment.column] if segment is not None else []
+    log = (reader or _local_reader(logs, columns))(list(dict.fromkeys([*tasks, *limits])) if tasks else None)
     utility_tasks = list(tasks) or list(log.tasks)
 
     def make(bound_map: dict[str, float]) -> ConstrainedTuner:
         return ConstrainedTuner(tasks=utility_tasks, primary=primary, bounds=bound_map, negative=set(negative),
                                 labels=labels, k=k, holdout=holdout, confidence=confidence,
-                                show_progress=show_progress)
+                                show_progress=show_progress, **(segment.tuner_parameters() if segment else {}))
 
     first = next(iter(limits))
     points = []
@@ -134,13 +138,18 @@ def run_constrained(
                       f"Logs `{logs}`; each row is a constrained fit on the training groups, measured on the"
                       f" held-out groups.\n\n{table}\n![frontier]({png.name})\n", encoding="utf-8")
         result["frontier"] = {"png": str(png), "markdown": str(md), "points": [p.__dict__ for p in points]}
+    if "segments" in result:
+        md = out.with_name(f"{out.stem}_segments.md")
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(constrained_segments_markdown(result, logs), encoding="utf-8")
+        result["segments"]["markdown"] = str(md)
     _write_json(out, result)
     return result
 
 
-def _local_reader(logs: Path) -> LogReader:
+def _local_reader(logs: Path, columns: Sequence[str] = ()) -> LogReader:
     def read(tasks: list[str] | None) -> CandidateLog:
-        return read_candidate_log(logs, tasks=tasks, attributes=False)
+        return read_candidate_log(logs, tasks=tasks, attributes=False, columns=columns)
 
     return read
 
@@ -154,22 +163,24 @@ def run_simulate(
     k: int, top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
     y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
     replayer: LogReplayer | None = None, ope: OpeSettings | None = None, model: Path | None = None,
-    model_calibration: str | None = None,
+    model_calibration: str | None = None, cascade_store: Path | None = None,
 ) -> dict[str, Any]:
     """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
     pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here.
     With `ope`, every variant's value is also estimated off-policy from the logged propensities; with `model`,
-    that bundle rescores the logged features and every variant is replayed on its predictions too."""
+    that bundle rescores the logged features and every variant is replayed on its predictions too; with
+    `cascade_store`, every policy with a `cascade` is replayed with both of its bundles from that store and
+    compared with scoring every candidate with its main model (`app.offline.tuning.cascade_replay`)."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
-    if (ope is not None or model is not None) and replayer is not None:
-        raise ValueError("--ope and --model run on the local engine: give --logs JOINED.parquet without --engine"
-                         " spark")
+    if (ope is not None or model is not None or cascade_store is not None) and replayer is not None:
+        raise ValueError("--ope, --model and --cascade-store run on the local engine: give --logs JOINED.parquet"
+                         " without --engine spark")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
     local: CandidateLog | None = None
     log: LogReplayer
     if replayer is None:
-        joined = ope is not None or model is not None
+        joined = ope is not None or model is not None or cascade_store is not None
         local = read_joined_log(Path(logs)) if joined else read_candidate_log(Path(logs))
         log = LocalReplayer(local)
     else:
@@ -238,6 +249,13 @@ def run_simulate(
         replayed = model_replay(local, variants, model, k=k, calibration=model_calibration, ope=replay_ope,
                                 top_k=top_k, context=context_map)
         report += model_replay_markdown(replayed)
+    cascades = None
+    if cascade_store is not None and local is not None:
+        cascades = {v.label: cascade_quality(local, v.policy, v.source, cascade_store, k=k, top_k=top_k,
+                                             context=context_map) for v in variants if v.policy.cascade is not None}
+        if not cascades:
+            raise ValueError("--cascade-store: no --policy declares a `cascade` to replay")
+        report += "".join(cascade_markdown(label, quality) for label, quality in cascades.items())
     (out / "report.md").write_text(report, encoding="utf-8")
     summary = {"k": k, "x": x_metric, "y": y_metric, "pareto": front, "metrics": result.metrics,
                "segments": result.segments, "variants": {v.label: v.source for v in variants},
@@ -246,6 +264,8 @@ def run_simulate(
         summary["ope"] = estimates
     if replayed is not None:
         summary["model_replay"] = replayed
+    if cascades is not None:
+        summary["cascade"] = cascades
     _write_json(out / "results.json", summary)
     return summary
 

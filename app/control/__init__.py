@@ -14,8 +14,9 @@ handed in by whoever builds the registry.
 from app.control.audit import PolicyChange
 from app.control.lifecycle import Served, Triple
 from app.control.loader import BundleCache, load_snapshot
-from app.control.registry import Registry, SnapshotHolder
+from app.control.registry import Registry
 from app.control.store import describe_store, served_from_files
+from app.control.switching import SnapshotHolder
 from app.control.warmup import DryRun, GoldenBatch, GoldenDecoder
 from app.control.watcher import PolicyWatcher
 

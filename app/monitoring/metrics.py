@@ -21,8 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from app.artifacts.policy import BUILT_IN_RULES
 from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
+from app.monitoring.mix import ServedMix
 from app.monitoring.multiproc import clear_gauge, exposition, multiprocess_dir, retire_process
 from app.monitoring.psi import ServedPredictions
+from app.monitoring.series import SeriesCache
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
 __all__ = [
@@ -110,6 +112,8 @@ class ServiceMetrics:
         self._admission(r)
         self._lifecycle(r)
         self._served_log(r)
+        self.mix = ServedMix(r)  # what the served top k contains (app/monitoring/mix.py)
+        self.series = SeriesCache(self)  # the children each answer writes, resolved once per triple
         path = multiprocess_dir()
         if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
             atexit.register(retire_process, path, os.getpid())
@@ -313,6 +317,7 @@ class ServiceMetrics:
         )
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
+        self.series.clear()
         clear_gauge(self.active)
         for surface, route in snapshot.surfaces.items():
             versions = route.binding(None).versions()
@@ -338,6 +343,7 @@ class ServiceMetrics:
                 self.canary_info.labels(
                     surface, v["model_version"], v["calibration_version"], v["policy_version"]
                 ).set(route.canary.fraction)
+        self.mix.observe_snapshot(snapshot)
         # Every servable binding's drift series exist from the start, at zero (see FeedbackCounters.prime).
         for route in snapshot.surfaces.values():
             for binding in route.bindings():

@@ -109,7 +109,15 @@ class ServedColumns:
             *self._features(outcomes, n),
             *_attributes(self._keys, binding.policy.file.attributes, [o.attributes for o in outcomes], sizes),
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        # Candidates a cascade's first stage cut were never scored by the model: not logged.
+        cut = [o.cascade.cut + start for o, start in zip(outcomes, starts.tolist(), strict=True)
+               if o.cascade is not None and o.cascade.cut.size]
+        if cut:
+            keep = np.ones(n, dtype=bool)
+            keep[np.concatenate(cut)] = False
+            batch = batch.filter(pa.array(keep))
+        return batch
 
     def _features(self, outcomes: list[ScoreOutcome], n: int) -> tuple[pa.Array, pa.Array]:
         encoded = [o.encoded for o in outcomes]

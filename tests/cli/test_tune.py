@@ -69,6 +69,33 @@ def test_tune_constrained_says_which_bounds_its_room_can_meet(uneven_log_path: P
     assert f"{reachable:.4g}" in result.output
 
 
+def test_tune_constrained_bounds_each_segment_value_and_reports_it(segmented_log_path: Path, tmp_path: Path) -> None:
+    common = ["tune", "constrained", "--logs", str(segmented_log_path), "--primary", "purchase", "--predictions",
+              "--bound", "hide=0.12", "--negative", "hide", "--sweep", "0", "--no-progress"]
+    out = tmp_path / "reported.json"
+    result = CliRunner().invoke(app, [*common, "--report-segment", "user_segment", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "by user_segment (reported only), held-out" in text
+    assert ("some user_segment values exceed a bound on the held-out requests; --segment user_segment bounds each"
+            " value") in text
+    page = (tmp_path / "reported_segments.md").read_text()
+    assert "| new | " in page and "**no** |" in page and "| **overall** |" in page
+
+    out = tmp_path / "enforced.json"
+    result = CliRunner().invoke(app, [*common, "--segment", "user_segment", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["segments"]["enforced"] and data["segments"]["feasible_holdout"]
+    assert data["segments"]["markdown"] == str(tmp_path / "enforced_segments.md")
+    assert "**no**" not in (tmp_path / "enforced_segments.md").read_text()
+
+    missing = CliRunner().invoke(app, [*common, "--segment", "user_tenure", "--out", str(out)])
+    assert missing.exit_code == 2 and "user_tenure" in missing.output and "no such column" in missing.output
+    both = CliRunner().invoke(app, [*common, "--segment", "a", "--report-segment", "b", "--out", str(out)])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     demo_shaped_log_path: Path, tmp_path: Path
 ) -> None:

@@ -274,6 +274,9 @@ def test_rules_and_every_dashboard_query_on_live_metrics(service: str, prometheu
     assert sent["click"]["y"] > 5000  # enough positives for the +/- 0.05 above to be 3+ standard errors
     assert ratios.keys() == {t for t, s in sent.items() if s["y"] > 0}
 
+    # The served mix counted every answered candidate once (app/monitoring/mix.py), on the stable arm.
+    items = 'sum(fusionrank_served_mix_items_total{surface="home",arm="stable",policy_version="1"})'
+    wait_for("the served mix in Prometheus", lambda: scalar(prometheus, items) == len(served))
     empty = []
     for title, expr in dashboard_queries():
         concrete = expr.replace("$task", ".*").replace("$window", "1h")
@@ -323,10 +326,10 @@ def test_shipped_rule_files_are_the_ones_loaded(prometheus: str) -> None:
     loaded = {Path(g["file"]).name for g in groups}
     assert loaded == {"recording.yml", "alerts.yml"}
     health = {rule["name"]: rule["health"] for g in groups for rule in g["rules"]}
-    assert len(health) == 35 and set(health.values()) <= {"ok", "unknown"}
+    assert len(health) == 42 and set(health.values()) <= {"ok", "unknown"}
     runbooks = {rule["name"]: rule["annotations"].get("runbook_url") for g in groups for rule in g["rules"]
                 if rule["type"] == "alerting"}
-    assert len(runbooks) == 13 and all(url.startswith("docs/runbooks.md#") for url in runbooks.values()), runbooks
+    assert len(runbooks) == 14 and all(url.startswith("docs/runbooks.md#") for url in runbooks.values()), runbooks
 
 
 def test_a_dead_replica_raises_the_fleet_alerts(prometheus_of_a_dead_replica: str) -> None:

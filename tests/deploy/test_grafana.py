@@ -21,7 +21,8 @@ def test_dashboard_panels_use_the_provisioned_datasource_and_defined_variables()
     assert len({p["id"] for p in panels}) == len(panels)
     titles = " | ".join(p["title"] for p in panels).lower()
     for wanted in ("calibration ratio", "ece", "reliability", "segment", "psi", "latency by stage", "filter",
-                   "active versions", "shedding", "deadline", "in-flight", "auth failures", "refused swaps"):
+                   "active versions", "shedding", "deadline", "in-flight", "auth failures", "refused swaps",
+                   "served mix", "term contribution"):
         assert wanted in titles, wanted
     for panel in panels:
         assert panel["datasource"]["uid"] == uid

@@ -13,6 +13,7 @@ the sampled groups only: size `--spark-sample` to the driver's memory (about 8 b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from app.errors import ArtifactError
@@ -29,14 +30,15 @@ SAMPLE_SCALE = 1 << 20  # a group is kept when pmod(xxhash64(group_id), SAMPLE_S
 
 
 def sampled_candidate_log(
-    frame: DataFrame, origin: str, *, tasks: list[str] | None, sample: float = 1.0
+    frame: DataFrame, origin: str, *, tasks: list[str] | None, sample: float = 1.0, columns: Sequence[str] = ()
 ) -> CandidateLog:
-    """The tuner's columns of a (hash-sampled) set of whole groups, validated by `candidate_log`."""
+    """The tuner's columns (and `columns`, e.g. a segment, if present) of a (hash-sampled) set of whole groups,
+    validated by `candidate_log`."""
     from pyspark.sql import functions as F
 
     if not 0.0 < sample <= 1.0:
         raise ArtifactError("--spark-sample", str(sample), "not a fraction of groups in (0, 1]", "e.g. 0.1")
-    names = [n for n in frame.columns if n in REQUIRED or n.startswith((PREDICTION, LABEL, "mask_"))]
+    names = [n for n in frame.columns if n in REQUIRED or n.startswith((PREDICTION, LABEL, "mask_")) or n in columns]
     selected = frame.select(*names).withColumn(ROW, F.monotonically_increasing_id())
     if sample < 1.0 and "group_id" in names:
         threshold = int(sample * SAMPLE_SCALE)

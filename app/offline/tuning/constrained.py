@@ -15,6 +15,10 @@ the violation did not shrink; it stops when a feasible outer iterate improves th
 groups with room for `confidence` standard errors of the difference between the training and the
 held-out mean (c_j + z se_j sqrt(1 + G_train / G_held) <= b_j); it is then checked on held-out
 groups, split off deterministically by a hash of group_id.
+
+With a declared segment (`segment`, `app.offline.tuning.segments`) every bound is also a constraint within
+each value of a log column (a request-level column or a candidate attribute), with its own room; with
+`enforce_segments=False` the values are only reported.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from app.offline.progress import progress_bar
 from app.offline.tuning.logs import CandidateLog
 from app.offline.tuning.ndcg import discounts, ideal_dcg
 from app.offline.tuning.objectives import TaskMatrix, softmax, task_gains, top_k_rows
+from app.offline.tuning.segments import Segments, read_segments
 
 __all__ = ["ConstrainedTuner", "TopKEvaluator", "bound_room", "holdout_split"]
 
@@ -59,14 +64,18 @@ class Evaluation:
     primary: float  # mean NDCG@k of the primary task
     outcomes: Float  # [J] mean p per bounded task over the top k
     stderr: Float  # [J] standard error of `outcomes` over groups
+    segment_outcomes: Float | None = None  # [S, J] the same within each segment value (a declared segment)
+    segment_stderr: Float | None = None  # [S, J]
 
 
 class TopKEvaluator:
     """Primary NDCG@k and mean bounded-task predictions in the top k, for any weights (vectorised)."""
 
     def __init__(self, log: CandidateLog, matrix: TaskMatrix, *, primary: str, labels: bool, k: int,
-                 bounded: Sequence[str]) -> None:
+                 bounded: Sequence[str], segments: Segments | None = None) -> None:
+        """segments: a declared segment, to evaluate the bounded tasks within each of its values too."""
         self.matrix, self.k = matrix, k
+        self.segments = segments.means(log) if segments is not None else None
         task_gain = task_gains(log, matrix, labels=labels)
         t = matrix.tasks.index(primary)
         gains, judged = task_gain.values[:, :, t], task_gain.judged[:, :, t]
@@ -91,7 +100,8 @@ class TopKEvaluator:
         picked = np.take_along_axis(self.bounded, index[:, :, None], axis=1) * valid[:, :, None]
         per_group = picked.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)[:, None]
         spread = per_group.std(axis=0, ddof=1) if len(per_group) > 1 else np.zeros(per_group.shape[1])
-        return Evaluation(primary, per_group.mean(axis=0), spread / np.sqrt(max(len(per_group), 1)))
+        within = self.segments(per_group, index, valid, picked) if self.segments is not None else (None, None)
+        return Evaluation(primary, per_group.mean(axis=0), spread / np.sqrt(max(len(per_group), 1)), *within)
 
 
 class ConstrainedTuner:
@@ -114,6 +124,10 @@ class ConstrainedTuner:
         tol: float = 1e-4,
         warm_starts: Sequence[Mapping[str, float]] = (),
         show_progress: bool = False,
+        segment: str | None = None,
+        enforce_segments: bool = True,
+        max_segments: int = 20,
+        segment_min_groups: int = 5,
     ) -> None:
         self.tasks = tasks
         self.primary = primary
@@ -129,6 +143,10 @@ class ConstrainedTuner:
         self.tol = tol
         self.warm_starts = warm_starts
         self.show_progress = show_progress
+        self.segment = segment  # a log column: report (and with enforce_segments, bound) per value
+        self.enforce_segments = enforce_segments
+        self.max_segments = max_segments
+        self.segment_min_groups = segment_min_groups
 
     def fit(self, log: CandidateLog) -> Self:
         if self.primary not in self.tasks:
@@ -144,19 +162,33 @@ class ConstrainedTuner:
         # Held-out groups are a different sample: meet the bound on the training groups with room for
         # `confidence` standard errors of the train - held-out difference of the means.
         room = bound_room(self.confidence, len(train_groups), len(held_groups))
+        train_part, held_part = log.subset(train_groups), log.subset(held_groups)
+        segments = self._segments(log, train_part, held_part)
+        # the same room within each segment value, from its own training and held-out request counts [S, 1]
+        segment_room = np.array([[bound_room(self.confidence, int(a), int(b))] for a, b in zip(
+            segments.counts(train_part), segments.counts(held_part), strict=True)]) if segments else None
 
-        def evaluator(groups: npt.NDArray[np.intp]) -> TopKEvaluator:
-            part = log.subset(groups)
+        def evaluator(part: CandidateLog) -> TopKEvaluator:
             matrix = TaskMatrix.from_log(part, self.tasks, self.negative)
-            return TopKEvaluator(part, matrix, primary=self.primary, labels=self.labels, k=self.k, bounded=bounded)
+            return TopKEvaluator(part, matrix, primary=self.primary, labels=self.labels, k=self.k, bounded=bounded,
+                                 segments=segments)
 
-        train, held = evaluator(train_groups), evaluator(held_groups)
+        def violations(got: Evaluation) -> Float:
+            """Relative violation of every bound [J], then of every (segment value, bound) [S * J] if enforced."""
+            r: Float = (got.outcomes + room * got.stderr) / limits - 1.0
+            if segment_room is None or not self.enforce_segments or got.segment_outcomes is None:
+                return r
+            within = (got.segment_outcomes + segment_room * got.segment_stderr) / limits - 1.0
+            return np.concatenate([r, np.ravel(within)]).astype(np.float64)
+
+        train, held = evaluator(train_part), evaluator(held_part)
         if not (train.defined.any() and held.defined.any()):
             raise ValueError(f"no request has a positive {'label' if self.labels else 'prediction'} for the primary"
                              f" task {self.primary!r} in both the training and held-out groups; judge it on"
                              " predictions (--predictions) or log more requests")
         n = len(self.tasks)
-        lam, rho = np.zeros(len(bounded)), self.rho
+        per_value = len(segments.labels) if segments is not None and self.enforce_segments else 0
+        lam, rho = np.zeros(len(bounded) * (1 + per_value)), self.rho  # one multiplier per constraint
         best: tuple[float, Float] | None = None  # (primary, weights) of the best feasible point
         least: tuple[float, Float] = (np.inf, np.full(n, 1.0 / n))  # least violating point
         evaluations = 0
@@ -168,7 +200,7 @@ class ConstrainedTuner:
             w = softmax(zz)
             got = train(w)
             evaluations += 1
-            r = (got.outcomes + room * got.stderr) / limits - 1.0
+            r = violations(got)
             worst = float(r.max())
             if worst <= 0 and (best is None or got.primary > best[0]):
                 best = (got.primary, w)
@@ -193,7 +225,7 @@ class ConstrainedTuner:
                                   options={"initial_simplex": simplex, "maxfev": self.inner_maxfev})
                 z = result.x
                 got = train(softmax(z))
-                r = (got.outcomes + room * got.stderr) / limits - 1.0
+                r = violations(got)
                 previous, violation = violation, float(np.maximum(r, 0).max())
                 lam = np.maximum(0.0, lam + rho * r)  # projected dual ascent
                 if violation > 0 and violation > 0.25 * previous:
@@ -207,7 +239,7 @@ class ConstrainedTuner:
         self.seconds_ = time.perf_counter() - start
         self.tasks_ = tuple(self.tasks)
         self.weights_ = dict(zip(self.tasks, map(float, weights), strict=True))
-        self.multipliers_ = dict(zip(bounded, map(float, lam), strict=True))
+        self.multipliers_ = dict(zip(bounded, map(float, lam[: len(bounded)]), strict=True))
         self.feasible_train_ = best is not None
         self.primary_train_, self.primary_holdout_ = at_train.primary, at_held.primary
         self.outcomes_train_ = dict(zip(bounded, map(float, at_train.outcomes), strict=True))
@@ -218,7 +250,42 @@ class ConstrainedTuner:
         self.n_groups_ = (len(train_groups), len(held_groups))
         self.n_evaluations_ = evaluations
         self.log_path_ = log.path
+        self.segments_ = self._segment_report(segments, segment_room, at_train, at_held, train_part, held_part)
         return self
+
+    def _segments(self, log: CandidateLog, train: CandidateLog, held: CandidateLog) -> Segments | None:
+        if self.segment is None:
+            return None
+        segments = read_segments(log, self.segment, max_segments=self.max_segments)
+        segments.check_sizes(train, held, self.segment_min_groups)
+        return segments
+
+    def _segment_report(
+        self, segments: Segments | None, room: Float | None, at_train: Evaluation, at_held: Evaluation,
+        train: CandidateLog, held: CandidateLog,
+    ) -> dict[str, Any] | None:
+        """Per segment value: groups, top-k mean predictions (train, held-out), room kept and feasibility."""
+        train_means, train_se, held_means = at_train.segment_outcomes, at_train.segment_stderr, at_held.segment_outcomes
+        if segments is None or room is None or train_means is None or train_se is None or held_means is None:
+            return None
+        bounded, limits = list(self.bounds), np.array(list(self.bounds.values()))
+        values: dict[str, Any] = {}
+        n_train, n_held = segments.counts(train), segments.counts(held)
+        for s, label in enumerate(segments.labels):
+            kept = room[s, 0] * train_se[s]
+            values[label] = {
+                "groups": {"train": int(n_train[s]), "holdout": int(n_held[s])},
+                "top_k_mean_prediction": {
+                    "train": dict(zip(bounded, map(float, train_means[s]), strict=True)),
+                    "holdout": dict(zip(bounded, map(float, held_means[s]), strict=True)),
+                },
+                "room": dict(zip(bounded, map(float, kept), strict=True)),
+                "feasible": {"train": bool((train_means[s] + kept <= limits).all()),
+                             "holdout": bool((held_means[s] <= limits).all())},
+            }
+        return {"column": segments.column, "kind": "candidate" if segments.per_candidate else "request",
+                "enforced": self.enforce_segments, "values": values,
+                "feasible_holdout": all(v["feasible"]["holdout"] for v in values.values())}
 
     def signed_weights(self) -> dict[str, float]:
         return {t: -w if t in self.negative else w for t, w in self.weights_.items()}
@@ -242,4 +309,5 @@ class ConstrainedTuner:
             "log": self.log_path_,
             "evaluations": self.n_evaluations_,
             "seconds": round(self.seconds_, 3),
+            **({"segments": self.segments_} if self.segments_ is not None else {}),
         }

@@ -13,6 +13,7 @@ holds G groups of at most N candidates: ``row[g, i]`` is the flat row of candida
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,14 @@ class CandidateLog:
         )
 
 
-def read_candidate_log(path: Path, *, tasks: list[str] | None = None, attributes: bool = True) -> CandidateLog:
+def read_candidate_log(
+    path: Path, *, tasks: list[str] | None = None, attributes: bool = True, columns: Sequence[str] = ()
+) -> CandidateLog:
     """Read and validate a log; `tasks` restricts (and requires) the prediction columns used;
-    `attributes=False` reads only ids, predictions and labels (what the tuners need)."""
+    `attributes=False` reads only ids, predictions, labels (what the tuners need) and `columns` if present."""
     names = _column_names(path)
     if not attributes:
-        names = [n for n in names if n in REQUIRED or n.startswith((PREDICTION, LABEL, "mask_"))]
+        names = [n for n in names if n in REQUIRED or n.startswith((PREDICTION, LABEL, "mask_")) or n in columns]
     return candidate_log(_read_table(path, names), path, tasks=tasks)
 
 

@@ -1,14 +1,16 @@
-"""The simulation report: a markdown page and a Pareto-frontier plot of two chosen metrics."""
+"""The simulation report (a markdown page and a Pareto-frontier plot of two chosen metrics) and the per-segment
+page of `tune constrained --segment`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.offline.tuning.outcomes import MIX_LIMIT
 from app.offline.tuning.simulation import SimulationResult
 
-__all__ = ["plot_pareto", "simulation_markdown"]
+__all__ = ["constrained_segments_markdown", "plot_pareto", "simulation_markdown"]
 
 
 def _fmt(value: float) -> str:
@@ -86,6 +88,30 @@ def simulation_markdown(
         lines += ["", "## Draft policy", "",
                   f"Written to `{emitted}` with an empty `approved_by`: the service refuses it until a reviewer"
                   " approves it."]
+    return "\n".join(lines) + "\n"
+
+
+def constrained_segments_markdown(result: dict[str, Any], logs: Path | str) -> str:
+    """`tune constrained` per value of its segment: the top-k mean of every bounded task on the held-out (and
+    training) requests against its bound, and whether each value meets them."""
+    segments, bounds, k = result["segments"], result["bounds"], result["primary"]["metric"].split("@")[1]
+    how = ("enforced: every bound had to hold within each value on the training requests, with room"
+           if segments["enforced"] else "reported only: the bounds were fitted overall")
+    lines = [f"# Bounds by segment: `{segments['column']}`", "",
+             f"Logs `{logs}`; mean prediction over the top {k} per request, averaged over the requests of each value"
+             f" ({how}). Held-out requests judge the weights.", "",
+             "| value | requests (train / held-out) | " + " | ".join(
+                 f"p_{t} held-out (train) ≤ {b:g}" for t, b in bounds.items()) + " | meets the bounds (held-out) |",
+             "|---|---:|" + "---:|" * len(bounds) + "---|"]
+    overall = result["top_k_mean_prediction"]
+    lines.append(f"| **overall** | {result['groups']['train']} / {result['groups']['holdout']} | " + " | ".join(
+        f"{_fmt(overall['holdout'][t])} ({_fmt(overall['train'][t])})" for t in bounds) + " | "
+        + ("yes" if result["feasible"]["holdout"] else "**no**") + " |")
+    for value, found in segments["values"].items():
+        means, groups = found["top_k_mean_prediction"], found["groups"]
+        lines.append(f"| {value} | {groups['train']} / {groups['holdout']} | " + " | ".join(
+            f"{_fmt(means['holdout'][t])} ({_fmt(means['train'][t])})" for t in bounds) + " | "
+            + ("yes" if found["feasible"]["holdout"] else "**no**") + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -48,8 +48,31 @@ def print_constrained_result(result: dict[str, Any]) -> None:
         console.print(f"no weights met every bound with {result['confidence']:g} standard errors of room on the"
                       f" {result['groups']['train']} training groups; these weights violate it least. Reachable"
                       f" with this room: {needed}; or lower --confidence, or log more requests.")
+    if "segments" in result:
+        _print_segments(console, result)
     if "frontier" in result:
         console.print(f"frontier: {result['frontier']['markdown']} and {result['frontier']['png']}")
+
+
+def _print_segments(console: Console, result: dict[str, Any]) -> None:
+    """The held-out top-k means per value of the segment, against the bounds."""
+    segments = result["segments"]
+    mode = "bounded within each value" if segments["enforced"] else "reported only"
+    table = Table(title=f"by {segments['column']} ({mode}), held-out")
+    for column in ("value", "requests", *(f"mean p_{t} (bound {b:g})" for t, b in result["bounds"].items()),
+                   "meets every bound"):
+        table.add_column(column, justify="right")
+    for value, found in segments["values"].items():
+        means = found["top_k_mean_prediction"]["holdout"]
+        table.add_row(value, str(found["groups"]["holdout"]), *(f"{means[t]:.5f}" for t in result["bounds"]),
+                      str(found["feasible"]["holdout"]))
+    console.print(table)
+    if not segments["feasible_holdout"]:
+        hint = ("" if segments["enforced"] else f"; --segment {segments['column']} bounds each"
+                " value")
+        console.print(f"some {segments['column']} values exceed a bound on the held-out requests{hint}")
+    if "markdown" in segments:
+        console.print(f"by segment: {segments['markdown']}")
 
 
 def print_simulation_result(result: dict[str, Any]) -> None:

@@ -85,3 +85,6 @@ def test_tune_on_spark_samples_whole_groups(spark: Any, log_path: Path) -> None:
     assert 0.3 * full.n_groups < half.n_groups < 0.7 * full.n_groups
     sizes = dict(zip(full.group_ids.tolist(), full.sizes.tolist(), strict=True))
     assert all(sizes[g] == n for g, n in zip(half.group_ids.tolist(), half.sizes.tolist(), strict=True))
+    # `tune constrained --segment COLUMN` on Spark: the segment column comes along with the tuner's columns
+    segmented = sampled_candidate_log(spark.read.parquet(str(log_path)), "log", tasks=None, columns=["user_tenure"])
+    assert "user_tenure" in segmented.columns and "creator_id" not in segmented.columns

@@ -216,7 +216,6 @@ def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:
     rows = np.sort(first)[:size]
     user_row = rows[0]
     numeric_names = list(syn.NUMERIC)
-    age = numeric_names.index("item_age_hours")
     context_features: dict[str, Any] = {}
     for name in USER_FEATURES:
         if name in syn.CATEGORICAL:
@@ -237,7 +236,7 @@ def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:
                 "sponsored": bool(holdout.sponsored[row]),
                 "eligible": bool(holdout.eligible[row]) and k not in (5, 17, 29),
                 "margin": float(holdout.margin[row]),
-                "is_new": bool(holdout.numeric[row, age] < NEW_ITEM_HOURS),
+                "is_new": features["item_age_hours"] < NEW_ITEM_HOURS,  # the age as sent
             },
         })
     return {

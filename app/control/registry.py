@@ -17,12 +17,13 @@ endpoints step back through it.
 the surface's declared state, `policies/<surface>/rollout.yaml` (`app.artifacts.rollout`): under the
 surface's exclusive lock file the registry reads the file, checks the writer's expected generation
 (compare-and-swap, 409 naming the current one), runs the change on a *staged* snapshot (every check
-above; a refused change writes nothing), writes the new state one generation on (atomic rename), and
-only then installs the staged snapshot. Every other replica's watcher reads the new file and applies
-it whole (`apply_declared`): active, canary, shadow model and shadow policy in one swap. A surface
-without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say (the migration
-path); its first admin change writes the file, which from then on wins over the pointers. With
-`persist_pointers` off, changes stay in this process's memory (tests, experiments).
+above; a refused change writes nothing), writes the new state one generation on (atomic rename; with the
+policies in an object store, a conditional PUT that only one of two racing replicas wins, see
+`app.control.declared`), and only then installs the staged snapshot. Every other replica's watcher reads
+the new file and applies it whole (`apply_declared`): active, canary, shadow model and shadow policy in one
+swap. A surface without a rollout file serves what its `active`/`bundle`/`shadow` pointer files say
+(the migration path); its first admin change writes the file, which from then on wins over the pointers.
+With `persist_pointers` off, changes stay in this process's memory (tests, experiments).
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
 from app.artifacts.loading import load_policy
 from app.artifacts.rollout import ROLLOUT_FILE, RolloutState
 from app.control.audit import AuditTrail, PolicyChange
-from app.control.declared import check_generation, locked, read_declared, write_declared
+from app.control.declared import DeclaredFiles, check_generation, read_declared
 from app.control.lifecycle import Served, Triple, describe, resolve
 from app.control.loader import BundleCache
 from app.control.persist import SurfaceFiles
@@ -85,11 +88,14 @@ class Registry:
         self._golden = golden
         self._audit = AuditTrail(metrics)
         self._files = SurfaceFiles(settings.policies, enabled=settings.persist_pointers)
+        self._declared = DeclaredFiles(settings.policies, settings.policies_uri)  # rollout files: folder or store
         self._lock = threading.RLock()  # re-entered by a declared change around the action it runs
         self._history: dict[str, list[Served]] = {}  # surface -> triples served before, latest last
         self._rejected: dict[str, dict[str, str]] = {}  # surface -> version -> why its file was refused
         self._watch_failures: dict[str, str] = {}  # surface -> why its last watcher pass failed
         self._generation: dict[str, int] = {}  # surface -> declared generation served (0: no rollout file)
+        # surface -> (when its last rollout change was installed here, how long serving it took)
+        self._applied: dict[str, tuple[datetime, float]] = {}
         # A declared change in progress: installs are staged here, written to the file, then installed.
         self._declaring: RolloutState | None = None
         self._staged: ServingSnapshot | None = None
@@ -272,18 +278,22 @@ class Registry:
                 return change(), self._generation.get(surface, 0)
             surface_dir = self.folder / surface
             try:
-                stack.enter_context(locked(surface_dir))
+                file = stack.enter_context(self._declared.writing(surface))
             except OSError as exc:
+                if self._declared.uri is not None:
+                    raise Conflict(f"cannot read {self._declared.uri}/{surface}/{ROLLOUT_FILE} ({exc}); nothing"
+                                   " changed: check the store's credentials and endpoint, then retry") from None
                 raise Conflict(f"cannot lock {surface_dir / ROLLOUT_FILE} for writing ({exc}); the store folder is"
                                " read-only: mount it writable (a volume) or edit rollout.yaml where it is kept"
                                ) from None
-            declared = read_declared(surface_dir)
+            declared = file.current
             if declared is not None and declared.generation != self._generation.get(surface, 0):
                 self._apply(surface, declared, who=who)  # another replica wrote it: start from it
                 route = self._route(self._holder.snapshot, surface)
             current = declared or state_of(route, None, generation=0, who="", reason="")
             check_generation(surface, current.generation, expected_generation)
             self._declaring, self._staged = current, None
+            started = time.perf_counter()
             try:
                 result = change()
                 staged = self._staged
@@ -294,20 +304,26 @@ class Registry:
             new = state_of(staged.route(surface), current, generation=current.generation + 1, who=who,
                            reason=reason, rolled_back=result.action == "rollback")
             try:
-                write_declared(surface_dir, new)
+                file.write(new)  # object store: a conditional PUT, 409 when another admin's write won
             except OSError as exc:
-                raise Conflict(f"could not write {surface_dir / ROLLOUT_FILE} ({exc}); nothing changed: free"
-                               " space or make the store writable, then retry") from None
+                raise Conflict(f"could not write {file.uri or surface_dir / ROLLOUT_FILE} ({exc}); nothing changed:"
+                               " free space or make the store writable, then retry") from None
             self._holder.install(staged)
             self._served_generation(surface, new.generation)
+            self._applied[surface] = (datetime.now(UTC), time.perf_counter() - started)
             return result, new.generation
 
     def declared(self, surface: str) -> dict[str, object]:
-        """The surface's rollout file as declared, and the generation this process serves."""
+        """The surface's rollout file as declared, the generation this process serves, when its last change
+        was installed here (`applied_at`, UTC) and how long serving it took (`apply_seconds`: read, validate,
+        golden batch, load and warm, swap)."""
         with self._lock:
             self._route(self._holder.snapshot, surface)
             state = read_declared(self.folder / surface)
+            applied = self._applied.get(surface)
             return {"surface": surface, "serving_generation": self._generation.get(surface, 0),
+                    "applied_at": None if applied is None else applied[0].isoformat(timespec="microseconds"),
+                    "apply_seconds": None if applied is None else round(applied[1], 6),
                     "declared": None if state is None else state.model_dump(mode="json")}
 
     def adopt_declared(self) -> None:
@@ -357,6 +373,7 @@ class Registry:
 
     def _apply(self, surface: str, state: RolloutState, *, who: str) -> PolicyChange:
         """Bind every part of `state` (validated, dry-run, warm), then install it in one swap."""
+        started = time.perf_counter()
         snapshot = self._holder.snapshot
         route = self._route(snapshot, surface)
         cache = self._cache()
@@ -364,6 +381,7 @@ class Registry:
         path = f"{self.folder / surface / ROLLOUT_FILE}:"
         problems = tuple(p for p in snapshot.problems if not p.startswith(path))
         self._install(snapshot, new, cache.bundles, problems)
+        self._applied[surface] = (datetime.now(UTC), time.perf_counter() - started)
         if Served.of(route) != Served.of(new):
             self._remember(surface, Served.of(route))
         before = self._generation.get(surface, 0)

@@ -16,8 +16,12 @@ for an S3-compatible server).
   them. A refused object is not downloaded again until it changes.
 - An object deleted remotely is deleted from the cache (only files this mirror put there).
 
-`write_text_atomic` is how control writes a policies file (a pointer, a rollout.yaml) back to where the
-policies live, local folder or URI.
+`write_text_atomic` writes a local file (temp + rename) or an object (one PUT). A rollout file is the one
+object two replicas may write at once: `read_versioned` reads it with its version token (the S3 ETag) and
+`write_if_unchanged` writes it only if the object is still at that version (S3 conditional writes, `If-Match`
+/ `If-None-Match: *`, passed by s3fs to PutObject), so of two admins that read the same generation exactly one
+wins. Other stores are refused for admin writes (gcsfs offers no write conditional on an object's generation
+but "create if absent"; docs/scaling.md, "Store backends").
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from app.artifacts.common import sha256_file
-from app.errors import ArtifactError
+from app.errors import ArtifactError, Conflict
 from app.settings import is_uri
 
 if TYPE_CHECKING:
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
 
     from app.settings import Settings
 
-__all__ = ["RemoteStore", "StoreMirror", "write_text_atomic"]
+__all__ = ["RemoteStore", "StoreMirror", "read_versioned", "write_if_unchanged", "write_text_atomic"]
 
 log = logging.getLogger("fusionrank.remote_store")
 
@@ -87,6 +91,64 @@ def write_text_atomic(uri_or_path: str | os.PathLike[str], text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def _conditional_fs(uri: str) -> tuple[AbstractFileSystem, str]:
+    """The filesystem of `uri` when it can write conditionally (S3), else a 409 naming the fix."""
+    fs, path = _filesystem(uri)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if not protocols & {"s3", "s3a"}:
+        raise Conflict(f"{uri}: admin writes of the rollout file need a conditional write, which this store"
+                       f" ({'/'.join(sorted(protocols))}) does not offer through fusionrank; nothing changed: keep"
+                       " FUSIONRANK_POLICIES on a shared folder or on s3://, or replace the object with a"
+                       " generation-conditional upload (docs/scaling.md, Store backends)")
+    return fs, path
+
+
+def read_versioned(uri: str) -> tuple[bytes | None, str | None]:
+    """An object's bytes and its version token (the ETag a conditional write names); (None, None) when it does
+    not exist. The token is read before the bytes: an object replaced in between makes the conditional write
+    fail (a spurious conflict), never succeed on bytes it did not read."""
+    fs, path = _conditional_fs(uri)
+    fs.invalidate_cache(path)
+    try:
+        etag = str(fs.info(path)["ETag"])
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        return None, None
+    return bytes(data), etag
+
+
+def write_if_unchanged(uri: str, data: bytes, version: str | None) -> bool:
+    """Write `data` only if the object is still at `version` (None: only if it does not exist yet): one
+    conditional PUT, checked and applied by the store. False when the precondition failed (someone else wrote
+    first, or removed the object); other failures raise."""
+    fs, path = _conditional_fs(uri)
+    try:
+        if version is None:
+            fs.pipe_file(path, data, mode="create")  # If-None-Match: *
+        else:
+            fs.pipe_file(path, data, IfMatch=version)
+    except (FileExistsError, FileNotFoundError):  # created meanwhile / removed meanwhile
+        return False
+    except OSError as exc:
+        if _precondition_failed(exc):
+            return False
+        raise
+    finally:
+        fs.invalidate_cache(path)
+    return True
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """Whether a filesystem error is the store's 412 Precondition Failed (s3fs keeps botocore's error as cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _object_version(info: dict[str, Any]) -> str:

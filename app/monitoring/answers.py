@@ -34,7 +34,8 @@ class AnswerMetrics:
         metrics.candidates.labels(surface).inc(candidates)
         top = float(outcome.utility[outcome.ranked[0]]) if outcome.ranked.size else None
         metrics.observe_triple(surface, answer.arm, outcome.binding, candidates, answer.seconds, top)
-        metrics.observe_served(outcome.binding, outcome.probabilities)  # every scored candidate, before filters
+        # Every scored candidate, before filters, under the arm that served it.
+        metrics.observe_served(outcome.binding, outcome.probabilities, answer.arm)
         for group in outcome.filtered:
             metrics.filtered.labels(surface, group.stage, group.rule).inc(len(group.indices))
         if outcome.ranking is not None:

@@ -359,6 +359,8 @@ class ServiceMetrics:
         self.policy_watch_failures.labels(surface)
         self.rollout_refusals.labels(surface)
 
-    def observe_served(self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64]) -> None:
-        """Count one request's calibrated predictions [B, T] (manifest task order) for drift."""
-        self.served.observe(self.schemes.of(binding.bundle.manifest, binding.calibration.file), probabilities)
+    def observe_served(
+        self, binding: PolicyBinding, probabilities: npt.NDArray[np.float64], arm: str = "stable"
+    ) -> None:
+        """Count one request's calibrated predictions [B, T] (manifest task order), served by `arm`, for drift."""
+        self.served.observe(self.schemes.of(binding.bundle.manifest, binding.calibration.file), probabilities, arm)

@@ -96,7 +96,7 @@ class ServedPredictionFiles:
         )
 
     def prime(self, key: tuple[str, ...], edges: Iterable[float]) -> None:
-        """Create a (model, model_version, calibration_version, task) histogram at zero."""
+        """Create a (model, model_version, calibration_version, arm, task) histogram at zero."""
         if key not in self._histograms:
             bounds = [*map(float, edges), math.inf]
             family = Histogram(

@@ -1,4 +1,4 @@
-"""Label-free drift: served-prediction histograms per task and their PSI against the calibration reference.
+"""Label-free drift: served-prediction histograms per arm and task, and their PSI against the calibration reference.
 
 Scoring adds each calibrated prediction to its task's drift bucket (the calibration file's
 `bucket_edges`) with one vectorised `bincount` per task. Two views of those counts are exported:
@@ -6,9 +6,10 @@ Scoring adds each calibrated prediction to its task's drift bucket (the calibrat
   so any window and any number of replicas can be aggregated in PromQL;
 - `fusionrank_prediction_psi` (gauge): PSI of the last `window_slots` ticks of counts against the
   calibration file's `reference.fractions`, recomputed every tick by `run_psi_updates`. It is per
-  process and absent until the window holds `min_predictions` predictions, so that a quiet replica
-  does not alert on noise. With several workers (multiprocess mode) both views go through the
-  value files (`ServedPredictionFiles`): histograms summed, PSI the largest of the live workers.
+  process and arm (a canary's window holds only the canary's predictions) and absent until the
+  window holds `min_predictions` predictions, so that a quiet replica does not alert on noise. With
+  several workers (multiprocess mode) both views go through the value files
+  (`ServedPredictionFiles`): histograms summed, PSI the largest of the live workers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.monitoring.feedback import ARMS
 from app.monitoring.multiproc import ServedPredictionFiles, multiprocess_dir
 from app.monitoring.scheme import DriftScheme
 
@@ -34,7 +36,9 @@ log = logging.getLogger("fusionrank.drift")
 
 # Floor of a bucket's share: an empty bucket would make PSI infinite (the usual convention).
 PSI_FLOOR = 1e-4
-_VERSION_LABELS = ["model", "model_version", "calibration_version", "task"]
+# `arm` (stable | canary, two values) as on the feedback counters: a canary's drift is seen apart from the
+# stable arm's even when both serve the same calibration; `sum without (arm)` gives the replica's figure.
+_VERSION_LABELS = ["model", "model_version", "calibration_version", "arm", "task"]
 
 
 def population_stability_index(reference: npt.NDArray[np.float64], counts: npt.NDArray[np.float64]) -> float:
@@ -62,28 +66,30 @@ class ServedPredictions(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._schemes: dict[tuple[str, ...], DriftScheme] = {}
-        self._counts: dict[tuple[str, ...], _TaskCounts] = {}  # (*versions, task) -> counts
+        self._counts: dict[tuple[str, ...], _TaskCounts] = {}  # (*versions, arm, task) -> counts
         self._files = ServedPredictionFiles(_VERSION_LABELS) if multiprocess_dir() is not None else None
 
     def prime(self, scheme: DriftScheme) -> None:
-        """Expose a scheme's histograms (at zero) before its first prediction."""
+        """Expose a scheme's histograms (at zero, one per arm and task) before its first prediction."""
         key = tuple(scheme.versions.values())
         with self._lock:
             if key in self._schemes:
                 return
             self._schemes[key] = scheme
-            for task in scheme.tasks:
-                size = len(scheme.edges[task]) + 1
-                counts = _TaskCounts(reference=scheme.reference[task], total=np.zeros(size))
-                counts.window.append(np.zeros(size))
-                self._counts[(*key, task)] = counts
-                if self._files is not None:
-                    self._files.prime((*key, task), scheme.edges[task])
+            for arm in ARMS:
+                for task in scheme.tasks:
+                    size = len(scheme.edges[task]) + 1
+                    counts = _TaskCounts(reference=scheme.reference[task], total=np.zeros(size))
+                    counts.window.append(np.zeros(size))
+                    self._counts[(*key, arm, task)] = counts
+                    if self._files is not None:
+                        self._files.prime((*key, arm, task), scheme.edges[task])
 
-    def observe(self, scheme: DriftScheme, probabilities: npt.NDArray[np.float64]) -> None:
-        """Add one request's calibrated predictions: probabilities [B, T], columns in `scheme.tasks` order."""
+    def observe(self, scheme: DriftScheme, probabilities: npt.NDArray[np.float64], arm: str = "stable") -> None:
+        """Add one request's calibrated predictions, served by `arm` (stable | canary): probabilities [B, T],
+        columns in `scheme.tasks` order."""
         self.prime(scheme)
-        key = tuple(scheme.versions.values())
+        key = (*scheme.versions.values(), arm)
         with self._lock:
             for t, task in enumerate(scheme.tasks):
                 column = probabilities[:, t]
@@ -114,7 +120,7 @@ class ServedPredictions(Collector):
                     counts.window.popleft()
 
     def psi(self, *key: str) -> float | None:
-        """The last PSI of (model, model_version, calibration_version, task), None below the minimum."""
+        """The last PSI of (model, model_version, calibration_version, arm, task), None below the minimum."""
         with self._lock:
             return self._counts[key].psi
 
@@ -137,7 +143,7 @@ class ServedPredictions(Collector):
         with self._lock:
             for key, counts in self._counts.items():
                 scheme = self._schemes[key[:3]]
-                edges = scheme.edges[key[3]]
+                edges = scheme.edges[key[4]]
                 cumulative = np.cumsum(counts.total)
                 buckets = [(repr(float(e)), float(c)) for e, c in zip(edges, cumulative[:-1], strict=True)]
                 buckets.append(("+Inf", float(cumulative[-1])))

@@ -127,7 +127,7 @@ def test_scoring_feeds_the_served_histogram_and_psi(
     client_factory: Callable[..., TestClient], sample_request: dict[str, Any]
 ) -> None:
     client = client_factory(drift_psi_interval_seconds=0.05, drift_psi_min_predictions=40)
-    labels = {**VERSIONS, "task": "click"}
+    labels = {**VERSIONS, "arm": "stable", "task": "click"}
     assert sample(client, "fusionrank_served_prediction_count", **labels) == 0  # primed at start-up
     assert client.post("/v1/score", json=sample_request).status_code == 200
     # Every scored candidate counts, the 9 filtered ones included.
@@ -138,7 +138,7 @@ def test_scoring_feeds_the_served_histogram_and_psi(
     psi = sample(client, "fusionrank_prediction_psi", **labels)
     assert psi is not None and psi > 0
     text = client.get("/metrics").text
-    assert 'fusionrank_served_prediction_bucket{calibration_version="1",le="+Inf"' in text
+    assert 'fusionrank_served_prediction_bucket{arm="stable",calibration_version="1",le="+Inf"' in text
 
 
 def test_openapi_documents_the_feedback_body(client: TestClient) -> None:

@@ -219,6 +219,12 @@ def test_canary_share_is_within_tolerance_sticky_and_labelled(
     assert counted[canary_line] == canary + sum(arms[u] == "canary" for u in users[:150])
     assert counted[stable_line] == 950 - counted[canary_line]
     assert 'fusionrank_served_scoring_duration_seconds_count{arm="canary"' in metrics
+    # The drift histogram carries the arm too: every candidate the canary scored, under arm="canary" (5 a request).
+    registry = service.app.state.fusionrank.metrics.registry  # type: ignore[attr-defined]
+    drift = {"model": "demo_ranker", "model_version": "2", "calibration_version": "2", "task": "click"}
+    assert registry.get_sample_value("fusionrank_served_prediction_count", {**drift, "arm": "canary"}) == (
+        5 * counted[canary_line])
+    assert registry.get_sample_value("fusionrank_served_prediction_count", {**drift, "arm": "stable"}) == 0
     print(f"\ncanary: {canary}/{len(users)} users = {share:.3f} (target 0.2)")
 
     # A request without the sticky field stays on stable; pinning a policy version never goes to the canary.

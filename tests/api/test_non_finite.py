@@ -77,7 +77,8 @@ def test_nan_predictions_are_filtered_and_counted_in_json_and_arrow(
     assert len(answer["candidates"]) == 20  # the rest is ranked as usual
     assert _filtered(client, "non_finite_prediction") == 2.0
     # The served-prediction histogram counts the 38 candidates with a prediction; its sum stays a number.
-    labels = {"model": "demo_ranker", "model_version": "1", "calibration_version": "1", "task": "report"}
+    labels = {"model": "demo_ranker", "model_version": "1", "calibration_version": "1", "arm": "stable",
+              "task": "report"}
     assert sample(client, "fusionrank_served_prediction_count", **labels) == 38
     assert math.isfinite(sample(client, "fusionrank_served_prediction_sum", **labels) or math.nan)
 

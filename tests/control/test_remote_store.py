@@ -2,14 +2,21 @@
 
 A replica whose FUSIONRANK_MODEL_STORE and FUSIONRANK_POLICIES are s3:// URIs serves a local mirror of them
 (app/control/remote_store.py): it scores exactly as the local store does, picks up a changed object at the
-next watcher pass, and refuses a model.onnx whose sha256 does not match its manifest, serving on.
+next watcher pass, and refuses a model.onnx whose sha256 does not match its manifest, serving on. Admin changes
+write the rollout file with a conditional PUT: of two replicas racing, exactly one wins, the other gets 409.
+
+moto's S3 honours `If-Match` and `If-None-Match: *` on PutObject, but checks the condition and stores the
+object in two steps: in its threaded server two concurrent PUTs can both pass the check (seen here: 2 winners
+of 8 racers, 1 trial in 5). S3 applies a conditional write atomically. So the server here runs moto's
+application one request at a time, which is S3's atomicity; the writes still race (two clients, two
+connections), and an unconditional PUT would let both writers win.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +26,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.artifacts.rollout import ROLLOUT_FILE, RolloutState, RolloutTriple
+from app.control.declared import DeclaredFiles, parse_declared
 from app.control.remote_store import RemoteStore, write_text_atomic
+from app.errors import Conflict
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import MODEL_STORE, POLICIES, make_settings
+from tests.conftest import ADMIN_TOKEN, MODEL_STORE, POLICIES, make_settings
 from tests.deploy.conftest import free_port
 
 s3fs = pytest.importorskip("s3fs", reason="the `store` extra (fsspec + s3fs) is part of the dev install")
@@ -30,14 +40,23 @@ s3fs = pytest.importorskip("s3fs", reason="the `store` extra (fsspec + s3fs) is 
 BUCKET = "fusionrank-test"
 
 
+# moto_server's application, served one request at a time (see the module docstring).
+_SERIAL_MOTO = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False,
+           request_handler=MotoRequestHandler)
+"""
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto_server on a free port of 127.0.0.1 for this module; stopped afterwards."""
+    """moto's S3 server on a free port of 127.0.0.1 for this module; stopped afterwards."""
+    pytest.importorskip("moto.moto_server.werkzeug_app", reason="moto[server] is part of the dev install")
     port = free_port()
-    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    assert binary, "moto_server is missing: pip install 'moto[server]' (the dev extra)"
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([sys.executable, "-c", _SERIAL_MOTO, str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -70,10 +89,10 @@ def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]
     yield fs
 
 
-def remote_settings(cache: Path) -> Settings:
+def remote_settings(cache: Path, **overrides: Any) -> Settings:
     # A long poll interval: the test runs the watcher's passes itself.
     return Settings(model_store=f"s3://{BUCKET}/model_store", policies=f"s3://{BUCKET}/policies",
-                    store_cache=cache, policy_watch_interval=3600)
+                    store_cache=cache, policy_watch_interval=3600, **overrides)
 
 
 def score(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -166,3 +185,80 @@ def test_write_text_atomic_writes_objects_and_files(bucket: Any, tmp_path: Path)
 def test_a_uri_store_without_a_cache_folder_is_refused() -> None:
     with pytest.raises(ValueError, match="FUSIONRANK_STORE_CACHE must name a local folder"):
         Settings(model_store="s3://bucket/model_store", policies=str(POLICIES))
+
+
+ROLLOUT_KEY = f"{BUCKET}/policies/home/{ROLLOUT_FILE}"
+
+
+def test_two_replicas_racing_on_s3_exactly_one_write_wins(
+    bucket: Any, tmp_path: Path, sample_request: dict[str, Any]
+) -> None:
+    """Two replicas (own caches, so no shared lock) activate at once: one conditional PUT wins, the other 409."""
+    admins = {"alice": ADMIN_TOKEN, "bob": ADMIN_TOKEN[::-1]}
+    settings = [remote_settings(tmp_path / name, admin_tokens=admins) for name in ("a", "b")]
+    with TestClient(create_app(settings[0])) as a, TestClient(create_app(settings[1])) as b:
+        barrier = threading.Barrier(2)
+        results: dict[str, Any] = {}
+
+        def activate(name: str, client: TestClient) -> None:
+            barrier.wait()
+            results[name] = client.post(
+                "/admin/policies/home/activate", json={"version": "2"}, params={"reason": f"race {name}"},
+                headers={"authorization": f"Bearer {admins[name]}"})
+
+        threads = [threading.Thread(target=activate, args=(n, c)) for n, c in (("alice", a), ("bob", b))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        statuses = {name: r.status_code for name, r in results.items()}
+        assert sorted(statuses.values()) == [200, 409], {n: r.text for n, r in results.items()}
+        winner = next(n for n, code in statuses.items() if code == 200)
+        loser = next(n for n, code in statuses.items() if code == 409)
+        assert "now rollout generation 1" in results[loser].json()["error"]["message"]
+        stored = parse_declared(bucket.cat_file(ROLLOUT_KEY), ROLLOUT_KEY)
+        assert (stored.generation, stored.changed_by, stored.reason) == (1, winner, f"race {winner}")
+        clients = {"alice": a, "bob": b}
+        assert score(clients[winner], sample_request)["versions"]["policy_version"] == "2"
+        # The loser served nothing new; its next pass mirrors the winner's file and serves it.
+        assert score(clients[loser], sample_request)["versions"]["policy_version"] == "1"
+        clients[loser].app.state.policy_watcher.poll_once()  # type: ignore[attr-defined]
+        assert score(clients[loser], sample_request)["versions"]["policy_version"] == "2"
+        rollout = clients[loser].get("/admin/rollouts/home", headers={"authorization": f"Bearer {admins[loser]}"})
+        assert rollout.json()["serving_generation"] == 1
+
+
+def test_a_writer_that_read_an_older_object_gets_409_and_the_store_keeps_the_winner(
+    bucket: Any, tmp_path: Path
+) -> None:
+    """If-Match: two writers read generation 1 (same ETag); the second PUT names an ETag that is gone."""
+    triple = RolloutTriple(model="demo_ranker", model_version="1", calibration_version="1", policy_version="1")
+    files = [DeclaredFiles(tmp_path / name, f"s3://{BUCKET}/policies") for name in ("a", "b")]
+    for folder in ("a", "b"):
+        (tmp_path / folder / "home").mkdir(parents=True)
+    first = RolloutState(surface="home", generation=1, active=triple, changed_by="setup")
+    with files[0].writing("home") as file:
+        assert file.current is None
+        file.write(first)  # If-None-Match: * on an absent object
+    with files[0].writing("home") as a, files[1].writing("home") as b:
+        assert a.current == b.current == first
+        a.write(first.model_copy(update={"generation": 2, "changed_by": "a"}))
+        with pytest.raises(Conflict, match=r"read at generation 1, now rollout generation 2"):
+            b.write(first.model_copy(update={"generation": 2, "changed_by": "b"}))
+    stored = parse_declared(bucket.cat_file(ROLLOUT_KEY), ROLLOUT_KEY)
+    assert (stored.generation, stored.changed_by) == (2, "a")
+    assert not (tmp_path / "b" / "home" / ROLLOUT_FILE).exists()  # the loser's mirror is untouched too
+    # A create that finds the object already there is refused as well (If-None-Match: *).
+    bucket.rm(ROLLOUT_KEY)
+    with files[0].writing("home") as a, files[1].writing("home") as b:
+        a.write(first)
+        with pytest.raises(Conflict, match="now rollout generation 1"):
+            b.write(first.model_copy(update={"changed_by": "b"}))
+
+
+def test_a_store_without_conditional_writes_refuses_admin_writes(tmp_path: Path) -> None:
+    """Only S3 gets the conditional PUT; any other URI (gs://, here fsspec's memory://) is refused, not raced."""
+    (tmp_path / "home").mkdir()
+    files = DeclaredFiles(tmp_path, "memory://fusionrank/policies")
+    with pytest.raises(Conflict, match="need a conditional write"), files.writing("home"):
+        pass

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BUNDLE, MODEL_STORE, POLICIES
 from tests.deploy.conftest import DEPLOY, ROOT, free_port
@@ -80,6 +81,11 @@ def test_one_scrape_of_a_two_worker_replica_counts_every_request(tmp_path: Path)
                                   if s.name == "fusionrank_http_requests_total"
                                   and s.labels.get("route") == "/v1/score"))
     assert score_requests(scraped) == WORKER_REQUESTS
+    # The drift histogram too, under its arm: every scored candidate of both workers, nothing on the canary arm.
+    candidates = len(json.loads(body)["candidates"])
+    drift = {s.labels["arm"]: s.value for family in text_string_to_metric_families(scraped)
+             for s in family.samples if s.name == "fusionrank_served_prediction_count" and s.labels["task"] == "click"}
+    assert drift == {"stable": WORKER_REQUESTS * candidates, "canary": 0.0}
     assert len(per_worker) == 2 and sum(per_worker) == WORKER_REQUESTS and min(per_worker) > 0, per_worker
     assert "fusionrank_ready 1.0" in scraped  # livemin over the two workers
     assert not list(files.glob("*.db")), "the operator's directory is emptied at exit"
@@ -139,8 +145,10 @@ def test_three_replicas_one_prometheus_the_fleet_ratio_is_the_sent_ratio(
             query(prom, 'sum by (instance) (fusionrank_feedback_events_total{task="click"})')) == REPLICAS)
         base = base_events(urls[0], rng)
         sent: dict[str, list[float]] = {}
+        # Every third event names the canary arm: the fleet figure sums over arms as over replicas.
         for k, url in enumerate(urls):
-            events = [dict(e, event_id=f"r{k}-{copy}-{i}") for copy in range(k + 1) for i, e in enumerate(base)]
+            events = [dict(e, event_id=f"r{k}-{copy}-{i}", arm="canary" if i % 3 == 0 else "stable")
+                      for copy in range(k + 1) for i, e in enumerate(base)]
             answer = httpx.post(f"{url}/v1/feedback", json={"events": events}, timeout=30).json()
             assert answer["accepted"] == len(events), answer["rejected"][:3]
             for e in events:
@@ -155,7 +163,11 @@ def test_three_replicas_one_prometheus_the_fleet_ratio_is_the_sent_ratio(
         ratios = {r["metric"]["task"]: float(r["value"][1])
                   for r in query(prom, "model_task:fusionrank_calibration_ratio:1h")}
         per_instance = query(prom, 'sum by (instance) (fusionrank_feedback_events_total{task="click"})')
+        per_arm = {r["metric"]["arm"]: float(r["value"][1])
+                   for r in query(prom, 'sum by (arm) (fusionrank_feedback_events_total{task="click"})')}
     assert sorted(float(r["value"][1]) for r in per_instance) == [clicks / 6 * (k + 1) for k in range(REPLICAS)]
+    canary_clicks = sum(1 for i, e in enumerate(base) if e["task"] == "click" and i % 3 == 0) * 6
+    assert per_arm == {"canary": canary_clicks, "stable": clicks - canary_clicks} and 0 < canary_clicks < clicks
     expected = {task: p / y for task, (_, p, y) in sent.items() if y > 0}
     assert ratios.keys() == expected.keys()
     for task, ratio in expected.items():

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-__all__ = ["ADMIN", "ADMIN_TOKENS", "Fleet", "Replica", "free_port", "haproxy_binary", "triple"]
+__all__ = ["ADMIN", "ADMIN_TOKENS", "Arrival", "Fleet", "Replica", "free_port", "haproxy_binary", "triple"]
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKENS = {"alice": "alice-fleet-token-0123456789", "bob": "bob-fleet-token-0123456789ab"}
@@ -66,6 +67,16 @@ class Replica:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When a replica installed a rollout generation, by its own clock (`applied_at`; the replicas share this
+    machine's clock), as seconds after the caller's `since` (a `time.time()`), and how long serving that change
+    took on the replica (its `apply_seconds`: validate, golden batch, load and warm, swap)."""
+
+    seconds: float
+    apply_seconds: float
 
 
 @dataclass
@@ -133,6 +144,26 @@ class Fleet:
         ready = self.http.get(f"{replica.url}/readyz").json()
         rollout = self.http.get(f"{replica.url}/admin/rollouts/home", headers=ADMIN).json()
         return triple(ready["surfaces"]["home"]), int(rollout["serving_generation"])
+
+    def arrivals(self, generation: int, since: float, timeout: float = 30.0) -> list[Arrival]:
+        """Per replica, when it installed `generation`, as seconds after `since` (a `time.time()` taken when the
+        admin write returned): read from the replica's own `applied_at`, so probing latency under load does not
+        count. Fails when a replica has not served it within `timeout` s."""
+        found: dict[int, Arrival] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < len(self.replica_list) and time.monotonic() < deadline:
+            for index, replica in enumerate(self.replica_list):
+                if index in found:
+                    continue
+                rollout = self.http.get(f"{replica.url}/admin/rollouts/home", headers=ADMIN).json()
+                if int(rollout["serving_generation"]) == generation:
+                    applied = datetime.fromisoformat(rollout["applied_at"]).timestamp()
+                    found[index] = Arrival(applied - since, float(rollout["apply_seconds"]))
+            time.sleep(0.02)
+        missing = [r.port for i, r in enumerate(self.replica_list) if i not in found]
+        if missing:
+            raise AssertionError(f"replicas on ports {missing} did not serve generation {generation} in {timeout}s")
+        return [found[i] for i in range(len(self.replica_list))]
 
     def _start_proxy(self) -> None:
         self.proxy_port = free_port()

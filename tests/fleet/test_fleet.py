@@ -20,12 +20,14 @@ import pytest
 from app.artifacts.rollout import ROLLOUT_FILE, load_rollout
 from app.serving.routing import routes_to_canary
 from tests.conftest import BUNDLE
-from tests.fleet.harness import ADMIN, ADMIN_TOKENS, Fleet, triple
+from tests.fleet.harness import ADMIN, ADMIN_TOKENS, Arrival, Fleet, triple
 from tests.lifecycle_helpers import build_store
 
 pytestmark = pytest.mark.slow
 
-POLL = 0.25
+# The replicas' poll interval. "Within 2 poll intervals" holds while a new bundle's warm-up stays under one
+# interval: up to 0.38 s was measured with a load average of 13 on the 2 shared cores, hence 0.5 s, not less.
+POLL = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,10 @@ def test_d_two_admins_racing_exactly_one_wins(fleet: Fleet) -> None:
                                    params={"expected_generation": generation, "reason": f"race {name}"},
                                    headers=headers, timeout=30)
 
+    # Both ask for a change (policy 2): a writer asking for what is served already would change nothing, write
+    # nothing and answer 200 "unchanged" when it got the lock first.
     threads = [threading.Thread(target=write, args=("alice", a.url, "2")),
-               threading.Thread(target=write, args=("bob", b.url, "1"))]
+               threading.Thread(target=write, args=("bob", b.url, "2"))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -150,7 +154,26 @@ def test_b_a_20_percent_canary_is_sticky_across_replicas(fleet: Fleet, body: dic
     print(f"canary share {share:.3f} over 1000 users x 5 requests; users seeing two arms: 0")
 
 
+def _timed_change(fleet: Fleet, path: str, body: dict[str, str], reason: str) -> tuple[int, list[Arrival]]:
+    """Make one change through replica 0's admin API; per replica, when it served the written generation,
+    timed from the moment the admin write returned."""
+    response = httpx.post(f"{fleet.replica_list[0].url}{path}", json=body, params={"reason": reason}, headers=ADMIN,
+                          timeout=30)
+    returned = time.time()  # the replicas' `applied_at` is read on the same clock
+    assert response.status_code == 200, response.text
+    generation = int(response.json()["generation"])
+    return generation, fleet.arrivals(generation, since=returned, timeout=10 * POLL + 10)
+
+
+# What a replica's arrival may add to "one poll interval plus its warm-up": the watcher's pass around the apply
+# (listing the policies folder) and its thread waking up on a loaded machine.
+PASS_SLACK = 0.1
+
+
 def test_a_activations_under_load_converge_without_mixed_answers(fleet: Fleet, body: dict[str, Any]) -> None:
+    """Issue #21, fleet test (a): every replica serves the new triple within 2 poll intervals of the admin write
+    returning, and (Deliver 2) within one poll interval plus its own warm-up; 0 failed requests, 0 answers mixing
+    versions."""
     allowed = {("1", "1", "1"), ("1", "1", "2"), ("2", "2", "2")}
     stop = threading.Event()
     answers: list[tuple[str, str, str]] = []
@@ -174,26 +197,30 @@ def test_a_activations_under_load_converge_without_mixed_answers(fleet: Fleet, b
         worker.start()
     try:
         time.sleep(0.5)
-        admin = fleet.replica_list[0].url
-        policy = httpx.post(f"{admin}/admin/policies/home/activate", json={"version": "2"},
-                            params={"reason": "policy 2 under load"}, headers=ADMIN, timeout=30)
-        assert policy.status_code == 200, policy.text
-        policy_s = _converge(fleet, ("1", "1", "2"), policy.json()["generation"], timeout=2 * POLL + 1.0)
-        model = httpx.post(f"{admin}/admin/surfaces/home/activate",
-                           json={"model_version": "2", "calibration_version": "2"},
-                           params={"reason": "model 2 + calibration 2 under load"}, headers=ADMIN, timeout=30)
-        assert model.status_code == 200, model.text
-        # A new model version is loaded, checked on its golden batch and warmed before it serves.
-        model_s = _converge(fleet, ("2", "2", "2"), model.json()["generation"], timeout=2 * POLL + 2.0)
+        changes = {
+            "policy 2": _timed_change(fleet, "/admin/policies/home/activate", {"version": "2"}, "policy 2 under load"),
+            # A new model version: loaded, checked on its golden batch and warmed before it serves.
+            "model 2 + calibration 2": _timed_change(fleet, "/admin/surfaces/home/activate",
+                                                     {"model_version": "2", "calibration_version": "2"},
+                                                     "model 2 + calibration 2 under load"),
+        }
         time.sleep(0.5)
     finally:
         stop.set()
         for worker in workers:
             worker.join(30)
     assert not failures, failures[:3]
-    assert answers and set(answers) <= allowed, set(answers) - allowed
+    assert answers and set(answers) <= allowed, set(answers) - allowed  # every answer one whole triple
     assert ("2", "2", "2") in answers
-    print(f"converged: policy in {policy_s:.3f}s, model+calibration in {model_s:.3f}s; {len(answers)} answers")
+    generation = changes["model 2 + calibration 2"][0]
+    assert all(fleet.serving(r) == (("2", "2", "2"), generation) for r in fleet.replica_list)
+    for name, (_, arrivals) in changes.items():
+        shown = ", ".join(f"{a.seconds:.3f} s (warm-up {a.apply_seconds:.3f} s)" for a in arrivals)
+        print(f"{name}: every replica in {max(a.seconds for a in arrivals):.3f} s, poll {POLL} s; per replica {shown}")
+        assert max(a.seconds for a in arrivals) <= 2 * POLL, (name, arrivals)
+        for arrival in arrivals:
+            assert arrival.seconds <= POLL + arrival.apply_seconds + PASS_SLACK, (name, arrival)
+    print(f"{len(answers)} answers under load, 0 failed, 0 mixing versions")
 
 
 def test_c_a_replica_killed_mid_activation_comes_back_on_the_current_generation(fleet: Fleet) -> None:

@@ -112,12 +112,12 @@ def test_served_histogram_and_psi_window(scheme: DriftScheme) -> None:
     served = ServedPredictions()
     registry = CollectorRegistry()
     registry.register(served)
-    key = (*_versions(scheme).values(), "click")
+    key = (*_versions(scheme).values(), "stable", "click")
     edges = scheme.edges["click"]
     probabilities = np.full((400, len(scheme.tasks)), 0.5)  # all in the last bucket of every task
     probabilities[:100, 0] = edges[0] / 2  # 100 clicks in the first bucket
     served.observe(scheme, probabilities)
-    labels = dict(zip(["model", "model_version", "calibration_version", "task"], key, strict=True))
+    labels = dict(zip(["model", "model_version", "calibration_version", "arm", "task"], key, strict=True))
     first_edge = repr(float(edges[0]))
     assert registry.get_sample_value("fusionrank_served_prediction_bucket", {**labels, "le": first_edge}) == 100
     assert registry.get_sample_value("fusionrank_served_prediction_bucket", {**labels, "le": "+Inf"}) == 400
@@ -137,6 +137,30 @@ def test_served_histogram_and_psi_window(scheme: DriftScheme) -> None:
     served.tick(window_slots=2, min_predictions=100)
     assert served.psi(*key) is None
     assert registry.get_sample_value("fusionrank_served_prediction_count", labels) == 400
+    # The canary arm of the same versions is primed at zero and was not touched.
+    assert registry.get_sample_value("fusionrank_served_prediction_count", {**labels, "arm": "canary"}) == 0
+
+
+def test_each_arm_has_its_own_histogram_and_psi_window(scheme: DriftScheme) -> None:
+    """A canary serving the very same versions as the stable arm still has its own drift series."""
+    served = ServedPredictions()
+    registry = CollectorRegistry()
+    registry.register(served)
+    low = np.full((300, len(scheme.tasks)), scheme.edges["click"][0] / 2)  # first bucket of every task
+    high = np.full((100, len(scheme.tasks)), 0.99)  # last bucket
+    served.observe(scheme, low, "stable")
+    served.observe(scheme, high, "canary")
+    served.tick(window_slots=2, min_predictions=50)
+    versions = list(_versions(scheme).values())
+    for arm, count, column in (("stable", 300, low[:, 0]), ("canary", 100, high[:, 0])):
+        labels = dict(zip(["model", "model_version", "calibration_version", "arm", "task"],
+                          [*versions, arm, "click"], strict=True))
+        assert registry.get_sample_value("fusionrank_served_prediction_count", labels) == count
+        expected = population_stability_index(scheme.reference["click"], np.bincount(
+            scheme.bucket_of("click", column), minlength=len(scheme.edges["click"]) + 1).astype(float))
+        assert served.psi(*versions, arm, "click") == pytest.approx(expected)
+        assert registry.get_sample_value("fusionrank_prediction_psi", labels) == pytest.approx(expected)
+    assert served.psi(*versions, "stable", "click") != served.psi(*versions, "canary", "click")
 
 
 def test_catalog_reads_older_versions_and_remembers_misses_briefly(store_copy: tuple[Path, Path]) -> None:

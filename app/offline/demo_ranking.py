@@ -1,7 +1,7 @@
 """The demo's `home` policy with the ranking capabilities of `app.artifacts.policy_ranking`: version 1 changed.
 
 `fusionrank demo` writes it as version 2 beside version 1, which stays active; the repository ships the same
-policy as `policies/home/3.yaml` (its versions 1 and 2 were there first; `tests/offline/test_demo_ranking.py`
+policy as `policies/home/3.yaml` (its versions 1 and 2 were there first; `tests/cli/test_shipped_ranking_policy.py`
 checks the file is what this module writes: regenerate it with
 `python -m app.offline.demo_ranking 3 > policies/home/3.yaml`). Serve it with `policy_version` or compare it with
 version 1 with `fusionrank simulate --policy 1.yaml --policy 3.yaml` on logged candidate sets. It changes:

@@ -5,13 +5,18 @@ calibration added, policy home/1):
 - fusionrank, row JSON, column JSON and Arrow bodies;
 - BentoML 1.4 with onnxruntime (1 intra-op thread) and pydantic IO (bench/peer_apps/bento_service.py);
 - FastAPI + a pydantic model per candidate + torch eager (bench/peer_apps/torch_app.py), the torch
-  module rebuilt from the ONNX weights.
+  module rebuilt from the ONNX weights;
+- a careful hand-written FastAPI app: raw body, orjson, numpy, onnxruntime (bench/peer_apps/handwritten_app.py;
+  no validation, no metrics), run by this Python.
 First every server ranks the same 1000-candidate request and their top-10 ids must equal
 fusionrank's; then `hey` drives each at concurrency 1 and 8 in alternating rounds, so that load
 spikes from other jobs on a shared machine hit every server alike. The in-process floor and the
-raw ort.run time of the same run are recorded too. Peers run from their own venv (the `bench`
-extra: `python -m venv .venv-bench && .venv-bench/bin/pip install -e ".[bench]"`).
+raw ort.run time of the same run are recorded too, and the issue's targets are checked against the
+same rounds: at c=8, Arrow >= 10x BentoML's requests/s, row JSON >= 3x BentoML's and >= 1.1x the
+hand-written app's. BentoML and torch run from their own venv (the `bench` extra: `python -m venv
+.venv-bench && .venv-bench/bin/pip install -e ".[bench]"`).
 Usage: python bench/peers.py [--requests N] [--rounds N] [--peer-python PATH] [--model demo|reference]
+       [--record]   (--record appends the table to bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from bench.live import session_priority
 from bench.score_bench import body_of, in_process
 
 JSON = "application/json"
+BENTO = "BentoML 1.4 (ORT)"
+HANDWRITTEN = "FastAPI hand-written (raw body, orjson, numpy, ORT)"
 
 
 def peer_versions(python: str) -> str:
@@ -84,7 +91,7 @@ def servers(store: tuple[Path, Path], python: str) -> Iterator[dict[str, tuple[S
         started: dict[str, tuple[Served, str]] = {}
         started["fusionrank"] = (stack.enter_context(served(free_port(), store=store)), "/v1/score")
         port = free_port()
-        started["BentoML 1.4 (ORT)"] = (stack.enter_context(served(
+        started[BENTO] = (stack.enter_context(served(
             port, env, timeout_s=180, ready_path="/readyz",
             command=[python, "-m", "bentoml", "serve", "bench.peer_apps.bento_service:Ranker", "--port", str(port),
                      "--host", "127.0.0.1"],
@@ -93,6 +100,12 @@ def servers(store: tuple[Path, Path], python: str) -> Iterator[dict[str, tuple[S
         started["FastAPI + pydantic + torch eager"] = (stack.enter_context(served(
             port, env, timeout_s=180, ready_path="/docs",
             command=[python, "-m", "uvicorn", "bench.peer_apps.torch_app:app", "--port", str(port),
+                     "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
+        )), "/v1/score")
+        port = free_port()
+        started[HANDWRITTEN] = (stack.enter_context(served(
+            port, env, timeout_s=60, ready_path="/docs",
+            command=[sys.executable, "-m", "uvicorn", "bench.peer_apps.handwritten_app:app", "--port", str(port),
                      "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
         )), "/v1/score")
         yield started
@@ -105,6 +118,7 @@ def main() -> None:
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle every server serves")
     parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
+    parser.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
     args = parser.parse_args()
     priority = session_priority(args.session_nice)
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-peers-")), args.model)
@@ -157,18 +171,29 @@ def main() -> None:
         f"floor (a) p50 {floor['(a) floor'][0]:.2f} ms, ort.run (o) p50 "
         f"{floor['(o) ort.run'][0]:.2f} ms, fusionrank pipeline (b) rows p50 {floor['(b) rows'][0]:.2f} ms",
         "",
-        "| server | c=1 p50 / p99 ms | c=8 p50 / p99 ms | c=8 requests/s | c=8 throughput vs BentoML |",
-        "|---|---:|---:|---:|---:|",
+        "| server | c=1 p50 / p99 ms | c=8 p50 / p99 ms | c=8 requests/s | c=8 vs BentoML | c=8 vs hand-written |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    bento = len(samples[("BentoML 1.4 (ORT)", 8)]) / spent[("BentoML 1.4 (ORT)", 8)]
+    rates = {label: len(samples[(label, 8)]) / spent[(label, 8)] for label, *_ in cases}
+    bento, handwritten = rates[BENTO], rates[HANDWRITTEN]
     for label, *_ in cases:
         p50_1, p99_1 = percentiles(samples[(label, 1)])
         p50_8, p99_8 = percentiles(samples[(label, 8)])
-        rate = len(samples[(label, 8)]) / spent[(label, 8)]
-        table.append(f"| {label} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:.1f} | "
-                     f"{rate / bento:.2f}x |")
+        table.append(f"| {label} | {p50_1:.2f} / {p99_1:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rates[label]:.1f} | "
+                     f"{rates[label] / bento:.2f}x | {rates[label] / handwritten:.2f}x |")
+    arrow_x, rows_x = rates["fusionrank, Arrow in and out"] / bento, rates["fusionrank, row JSON"] / bento
+    rows_h = rates["fusionrank, row JSON"] / handwritten
+    table += ["", "Targets (issue #26, c=8, the same rounds): "
+              f"Arrow >= 10x BentoML: {arrow_x:.2f}x ({_verdict(arrow_x, 10)}); "
+              f"row JSON >= 3x BentoML: {rows_x:.2f}x ({_verdict(rows_x, 3)}); "
+              f"row JSON >= 1.1x hand-written: {rows_h:.2f}x ({_verdict(rows_h, 1.1)})."]
     print("\n".join(table))
-    append_results("bench/peers.py", table)
+    if args.record:
+        append_results("bench/peers.py", table)
+
+
+def _verdict(measured: float, target: float) -> str:
+    return "met" if measured >= target else f"missed by {(1 - measured / target) * 100:.0f} %"
 
 
 if __name__ == "__main__":

@@ -12,17 +12,24 @@
     reading the same body and answering 3 kB, no framework, no work) at concurrency 1; the scale
     curve (10, 100, 1000, 5000 candidates at concurrency 1) with the server's CPU per candidate
     read from /proc;
+(w) two workers vs one (`fusionrank serve --workers 2`, prometheus_client's multiprocess metrics) at
+    concurrency 16, 1000 candidates per body format, alternating rounds; `hey` runs on the same cores,
+    so its share of the CPU used (server + hey) is recorded beside each figure;
+(s) sizing: candidates/s per core of server CPU per body format, from the scale curve's CPU per candidate;
 (k) with --knobs: ORT intra-op threads, scoring on the event loop or a thread, uvicorn workers;
     cold start to ready and RSS per worker.
 The machine may be shared: every table records the load average, and ratios compare figures
-measured in the same run. Prints markdown tables and appends them to bench/RESULTS.md.
+measured in the same run. Prints markdown tables; with --record appends them to bench/RESULTS.md.
 Usage: python bench/score_bench.py [--requests N] [--repeats N] [--no-http] [--knobs] [--model demo|reference]
+       [--record]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -114,12 +121,17 @@ class Floor:
         ]})
 
 
+def service_state(store: tuple[Path, Path]) -> ServiceState:
+    """A service's state with the store's snapshot installed, as `fusionrank serve` would hold it."""
+    state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
+    state.install(load_snapshot(*store))
+    return state
+
+
 def reference_cases(store: tuple[Path, Path], n: int) -> tuple[dict[str, Callable[[], Any]], ServiceState]:
     """(a) floor and (o) ort.run on a request of n candidates, and a service state to run (b) on."""
-    snapshot = load_snapshot(*store)
-    state = ServiceState(settings=Settings(model_store=store[0], policies=store[1]), metrics=ServiceMetrics())
-    state.install(snapshot)
-    binding = snapshot.route("home").binding(None)
+    state = service_state(store)
+    binding = state.snapshot.route("home").binding(None)
     floor = Floor(binding)
     rows = body_of("rows", n)[0]
     parsed = orjson.loads(rows)
@@ -135,10 +147,10 @@ def in_process(store: tuple[Path, Path], n: int, repeats: int) -> dict[str, tupl
     """name -> (p50 ms, p99 ms, CPU µs per candidate), all interleaved in one loop."""
     cases, state = reference_cases(store, n)
     for fmt in FORMATS:
-        body = body_of(fmt, n)[0]
+        body, media = body_of(fmt, n)
         arrow = fmt == "arrow"
-        cases[f"(b) {fmt}"] = lambda body=body, arrow=arrow: _answer(
-            state, body, arrow, arrow, time.perf_counter(), NO_DEADLINE
+        cases[f"(b) {fmt}"] = lambda body=body, media=media, arrow=arrow: _answer(
+            state, body, media, arrow, time.perf_counter(), NO_DEADLINE
         )
     gc.collect()
     gc.freeze()  # as the service does after start-up
@@ -220,6 +232,59 @@ def scale_curve(server: Any, requests: int) -> dict[tuple[str, int], tuple[float
     return out
 
 
+def hey_cpu_seconds() -> float:
+    """CPU time of the finished child processes so far: `hey` runs are the children waited for in between."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU of a `fusionrank serve` process and, with several workers, of uvicorn's worker children."""
+    def cpu(process: int) -> float:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu(pid) + sum(cpu(int(child)) for child in children)
+
+
+def two_workers(store: tuple[Path, Path], requests: int, rounds: int = 2) -> list[str]:
+    """(w): requests/s of 1 and 2 workers at concurrency 16, 1000 candidates, per body format."""
+    rates: dict[tuple[str, int], list[float]] = {}
+    shares: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for workers in (1, 2):
+            with served(free_port(), store=store, workers=workers) as server:
+                for fmt in FORMATS:
+                    body, kind = body_of(fmt, 1000)
+                    accept = ARROW_MEDIA_TYPE if fmt == "arrow" else None
+                    url = f"{server.url}/v1/score"
+                    hey(url, body, kind, count=64, concurrency=16, accept=accept)  # warm-up
+                    s0, h0 = server_cpu_seconds(server.pid), hey_cpu_seconds()
+                    ok, elapsed = hey(url, body, kind, count=requests, concurrency=16, accept=accept)
+                    server_cpu, hey_cpu = server_cpu_seconds(server.pid) - s0, hey_cpu_seconds() - h0
+                    rates.setdefault((fmt, workers), []).append(len(ok) / elapsed)
+                    shares.setdefault((fmt, workers), []).append(hey_cpu / max(server_cpu + hey_cpu, 1e-9))
+    lines = [
+        "| body | 1 worker requests/s | 2 workers requests/s | 2 / 1 | hey's share of the CPU used, 1 / 2 workers |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for fmt in FORMATS:
+        one, two = (float(np.median(rates[(fmt, w)])) for w in (1, 2))
+        share_1, share_2 = (float(np.mean(shares[(fmt, w)])) * 100 for w in (1, 2))
+        lines.append(f"| {fmt} | {one:.1f} | {two:.1f} | **{two / one:.2f}x** | {share_1:.0f} % / {share_2:.0f} % |")
+    return lines
+
+
+def sizing(curve: dict[tuple[str, int], tuple[float, float, float]]) -> list[str]:
+    """(s): candidates/s one core of server CPU scores, per body format and request size (HTTP included)."""
+    lines = ["| candidates per request | " + " | ".join(f"{fmt} candidates/s per core" for fmt in FORMATS) + " |",
+             "|---:|" + "---:|" * len(FORMATS)]
+    for n in SIZES:
+        lines.append(f"| {n} | " + " | ".join(f"{1e6 / curve[(fmt, n)][2]:,.0f}" for fmt in FORMATS) + " |")
+    return lines
+
+
 def knobs(store: tuple[Path, Path], requests: int) -> list[str]:
     """One line per configuration: c=1 p50, c=8 p50/p99 and rate (row JSON, 1000), ready s, RSS."""
     lines = [
@@ -266,6 +331,8 @@ def main() -> None:
     parser.add_argument("--knobs", action="store_true", help="also measure the deployment knobs (k)")
     parser.add_argument("--model", choices=sorted(MODELS), default="demo", help="the bundle to serve")
     parser.add_argument("--session-nice", type=int, help="niceness of the bench's own autogroup (needs setsid)")
+    parser.add_argument("--no-workers", action="store_true", help="skip (w), the two-worker comparison")
+    parser.add_argument("--record", action="store_true", help="append the tables to bench/RESULTS.md")
     args = parser.parse_args()
     priority = session_priority(args.session_nice)
     store = segmented_store(Path(tempfile.mkdtemp(prefix="fusionrank-bench-")), args.model)
@@ -283,12 +350,23 @@ def main() -> None:
         "| candidates | stage | p50 ms | p99 ms | CPU µs/candidate | p50 / floor | load average |",
         "|---:|---|---:|---:|---:|---:|---|",
     ]
+    beyond: dict[tuple[str, int], float] = {}
     for n in SIZES:
         repeats = max(20, args.repeats * 1000 // max(n, 1000)) if n >= 1000 else args.repeats
         results = in_process(store, n, repeats)
         floor = results["(a) floor"][0]
         for name, (p50, p99, cpu) in results.items():
             lines.append(f"| {n} | {name} | {p50:.3f} | {p99:.3f} | {cpu:.2f} | {p50 / floor:.2f} | {load_average()} |")
+        for fmt in FORMATS:
+            beyond[(fmt, n)] = results[f"(b) {fmt}"][0] - results["(o) ort.run"][0]
+        beyond[("floor ratio", n)] = results["(b) rows"][0] / floor
+    lines += ["", "Targets (issue #26, in process, p50 of the pipeline minus p50 of ort.run): at 10 candidates "
+              "<= 0.1 ms for every body format: "
+              + ", ".join(f"{fmt} {beyond[(fmt, 10)]:.3f} ms" for fmt in FORMATS)
+              + "; at 1000 candidates <= 0.5 ms for column JSON and Arrow: "
+              + ", ".join(f"{fmt} {beyond[(fmt, 1000)]:.3f} ms" for fmt in ("columns", "arrow"))
+              + f"; row JSON within 1.1x the hand-written floor (a) at 1000: {beyond[('floor ratio', 1000)]:.2f}x. "
+              "bench/stage_profile.py breaks these down by stage."]
     print("\n".join(lines), flush=True)
     if not args.no_http:
         references = reference_cases(store, 1000)[0]
@@ -304,8 +382,9 @@ def main() -> None:
             f"ort.run (o) p50 = {ort_1000:.3f} ms, measured in process between the HTTP runs of the same rounds):",
             "",
             "| body | c=1 p50 / p99 ms | p50 / floor | p50 / ort.run | p99 / p50 | c=8 p50 / p99 ms | c=8 requests/s "
-            "| transport floor p50 ms / CPU ms | (transport floor + ort.run) / ort.run |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| transport floor p50 ms / CPU ms | (transport floor + ort.run) / ort.run "
+            "| p50 / (transport floor + ort.run) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for fmt in FORMATS:
             p50, p99, _ = formats[(fmt, 1)]
@@ -313,7 +392,11 @@ def main() -> None:
             bare, bare_cpu = transport[fmt]
             lines.append(f"| {fmt} | {p50:.2f} / {p99:.2f} | {p50 / floor_1000:.2f} | {p50 / ort_1000:.2f} | "
                          f"{p99 / p50:.2f} | {p50_8:.2f} / {p99_8:.2f} | {rate:.1f} | {bare:.2f} / {bare_cpu:.2f} | "
-                         f"{(bare + ort_1000) / ort_1000:.2f} |")
+                         f"{(bare + ort_1000) / ort_1000:.2f} | {p50 / (bare + ort_1000):.2f} |")
+        arrow_ratio = formats[("arrow", 1)][0] / (transport["arrow"][0] + ort_1000)
+        verdict = "met" if arrow_ratio <= 1.3 else f"missed by {arrow_ratio / 1.3 - 1:.0%}"
+        lines += ["", "Target (issue #26): Arrow p50 at 1000 candidates <= 1.3x (transport floor + ort.run): "
+                  f"**{arrow_ratio:.2f}x** ({verdict})."]
         lines += ["", "The transport floor is bench/peer_apps/transport_floor.py under uvicorn, sent the same body at "
                   "concurrency 1 right after the curve below (`hey` reports whole 0.1 ms): HTTP alone, before any "
                   "parsing or model; its last column is the least `p50 / ort.run` any Python ASGI server reaches here."]
@@ -327,10 +410,21 @@ def main() -> None:
             cells = " | ".join(f"{curve[(f, n)][0]:.2f} | {curve[(f, n)][1]:.1f} | {curve[(f, n)][2]:.1f}"
                                for f in FORMATS)
             lines.append(f"| {n} | {cells} |")
+        lines += ["", "Sizing: candidates/s per core of server CPU (1e6 / the curve's CPU µs per candidate; HTTP "
+                  "parsing included, `hey` excluded). A worker is one core (the GIL); plan at 60-70 % of it:", "",
+                  *sizing(curve)]
+    if not args.no_http and not args.no_workers:
+        load_before = load_average()
+        workers_table = two_workers(store, args.requests)
+        lines += ["", f"Two workers vs one at concurrency 16, 1000 candidates (load average {load_before} before, "
+                  f"{load_average()} after; multiprocess metrics on with 2 workers; `hey` on the same 2 cores, its "
+                  "CPU from getrusage, the server's from /proc; median of 2 alternating rounds; target 2 / 1 >= 1.8x):",
+                  "", *workers_table]
     if args.knobs:
         lines += ["", "Deployment knobs (row JSON, 1000 candidates):", "", *knobs(store, args.requests)]
     print("\n".join(lines))
-    append_results("bench/score_bench.py", lines)
+    if args.record:
+        append_results("bench/score_bench.py", lines)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ class ModelManifest(StrictModel):
     # task -> metric name -> value, measured on held-out data at training time.
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     parity: ParityCheck | None = None
+    # Columns the model was trained with but does not read: a training-only position input whose tower
+    # was dropped at export (the graph has no position input; the model ranks without position).
+    training_only_inputs: list[str] | None = None
     created_at: datetime
     code_version: str
 

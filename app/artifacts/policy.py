@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from app.artifacts.bounds import MAX_ATTRIBUTE_MAGNITUDE, MAX_SLATE_SIZE, Probability, SlateCap, SlateSize, Weight
+from app.artifacts.cascade import Cascade
 from app.artifacts.common import Identifier, StrictModel
 from app.artifacts.policy_ranking import RankingRules, check_ranking_references, ranking_utility_bound
 
@@ -240,6 +241,8 @@ class PolicyFile(StrictModel):
     overrides: list[Override] = Field(default_factory=list)
     exploration: Exploration | None = None
     ranking: RankingRules | None = None
+    # A light first-stage bundle that passes its top_n to `model` (`app.artifacts.cascade`).
+    cascade: Cascade | None = None
     governance: Governance
 
     @model_validator(mode="after")

@@ -57,10 +57,18 @@ def export(
         result = export_run(run, out, calibration_version=calibration_version, overwrite=overwrite)
     parity = result.manifest.parity
     if parity is not None:
+        reference = "LightGBM" if (run / "gbt").is_dir() else "torch"  # the GBT family's run keeps boosters
         console.print(
-            f"parity torch vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}"
+            f"parity {reference} vs onnxruntime at batch {parity.batch_sizes}: max |diff| = {parity.max_abs_diff:.2e}"
         )
     console.print(f"bundle: {result.bundle_dir} (calibration {result.calibration.version})")
+
+
+def _cell(metric: str, value: Any) -> str:
+    """A metric as the table shows it: counts as integers (16281, not 1.628e+04), the rest to 4 digits."""
+    if value is None:
+        return "n/a"
+    return f"{int(value)}" if metric == "count" else f"{value:.4g}"
 
 
 def _print_report(console: Console, report: dict[str, Any]) -> None:
@@ -73,5 +81,5 @@ def _print_report(console: Console, report: dict[str, Any]) -> None:
         table.add_column(m)
     for task, entry in report["tasks"].items():
         overall = entry["overall"]
-        table.add_row(task, *("n/a" if overall.get(m) is None else f"{overall[m]:.4g}" for m in metrics))
+        table.add_row(task, *(_cell(m, overall.get(m)) for m in metrics))
     console.print(table)

@@ -178,6 +178,10 @@ def simulate(
                                                     " served ones")] = None,
     model_calibration: Annotated[str | None, typer.Option(help="with --model: the bundle's calibration version"
                                                                 " (default: its highest)")] = None,
+    cascade_store: Annotated[Path | None, typer.Option(help="a model store: replay each --policy's `cascade` (first"
+                                                             " stage and model) on the logged features and report"
+                                                             " the quality lost against scoring every candidate")
+                             ] = None,
 ) -> None:
     """Replay logged requests under policies with the service's own composition; report and plot."""
     from app.cli.tuning_runs import ope_settings, run_simulate
@@ -189,7 +193,7 @@ def simulate(
                             segments=segment, mix=mix, x=x, y=y, emit_policy=emit_policy, pick=pick,
                             emit_version=emit_version, show_progress=progress, replayer=replayer,
                             ope=ope_settings(k, ope_metric, confidence, bootstrap, seed) if ope else None,
-                            model=model, model_calibration=model_calibration)
+                            model=model, model_calibration=model_calibration, cascade_store=cascade_store)
 
     with user_errors(ValueError):
         if engine.on_spark():
@@ -208,4 +212,8 @@ def simulate(
         print_ope_result(result)
     if "model_replay" in result:
         print_model_replay(result["model_replay"])
+    for label, quality in result.get("cascade", {}).items():
+        typer.echo(f"cascade of {label} (top_n={quality['top_n']}): overlap@{k}={quality[f'overlap@{k}']:.4f}"
+                   f" ndcg@{k}={quality[f'ndcg@{k}']:.4f} utility ratio={quality['utility_ratio']:.4f},"
+                   f" {quality['cut_share']:.1%} of candidates cut")
     typer.echo(f"wrote {out / 'report.md'}, {out / 'pareto.png'}, {out / 'results.json'}")

@@ -17,6 +17,7 @@ from app.artifacts.loading import parse_artifact, read_yaml
 from app.artifacts.policy import PolicyFile
 from app.errors import ArtifactError, PolicyError
 from app.offline.ope.evaluate import OpeSettings, ope_markdown, read_joined_log
+from app.offline.tuning.cascade_replay import cascade_markdown, cascade_quality
 from app.offline.tuning.constrained import ConstrainedTuner
 from app.offline.tuning.frontier import frontier_markdown, plot_frontier, sweep_bounds, sweep_frontier
 from app.offline.tuning.logs import CandidateLog, read_candidate_log
@@ -154,22 +155,24 @@ def run_simulate(
     k: int, top_k: int | None, context: Sequence[str], segments: Sequence[str], mix: Sequence[str], x: str | None,
     y: str | None, emit_policy: bool, pick: str | None, emit_version: str | None, show_progress: bool,
     replayer: LogReplayer | None = None, ope: OpeSettings | None = None, model: Path | None = None,
-    model_calibration: str | None = None,
+    model_calibration: str | None = None, cascade_store: Path | None = None,
 ) -> dict[str, Any]:
     """Replay policies (plus a weight grid and tuned weights on the first) on the logs; write report.md,
     pareto.png and results.json (and a draft policy). `replayer` (e.g. Spark's) replaces reading `logs` here.
     With `ope`, every variant's value is also estimated off-policy from the logged propensities; with `model`,
-    that bundle rescores the logged features and every variant is replayed on its predictions too."""
+    that bundle rescores the logged features and every variant is replayed on its predictions too; with
+    `cascade_store`, every policy with a `cascade` is replayed with both of its bundles from that store and
+    compared with scoring every candidate with its main model (`app.offline.tuning.cascade_replay`)."""
     if not policies:
         raise ValueError("give at least one --policy (the --grid varies the first one)")
-    if (ope is not None or model is not None) and replayer is not None:
-        raise ValueError("--ope and --model run on the local engine: give --logs JOINED.parquet without --engine"
-                         " spark")
+    if (ope is not None or model is not None or cascade_store is not None) and replayer is not None:
+        raise ValueError("--ope, --model and --cascade-store run on the local engine: give --logs JOINED.parquet"
+                         " without --engine spark")
     context_map = {name: column for name, column in (_split(c, "--context") for c in context)}
     local: CandidateLog | None = None
     log: LogReplayer
     if replayer is None:
-        joined = ope is not None or model is not None
+        joined = ope is not None or model is not None or cascade_store is not None
         local = read_joined_log(Path(logs)) if joined else read_candidate_log(Path(logs))
         log = LocalReplayer(local)
     else:
@@ -238,6 +241,13 @@ def run_simulate(
         replayed = model_replay(local, variants, model, k=k, calibration=model_calibration, ope=replay_ope,
                                 top_k=top_k, context=context_map)
         report += model_replay_markdown(replayed)
+    cascades = None
+    if cascade_store is not None and local is not None:
+        cascades = {v.label: cascade_quality(local, v.policy, v.source, cascade_store, k=k, top_k=top_k,
+                                             context=context_map) for v in variants if v.policy.cascade is not None}
+        if not cascades:
+            raise ValueError("--cascade-store: no --policy declares a `cascade` to replay")
+        report += "".join(cascade_markdown(label, quality) for label, quality in cascades.items())
     (out / "report.md").write_text(report, encoding="utf-8")
     summary = {"k": k, "x": x_metric, "y": y_metric, "pareto": front, "metrics": result.metrics,
                "segments": result.segments, "variants": {v.label: v.source for v in variants},
@@ -246,6 +256,8 @@ def run_simulate(
         summary["ope"] = estimates
     if replayed is not None:
         summary["model_replay"] = replayed
+    if cascades is not None:
+        summary["cascade"] = cascades
     _write_json(out / "results.json", summary)
     return summary
 

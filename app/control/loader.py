@@ -10,6 +10,9 @@ A policy version that fails any check is left out and reported in `problems`; a 
 active version fails is not served at all (never a silent fallback to another version); a shadow
 pointer to a version that fails is reported and ignored.
 
+A policy with a `cascade` binds its first-stage bundle too (`app.control.cascade_binding`), with the
+same checks; the policy is refused if either bundle fails.
+
 Bundles already loaded (`reuse`) are not loaded again: a policy change never reloads ONNX.
 """
 
@@ -31,6 +34,7 @@ from app.artifacts.loading import (
 )
 from app.artifacts.policy import ModelRef
 from app.artifacts.rollout import ROLLOUT_FILE
+from app.control.cascade_binding import bind_first_stage
 from app.control.paths import confined
 from app.control.pins import PIN_FILE, BundlePin, read_pin
 from app.control.pointers import ACTIVE_FILE, SHADOW_FILE, read_pointer
@@ -131,7 +135,8 @@ class BundleCache:
             )
         calibration = self.calibration(bundle, policy.calibration_version)
         check_policy_against(policy, bundle.manifest, calibration.version, policy_path)
-        return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration)
+        first = None if policy.cascade is None else bind_first_stage(self, policy, bundle.manifest, policy_path)
+        return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration, first)
 
 
 def load_snapshot(
@@ -165,7 +170,7 @@ def load_snapshot(
     for problem in problems:
         log.error("artifact problem: %s", problem)
     # Keep only bundles some route uses (a pin may leave its policy file's own model unused).
-    used = {id(b.bundle) for route in surfaces.values() for b in route.bindings()}
+    used = {id(m) for route in surfaces.values() for b in route.bindings() for m in b.bundles()}
     bundles = {key: bundle for key, bundle in cache.bundles.items() if id(bundle) in used}
     return ServingSnapshot(
         surfaces=surfaces, problems=tuple(problems), loaded_at=time.time(), bundles=bundles, unserved=unserved

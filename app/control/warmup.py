@@ -23,7 +23,8 @@ import orjson
 from app.control.loader import BundleCache
 from app.errors import FusionrankError, PolicyError
 from app.serving.bundle import BundlePin, PolicyBinding, ServingSnapshot
-from app.serving.scorer import ScoreInput, score
+from app.serving.cascade import first_stage_scores, score_request
+from app.serving.scorer import ScoreInput
 
 __all__ = ["SAMPLE_REQUEST", "DryRun", "GoldenBatch", "GoldenDecoder"]
 
@@ -63,7 +64,9 @@ class GoldenBatch:
             try:
                 scored = self._decode(orjson.dumps({**sample, "surface": surface, "policy_version": None}))
                 for _ in range(rounds):
-                    score(binding, scored)
+                    score_request(binding, scored)
+                    if binding.first_stage is not None:  # run even when the batch is smaller than top_n
+                        first_stage_scores(binding.first_stage, scored)
             except FusionrankError as exc:
                 problems.append(f"{binding.bundle.path}/{SAMPLE_REQUEST} on surface {surface!r}: {exc.message}")
         for problem in problems:
@@ -96,7 +99,8 @@ class GoldenBatch:
         report = DryRun(len(scored.ids))
         for label, request in contexts:
             try:
-                outcome = score(binding, request)
+                outcome = score_request(binding, request)
+                first = None if binding.first_stage is None else first_stage_scores(binding.first_stage, request)
             except FusionrankError as exc:
                 at = exc.details[0].field or "" if exc.details else ""
                 where = f" at {at}" if at else ""
@@ -107,7 +111,14 @@ class GoldenBatch:
                     f"dry run on the golden batch ({sample_path}, {label}) failed{where}: {exc.message}",
                     "declare each attribute with the JSON type the ranking backend sends (see the golden batch)",
                 ) from None
-            if not np.isfinite(outcome.utility).all():
+            if first is not None and not np.isfinite(first).any():
+                raise PolicyError(
+                    policy_path, "cascade.model",
+                    f"dry run ({label}): the first stage scores no golden candidate with a finite number",
+                    "check the first-stage model and calibration (cascade.model, cascade.calibration_version)",
+                )
+            scored_utility = outcome.utility if outcome.cascade is None else outcome.utility[outcome.cascade.passed]
+            if not np.isfinite(scored_utility).all():
                 raise PolicyError(
                     policy_path, "utility", f"dry run ({label}): a utility is not finite",
                     "keep weights and value attributes finite",

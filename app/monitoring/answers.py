@@ -27,17 +27,21 @@ class AnswerMetrics:
             self.served_log.offer(answer)
         metrics, outcome = self.metrics, answer.outcome
         surface = answer.request.surface
-        stage = metrics.stage_latency
+        series_cache = metrics.series
         for name, seconds in outcome.timings.items():
-            stage.labels(name).observe(seconds)
+            series_cache.stage(name).observe(seconds)
         candidates = len(answer.request.candidates.ids)
-        metrics.candidates.labels(surface).inc(candidates)
-        top = float(outcome.utility[outcome.ranked[0]]) if outcome.ranked.size else None
-        metrics.observe_triple(surface, answer.arm, outcome.binding, candidates, answer.seconds, top)
+        series = series_cache.of(surface, answer.arm, outcome.binding)
+        series.candidates.inc(candidates)
+        series.requests.inc()
+        series.served_candidates.inc(candidates)
+        series.latency.observe(answer.seconds)
+        if outcome.ranked.size:
+            series.utility.observe(float(outcome.utility[outcome.ranked[0]]))
         # Every scored candidate, before filters, under the arm that served it.
-        metrics.observe_served(outcome.binding, outcome.probabilities, answer.arm)
+        metrics.served.observe(series.scheme, outcome.probabilities, answer.arm)
         for group in outcome.filtered:
-            metrics.filtered.labels(surface, group.stage, group.rule).inc(len(group.indices))
+            series.filtered_by(metrics, surface, group.stage, group.rule).inc(len(group.indices))
         if outcome.ranking is not None:
             for shortfall in outcome.ranking.shortfalls:
                 metrics.minimum_shortfalls.labels(surface, shortfall.rule).inc()
@@ -52,9 +56,10 @@ class AnswerMetrics:
             metrics.shadow_overlap.labels(*labels).observe(shadow.comparison.overlap)
             if shadow.comparison.mean_rank_shift is not None:
                 metrics.shadow_rank_shift.labels(*labels).observe(shadow.comparison.mean_rank_shift)
-        stage.labels("shadow").observe(shadow.seconds)
+        series_cache.stage("shadow").observe(shadow.seconds)
 
     def coded(self, decode_seconds: float, encode_seconds: float) -> None:
         """Time spent reading the body into a request and writing the answer (`app.protocol`)."""
-        self.metrics.stage_latency.labels("decode").observe(decode_seconds)
-        self.metrics.stage_latency.labels("encode").observe(encode_seconds)
+        stages = self.metrics.series.stages
+        stages["decode"].observe(decode_seconds)
+        stages["encode"].observe(encode_seconds)

@@ -23,6 +23,7 @@ from app.monitoring.catalog import SchemeCatalog
 from app.monitoring.feedback import FeedbackCounters
 from app.monitoring.multiproc import clear_gauge, exposition, multiprocess_dir, retire_process
 from app.monitoring.psi import ServedPredictions
+from app.monitoring.series import SeriesCache
 from app.serving.bundle import PolicyBinding, ServingSnapshot
 
 __all__ = [
@@ -110,6 +111,7 @@ class ServiceMetrics:
         self._admission(r)
         self._lifecycle(r)
         self._served_log(r)
+        self.series = SeriesCache(self)  # the children each answer writes, resolved once per triple
         path = multiprocess_dir()
         if path is not None:  # a worker that exits drops its live gauges (uvicorn has no hook for the parent)
             atexit.register(retire_process, path, os.getpid())
@@ -313,6 +315,7 @@ class ServiceMetrics:
         )
 
     def observe_snapshot(self, snapshot: ServingSnapshot) -> None:
+        self.series.clear()
         clear_gauge(self.active)
         for surface, route in snapshot.surfaces.items():
             versions = route.binding(None).versions()

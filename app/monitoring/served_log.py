@@ -303,7 +303,13 @@ class _ServedColumns:
             _float_map(terms, outcome.contributions), numeric, categorical,
             *self._attributes(outcome.binding.policy.file.attributes, outcome.attributes, n),
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        trace = outcome.cascade
+        if trace is not None and trace.cut.size:  # cut by the first stage: never scored by the model, not logged
+            keep = np.ones(n, dtype=bool)
+            keep[trace.cut] = False
+            batch = batch.filter(pa.array(keep))
+        return batch
 
     def _attributes(self, declared: Mapping[str, str], columns: Mapping[str, object], n: int) -> list[pa.Array]:
         """Three maps (number, string, boolean) of the declared attributes; a missing value is left out."""

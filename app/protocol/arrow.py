@@ -11,18 +11,18 @@ the rest of the JSON answer (versions, filtered, debug...) is JSON in the metada
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.protocol.arrow_out import RESPONSE_KEY, arrow_answer
 from app.protocol.envelope import MAX_COLUMNS, check_batch, check_context_size, too_many_candidates, validation_error
 from app.protocol.ipc import DeclaredStream, declared_stream
-from app.protocol.schemas import ScoreEnvelope
+from app.protocol.schemas import MAX_ID_LENGTH, ScoreEnvelope
 from app.serving.columns import CandidateColumns, Column, EncodedStrings
 from app.serving.scorer import ScoreInput
 
@@ -30,17 +30,22 @@ __all__ = ["ARROW_MEDIA_TYPE", "REQUEST_KEY", "RESPONSE_KEY", "arrow_answer", "d
 
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 REQUEST_KEY = b"fusionrank.request"
-RESPONSE_KEY = b"fusionrank.response"
 # A stream of many small batches costs a Python object each; clients send one.
 MAX_BATCHES = 64
 _CONVERSION_BYTES = 16
+# Up to this many rows a string column is read as Python strings: `dictionary_encode` costs ~10 µs
+# whatever the length, more than `to_pylist` and the encoders' lookups below a few hundred values.
+SMALL_STRING_COLUMN = 256
 _FIX = "send one record batch stream written by pyarrow.ipc.new_stream (or another Arrow IPC writer)"
 _STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string(), pa.string_view()))
+_PLAIN_STRING_TYPE_IDS = frozenset(kind.id for kind in (pa.string(), pa.large_string()))
 _BOOL_TYPE_ID = pa.bool_().id
 _NUMERIC_TYPE_IDS = frozenset(
     kind.id for kind in (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(),
                          pa.uint64(), pa.float16(), pa.float32(), pa.float64())
 )
+# Column types accepted as they are (a dictionary column needs its index and value types looked at).
+_PLAIN_TYPE_IDS = _NUMERIC_TYPE_IDS | _STRING_TYPE_IDS | {_BOOL_TYPE_ID}
 
 
 def decode_arrow_request(
@@ -73,8 +78,9 @@ def decode_arrow_request(
         batch.validate(full=True)  # buffers as long as the lengths say, offsets in range, valid UTF-8
     except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise InvalidRequest.at("body", f"not a valid Arrow IPC stream: {exc}", _FIX) from None
-    ids = batch.column("id").to_pylist()
-    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]")
+    id_column = batch.column("id")
+    ids = id_column.to_pylist()
+    check_batch(ids, max_candidates, lambda i: f"columns.id[{i}]", strings_checked=_plain_ids(id_column))
     try:
         columns = _columns(batch)
     except pa.ArrowException as exc:  # validated above: not expected, but never a 500
@@ -117,6 +123,8 @@ def _check_schema(schema: pa.Schema) -> None:
     if "id" not in names:
         raise InvalidRequest.at("columns.id", "missing", "send the candidate ids as a string column `id`")
     for name, kind in zip(names, schema.types, strict=True):
+        if kind.id in _PLAIN_TYPE_IDS and name != "id":  # the usual column: one set lookup
+            continue
         if name == "id" and not _is_string(kind):
             raise InvalidRequest.at(
                 "columns.id", f"type {kind} is not a string type", "send the candidate ids as a string column"
@@ -157,6 +165,16 @@ def _check_declared(declared: DeclaredStream, max_candidates: int, max_decoded_b
         )
 
 
+def _plain_ids(column: pa.Array) -> bool:
+    """Whether every id is a string of 1-`MAX_ID_LENGTH` characters, found in C++: a string column without
+    nulls whose lengths lie in range (else `check_batch` looks at each id in Python and names the bad one).
+    Below `SMALL_STRING_COLUMN` ids the two compute calls cost more than the Python checks: False."""
+    if column.null_count or len(column) <= SMALL_STRING_COLUMN or column.type.id not in _PLAIN_STRING_TYPE_IDS:
+        return False
+    lengths = pc.min_max(pc.utf8_length(column))
+    return bool(lengths["min"].as_py() > 0 and lengths["max"].as_py() <= MAX_ID_LENGTH)
+
+
 def _one_batch(reader: pa.ipc.RecordBatchStreamReader) -> pa.RecordBatch:
     """The stream as one record batch: the batch itself when it holds one (the usual case, no copy),
     else its batches concatenated (no batch at all: an empty one)."""
@@ -193,7 +211,8 @@ def _columns(batch: pa.RecordBatch) -> dict[str, Column]:
         if pa.types.is_dictionary(kind):
             columns[name] = _dictionary_strings(column)
         else:
-            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS else column.to_pylist()
+            small = batch.num_rows <= SMALL_STRING_COLUMN
+            columns[name] = _encoded(column) if kind.id in _STRING_TYPE_IDS and not small else column.to_pylist()
     return columns
 
 
@@ -229,23 +248,3 @@ def _refuse_nan_values(batch: pa.RecordBatch, block: npt.NDArray[np.float64]) ->
                 f"columns.{batch.column_names[j]}[{index}]", "value is NaN", "send null for a missing value",
                 candidate_index=index,
             )
-
-
-def arrow_answer(answer: dict[str, Any], tasks: list[str]) -> bytes:
-    """The JSON answer as an Arrow IPC stream: answered candidates as columns, the rest as metadata."""
-    ranked = answer["candidates"]
-    arrays: dict[str, pa.Array] = {
-        "id": pa.array([c["id"] for c in ranked], type=pa.string()),
-        "rank": pa.array([c["rank"] for c in ranked], type=pa.int32()),
-        "utility": pa.array([c["utility"] for c in ranked], type=pa.float64()),
-    }
-    for task in tasks:
-        arrays[task] = pa.array([c["predictions"][task] for c in ranked], type=pa.float64())
-    rest = {key: value for key, value in answer.items() if key != "candidates"}
-    if any("debug" in c for c in ranked):
-        rest["debug"] = [c.get("debug") for c in ranked]
-    batch = pa.RecordBatch.from_pydict(arrays, metadata={RESPONSE_KEY: orjson.dumps(rest)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())

@@ -69,16 +69,21 @@ def too_many_candidates(field: str, count: int, max_candidates: int) -> PayloadT
     )
 
 
-def check_batch(ids: list[Any], max_candidates: int, path: Callable[[int], str]) -> None:
+def check_batch(
+    ids: list[Any], max_candidates: int, path: Callable[[int], str], *, strings_checked: bool = False
+) -> None:
     """At least one and at most `max_candidates` candidates, with unique string ids of 1-256 characters.
 
-    path(i) names candidate i's id in the body (`candidates[3].id`, `columns.id[3]`).
+    path(i) names candidate i's id in the body (`candidates[3].id`, `columns.id[3]`). `strings_checked`:
+    the caller has already found every id a string of 1-256 characters (an Arrow column, in C++).
     """
     if not ids:
         raise InvalidRequest.at(path(0).split("[")[0], "empty batch", "send at least one candidate")
     if len(ids) > max_candidates:
         raise too_many_candidates(path(0).split("[")[0], len(ids), max_candidates)
-    if not (set(map(type, ids)) == _STR and min(map(len, ids)) > 0 and max(map(len, ids)) <= MAX_ID_LENGTH):
+    if not strings_checked and not (
+        set(map(type, ids)) == _STR and min(map(len, ids)) > 0 and max(map(len, ids)) <= MAX_ID_LENGTH
+    ):
         index = next(i for i, v in enumerate(ids) if not (type(v) is str and 0 < len(v) <= MAX_ID_LENGTH))
         raise InvalidRequest.at(
             path(index), "missing, not a string, empty or longer than 256 characters",

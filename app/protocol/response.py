@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.artifacts.cascade import CASCADE_STAGE
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.forms import term_inputs
 from app.serving.ranking import ranking_debug
 from app.serving.scorer import ScoreInput, ScoreOutcome
 
-__all__ = ["score_response"]
+__all__ = ["response_without_rows", "score_response"]
 
 
 def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome) -> dict[str, Any]:
@@ -37,23 +38,38 @@ def score_response(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOut
             if propensity is not None:  # the policy explores: P(this candidate here | the ones above it)
                 row["debug"]["propensity"] = propensity[rank - 1]
         candidates.append(row)
-    body: dict[str, Any] = {
-        "request_id": request.request_id,
-        "surface": request.surface,
-        "versions": binding.versions(),
-        "candidates": candidates,
-    }
+    return {**_head(request, outcome), "candidates": candidates, **_tail(request, scored, outcome, debug)}
+
+
+def response_without_rows(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome) -> dict[str, Any]:
+    """`score_response` without `candidates`: what a columnar encoder puts beside the answered rows, which
+    it takes from the outcome's arrays. Only for a request without `debug` (whose answer explains each
+    row and each filtered candidate: `score_response`)."""
+    return {**_head(request, outcome), **_tail(request, scored, outcome, None)}
+
+
+def _head(request: ScoreEnvelope, outcome: ScoreOutcome) -> dict[str, Any]:
+    versions = outcome.binding.answer_versions()  # the triple, and the first stage of a cascade
+    return {"request_id": request.request_id, "surface": request.surface, "versions": versions}
+
+
+def _tail(request: ScoreEnvelope, scored: ScoreInput, outcome: ScoreOutcome, debug: _Debug | None) -> dict[str, Any]:
+    """What follows the rows: the filtered candidates (when asked for), overrides and timings (debug)."""
+    body: dict[str, Any] = {}
+    options, ids = request.options, scored.ids
     if options.return_filtered or options.debug:
         filtered = []
         for group in outcome.filtered:
             for index in group.indices.tolist():
                 item: dict[str, Any] = {"id": ids[index], "index": index, "stage": group.stage, "rule": group.rule}
-                if debug is not None:
+                if debug is not None and group.stage != CASCADE_STAGE:  # the cut were never scored by the model
                     item["debug"] = debug.row(index)
                 filtered.append(item)
         body["filtered"] = filtered
     if debug is not None:
         body["overrides"] = list(outcome.effective.overrides)
+        if outcome.cascade is not None:
+            body["cascade"] = outcome.cascade.to_debug(ids)
         if outcome.ranking is not None:
             body["slate_shortfalls"] = [
                 {"rule": s.rule, "wanted": s.wanted, "got": s.got, "within": s.within}

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from app.artifacts.policy_ranking import MAX_FEEDBACK_CREATORS, MAX_NEGATIVE_COUNT, MAX_SEEN_IDS
 
 __all__ = [
+    "AnswerVersions",
     "Candidate",
+    "CascadeReport",
     "ColumnarScoreRequest",
+    "CutCandidate",
     "FilteredCandidate",
     "RankedCandidate",
     "ScoreContext",
@@ -110,6 +113,33 @@ class Versions(_Body):
     policy_version: str
 
 
+class AnswerVersions(Versions):
+    """What answered a request: the triple, and the first stage when the policy has a `cascade`."""
+
+    first_stage_model: str | None = Field(default=None, description="the policy's cascade: first-stage model")
+    first_stage_model_version: str | None = None
+    first_stage_calibration_version: str | None = None
+
+
+class CutCandidate(_Body):
+    id: str
+    index: int = Field(description="position in the request's candidates")
+    first_stage_score: float | None = Field(description="null when the first stage's score was not finite")
+
+
+class CascadeReport(_Body):
+    """Debug only: the policy's first stage scored every candidate and passed its `top_n` to the model."""
+
+    first_stage_model: str
+    first_stage_model_version: str
+    first_stage_calibration_version: str
+    top_n: int
+    task: str | None = Field(description="the first-stage task scored; null: the policy's utility")
+    scored: int
+    passed: int
+    cut: list[CutCandidate] = Field(description="empty when the request had no more than top_n candidates")
+
+
 class UtilityTermOut(_Body):
     name: str
     task: str
@@ -160,7 +190,7 @@ class RankedCandidate(_Body):
 class FilteredCandidate(_Body):
     id: str
     index: int = Field(description="position in the request's candidates")
-    stage: str = Field(description="`guardrail` or `slate`")
+    stage: str = Field(description="`cascade`, `guardrail` or `slate`")
     rule: str = Field(description="name of the guardrail or slate rule that removed it")
     debug: CandidateDebug | None = None
 
@@ -179,7 +209,7 @@ class ShadowReport(_Body):
 class ScoreResponse(_Body):
     request_id: str
     surface: str
-    versions: Versions
+    versions: AnswerVersions
     candidates: list[RankedCandidate]
     filtered: list[FilteredCandidate] | None = None
     overrides: list[str] | None = Field(default=None, description="debug: policy overrides that matched")
@@ -187,3 +217,4 @@ class ScoreResponse(_Body):
     slate_shortfalls: list[SlateShortfall] | None = Field(
         default=None, description="debug: minimums (`ranking.minimums`) the request could not meet")
     shadow: ShadowReport | None = Field(default=None, description="debug: comparison with the shadow policy")
+    cascade: CascadeReport | None = Field(default=None, description="debug: what the policy's first stage cut")

@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from app.errors import InvalidRequest
 from app.protocol.arrow import ARROW_MEDIA_TYPE, arrow_answer, decode_arrow_request
-from app.protocol.response import score_response
+from app.protocol.arrow_out import answer_stream
+from app.protocol.response import response_without_rows, score_response
 from app.protocol.rows import decode_score_request, encode_json_answer
 from app.protocol.schemas import ScoreEnvelope
 from app.serving.answer import Answer, AnswerRequest, ShadowRanking
@@ -33,6 +36,8 @@ def decode_score(
 def encode_score(envelope: ScoreEnvelope, answer: Answer, *, arrow: bool) -> bytes:
     """The answer as a `ScoreResponse` in JSON, or as an Arrow stream when `arrow`."""
     outcome = answer.outcome
+    if arrow and not envelope.options.debug:
+        return _arrow_columns(envelope, answer)
     body = score_response(envelope, answer.request.candidates, outcome)
     if answer.canary_live:
         body["arm"] = answer.arm
@@ -41,6 +46,20 @@ def encode_score(envelope: ScoreEnvelope, answer: Answer, *, arrow: bool) -> byt
     if arrow:
         return arrow_answer(body, outcome.binding.bundle.manifest.task_names())
     return encode_json_answer(body)
+
+
+def _arrow_columns(envelope: ScoreEnvelope, answer: Answer) -> bytes:
+    """The Arrow answer of a request without `debug`, its columns taken from the outcome's arrays: no
+    Python object per answered value (the same stream as `arrow_answer(score_response(...))`)."""
+    outcome, scored = answer.outcome, answer.request.candidates
+    rest = response_without_rows(envelope, scored, outcome)
+    if answer.canary_live:
+        rest["arm"] = answer.arm
+    ranked = outcome.ranked
+    ids = scored.ids
+    predictions = np.ascontiguousarray(outcome.probabilities[ranked].T)
+    return answer_stream(rest, [ids[i] for i in ranked.tolist()], outcome.utility[ranked], list(predictions),
+                         outcome.binding.bundle.manifest.task_names())
 
 
 def _shadow_report(shadow: ShadowRanking, ids: Any) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from typing import Protocol
 
 from app.errors import FusionrankError
 from app.serving.bundle import PolicyBinding, ServingSnapshot, SurfaceRoute
+from app.serving.cascade import score_request
 from app.serving.routing import key_value, routes_to_canary
-from app.serving.scorer import ScoreInput, ScoreOutcome, score
+from app.serving.scorer import ScoreInput, ScoreOutcome
 from app.serving.shadow import RankComparison, compare_rankings, shadow_rank
 from app.serving.shadow_model import ShadowJob, ShadowModelQueue
 
@@ -83,7 +84,7 @@ def answer(
     if checkpoint is not None:
         checkpoint()
     t0 = time.perf_counter()
-    outcome = score(binding, request.candidates, request_id=key_value(request.envelope, "request_id"))
+    outcome = score_request(binding, request.candidates, request_id=key_value(request.envelope, "request_id"))
     seconds = time.perf_counter() - t0
     if route.shadow_model is not None and request.policy_version is None and arm == "stable":
         _offer_shadow_model(shadows, route, outcome, request.candidates)

@@ -16,6 +16,7 @@ from app.artifacts.manifest import ModelManifest
 from app.errors import NotFound, NotReady
 from app.serving.calibration import CalibrationSet
 from app.serving.features import FeatureEncoder
+from app.serving.first_stage import FirstStage
 from app.serving.model_runner import ModelRunner
 from app.serving.policy import CompiledPolicy
 
@@ -53,20 +54,36 @@ class ModelBundle:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PolicyBinding:
-    """A servable policy version bound to the model and calibration it names."""
+    """A servable policy version bound to the model and calibration it names, and to its first stage
+    when the policy declares a `cascade` (`app.serving.cascade`)."""
 
     policy: CompiledPolicy
     bundle: ModelBundle
     calibration: CalibrationSet
+    first_stage: FirstStage | None = None
 
     def versions(self) -> dict[str, str]:
         manifest = self.bundle.manifest
+        # The triple only: a first stage is part of the policy version (`answer_versions` names it too).
         return {
             "model": manifest.name,
             "model_version": manifest.version,
             "calibration_version": self.calibration.version,
             "policy_version": self.policy.version,
         }
+
+    def answer_versions(self) -> dict[str, str]:
+        """What an answer names: the triple, and the first stage's model and calibration when there is one."""
+        versions = self.versions()
+        if self.first_stage is not None:
+            versions.update(self.first_stage.versions())
+        return versions
+
+    def bundles(self) -> list[ModelBundle]:
+        """The model bundles this binding runs: its own and its first stage's."""
+        if self.first_stage is None:
+            return [self.bundle]
+        return [self.bundle, self.first_stage.bundle]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -150,7 +167,7 @@ class ServingSnapshot:
         any more is dropped here, and freed once the requests that still hold the old snapshot finish.
         """
         surfaces = {**self.surfaces, route.surface: route}
-        used = {id(b.bundle) for r in surfaces.values() for b in r.bindings()}
+        used = {id(m) for r in surfaces.values() for b in r.bindings() for m in b.bundles()}
         merged = {**self.bundles, **bundles}
         return ServingSnapshot(
             surfaces=surfaces,

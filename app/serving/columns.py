@@ -19,7 +19,9 @@ import numpy.typing as npt
 
 from app.errors import ValueAt
 
-__all__ = ["CandidateColumns", "Candidates", "Column", "EncodedStrings", "Values", "read_column", "where"]
+__all__ = [
+    "CandidateColumns", "Candidates", "Column", "EncodedStrings", "Unsent", "Values", "read_column", "where",
+]
 
 # B values as the policy stages read them: a list with None for missing, or float64 [B] with NaN for
 # missing (Arrow numeric columns arrive that way, without a Python object per value).
@@ -43,6 +45,13 @@ class EncodedStrings:
         return values
 
 
+class Unsent(list[None]):
+    """The column of a name no candidate sent (e.g. a user feature sent once in the context): all None.
+
+    `read_column` returns it so that an encoder can fill the whole column at once instead of looking at
+    each None."""
+
+
 Column = Values | EncodedStrings
 
 
@@ -62,13 +71,13 @@ def read_column(candidates: Candidates, name: str) -> Column:
     """The values of `name` for every candidate, None (or NaN) where a candidate lacks it."""
     if isinstance(candidates, CandidateColumns):
         column = candidates.columns.get(name)
-        return [None] * candidates.size if column is None else column
+        return Unsent([None] * candidates.size) if column is None else column
     try:  # fast path, every candidate has it: one C loop instead of a Python-level `get` per candidate
         return list(map(itemgetter(name), candidates))
     except KeyError:
         pass
     if not any(map(contains, candidates, repeat(name))):  # e.g. a feature sent in the context only
-        return [None] * len(candidates)
+        return Unsent([None] * len(candidates))
     return [c.get(name) for c in candidates]
 
 

@@ -18,13 +18,15 @@ import numpy.typing as npt
 
 from app.artifacts.manifest import OOV_INDEX, FeatureSchema
 from app.errors import InvalidRequest
-from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, read_column, where
+from app.serving.columns import CandidateColumns, Candidates, Column, EncodedStrings, Unsent, read_column, where
 
 __all__ = ["EncodedFeatures", "FeatureEncoder"]
 
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = frozenset({str, type(None)})
 _MISSING = -1  # a categorical value not sent: the context's category fills it
+# Up to this many candidates a categorical column is encoded in plain Python (`_small_categorical_column`).
+SMALL_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,11 @@ class FeatureEncoder:
         numeric = self._numeric_block(n, features, context_features, problems)
         categorical = np.empty((n, len(self.categorical_names)), dtype=np.int64)
         for j, name in enumerate(self.categorical_names):
+            if n <= SMALL_BATCH:
+                codes = self._small_categorical_column(name, j, features, context_features)
+                if codes is not None:
+                    categorical[:, j] = codes
+                    continue
             try:
                 categorical[:, j] = self._categorical_column(name, j, features, context_features)
             except InvalidRequest as problem:
@@ -86,7 +93,9 @@ class FeatureEncoder:
         """
         columns = [read_column(features, name) for name in self.numeric_names]
         for j, column in enumerate(columns):
-            if isinstance(column, EncodedStrings):  # strings where numbers are due: named below
+            if isinstance(column, Unsent):  # all missing: NaN, filled below, without a None per candidate
+                columns[j] = np.full(n, np.nan)
+            elif isinstance(column, EncodedStrings):  # strings where numbers are due: named below
                 column = columns[j] = column.tolist()
             if not isinstance(column, np.ndarray) and not _NUMBER_TYPES.issuperset(map(type, column)):
                 problems[self.numeric_names[j]] = _bad_number(features, self.numeric_names[j], column)
@@ -135,12 +144,40 @@ class FeatureEncoder:
             )
         return float(fill)
 
+    def _small_categorical_column(
+        self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
+    ) -> list[int] | None:
+        """`_categorical_column` for a small batch in plain Python (a numpy call costs more than a few dozen
+        lookups), or None when a value or the context's category is not a string or None: the general
+        path then names it. The codes are equal to the general path's (tests/serving/test_fast_paths.py)."""
+        raw = read_column(features, name)
+        fallback = context.get(name)
+        if isinstance(raw, EncodedStrings) or (fallback is not None and not isinstance(fallback, str)):
+            return None
+        fill = OOV_INDEX if fallback is None else self.vocabularies[j].get(fallback, OOV_INDEX)
+        if isinstance(raw, Unsent):
+            return [fill] * len(raw)
+        column = _objects(raw)
+        try:
+            codes = list(map(self.lookups[j].get, column, repeat(OOV_INDEX)))
+        except TypeError:  # an unhashable value
+            return None
+        if OOV_INDEX in codes and not _CATEGORY_TYPES.issuperset(
+            [type(value) for value, code in zip(column, codes, strict=True) if code == OOV_INDEX]
+        ):
+            return None
+        if _MISSING in codes:
+            codes = [fill if code == _MISSING else code for code in codes]
+        return codes
+
     def _categorical_column(
         self, name: str, j: int, features: Candidates, context: Mapping[str, Any]
     ) -> npt.NDArray[np.int64]:
         raw = read_column(features, name)
         lookup = self.lookups[j]
-        if isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
+        if isinstance(raw, Unsent):  # every value missing: the context's category fills the whole column
+            codes = np.full(len(raw), _MISSING, dtype=np.int64)
+        elif isinstance(raw, EncodedStrings):  # look up the few distinct values, then gather by code
             table = np.array([*map(lookup.get, raw.distinct, repeat(OOV_INDEX)), _MISSING], dtype=np.int64)
             codes = table[raw.codes]
         else:

@@ -26,6 +26,7 @@ from app.serving.calibration import sigmoid
 from app.serving.columns import Candidates
 from app.serving.exploration import explore
 from app.serving.features import EncodedFeatures
+from app.serving.first_stage import CascadeTrace
 from app.serving.guardrails import evaluate_guardrails
 from app.serving.policy import EffectivePolicy
 from app.serving.ranking import RankingTrace, rank_slate, seen_mask
@@ -52,7 +53,7 @@ class ScoreInput:
 
 @dataclass(frozen=True, slots=True)
 class Filtered:
-    """Candidates removed by one rule at one stage (`guardrail` or `slate`); at stage `guardrail`, the rule
+    """Candidates removed by one rule at one stage (`cascade`, `guardrail` or `slate`); at stage `guardrail`, the rule
     is a policy guardrail's name or the service's own `non_finite_prediction` / `non_finite_utility`."""
 
     indices: npt.NDArray[np.intp]
@@ -78,6 +79,9 @@ class ScoreOutcome:
     propensity: npt.NDArray[np.float64] | None = None
     encoded: EncodedFeatures | None = None  # what the model saw (the served log may record it)
     ranking: RankingTrace | None = None  # what the policy's `ranking` block did; None without one
+    # The first stage's pass when the policy has a `cascade` (`app.serving.cascade`); its cut candidates
+    # are in `filtered` at stage "cascade", with NaN logits, predictions and utility (never scored by `model`).
+    cascade: CascadeTrace | None = None
 
     def raw_probabilities(self) -> npt.NDArray[np.float64]:
         return sigmoid(self.logits.astype(np.float64))
@@ -149,6 +153,5 @@ def score(binding: PolicyBinding, request: ScoreInput, *, request_id: str | None
     )
 
 
-def _min_defined(*values: int | None) -> int | None:
-    defined = [v for v in values if v is not None]
-    return min(defined) if defined else None
+def _min_defined(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)

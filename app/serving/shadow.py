@@ -14,8 +14,9 @@ import numpy.typing as npt
 
 from app.serving.attributes import extract_attributes
 from app.serving.bundle import PolicyBinding
+from app.serving.cascade import score_request
 from app.serving.guardrails import evaluate_guardrails
-from app.serving.scorer import ScoreInput, ScoreOutcome, score
+from app.serving.scorer import ScoreInput, ScoreOutcome
 from app.serving.slate import apply_slate
 from app.serving.utility import compose_utility, non_finite
 
@@ -43,8 +44,9 @@ class RankComparison:
 def shadow_rank(served: ScoreOutcome, shadow: PolicyBinding, request: ScoreInput) -> IntArray:
     """Candidate indices in the order the shadow policy would answer them."""
     if (shadow.bundle is not served.binding.bundle or shadow.calibration is not served.binding.calibration
-            or shadow.policy.file.ranking is not None):  # a `ranking` block: the scorer's own fill order
-        return score(shadow, request).ranked
+            or shadow.policy.file.ranking is not None  # a `ranking` block: the scorer's own fill order
+            or shadow.first_stage is not None or served.cascade is not None):  # cut candidates have no predictions
+        return score_request(shadow, request).ranked
     policy = shadow.policy
     attributes = extract_attributes(request.attributes, policy.file.attributes)
     effective = policy.resolve(request.context_attributes)

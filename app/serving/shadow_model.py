@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from app.serving.bundle import PolicyBinding
-from app.serving.scorer import ScoreInput, score
+from app.serving.cascade import score_request
+from app.serving.scorer import ScoreInput
 
 __all__ = ["ShadowJob", "ShadowModelQueue", "ShadowReport", "compare_models", "kendall_tau"]
 
@@ -123,7 +124,7 @@ class ShadowModelQueue:
             if job is None:
                 return
             try:
-                outcome = score(job.candidate, job.request)
+                outcome = score_request(job.candidate, job.request)
                 report = compare_models(
                     job, outcome.ranked, outcome.probabilities, job.candidate.bundle.manifest.task_names(),
                     job.served.bundle.manifest.task_names(),

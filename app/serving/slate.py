@@ -17,9 +17,14 @@ from app.artifacts.policy import SlateRules
 from app.serving.attributes import AttributeColumns, equals_mask
 from app.serving.columns import Values
 
-__all__ = ["SlateResult", "apply_caps", "apply_slate", "occurrence_rank", "py_values", "value_codes"]
+__all__ = [
+    "SMALL_SLATE", "SlateResult", "apply_caps", "apply_slate", "occurrence_rank", "over_per_value", "py_values",
+    "value_codes",
+]
 
 IntArray = npt.NDArray[np.intp]
+# Up to this many ranked candidates a max_per_value rule counts in plain Python (`over_per_value`).
+SMALL_SLATE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +48,35 @@ def occurrence_rank(codes: IntArray) -> IntArray:
 
     Code -1 (missing) never counts: a candidate without the attribute is not limited by the rule.
     """
+    n = len(codes)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sizes = np.diff(np.r_[starts, len(codes)])
-    rank_sorted = np.arange(len(codes)) - np.repeat(starts, sizes)
-    rank = np.empty(len(codes), dtype=np.intp)
+    positions = np.arange(n)
+    starts_group = np.empty(n, dtype=np.bool_)
+    starts_group[:1] = True
+    np.not_equal(sorted_codes[1:], sorted_codes[:-1], out=starts_group[1:])
+    # each sorted position minus the position where its group starts
+    rank_sorted = positions - np.maximum.accumulate(np.where(starts_group, positions, 0))
+    rank = np.empty(n, dtype=np.intp)
     rank[order] = rank_sorted
     rank[codes < 0] = 0
     return rank
+
+
+def over_per_value(values: Sequence[Any], order: Sequence[int], limit: int) -> list[bool]:
+    """For each candidate of `order` (best first): is it past the first `limit` of its value? A missing
+    value (None) counts as a first one, never limited by the others. Plain Python, for small batches: the same answer as
+    `occurrence_rank(value_codes(values)[order]) >= limit` (tests/serving/test_fast_paths.py)."""
+    seen: dict[Any, int] = {}
+    over = []
+    for value in map(values.__getitem__, order):
+        if value is None:
+            over.append(limit <= 0)
+            continue
+        count = seen.get(value, 0)
+        seen[value] = count + 1
+        over.append(count >= limit)
+    return over
 
 
 def apply_slate(
@@ -79,9 +104,12 @@ def apply_caps(
     # Codes and matches are computed over the whole request in its order, then gathered into the ranking.
     for per_value in rules.max_per_value:
         name = per_value.attribute
-        known = codes_of is not None and name in codes_of
-        codes = codes_of[name] if codes_of is not None and known else value_codes(py_values(attributes[name]))
-        over = occurrence_rank(codes[order]) >= per_value.max
+        if codes_of is not None and name in codes_of:
+            over = occurrence_rank(codes_of[name][order]) >= per_value.max
+        elif len(order) <= SMALL_SLATE:
+            over = np.array(over_per_value(py_values(attributes[name]), order.tolist(), per_value.max), dtype=np.bool_)
+        else:
+            over = occurrence_rank(value_codes(py_values(attributes[name]))[order]) >= per_value.max
         if over.any():
             dropped.append((order[over], per_value.name))
             order = order[~over]

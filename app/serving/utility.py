@@ -42,7 +42,9 @@ def compose_utility(
         for k, name in enumerate(policy.term_attributes):
             if name is not None:
                 values = np.asarray(attributes[name], dtype=np.float64)
-                contributions[:, k] *= np.nan_to_num(values, nan=0.0)
+                # missing (NaN) -> 0; as `nan_to_num(values, nan=0.0)` minus its Python overhead (an
+                # infinite value would stay infinite there, not become the largest float: `non_finite` finds it)
+                contributions[:, k] *= np.where(np.isnan(values), 0.0, values)
         return contributions, contributions.sum(axis=1)
 
 

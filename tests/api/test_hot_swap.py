@@ -193,19 +193,19 @@ def test_a_request_in_flight_finishes_on_the_snapshot_it_started_with(
     client_factory: Any, store_copy: tuple[Path, Path], sample_request: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    score_route = importlib.import_module("app.serving.answer")  # the data plane that calls score()
+    score_route = importlib.import_module("app.serving.answer")  # the data plane that calls score_request()
 
     store, policies = store_copy
     client = client_factory(store=store, policies=policies, policy_watch_interval=0, admin_token=ADMIN_TOKEN)
     entered, release = threading.Event(), threading.Event()
-    real_score = score_route.score
+    real_score = score_route.score_request
 
     def paused_score(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert release.wait(10), "the test never released the request"
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(score_route, "score", paused_score)
+    monkeypatch.setattr(score_route, "score_request", paused_score)
     answers: list[dict[str, Any]] = []
     body = dict(sample_request, options={"debug": True})
     request = threading.Thread(target=lambda: answers.append(client.post("/v1/score", json=body).json()))
@@ -221,5 +221,5 @@ def test_a_request_in_flight_finishes_on_the_snapshot_it_started_with(
     terms = _weights(policies)
     attributes = {c["id"]: c["attributes"] for c in sample_request["candidates"]}
     assert _check(answers[0], terms, attributes) == "1"  # finished, whole, on version 1
-    monkeypatch.setattr(score_route, "score", real_score)
+    monkeypatch.setattr(score_route, "score_request", real_score)
     assert _check(client.post("/v1/score", json=body).json(), terms, attributes) == "2"

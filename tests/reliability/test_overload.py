@@ -173,7 +173,7 @@ def test_a_request_past_its_deadline_is_never_scored(
     import app.api.score as score_module
 
     answer_module = importlib.import_module("app.serving.answer")  # the data plane that calls score()
-    real_decode, real_score = score_module.decode_score, answer_module.score
+    real_decode, real_score = score_module.decode_score, answer_module.score_request
     scored: list[int] = []
 
     def slow_decode(*args: Any, **kwargs: Any) -> Any:
@@ -185,7 +185,7 @@ def test_a_request_past_its_deadline_is_never_scored(
         return real_score(*args, **kwargs)
 
     monkeypatch.setattr(score_module, "decode_score", slow_decode)
-    monkeypatch.setattr(answer_module, "score", counting_score)
+    monkeypatch.setattr(answer_module, "score_request", counting_score)
     client = client_factory()
     late = client.post("/v1/score", json=sample_request, headers={"x-request-deadline-ms": "10"})
     assert late.status_code == 504 and late.json()["error"]["code"] == "deadline_exceeded"

@@ -64,6 +64,10 @@ class DemoLog:
     sponsored: npt.NDArray[np.bool_]
     eligible: npt.NDArray[np.bool_]
     margin: npt.NDArray[np.float64]
+    # With `position_bias` (see `generate_log`): the 0-based position the logging ranker showed each
+    # candidate at, and the click probability the candidate would have had without that position's effect.
+    position: npt.NDArray[np.int64] | None = None
+    true_click: npt.NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return len(self.group_id)
@@ -75,6 +79,8 @@ class DemoLog:
             categorical={k: v[index] for k, v in self.categorical.items()}, labels=self.labels[index],
             mask=self.mask[index], creator_id=self.creator_id[index], sponsored=self.sponsored[index],
             eligible=self.eligible[index], margin=self.margin[index],
+            position=None if self.position is None else self.position[index],
+            true_click=None if self.true_click is None else self.true_click[index],
         )
 
     def period(self, first_day: float, last_day: float) -> DemoLog:
@@ -83,13 +89,20 @@ class DemoLog:
 
 
 def generate_log(
-    n_rows: int, seed: int, *, group_size: int = 20, first_day: float = 0.0, last_day: float = DAYS
+    n_rows: int, seed: int, *, group_size: int = 20, first_day: float = 0.0, last_day: float = DAYS,
+    position_bias: float = 0.0,
 ) -> DemoLog:
     """`n_rows` impressions (rounded down to whole requests) over days [first_day, last_day) of DAYS.
 
     A narrower window draws rows from the same distribution restricted to those days (drift and label
     maturity depend on the event time only), e.g. days [21, 28) for calibration without the training
     weeks; the default window draws exactly what it always drew.
+
+    position_bias > 0 logs a known position bias: a logging ranker orders each request by item
+    popularity (which the true click logit does not read) plus noise, and a click's logit drops by
+    `position_bias * log2(1 + position)` at its 0-based position. `position` and `true_click` (the
+    click probability without the position term) are then set; the other outcomes are unchanged, and
+    position_bias = 0 draws exactly what it always drew.
     """
     if not 0.0 <= first_day < last_day <= DAYS:
         raise ValueError(f"the day window [{first_day}, {last_day}) must lie inside [0, {DAYS}]")
@@ -144,6 +157,11 @@ def generate_log(
     click = click + recent * (-0.45 * (tenure == 0) + 0.55 * (itype == 3))
     purchase = purchase + recent * (-0.5 * (itype == 2) + 0.3 * (tenure == 3))
     hide = hide + recent * (0.6 * (tenure == 0) - 0.3 * (itype == 1))
+    position, true_click = None, None
+    if position_bias > 0:
+        true_click = 1.0 / (1.0 + np.exp(-click))
+        position = _logged_positions(np.log(item_popularity[item]), group_size, np.random.default_rng([seed, 1]))
+        click = click - position_bias * np.log2(1.0 + position)
     hidden = np.stack([click, purchase, hide, report], axis=1)
     labels = (rng.random(hidden.shape) < 1.0 / (1.0 + np.exp(-hidden))).astype(np.float64)
 
@@ -177,7 +195,20 @@ def generate_log(
         sponsored=item_sponsored[item],
         eligible=item_eligible[item],
         margin=np.round(0.2 * item_price[item], 2),
+        position=position, true_click=true_click,
     )
+
+
+def _logged_positions(
+    score: npt.NDArray[np.float64], group_size: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """[R] 0-based position of each row in its request (consecutive `group_size` rows) when a ranker orders
+    each request by `score` plus noise, best first."""
+    noisy = (score + rng.normal(0, 1.0, len(score))).reshape(-1, group_size)
+    order = np.argsort(-noisy, axis=1)
+    positions = np.empty_like(order)
+    np.put_along_axis(positions, order, np.arange(group_size)[None, :], axis=1)
+    return positions.reshape(-1).astype(np.int64)
 
 
 def event_time(hours: float) -> datetime:

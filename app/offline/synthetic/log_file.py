@@ -5,7 +5,7 @@ one row per impression with its event time, raw features, 0/1 outcomes and candi
 Immature outcomes are stored as 0 (the outcome had not arrived when the log was cut); the spec's
 `label_window_hours` masks them again. `hide_logged` is 0 on rows whose hide event was lost.
 
-    python -m app.offline.synthetic.log_file OUT.parquet [--rows N] [--seed S]
+    python -m app.offline.synthetic.log_file OUT.parquet [--rows N] [--seed S] [--position-bias B]
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from app.offline.synthetic import generator as syn
 __all__ = ["demo_table", "log_table", "write_demo_log", "write_log_table"]
 
 
-def demo_table(rows: int, seed: int) -> pa.Table:
-    """The log of `rows` impressions generated with `seed`, as a table."""
-    return log_table(syn.generate_log(rows, seed))
+def demo_table(rows: int, seed: int, position_bias: float = 0.0) -> pa.Table:
+    """The log of `rows` impressions generated with `seed` (and a known position bias), as a table."""
+    return log_table(syn.generate_log(rows, seed, position_bias=position_bias))
 
 
 def log_table(log: syn.DemoLog) -> pa.Table:
@@ -51,11 +51,16 @@ def log_table(log: syn.DemoLog) -> pa.Table:
     columns["creator_id"] = pa.array(log.creator_id.tolist(), pa.string())
     columns["sponsored"] = log.sponsored
     columns["margin"] = log.margin
+    if log.position is not None and log.true_click is not None:  # generated with a position bias
+        columns["position"] = log.position
+        columns["true_p_click"] = log.true_click
     return pa.table(columns)
 
 
-def write_demo_log(path: Path, rows: int = 300_000, seed: int = 7, row_group_size: int = 50_000) -> Path:
-    return write_log_table(path, demo_table(rows, seed), row_group_size)
+def write_demo_log(
+    path: Path, rows: int = 300_000, seed: int = 7, row_group_size: int = 50_000, position_bias: float = 0.0
+) -> Path:
+    return write_log_table(path, demo_table(rows, seed, position_bias), row_group_size)
 
 
 def write_log_table(path: Path, table: pa.Table, row_group_size: int = 50_000) -> Path:
@@ -69,8 +74,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--position-bias", type=float, default=0.0,
+                        help="log a known position bias: click logit - B * log2(1 + position), with columns"
+                             " `position` and `true_p_click`")
     args = parser.parse_args()
-    print(write_demo_log(args.out, args.rows, args.seed))
+    print(write_demo_log(args.out, args.rows, args.seed, position_bias=args.position_bias))
 
 
 if __name__ == "__main__":

@@ -35,13 +35,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Batch:
-    """Tensors of one mini-batch: numeric [B, N], categorical [B, C], labels/mask [B, T], weight [B]."""
+    """Tensors of one mini-batch: numeric [B, N], categorical [B, C], labels/mask [B, T], weight [B], and the
+    position bucket [B] when the spec has a training-only `dataset.position`."""
 
     numeric: torch.Tensor
     categorical: torch.Tensor
     labels: torch.Tensor
     mask: torch.Tensor
     weight: torch.Tensor
+    position: torch.Tensor | None = None
 
     @classmethod
     def of(cls, rows: EncodedRows) -> Batch:
@@ -51,6 +53,7 @@ class Batch:
             torch.from_numpy(rows.labels),
             torch.from_numpy(rows.mask),
             torch.from_numpy(rows.weight),
+            None if rows.position is None else torch.from_numpy(rows.position),
         )
 
 

@@ -119,8 +119,12 @@ def export_run(
             parity=ParityCheck(max_abs_diff=parity, batch_sizes=list(PARITY_BATCH_SIZES), tolerance=tolerance),
             created_at=created_at or datetime.now(UTC).replace(microsecond=0),
             code_version=str(data["code_version"]),
+            training_only_inputs=None if dataset.position is None else [dataset.position.column],
         )
-        write_json(staging / "manifest.json", manifest.model_dump(mode="json"))
+        written = manifest.model_dump(mode="json")
+        if manifest.training_only_inputs is None:  # manifests without one stay byte for byte as they were
+            written.pop("training_only_inputs")
+        write_json(staging / "manifest.json", written)
         calibration = _calibration(manifest, folder, calibration_version, [t.threshold for t in dataset.tasks])
         (staging / "calibration").mkdir()
         write_json(

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from app.artifacts.manifest import CategoricalFeature, FeatureSchema, NumericFeature
 from app.errors import InvalidRequest
+from app.offline.training.position import position_buckets
 from app.offline.training.spec import DatasetError, DatasetSpec, TaskColumn
 from app.offline.training.split import SPLITS as SPLIT_NAMES
 from app.offline.training.split import GroupSplits, row_splits
@@ -68,6 +69,8 @@ class EncodedRows:
     weight: F32  # [R]
     split: npt.NDArray[np.int8]  # [R] index into SPLITS
     segments: dict[str, npt.NDArray[np.str_]]
+    # [R] position bucket (`dataset.position`, training only; `position_buckets`), None without one
+    position: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.numeric)
@@ -81,6 +84,7 @@ class EncodedRows:
             self.weight[index],
             self.split[index],
             {k: v[index] for k, v in self.segments.items()},
+            None if self.position is None else self.position[index],
         )
 
     def slice(self, start: int, stop: int) -> EncodedRows:
@@ -93,6 +97,7 @@ class EncodedRows:
             self.weight[start:stop],
             self.split[start:stop],
             {k: v[start:stop] for k, v in self.segments.items()},
+            None if self.position is None else self.position[start:stop],
         )
 
     @staticmethod
@@ -106,6 +111,7 @@ class EncodedRows:
             np.concatenate([p.weight for p in parts]),
             np.concatenate([p.split for p in parts]),
             {k: np.concatenate([p.segments[k] for p in parts]) for k in first.segments},
+            None if first.position is None else np.concatenate([p.position for p in parts if p.position is not None]),
         )
 
 
@@ -304,7 +310,10 @@ def encode(batch: pa.RecordBatch, spec: DatasetSpec, fitted: FittedEncoding, pat
         valid_start=fitted.valid_start,
         test_start=fitted.test_start,
     )
-    return EncodedRows(numeric, categorical, *targets)
+    where = spec.position
+    position = None if where is None else position_buckets(batch.column(where.column), where, path)
+    return EncodedRows(numeric, categorical, *targets, position)
+
 
 
 def encode_features(

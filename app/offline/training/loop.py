@@ -29,6 +29,7 @@ from app.offline.training.batches import Batch, LogSource, ShuffledBatches, bloc
 from app.offline.training.constraints import DualState
 from app.offline.training.encoding import EncodedRows
 from app.offline.training.losses import TaskLoss, masked_task_losses
+from app.offline.training.models.position import PositionAware
 from app.offline.training.models.snapshots import PerTaskSnapshots
 from app.offline.training.selection import EpochScore, Selector
 from app.offline.training.spec import TrainingSpec
@@ -73,7 +74,7 @@ def validation_losses(model: nn.Module, chunks: Iterable[EncodedRows], n_tasks: 
     for chunk in blocks(chunks, 65_536):
         batch = Batch.of(chunk)
         losses = F.binary_cross_entropy_with_logits(
-            model(batch.numeric, batch.categorical), batch.labels, reduction="none"
+            _logits(model, batch), batch.labels, reduction="none"
         )
         w = batch.mask * batch.weight[:, None]
         total += torch.where(w > 0, losses * w, torch.zeros_like(losses)).sum(dim=0).double()
@@ -93,7 +94,7 @@ def validation_scores(
     logits, labels, mask = [], [], []
     for chunk in blocks(kept, 65_536):
         batch = Batch.of(chunk)
-        logits.append(model(batch.numeric, batch.categorical).numpy())
+        logits.append(_logits(model, batch).numpy())
         labels.append(chunk.labels)
         mask.append(chunk.mask)
     z, y, m = np.concatenate(logits), np.concatenate(labels), np.concatenate(mask)
@@ -102,6 +103,15 @@ def validation_scores(
         observed = m[:, t] > 0
         aucs[t] = auc(1.0 / (1.0 + np.exp(-z[observed, t].astype(np.float64))), y[observed, t].astype(np.float64))
     return losses, aucs
+
+
+def _logits(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The model's logits [B, T] on a batch; a `PositionAware` model adds its position tower's (training-only)."""
+    if batch.position is not None and isinstance(model, PositionAware):
+        biased: torch.Tensor = model(batch.numeric, batch.categorical, batch.position)
+        return biased
+    logits: torch.Tensor = model(batch.numeric, batch.categorical)
+    return logits
 
 
 def _remember(chunks: Iterable[EncodedRows], into: list[EncodedRows]) -> Iterable[EncodedRows]:
@@ -190,7 +200,7 @@ def fit(
             )
             for b, batch in enumerate(batches, start=1):
                 per_task = masked_task_losses(
-                    model(batch.numeric, batch.categorical), batch.labels, batch.mask, batch.weight, options
+                    _logits(model, batch), batch.labels, batch.mask, batch.weight, options
                 )
                 loss = (per_task * weights).sum() + duals.penalty(per_task)
                 optimiser.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ __all__ = [
     "LossSpec",
     "ModelSpec",
     "NumericColumn",
+    "PositionColumn",
     "SelectionSpec",
     "SplitSpec",
     "TaskColumn",
@@ -59,6 +60,23 @@ class LossSpec(StrictModel):
     alpha: FiniteFloat | None = Field(default=None, gt=0, lt=1, description="focal: weight of positives")
     # weighted: weight of a positive example; "balanced" = negatives / positives in the train split.
     pos_weight: FiniteFloat | Literal["balanced"] = 1.0
+
+
+class PositionColumn(StrictModel):
+    """The position a candidate was shown at: a training-only input, neutralised at export.
+
+    A shallow tower (one learned logit per task and position bucket) is added to every task's logit
+    during training only, so position explains the clicks it caused instead of the features that the
+    logging ranker put on top (YouTube, RecSys 2019). The exported model has no position input: it
+    ranks as if every candidate were shown at the same place. `buckets`: positions 0 .. buckets-2 have
+    their own logit, later ones share the last (null or negative positions: an "unknown" logit);
+    `dropout`: share of training rows whose position is replaced by "unknown", so the features keep
+    learning without it.
+    """
+
+    column: str
+    buckets: int = Field(default=20, ge=2, le=1000)
+    dropout: FiniteFloat = Field(default=0.1, ge=0, lt=1)
 
 
 class TaskColumn(StrictModel):
@@ -126,6 +144,7 @@ class DatasetSpec(StrictModel):
     sample_weight: str | None = None
     segments: list[str] = Field(default_factory=list, description="categorical columns to report by")
     split: SplitSpec
+    position: PositionColumn | None = Field(default=None, description="a training-only position input")
     max_vocabulary: int = Field(default=10_000, ge=1, description="most frequent values kept per feature")
     min_count: int = Field(default=1, ge=1, description="rarer values map to the OOV index")
 
@@ -139,6 +158,11 @@ class DatasetSpec(StrictModel):
         tasks = [t.name for t in self.tasks]
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"task names must be unique: {tasks}")
+        if self.position is not None and self.position.column in features:
+            raise ValueError(
+                f"dataset.position.column {self.position.column!r} is also a feature: a position the served model"
+                " reads is not neutralised; remove it from numeric/categorical"
+            )
         return self
 
     def columns(self) -> list[str]:
@@ -149,6 +173,7 @@ class DatasetSpec(StrictModel):
             names += [task.label] + ([task.mask] if task.mask else [])
         names += ([self.sample_weight] if self.sample_weight else []) + list(self.segments)
         names += [self.split.column] if self.split.column else []
+        names += [self.position.column] if self.position is not None else []
         return list(dict.fromkeys(names))
 
 
@@ -255,13 +280,21 @@ class TrainSpec(StrictModel):
 
     def _check_gbt(self, tasks: set[str]) -> None:
         training = self.training
-        focal = sorted(t for t, loss in training.losses.items() if loss.kind == "focal")
-        if focal:
-            raise ValueError(
-                f"training.losses: focal loss is not available with model.kind gbt (tasks {focal}); use bce or weighted"
-            )
         if training.compare_losses:
             raise ValueError("training.compare_losses is for the network families; remove it with model.kind gbt")
+        if self.dataset.position is not None:
+            # Trees would split on position inside every task's ensemble; fixing it to a reference value at
+            # export is not removing its effect, so the GBT family refuses it rather than fake it.
+            raise ValueError(
+                "dataset.position: model.kind gbt cannot neutralise a position input at export (a position"
+                " feature fixed to a reference value still interacts with the others in the trees); train a"
+                " network family (shared_bottom, mmoe, ple) or remove dataset.position"
+            )
+        if training.selection.combine != "per_task":
+            raise ValueError(
+                "training.selection.combine: model.kind gbt trains one booster per task, each selected on its own"
+                " metric; remove combine (or set it to per_task)"
+            )
         primary = training.model.gbt.primary
         if primary is not None and primary not in tasks:
             raise ValueError(f"training.model.gbt.primary {primary!r} is not a task; tasks are {sorted(tasks)}")
@@ -269,6 +302,11 @@ class TrainSpec(StrictModel):
         if any(c.task == primary for c in training.constraints):
             raise ValueError(
                 f"training.constraints: {primary!r} is the primary task of model.kind gbt; constrain other tasks"
+            )
+        if training.constraints and self.loss(primary).kind != "bce":
+            raise ValueError(
+                f"training.losses: {primary!r} is the constrained primary task of model.kind gbt and trains with"
+                " Moo-GBT's logloss objective; remove its loss option"
             )
 
     def task_names(self) -> list[str]:

@@ -30,6 +30,8 @@ from app.offline.training.gbt.fit import GBTFit, fit_gbt
 from app.offline.training.gbt.report import gbt_markdown, plot_dual_trajectory
 from app.offline.training.loop import TrainOutcome, fit
 from app.offline.training.losses import TaskLoss
+from app.offline.training.models.position import PositionAware, PositionTower, neutralise
+from app.offline.training.models.snapshots import PerTaskSnapshots
 from app.offline.training.run_folder import RunFolder, build_model, code_version, json_safe, write_json
 from app.offline.training.spec import DatasetError, LossSpec, TrainSpec, load_spec
 from app.offline.training.tabular import TableSource
@@ -100,6 +102,7 @@ def train_spec(
         shutil.rmtree(folder.checkpoints)
 
     gbt: GBTFit | None = None
+    position_tower: PositionTower | None = None
     model: torch.nn.Module
     if spec.training.model.kind == "gbt":
         if resume:
@@ -108,6 +111,8 @@ def train_spec(
         model, outcome, options = gbt.model, gbt.outcome, _options(spec, fitted)
     else:
         model, outcome, options = _train(spec, fitted, log, folder.checkpoints, show_progress, checkpoint)
+        position_tower = _position_tower(outcome.model)
+        model = neutralise(model)  # evaluated, saved and exported without position
     tasks = spec.task_names()
     segments = list(spec.dataset.segments)
     thresholds = [t.threshold for t in spec.dataset.tasks]
@@ -131,6 +136,8 @@ def train_spec(
             for task, values in e.constraints.items()
         ],
     }
+    if gbt is None and position_tower is not None and spec.dataset.position is not None:
+        report["position"] = _position_report(spec, position_tower)
     if spec.training.compare_losses:
         report["loss_comparison"] = _compare(spec, fitted, log, test, show_progress)
     if gbt is not None:
@@ -166,6 +173,8 @@ def train_spec(
     report = json_safe(report)
     write_json(out / "report.json", report)
     markdown = render_markdown(report) + (gbt_markdown(report["gbt"]) if gbt is not None else "")
+    if "position" in report:
+        markdown += _position_markdown(report["position"])
     (out / "report.md").write_text(markdown, encoding="utf-8")
     return RunResult(out, report, time.perf_counter() - started)
 
@@ -193,6 +202,9 @@ def _train(
         sample = _first_rows(split_rows(log.chunks(), "valid"), training.constraint_sample_rows)
     torch.manual_seed(training.seed)  # weight initialisation
     model = build_model(spec, fitted)
+    position = spec.dataset.position
+    if position is not None:  # a training-only tower on the position column (`neutralise` drops it)
+        model = PositionAware(model, PositionTower(position.buckets, len(spec.task_names()), position.dropout))
     threads = torch.get_num_threads()
     torch.set_num_threads(training.torch_threads)
     try:
@@ -244,9 +256,43 @@ def _compare(
             update={"training": spec.training.model_copy(update={"losses": dict.fromkeys(tasks, options[kind])})}
         )
         model, _, _ = _train(variant, fitted, log, None, show_progress)
-        evaluated = evaluate(predict(model, split_rows(log.chunks(), "test"), []), tasks, thresholds)
+        evaluated = evaluate(predict(neutralise(model), split_rows(log.chunks(), "test"), []), tasks, thresholds)
         out[kind] = {t: {m: evaluated[t]["overall"].get(m, float("nan")) for m in COMPARED} for t in tasks}
     return out
+
+
+def _position_tower(model: torch.nn.Module | None) -> PositionTower | None:
+    """The trained position tower (of the first per-task snapshot when tasks kept different epochs)."""
+    if isinstance(model, PerTaskSnapshots):
+        model = model.networks[0]
+    return model.tower if isinstance(model, PositionAware) else None
+
+
+def _position_report(spec: TrainSpec, tower: PositionTower) -> dict[str, Any]:
+    """What the position tower learned: per task, each bucket's logit offset relative to position 0."""
+    position = spec.dataset.position
+    if position is None:
+        return {}
+    biases = np.asarray(tower.biases())  # [buckets + 1, T]
+    relative = biases[: position.buckets] - biases[0]
+    return {
+        "column": position.column, "buckets": position.buckets, "dropout": position.dropout,
+        "neutralised_at_export": True,
+        "logit_offset_vs_position_0": {t: relative[:, i].round(4).tolist() for i, t in enumerate(spec.task_names())},
+    }
+
+
+def _position_markdown(position: dict[str, Any]) -> str:
+    """report.md: the learned position offsets (first buckets), and that the exported model has none."""
+    lines = ["", f"## Position (`{position['column']}`, training only)", "",
+             f"A tower over {position['buckets']} position buckets (dropout {position['dropout']}) was added to each"
+             " task's logit in training and dropped at export: the test metrics above and the exported model rank"
+             " without position. Learned logit offset against position 0:", "",
+             "| task | " + " | ".join(f"p{i}" for i in range(min(position["buckets"], 10))) + " |",
+             "|---|" + "---:|" * min(position["buckets"], 10)]
+    for task, offsets in position["logit_offset_vs_position_0"].items():
+        lines.append(f"| {task} | " + " | ".join(f"{v:.2f}" for v in offsets[:10]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _spec_key(spec: TrainSpec) -> str:

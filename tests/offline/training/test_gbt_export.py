@@ -102,15 +102,17 @@ def test_exported_gbt_bundle_is_served_unchanged(trained: tuple[Path, Path], tmp
     assert set(data["candidates"][0]["predictions"]) == set(TASKS)
 
 
-def test_gbt_spec_refuses_focal_loss_and_a_constrained_primary() -> None:
-    spec = gbt_spec()
-    spec["training"]["losses"] = {"click": {"kind": "focal"}}
-    with pytest.raises(ValueError, match=r"focal loss is not available with model\.kind gbt"):
-        TrainSpec.model_validate(spec)
+def test_gbt_spec_refuses_a_constrained_primary_and_a_loss_option_on_it() -> None:
     spec = gbt_spec(primary="click")
     spec["training"]["constraints"] = [{"task": "click", "max_loss": 0.1}]
     with pytest.raises(ValueError, match=r"primary task of model\.kind gbt"):
         TrainSpec.model_validate(spec)
+    spec["training"]["constraints"] = [{"task": "purchase", "max_loss": 0.1}]
+    spec["training"]["losses"] = {"click": {"kind": "focal"}}
+    with pytest.raises(ValueError, match=r"'click' is the constrained primary task .* remove its loss option"):
+        TrainSpec.model_validate(spec)
+    spec["training"]["losses"] = {"purchase": {"kind": "focal"}}
+    TrainSpec.model_validate(spec)  # focal on another task is fine
 
 
 def test_run_and_bundle_predictions_for_calibration_agree(

@@ -2,11 +2,12 @@
 
 Data: the tiny synthetic demo log (8000 impressions, seed 11). Primary task `click`; the constraint
 bounds the logloss of the click booster's score against the `purchase` labels on the validation split
-(Moo-GBT's C_t(s)): about 0.078 unconstrained; 0.07 is reachable, 0.05 is not.
+(Moo-GBT's C_t(s)): about 0.080 unconstrained; 0.07 is reachable, 0.03 is not.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from app.offline.training.batches import InMemoryLog
 from app.offline.training.encoding import fit_encoding
 from app.offline.training.gbt.fit import SplitArrays
-from app.offline.training.gbt.moo import MooObjective, logloss
+from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss
 from app.offline.training.gbt.ranker import GBTRanker
 from app.offline.training.spec import ConstraintSpec, TrainSpec
 from app.offline.training.tabular import TableSource
@@ -104,7 +105,26 @@ def test_an_unreachable_bound_is_reported_with_the_best_reachable_value(tiny_log
     dual = run.report["gbt"]["dual"]
     assert not dual["feasible"] and dual["constraints"]["purchase"]["best_reachable"] > 0.03
     assert len(dual["rounds"]) == 40  # never stopped early while infeasible
-    assert "no round met every bound on validation" in (run.run / "report.md").read_text()
+    markdown = (run.run / "report.md").read_text()
+    assert "no round met every bound on validation" in markdown
+    (row,) = run.report["infeasible_constraints"]
+    assert row["task"] == "purchase" and row["bound"] == 0.03
+    assert row["best_reachable"] == pytest.approx(dual["constraints"]["purchase"]["best_reachable"])
+    assert "**warning**: constraint on 'purchase' is infeasible" in markdown
+
+
+def test_an_infeasible_trajectory_selects_the_best_primary_among_the_least_violating() -> None:
+    trajectory = DualTrajectory("click", ["purchase"], [0.10], tolerance=0.01)
+    # violations 0.0050, 0.0055, 0.0200: rounds 1 and 2 are within 0.01 x 0.10 of the least
+    for r, (primary, loss) in enumerate([(0.30, 0.1050), (0.25, 0.1055), (0.20, 0.1200)], start=1):
+        trajectory.record(r, primary, [loss], [0.0])
+    assert trajectory.rounds[trajectory.select()] == 2
+    assert DualTrajectory("click", ["purchase"], [0.10], tolerance=0.0, rounds=[1, 2], primary_loss=[0.3, 0.25],
+                          losses=[[0.105], [0.1055]], lambdas=[[0.0], [0.0]]).select() == 0
+    (row,) = trajectory.infeasible()
+    assert row["best_reachable"] == 0.1050 and row["best_epoch"] == 1 and "at least 0.1050" in row["warning"]
+    trajectory.record(4, 0.5, [0.09], [0.0])
+    assert trajectory.infeasible() == [] and trajectory.rounds[trajectory.select()] == 4  # feasible beats all
 
 
 def test_objective_gradient_matches_finite_differences() -> None:
@@ -133,3 +153,25 @@ def test_constrained_booster_exports_with_its_offset_within_1e_5(runs: dict[str,
     assert result.manifest.parity.max_abs_diff <= 1e-5 == result.manifest.parity.tolerance
     offsets = json.loads((runs["constrained"].run / "gbt" / "offsets.json").read_text())
     assert offsets["click"] < -1.0 and offsets["purchase"] == 0.0  # click's base-rate logit; others built in
+
+
+def test_the_multipliers_reach_the_booster(runs: dict[str, RunResult], tiny_log: Path, tmp_path: Path) -> None:
+    """`lightgbm.train` deep-copies its params: a copied objective would train with lambda = 0 throughout
+    (the dual steps moving only the original), so rho would change the trajectory's lambdas but never the
+    trees, and "meeting the bound" would only be stopping early. Here no round of the unconstrained
+    booster meets the bound, and a smaller dual step gives a different booster."""
+    objective = MooObjective([np.zeros(3)], [np.ones(3)], [])
+    assert copy.deepcopy({"objective": objective})["objective"] is objective
+    spec = TrainSpec.model_validate(json.loads((runs["unconstrained"].run / "run.json").read_text())["spec"])
+    source = TableSource.open(tiny_log, spec.dataset)
+    valid = SplitArrays.load(InMemoryLog.load(source, fit_encoding(source)), "valid")
+    booster = GBTRanker.load(runs["unconstrained"].run / "gbt", spec.task_names()).boosters[0]
+    rounds = range(1, booster.current_iteration() + 1)
+    losses = [logloss(booster.predict(valid.x, raw_score=True, num_iteration=k), valid.labels[:, 1], valid.observed(1))
+              for k in rounds]
+    assert min(losses) > BOUND  # truncating the unconstrained booster never meets the bound
+    slower = train_spec(_spec([{"task": "purchase", "max_loss": BOUND, "rho": 5.0}]), tiny_log, tmp_path / "rho5",
+                        show_progress=False)
+    trees = [(run.run / "gbt" / "00_click.txt").read_text().split("end of trees")[0] for run in
+             (runs["constrained"], slower)]
+    assert trees[0] != trees[1]

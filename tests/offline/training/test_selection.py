@@ -108,6 +108,9 @@ def test_a_focal_task_no_longer_degrades_another_task(tiny_log: Path, tmp_path: 
     summed = run({"purchase": {"kind": "focal"}}, "sum", "summed")
     plain_epoch, plain_loss = selected(plain, "click")
     focal_epoch, focal_loss = selected(focal, "click")
+    for report, epoch in ((plain, plain_epoch), (focal, focal_epoch)):  # exact: click's own best epoch
+        curve = [h["valid_loss"]["click"] for h in report["history"]]  # type: ignore[index]
+        assert epoch == 1 + curve.index(min(curve))
     assert focal_epoch >= 5 and plain_epoch >= 5  # click trains on: neither run stopped at purchase's best
     assert focal_loss <= plain_loss * 1.01
     assert selected(summed, "click")[0] == 1 and selected(summed, "click")[1] > plain_loss * 1.03

@@ -2,13 +2,15 @@
 
 Per task t: the train split's rows with mask_t = 1 (a row whose label is missing or immature is left
 out of t's dataset, not counted as a negative), weighted by the sample weight (times `pos_weight` on
-positives for a `weighted` loss option); the validation split's observed rows monitor the task's plain
-logloss, and training stops after `early_stopping_rounds` rounds without a better one. The booster
-keeps exactly its best iteration. With `training.constraints`, the primary task's booster is trained
-with Moo-GBT's constrained objective (`app.offline.training.gbt.moo`) instead, and its round is the
-best primary logloss among rounds that meet every bound on validation (else the least violating);
-it stops early only once a feasible round has not been bettered for `early_stopping_rounds` rounds.
-The history (one entry every `dual_every` rounds) has the networks' shape, so reports render alike.
+positives for a `weighted` loss option; a `focal` task trains with the focal objective of
+`app.offline.training.gbt.focal`); the validation split's observed rows monitor the task's plain
+logloss whatever the training loss, and training stops after `early_stopping_rounds` rounds without
+a better one. The booster keeps exactly its best iteration. With `training.constraints`, the
+primary task's booster is trained with Moo-GBT's constrained objective (`app.offline.training.gbt.moo`)
+instead, and its round is the best primary logloss among rounds that meet every bound on validation
+(else the least violating); it stops early only once a feasible round has not been bettered for
+`early_stopping_rounds` rounds. The history (one entry every `dual_every` rounds) has the networks'
+shape, so reports render alike.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
+from app.offline.metrics import auc
 from app.offline.training.batches import LogSource, split_rows
 from app.offline.training.encoding import EncodedRows, FittedEncoding
-from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss
+from app.offline.training.gbt.focal import FocalObjective
+from app.offline.training.gbt.moo import DualTrajectory, MooObjective, logloss, sigmoid
 from app.offline.training.gbt.params import GBTSpec
 from app.offline.training.gbt.ranker import GBTRanker, features
 from app.offline.training.loop import EpochLog, TrainOutcome
@@ -104,27 +108,33 @@ def fit_gbt(spec: TrainSpec, fitted: FittedEncoding, log: LogSource, options: Se
     boosters: list[lgb.Booster] = []
     offsets = [0.0] * len(tasks)
     curves: dict[str, list[float]] = {}
+    metrics: dict[str, list[float]] = {}  # per task, per round: the selection metric (logloss or 1 - AUC)
     per_task: dict[str, dict[str, Any]] = {}
     trajectory: DualTrajectory | None = None
     for t, task in enumerate(tasks):
-        if spec.training.constraints and task == primary:
+        constrained = bool(spec.training.constraints) and task == primary
+        if constrained:
             booster, offsets[t], trajectory = _fit_constrained(spec, tasks, t, train, valid, categorical, params)
-            curves[task] = trajectory.primary_loss
+            curves[task] = metrics[task] = trajectory.primary_loss
             best = int(trajectory.rounds[trajectory.select()])
             rounds = len(trajectory.rounds)
         else:
-            booster, curves[task] = _fit_task(spec, t, train, valid, categorical, params, options[t])
+            booster, curves[task], metrics[task], offsets[t] = _fit_task(
+                spec, t, train, valid, categorical, params, options[t]
+            )
             best, rounds = booster.current_iteration(), len(curves[task]) or booster.current_iteration()
         boosters.append(booster)
         per_task[task] = {
             "best_iteration": best,
             "rounds_trained": rounds,
             "stopped_early": rounds < gbt.rounds,
+            # the constrained primary: its best logloss among the rounds meeting the bounds
+            "selection_metric": "logloss" if constrained else spec.training.selection.metrics.get(task, "logloss"),
             "train_rows": int(np.sum(train.observed(t) > 0)),
             "valid_rows": int(np.sum(valid.observed(t) > 0)),
         }
     model = GBTRanker(boosters, tasks, offsets)
-    outcome = _history(spec, tasks, curves, trajectory, per_task)
+    outcome = _history(spec, tasks, curves, metrics, trajectory, per_task)
     report: dict[str, Any] = {"tasks": per_task, "categorical": gbt.categorical, "primary": primary}
     if trajectory is not None:
         report["dual"] = trajectory.to_dict()
@@ -139,9 +149,13 @@ def _fit_task(
     categorical: list[int],
     params: dict[str, Any],
     option: TaskLoss,
-) -> tuple[lgb.Booster, list[float]]:
-    """LightGBM's binary objective on task t's observed rows; returns the truncated booster and its
-    validation logloss per round."""
+) -> tuple[lgb.Booster, list[float], list[float], float]:
+    """Task t's booster on its observed rows: LightGBM's binary objective, or the focal objective for a
+    focal task. It stops on, and keeps the best round of, the task's selection metric
+    (`training.selection.metrics`: plain logloss by default, whatever the training loss, or AUC).
+    Returns the truncated booster, its validation logloss per round, its selection metric per round
+    (lower is better: logloss, or 1 - AUC) and its constant offset (the base-rate logit for a custom
+    objective)."""
     gbt = spec.training.model.gbt
     task = spec.dataset.tasks[t]
     rows = train.observed(t) > 0
@@ -155,30 +169,58 @@ def _fit_task(
             "use more data or move dataset.split.valid_start later",
         )
     weight = train.weight[rows] * np.where(y > 0, option.pos_weight if option.kind == "weighted" else 1.0, 1.0)
-    data = lgb.Dataset(train.x[rows], y, weight=weight, categorical_feature=categorical, free_raw_data=True)
+    focal = option.kind == "focal"
+    offset = _base_logit(y, weight) if focal else 0.0
+    init = np.full(len(y), offset) if focal else None
+    data = lgb.Dataset(
+        train.x[rows], y, weight=None if focal else weight, init_score=init, categorical_feature=categorical,
+        free_raw_data=True,
+    )
     valid_rows = valid.observed(t) > 0
+    v_y, v_w = valid.labels[valid_rows, t], valid.weight[valid_rows]
     evals: dict[str, Any] = {}
     callbacks: list[Any] = []
     valid_sets: list[lgb.Dataset] = []
     if valid_rows.any():
-        valid_sets = [
-            data.create_valid(valid.x[valid_rows], valid.labels[valid_rows, t], weight=valid.weight[valid_rows])
-        ]
+        v_init = np.full(len(v_y), offset) if focal else None
+        valid_sets = [data.create_valid(valid.x[valid_rows], v_y, weight=v_w, init_score=v_init)]
         callbacks = [
             lgb.early_stopping(gbt.early_stopping_rounds, first_metric_only=True, verbose=False),
             lgb.record_evaluation(evals),
         ]
+    by_auc = spec.training.selection.metrics.get(task.name, "logloss") == "auc"
+    if focal:
+        objective: Any = FocalObjective(y, weight, option.gamma, option.alpha)
+        task_params = {**params, "objective": objective, "metric": "None"}
+
+        def plain_metrics(preds: F64, _data: lgb.Dataset) -> list[tuple[str, float, bool]]:
+            z = np.asarray(preds, dtype=np.float64)  # raw scores with a custom objective
+            out = [("binary_logloss", logloss(z, v_y, v_w), False)]
+            return [("auc", auc(sigmoid(z), v_y), True), *out] if by_auc else out
+
+        feval: Any = plain_metrics if valid_sets else None
+    else:
+        metric = ["auc", "binary_logloss"] if by_auc else "binary_logloss"  # the first one stops training
+        task_params, feval = {**params, "objective": "binary", "metric": metric}, None
     booster = lgb.train(
-        {**params, "objective": "binary", "metric": "binary_logloss"},
+        task_params,
         data,
         num_boost_round=gbt.rounds,
         valid_sets=valid_sets,
         valid_names=["valid"][: len(valid_sets)],
+        feval=feval,
         callbacks=callbacks,
     )
     curve = [float(v) for v in evals.get("valid", {}).get("binary_logloss", [])]
+    selection = [1.0 - float(v) for v in evals.get("valid", {}).get("auc", [])] if by_auc else curve
     best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), curve, selection, offset
+
+
+def _base_logit(y: F64, weight: F64) -> float:
+    """The weighted base rate's logit: a custom objective's starting score (its booster's offset)."""
+    base = float(np.clip(np.sum(weight * y) / np.sum(weight), 1e-6, 1 - 1e-6))
+    return float(np.log(base / (1 - base)))
 
 
 def _fit_constrained(
@@ -199,8 +241,7 @@ def _fit_constrained(
     labels = [train.labels[rows, i] for i in index]
     weights = [train.observed(i)[rows] for i in index]
     objective = MooObjective(labels, weights, constraints)
-    base = float(np.sum(weights[0] * labels[0]) / np.sum(weights[0]))
-    offset = float(np.log(np.clip(base, 1e-6, 1 - 1e-6) / (1 - np.clip(base, 1e-6, 1 - 1e-6))))
+    offset = _base_logit(labels[0], weights[0])
     data = lgb.Dataset(
         train.x[rows], labels[0], categorical_feature=categorical, init_score=np.full(int(rows.sum()), offset),
         free_raw_data=True,
@@ -209,7 +250,10 @@ def _fit_constrained(
     v_labels = [valid.labels[v_rows, i] for i in index]
     v_weights = [valid.observed(i)[v_rows] for i in index]
     validation = data.create_valid(valid.x[v_rows], v_labels[0], init_score=np.full(int(v_rows.sum()), offset))
-    trajectory = DualTrajectory(tasks[p], [c.task for c in constraints], [c.max_loss for c in constraints])
+    trajectory = DualTrajectory(
+        tasks[p], [c.task for c in constraints], [c.max_loss for c in constraints],
+        tolerance=spec.training.selection.infeasible_tolerance,
+    )
 
     def evaluate(preds: F64, _data: lgb.Dataset) -> list[tuple[str, float, bool]]:
         z = np.asarray(preds, dtype=np.float64)
@@ -248,6 +292,7 @@ def _history(
     spec: TrainSpec,
     tasks: Sequence[str],
     curves: dict[str, list[float]],
+    metrics: dict[str, list[float]],
     trajectory: DualTrajectory | None,
     per_task: dict[str, dict[str, Any]],
 ) -> TrainOutcome:
@@ -271,7 +316,8 @@ def _history(
                 train_loss={},
                 valid_loss=valid,
                 monitor=float(sum(w * v for w, v in zip(weights, valid.values(), strict=True) if np.isfinite(v))),
-                metric=dict(valid),  # each booster stops on its own plain validation logloss
+                # each booster stops on its own selection metric (plain logloss, or 1 - AUC)
+                metric={t: metrics[t][r - 1] if r <= len(metrics[t]) else float("nan") for t in tasks},
                 lambdas=lambdas,
                 constraints=constraints,
                 seconds=0.0,
@@ -283,4 +329,5 @@ def _history(
         best_epoch=best,
         task_epochs={t: int(per_task[t]["best_iteration"]) for t in tasks},  # one booster per task: per-task
         stopped_early=any(v["stopped_early"] for v in per_task.values()),
+        infeasible=trajectory.infeasible() if trajectory is not None else [],
     )

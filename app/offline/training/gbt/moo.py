@@ -68,6 +68,12 @@ class MooObjective:
         # C_t is a mean over task t's rows; scaled by W_primary so all terms are sums like LightGBM's.
         self._scale = [totals[0] / t if t > 0 else 0.0 for t in totals[1:]]
 
+    def __deepcopy__(self, _memo: dict[int, Any]) -> MooObjective:
+        # `lightgbm.train` deep-copies its params, objective included: the booster would then train
+        # with a copy whose multipliers stay at their initial value while `dual_step` moves ours.
+        # The multipliers are state shared between the loop and the booster, so a copy is this object.
+        return self
+
     def coefficients(self, z: F64) -> list[float]:
         """lambda_t + mu_t max(0, C_t(z) - b_t), times the scale, for the current training scores."""
         out = []
@@ -107,6 +113,9 @@ class DualTrajectory:
     primary: str
     tasks: Sequence[str]
     bounds: Sequence[float]
+    # infeasible bounds: rounds within tolerance x sum of bounds of the least violation count as least
+    # violating (`training.selection.infeasible_tolerance`, the networks' rule)
+    tolerance: float = 0.0
     rounds: list[int] = field(default_factory=list)
     primary_loss: list[float] = field(default_factory=list)
     losses: list[list[float]] = field(default_factory=list)  # [round][constraint]
@@ -123,9 +132,37 @@ class DualTrajectory:
 
     def select(self) -> int:
         """Index of the selected round: the lowest primary loss among rounds meeting every bound on
-        validation, else the least violating (then the lowest primary loss)."""
-        keys = [(self.violation(i), self.primary_loss[i]) for i in range(len(self.rounds))]
-        return min(range(len(keys)), key=lambda i: keys[i])
+        validation, else among the least violating (violation within `tolerance` x the sum of the
+        bounds of the smallest); the earliest on ties."""
+        violations = [self.violation(i) for i in range(len(self.rounds))]
+        smallest = min(violations)
+        slack = 0.0 if smallest == 0.0 else self.tolerance * float(sum(self.bounds))
+        candidates = [i for i, v in enumerate(violations) if v <= smallest + slack]
+        return min(candidates, key=lambda i: self.primary_loss[i])
+
+    def infeasible(self) -> list[dict[str, Any]]:
+        """Bounds no round met, in the networks' shape (`report.json` → `infeasible_constraints`)."""
+        out: list[dict[str, Any]] = []
+        for i, (task, bound) in enumerate(zip(self.tasks, self.bounds, strict=True)):
+            losses = [(row[i], r) for row, r in zip(self.losses, self.rounds, strict=True) if np.isfinite(row[i])]
+            if not losses or min(losses)[0] <= bound:
+                continue
+            best, at = min(losses)
+            out.append(
+                {
+                    "task": task,
+                    "bound": bound,
+                    "best_reachable": best,
+                    "best_epoch": at,
+                    "warning": (
+                        f"constraint on {task!r} is infeasible: the {self.primary} score's validation logloss on "
+                        f"{task!r} labels <= {bound:g} was never reached (best {best:.4f} at round {at}); selection "
+                        f"fell back to the lowest {self.primary} loss among the least-violating rounds. Raise "
+                        f"training.constraints max_loss for {task!r} to at least {best:.4f}."
+                    ),
+                }
+            )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         best = self.select() if self.rounds else None

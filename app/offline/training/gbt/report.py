@@ -53,7 +53,11 @@ def gbt_markdown(gbt: dict[str, Any]) -> str:
                 f"{_num(c['lambda'][-1])} |"
             )
         if not dual["feasible"]:
-            lines += ["", "**Warning:** no round met every bound on validation; the least violating was selected."]
+            lines += [
+                "",
+                "**Warning:** no round met every bound on validation: the selected round has the lowest primary loss"
+                " among the least violating (see the best reachable value per bound above).",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ import yaml
 from app.artifacts.calibration import CalibrationFile
 from app.artifacts.loading import check_calibration_for, load_manifest
 from app.artifacts.manifest import ModelManifest
-from app.offline.demo_ranking import POLICY_V2, demo_policy_v2
+from app.offline.demo_ranking import POLICY_V2, demo_policy_v2, policy_text
 from app.offline.synthetic import generator as syn
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def run_demo(out: Path, config: DemoConfig) -> DemoResult:
     policy_path.write_text(yaml.safe_dump(demo_policy(), sort_keys=False), encoding="utf-8")
     (policy_path.parent / "active").write_text(f"{POLICY_VERSION}\n", encoding="utf-8")
     v2 = policy_path.with_name(f"{POLICY_V2}.yaml")  # ranking capabilities, not active (`app.offline.demo_ranking`)
-    v2.write_text(yaml.safe_dump(demo_policy_v2(demo_policy()), sort_keys=False), encoding="utf-8")
+    v2.write_text(policy_text(demo_policy_v2(demo_policy())), encoding="utf-8")
     logs_path = _write_logs(data_dir / "logs.parquet", bundle_dir, manifest, fitted.calibration, holdout) \
         if config.logs else None
     return DemoResult(bundle_dir, policy_path, predictions, spec_path, run_dir, manifest, fitted.calibration,
@@ -208,7 +208,10 @@ def print_summary(console: Console, result: DemoResult) -> None:
 
 
 def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:
-    """A /v1/score body from held-out rows; three candidates are made ineligible on purpose."""
+    """A /v1/score body from held-out rows; three candidates are made ineligible on purpose. `is_new` marks
+    items younger than a day, as the demo logs do (version 2's freshness minimum reads it)."""
+    from app.offline.tuning.demo_logs import NEW_ITEM_HOURS
+
     _, first = np.unique(holdout.candidate_id, return_index=True)
     rows = np.sort(first)[:size]
     user_row = rows[0]
@@ -233,6 +236,7 @@ def _sample_request(holdout: syn.DemoLog, size: int) -> dict[str, Any]:
                 "sponsored": bool(holdout.sponsored[row]),
                 "eligible": bool(holdout.eligible[row]) and k not in (5, 17, 29),
                 "margin": float(holdout.margin[row]),
+                "is_new": features["item_age_hours"] < NEW_ITEM_HOURS,  # the age as sent
             },
         })
     return {

@@ -180,7 +180,7 @@ def _mmr(
     score = trace.score[order]
     penalty = np.full(len(trace.score), np.nan)
     if isinstance(column, np.ndarray) and column.ndim == 2:
-        chosen, paid = _mmr_vectors(score, column[order], lam, length)
+        chosen, paid = _mmr_vectors(score, column, order, lam, length)
         rest = np.ones(len(order), dtype=np.bool_)
         rest[chosen] = False
         penalty[order[chosen]] = paid
@@ -197,20 +197,20 @@ def _mmr(
     return order[reordered]
 
 
-def _mmr_vectors(score: Float, vectors: Float, lam: float, length: int) -> tuple[IntArray, Float]:
-    """Greedy MMR on cosine similarity clipped at 0 -> (positions chosen in order, their penalties).
+def _mmr_vectors(score: Float, column: Float, order: IntArray, lam: float, length: int) -> tuple[IntArray, Float]:
+    """Greedy MMR on cosine similarity clipped at 0 -> (positions in `order` chosen in order, their penalties).
 
-    Scores are sorted best first. Candidate j cannot be among the first `length` picks when `length` others have
-    lambda x s_i - (1 - lambda) > lambda x s_j (each of them beats j at every step), so only the prefix of
-    candidates with lambda x s_j >= lambda x s_(length) - (1 - lambda) is searched: exact, and small when scores
-    spread wider than (1 - lambda) / lambda.
+    score: the ranking scores of `order`, best first; column: [B, D] vectors of every candidate. Candidate j cannot
+    be among the first `length` picks when `length` others have lambda x s_i - (1 - lambda) > lambda x s_j (each of
+    them beats j at every step), so only the prefix of candidates with lambda x s_j >= lambda x s_(length) -
+    (1 - lambda) is searched: exact, and small when scores spread wider than (1 - lambda) / lambda.
     """
     threshold = lam * score[length - 1] - (1.0 - lam)
     pool = int(np.searchsorted(-(lam * score), -threshold, side="right"))
-    searched = vectors[:pool]
+    searched = column[order[:pool]]  # a copy: only the searched rows are gathered
     missing = np.isnan(searched[:, 0])  # a missing vector is a row of NaN; a present one is finite (`vectors`)
     if missing.any():
-        searched = np.where(missing[:, None], 0.0, searched)
+        searched[missing] = 0.0
     norms = np.sqrt(np.einsum("ij,ij->i", searched, searched))
     inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # a zero vector: similar to nothing
     unit = searched * inverse[:, None]
@@ -218,18 +218,29 @@ def _mmr_vectors(score: Float, vectors: Float, lam: float, length: int) -> tuple
     weighted = (1.0 - lam) * unit
     # current = base - (1 - lambda) x max(0, largest similarity so far): each pick lowers it to
     # min(current, base - (1 - lambda) x similarity), which also keeps the clip at 0 (current <= base) and
-    # the candidates already placed at -inf.
+    # the candidates already placed at -inf. Each step is a few numpy calls on preallocated buffers: the loop's
+    # cost is their overhead (a small pool) or the product (a large one).
     current = base.copy()
     chosen = np.empty(length, dtype=np.intp)
-    paid = np.empty(length)
-    # a small pool: every similarity at once (pool^2 x D), then one row per pick instead of a product
-    lowered = base[None, :] - weighted @ unit.T if pool <= 4 * length else None
-    for t in range(length):
-        j = int(np.argmax(current))
-        chosen[t], paid[t] = j, base[j] - current[j]
-        np.minimum(current, lowered[j] if lowered is not None else base - weighted @ unit[j], out=current)
-        current[j] = -np.inf
-    return chosen, paid
+    value = np.empty(length)  # current[j] when j was picked
+    argmax, minimum = current.argmax, np.minimum
+    if pool <= 4 * length:  # a small pool: every similarity at once (pool^2 x D), then one row per pick
+        lowered = base[None, :] - weighted @ unit.T
+        np.fill_diagonal(lowered, -np.inf)  # a pick's own row places it at -inf
+        for t in range(length):
+            j = argmax()
+            chosen[t], value[t] = j, current[j]
+            minimum(current, lowered[j], out=current)
+    else:
+        row = np.empty(pool)
+        dot, subtract = np.dot, np.subtract
+        for t in range(length):
+            j = argmax()
+            chosen[t], value[t] = j, current[j]
+            subtract(base, dot(weighted, unit[j], out=row), out=row)
+            minimum(current, row, out=current)
+            current[j] = -np.inf
+    return chosen, base[chosen] - value
 
 
 def _apply_minimum(order: IntArray, matches: Bool, rule: MinimumRule, length: int, trace: RankingTrace) -> IntArray:

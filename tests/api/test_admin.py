@@ -80,7 +80,7 @@ def test_listing_shows_surfaces_versions_active_previous_and_shadow(admin_client
     body = client.get("/admin/policies", headers=ADMIN).json()
     home = body["surfaces"]["home"]
     assert home["active"] == "1" and home["previous"] is None and home["shadow"] is None
-    assert home["servable"] == ["1", "2"] and home["on_disk"] == ["1", "2"]
+    assert home["servable"] == ["1", "2", "3"] and home["on_disk"] == ["1", "2", "3"]
     assert home["serving"]["policy_version"] == "1"
 
 

@@ -72,12 +72,12 @@ def test_debug_shows_decay_minimums_and_shortfalls(ranked_client: TestClient, sa
     assert any(r["decay"]["creator_decay"] < 1.0 for r in rows)  # a creator's second candidate
     fresh = [c for c in got["candidates"][:10] if c["id"] in {s["id"] for s in sample_request["candidates"]
                                                                if s["attributes"]["is_new"]}]
-    assert len(fresh) >= 3 or got["slate_shortfalls"]
+    assert len(fresh) >= 4 or got["slate_shortfalls"]
     for candidate in sample_request["candidates"]:
         candidate["attributes"]["is_new"] = False
     sample_request["options"] = {"debug": True}
     none_fresh = ranked_client.post("/v1/score", json=sample_request).json()
-    assert none_fresh["slate_shortfalls"] == [{"rule": "fresh_items", "wanted": 3, "got": 0, "within": 10}]
+    assert none_fresh["slate_shortfalls"] == [{"rule": "fresh_items", "wanted": 4, "got": 0, "within": 10}]
     assert len(none_fresh["candidates"]) == 20  # degrades: the slate is still served
     metrics = ranked_client.get("/metrics").text
     assert 'fusionrank_slate_minimum_shortfalls_total{rule="fresh_items",surface="home"}' in metrics

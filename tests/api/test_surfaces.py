@@ -18,7 +18,7 @@ def test_a_surface_lists_its_arm_tasks_features_attributes_and_limits(client: Te
     assert response.status_code == 200
     doc = response.json()
     assert doc["surface"] == "home" and doc["policy_version"] == "1"
-    assert doc["servable_policy_versions"] == ["1", "2"]
+    assert doc["servable_policy_versions"] == ["1", "2", "3"]
     assert doc["arms"] == [{"arm": "stable", "share": 1.0, "key": None, "versions": {
         "model": "demo_ranker", "model_version": "1", "calibration_version": "1", "policy_version": "1"}}]
     assert [t["name"] for t in doc["tasks"]] == ["click", "purchase", "hide", "report"]

@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 def test_validate_accepts_the_shipped_policies() -> None:
-    for version in ("1", "2"):
+    for version in ("1", "2", "3"):
         result = runner.invoke(app, ["policy", "validate", str(POLICIES / "home" / f"{version}.yaml"),
                                      "--model-store", str(MODEL_STORE)])
         assert result.exit_code == 0, result.output

@@ -120,10 +120,10 @@ def test_simulate_compares_policies_and_emits_a_draft_that_cannot_be_served(
     assert (out / "pareto.png").stat().st_size > 10_000
 
     draft_path = Path(summary["emitted_policy"])
-    # policies/home holds 1.yaml and 2.yaml: the draft takes the next free version, overwriting neither
-    assert draft_path.parent.name == "home" and draft_path.name == "3.yaml"
+    # policies/home holds 1.yaml, 2.yaml and 3.yaml: the draft takes the next free version, overwriting none
+    assert draft_path.parent.name == "home" and draft_path.name == "4.yaml"
     draft = load_policy(draft_path)
-    assert draft.governance.approved_by == [] and draft.version == "3"
+    assert draft.governance.approved_by == [] and draft.version == "4"
     manifest = load_manifest(BUNDLE)
     check_policy_against(draft, manifest, "1", draft_path, serving=False)  # valid in every other respect
     with pytest.raises(PolicyError, match=r"approved_by|approver"):

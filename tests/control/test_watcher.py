@@ -48,12 +48,12 @@ def test_a_broken_file_dropped_in_never_changes_what_is_served(
     state = client.app.state.fusionrank  # type: ignore[attr-defined]
     snapshot = state.snapshot
 
-    (home / "3.yaml").write_text("utility: [\n")  # not even YAML
-    assert _outcomes(watcher.poll_once()) == [("load", None, "3", "refused")]
+    (home / "5.yaml").write_text("utility: [\n")  # not even YAML
+    assert _outcomes(watcher.poll_once()) == [("load", None, "5", "refused")]
     write_policy(policies, "4", lambda p: p["utility"][3].update(weight=3.0))  # positive weight on `report`
     assert _outcomes(watcher.poll_once()) == [("load", None, "4", "refused")]
-    (home / "active").write_text("3\n")  # and point at a broken one
-    assert _outcomes(watcher.poll_once()) == [("activate", "1", "3", "refused")]
+    (home / "active").write_text("5\n")  # and point at a broken one
+    assert _outcomes(watcher.poll_once()) == [("activate", "1", "5", "refused")]
     # the served policy's own file is overwritten with a broken version of itself
     write_policy(policies, "1", lambda p: p["utility"][2].update(weight=4.0))
     assert _outcomes(watcher.poll_once()) == [("load", "1", "1", "refused")]
@@ -65,18 +65,18 @@ def test_a_broken_file_dropped_in_never_changes_what_is_served(
     assert all(p.startswith(str(home)) for p in ready["problems"])
 
     listing = client.get("/admin/policies", headers=ADMIN).json()["surfaces"]["home"]
-    assert listing["active"] == "1" and listing["servable"] == ["1", "2"]
-    assert set(listing["refused"]) == {"1", "3", "4"} and "utility[3].weight" in listing["refused"]["4"]
+    assert listing["active"] == "1" and listing["servable"] == ["1", "2", "3"]
+    assert set(listing["refused"]) == {"1", "4", "5"} and "utility[3].weight" in listing["refused"]["4"]
     metrics = client.get("/metrics").text
     assert 'fusionrank_policy_file_rejections_total{surface="home"} 3.0' in metrics
     assert 'fusionrank_policy_activation_failures_total{source="watch",surface="home"} 1.0' in metrics
     assert 'fusionrank_policy_active_info{surface="home",version="1"} 1.0' in metrics
 
-    write_policy(policies, "3")  # repaired: it loads, and is no longer a problem
+    write_policy(policies, "5")  # repaired: it loads, and is no longer a problem
     write_policy(policies, "4")
     (home / "active").write_text("2\n")  # a good pointer is applied
     assert _outcomes(watcher.poll_once()) == [
-        ("load", None, "3", "applied"), ("load", None, "4", "applied"), ("activate", "1", "2", "applied"),
+        ("load", None, "4", "applied"), ("load", None, "5", "applied"), ("activate", "1", "2", "applied"),
     ]
     assert _answer(client, sample_request)["versions"]["policy_version"] == "2"
     assert 'fusionrank_policy_activations_total{source="watch",surface="home"} 1.0' in client.get("/metrics").text

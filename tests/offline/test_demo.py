@@ -128,7 +128,8 @@ def test_demo_bundle_is_served_and_sample_request_filters(demo_out: Path) -> Non
 
 
 def test_demo_policy_version_2_validates_and_serves_beside_the_active_version_1(demo_out: Path) -> None:
-    """Version 2 (`app.offline.demo_ranking`): product form, creator decay, a fresh-item minimum; not active."""
+    """Version 2 (`app.offline.demo_ranking`, shipped as version 3): product form, creator decay, a fresh-item
+    minimum on the sample's `is_new`; not active."""
     policies = demo_out / "policies" / "home"
     bundle = demo_out / "model_store" / "demo_ranker" / "1"
     v2 = load_policy(policies / "2.yaml")
@@ -136,8 +137,7 @@ def test_demo_policy_version_2_validates_and_serves_beside_the_active_version_1(
     assert v2.ranking is not None and v2.ranking.form == "product" and v2.ranking.diversity and v2.ranking.minimums
     assert (policies / "active").read_text().strip() == "1"
     body = json.loads((bundle / "sample_request.json").read_text())
-    for i, candidate in enumerate(body["candidates"]):
-        candidate["attributes"]["is_new"] = i % 7 == 0
+    assert all(c["attributes"]["is_new"] == (c["features"]["item_age_hours"] < 24) for c in body["candidates"])
     body["options"] = {"debug": True}
     settings = make_settings(store=demo_out / "model_store", policies=demo_out / "policies")
     with TestClient(create_app(settings)) as client:
@@ -146,7 +146,7 @@ def test_demo_policy_version_2_validates_and_serves_beside_the_active_version_1(
     assert active["versions"]["policy_version"] == "1" and second["versions"]["policy_version"] == "2"
     assert "ranking" not in active["candidates"][0]["debug"] and "ranking" in second["candidates"][0]["debug"]
     new = {c["id"] for c in body["candidates"] if c["attributes"]["is_new"]}
-    assert len(new & {c["id"] for c in second["candidates"][:10]}) >= 3 or second["slate_shortfalls"]
+    assert len(new & {c["id"] for c in second["candidates"][:10]}) >= 4 or second["slate_shortfalls"]
 
 
 def test_calibration_improves_the_rare_tasks_ratio(demo_out: Path) -> None:

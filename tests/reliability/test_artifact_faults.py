@@ -1,10 +1,10 @@
 """Every row of docs/reliability.md's artifact-fault table, at startup and at hot swap.
 
 Each fault is planted in a new candidate: model bundle `demo_ranker/2` (a copy of version 1) and
-policy `home/3.yaml` that serves it. At startup `home/active` names 3: the surface is not served,
-`/readyz` stays 503 and lists the problem naming the file. At swap the service starts on version 1
-and the admin API activates 3: the answer is a 422 naming the problem, version 1 keeps serving, the
-failure is counted in `fusionrank_policy_activation_failures_total` and logged.
+policy `home/4.yaml` (the shipped versions are 1 to 3) that serves it. At startup `home/active` names 4:
+the surface is not served, `/readyz` stays 503 and lists the problem naming the file. At swap the service
+starts on version 1 and the admin API activates 4: the answer is a 422 naming the problem, version 1 keeps
+serving, the failure is counted in `fusionrank_policy_activation_failures_total` and logged.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def _bundle_2(store: Path) -> Path:
     return bundle
 
 
-def _policy_3(policies: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+def _policy_4(policies: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
     data: dict[str, Any] = yaml.safe_load((POLICIES / "home" / "1.yaml").read_text())
-    data["version"] = "3"
+    data["version"] = "4"
     data["model"]["version"] = "2"
     if edit is not None:
         edit(data)
-    path = policies / "home" / "3.yaml"
+    path = policies / "home" / "4.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -66,43 +66,43 @@ def truncated_onnx(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     onnx = bundle / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])
     _reseal(bundle)
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def corrupt_onnx(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
     (bundle / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf\xff" * 100)
     _reseal(bundle)
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def sha_mismatch(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
     with (bundle / "model.onnx").open("ab") as f:
         f.write(b"\0")
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def manifest_schema(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
     _edit_json(bundle / "manifest.json", lambda m: m.update(tasks="click"))
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def calibration_schema(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
     _edit_json(bundle / "calibration" / "1.json", lambda c: c.update(surprise=1))
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def policy_schema(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
-    _policy_3(policies, lambda p: p.update(model={"name": "demo_ranker", "version": "1"}, top_k="ten"))
+    _policy_4(policies, lambda p: p.update(model={"name": "demo_ranker", "version": "1"}, top_k="ten"))
 
 
 def calibration_for_other_model(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
     _edit_json(bundle / "calibration" / "1.json", lambda c: c["model"].update(sha256="0" * 64))
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def non_monotone_isotonic(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
@@ -113,7 +113,7 @@ def non_monotone_isotonic(store: Path, policies: Path, _: pytest.MonkeyPatch) ->
         c["tasks"][task]["calibrator"] = {"method": "isotonic", "x": [-2.0, 0.0, 2.0], "y": [0.1, 0.5, 0.3]}
 
     _edit_json(bundle / "calibration" / "1.json", edit)
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def unknown_task(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
@@ -121,7 +121,7 @@ def unknown_task(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
         p["model"]["version"] = "1"
         p["utility"][0]["task"] = "dwell_time"
 
-    _policy_3(policies, edit)
+    _policy_4(policies, edit)
 
 
 def unknown_attribute(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
@@ -129,21 +129,21 @@ def unknown_attribute(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
         p["model"]["version"] = "1"
         p["utility"][1]["attribute"] = "price_in_gold"
 
-    _policy_3(policies, edit)
+    _policy_4(policies, edit)
 
 
 def yaml_alias_bomb(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(9))}]" for i in range(1, 10)]
-    (policies / "home" / "3.yaml").write_text("\n".join(lines) + "\n")
+    (policies / "home" / "4.yaml").write_text("\n".join(lines) + "\n")
 
 
 def dotdot_version(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
-    _policy_3(policies, lambda p: p["model"].update(version="../../../etc"))
+    _policy_4(policies, lambda p: p["model"].update(version="../../../etc"))
 
 
 def absolute_version(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
-    _policy_3(policies, lambda p: p["model"].update(version="/etc/passwd"))
+    _policy_4(policies, lambda p: p["model"].update(version="/etc/passwd"))
 
 
 def symlink_out_of_store(store: Path, policies: Path, _: pytest.MonkeyPatch) -> None:
@@ -152,18 +152,18 @@ def symlink_out_of_store(store: Path, policies: Path, _: pytest.MonkeyPatch) -> 
     _edit_json(outside / "manifest.json", lambda m: m.update(version="2"))
     _edit_json(outside / "calibration" / "1.json", lambda c: c["model"].update(version="2"))
     (store / "demo_ranker" / "2").symlink_to(outside, target_is_directory=True)
-    _policy_3(policies)
+    _policy_4(policies)
 
 
 def policy_symlink_out(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
     secret = policies.parent / "not_a_policy.yaml"
     secret.write_text("password: hunter2\n")
-    (policies / "home" / "3.yaml").symlink_to(secret)
+    (policies / "home" / "4.yaml").symlink_to(secret)
 
 
 def vanishes_during_load(store: Path, policies: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = _bundle_2(store)
-    _policy_3(policies)
+    _policy_4(policies)
     real = loader_module.load_manifest
 
     def load_then_vanish(bundle_dir: Path, **kwargs: Any) -> Any:
@@ -176,12 +176,12 @@ def vanishes_during_load(store: Path, policies: Path, monkeypatch: pytest.Monkey
 
 
 def half_written_policy(_: Path, policies: Path, __: pytest.MonkeyPatch) -> None:
-    text = _policy_3(policies, lambda p: p["model"].update(version="1")).read_text()
-    (policies / "home" / "3.yaml").write_text(text[: len(text) // 2])
+    text = _policy_4(policies, lambda p: p["model"].update(version="1")).read_text()
+    (policies / "home" / "4.yaml").write_text(text[: len(text) // 2])
 
 
 def permission_denied(_: Path, policies: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _policy_3(policies, lambda p: p["model"].update(version="1"))
+    path = _policy_4(policies, lambda p: p["model"].update(version="1"))
     if os.geteuid() != 0:
         path.chmod(0)
         return
@@ -214,7 +214,7 @@ FAULTS: dict[str, tuple[Fault, str]] = {
     "bundle symlinked out of the store": (symlink_out_of_store, "outside"),
     "policy symlinked out of the folder": (policy_symlink_out, "outside"),
     "model.onnx vanishes during the load": (vanishes_during_load, "model.onnx"),
-    "half-written policy file": (half_written_policy, "3.yaml"),
+    "half-written policy file": (half_written_policy, "4.yaml"),
     "permission denied": (permission_denied, "ermission denied"),
 }
 
@@ -234,12 +234,12 @@ def test_fault_at_startup_keeps_readyz_503_and_names_the_file(
     store, policies = store_copy
     plant, phrase = FAULTS[name]
     plant(store, policies, monkeypatch)
-    (policies / "home" / "active").write_text("3\n")
+    (policies / "home" / "active").write_text("4\n")
     with caplog.at_level(logging.ERROR, logger="fusionrank"), _start(store, policies) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
         problems = "\n".join(ready.json()["problems"])
-        assert "3.yaml" in problems or "demo_ranker/2" in problems or "outside" in problems, problems
+        assert "4.yaml" in problems or "demo_ranker/2" in problems or "outside" in problems, problems
         assert phrase in problems, problems
         assert "fix" in problems
         answer = client.post("/v1/score", json={"surface": "home", "candidates": []})
@@ -262,7 +262,7 @@ def test_fault_at_swap_keeps_the_old_bundle_serving(
         plant, phrase = FAULTS[name]
         plant(store, policies, monkeypatch)
         with caplog.at_level(logging.WARNING, logger="fusionrank"):
-            refused = client.post("/admin/policies/home/activate", json={"version": "3"}, headers=ADMIN)
+            refused = client.post("/admin/policies/home/activate", json={"version": "4"}, headers=ADMIN)
         assert refused.status_code == 422, refused.text
         error = refused.json()["error"]
         assert phrase in json.dumps(error), error

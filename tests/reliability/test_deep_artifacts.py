@@ -135,11 +135,11 @@ def test_the_watcher_refuses_a_deep_file_then_applies_a_later_valid_edit(
     assert "9.yaml" in (changes[1].error or "") and "nests deeper" in (changes[1].error or "")
     assert 'fusionrank_policy_file_rejections_total{surface="home"} 2.0' in client.get("/metrics").text
     # A later edit on the same surface is applied, the deep file still lying there.
-    write_policy(policies, "3", lambda p: p["utility"][0].update(weight=2.0))
-    (policies / "home" / "active").write_text("3\n")
+    write_policy(policies, "5", lambda p: p["utility"][0].update(weight=2.0))
+    (policies / "home" / "active").write_text("5\n")
     changes = watcher.poll_once()
-    assert [(c.action, c.after, c.outcome) for c in changes] == [("load", "3", "applied"), ("activate", "3", "applied")]
-    assert _score(client, sample_request).json()["versions"]["policy_version"] == "3"
+    assert [(c.action, c.after, c.outcome) for c in changes] == [("load", "5", "applied"), ("activate", "5", "applied")]
+    assert _score(client, sample_request).json()["versions"]["policy_version"] == "5"
 
 
 def test_a_failing_watcher_pass_is_logged_once_counted_and_the_next_pass_runs(

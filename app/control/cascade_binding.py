@@ -28,22 +28,8 @@ def bind_first_stage(cache: BundleCache, policy: PolicyFile, main: ModelManifest
     spec = policy.cascade
     if spec is None:
         raise PolicyError(policy_path, "cascade", "the policy declares no cascade", "declare `cascade:`")
-    name, version = spec.model.name, spec.model.version
-    if f"{name}/{version}" not in cache.bundles and not (cache.model_store / name / version).is_dir():
-        raise PolicyError(
-            policy_path, "cascade.model", f"first-stage model {name}/{version} is not in the model store"
-            f" {cache.model_store}", "point `cascade.model` at a bundle of the store",
-        )
-    bundle = cache.bundle(name, version)
-    calibration_path = bundle.path / "calibration" / f"{spec.calibration_version}.json"
-    if spec.calibration_version not in bundle.calibrations and not calibration_path.is_file():
-        on_disk = sorted(p.stem for p in (bundle.path / "calibration").glob("*.json"))
-        raise PolicyError(
-            policy_path, "cascade.calibration_version",
-            f"calibration {spec.calibration_version!r} of first-stage model {bundle.key} does not exist",
-            f"name one of its calibrations {on_disk}",
-        )
-    calibration = cache.calibration(bundle, spec.calibration_version)
+    bundle = cache.named_bundle(spec.model.name, spec.model.version, policy_path, "cascade.model")
+    calibration = cache.named_calibration(bundle, spec.calibration_version, policy_path, "cascade.calibration_version")
     light = bundle.manifest
     _check_features(light, main, policy_path)
     top_k = policy.slate.top_k

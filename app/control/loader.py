@@ -109,6 +109,26 @@ class BundleCache:
         bundle.calibrations[version] = compiled
         return compiled
 
+    def named_bundle(self, name: str, version: str, policy_path: Path, field: str) -> ModelBundle:
+        """The bundle a policy names at `field` (`model`, `cascade.model`); a PolicyError naming it when absent."""
+        if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():
+            raise PolicyError(
+                policy_path, field, f"model {name}/{version} is not in the model store {self.model_store}",
+                f"point `{field}` at a bundle of the store (e.g. {_bundles_in(self.model_store)})",
+            )
+        return self.bundle(name, version)
+
+    def named_calibration(self, bundle: ModelBundle, version: str, policy_path: Path, field: str) -> CalibrationSet:
+        """Calibration `version` of `bundle`, named by a policy at `field`; a PolicyError naming it when absent."""
+        path = bundle.path / "calibration" / f"{version}.json"
+        if version not in bundle.calibrations and not path.is_file():
+            on_disk = sorted(p.stem for p in (bundle.path / "calibration").glob("*.json"))
+            raise PolicyError(
+                policy_path, field, f"calibration {version!r} of {bundle.key} does not exist ({path})",
+                f"name one of the bundle's calibrations {on_disk}",
+            )
+        return self.calibration(bundle, version)
+
     def bind(self, policy_path: Path, pin: BundlePin | None = None) -> PolicyBinding:
         """Bind a policy file to the model and calibration it names, or to those of `pin`."""
         confined(policy_path.parent.parent, policy_path)  # <policies>/<surface>/<version>.yaml
@@ -118,22 +138,8 @@ class BundleCache:
                 "model": ModelRef(name=policy.model.name, version=pin.model_version),
                 "calibration_version": pin.calibration_version,
             })
-        name, version = policy.model.name, policy.model.version
-        if f"{name}/{version}" not in self.bundles and not (self.model_store / name / version).is_dir():
-            raise PolicyError(
-                policy_path, "model", f"model {name}/{version} is not in the model store {self.model_store}",
-                f"point `model` at a bundle of the store (e.g. {_bundles_in(self.model_store)})",
-            )
-        bundle = self.bundle(name, version)
-        calibration_path = bundle.path / "calibration" / f"{policy.calibration_version}.json"
-        if policy.calibration_version not in bundle.calibrations and not calibration_path.is_file():
-            on_disk = sorted(p.stem for p in (bundle.path / "calibration").glob("*.json"))
-            raise PolicyError(
-                policy_path, "calibration_version",
-                f"calibration {policy.calibration_version!r} of {bundle.key} does not exist ({calibration_path})",
-                f"name one of the bundle's calibrations {on_disk}",
-            )
-        calibration = self.calibration(bundle, policy.calibration_version)
+        bundle = self.named_bundle(policy.model.name, policy.model.version, policy_path, "model")
+        calibration = self.named_calibration(bundle, policy.calibration_version, policy_path, "calibration_version")
         check_policy_against(policy, bundle.manifest, calibration.version, policy_path)
         first = None if policy.cascade is None else bind_first_stage(self, policy, bundle.manifest, policy_path)
         return PolicyBinding(CompiledPolicy(policy, bundle.manifest), bundle, calibration, first)

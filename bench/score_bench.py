@@ -370,7 +370,9 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     if not args.no_http:
         references = reference_cases(store, 1000)[0]
-        with served(free_port(), store=store) as server:
+        # The scale curve sends up to 5000 candidates: 4.3 MB of reference-shape row JSON, above the default
+        # 4 MiB body limit.
+        with served(free_port(), {"FUSIONRANK_MAX_BODY_BYTES": str(16 * 1024 * 1024)}, store=store) as server:
             formats, reference = http_formats(server.url, args.requests, references)
             floor_1000, ort_1000 = reference["(a) floor"], reference["(o) ort.run"]
             load_formats = load_average()

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 from app.offline.synthetic import generator as syn
 from app.offline.synthetic.log_file import write_demo_log
-from app.offline.training.encoding import encode_features, event_seconds, feature_schema
+from app.offline.training.encoding import encode_features, feature_schema
+from app.offline.training.event_time import event_seconds
 from app.offline.training.onnx_export import predict_logits
 from app.offline.training.run_folder import RunFolder
 from app.offline.training.spec import TrainSpec

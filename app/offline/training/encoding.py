@@ -18,7 +18,6 @@ the outcome may still arrive, so the row is missing, not a negative.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ import pyarrow.compute as pc
 
 from app.artifacts.manifest import CategoricalFeature, FeatureSchema, NumericFeature
 from app.errors import InvalidRequest
+from app.offline.training.event_time import event_seconds, split_bounds, utc_seconds
 from app.offline.training.position import position_buckets
 from app.offline.training.spec import DatasetError, DatasetSpec, TaskColumn
 from app.offline.training.split import SPLITS as SPLIT_NAMES
@@ -47,11 +47,9 @@ __all__ = [
     "encode",
     "encode_features",
     "encode_targets",
-    "event_seconds",
     "feature_columns",
     "feature_schema",
     "fit_encoding",
-    "utc_seconds",
 ]
 
 SPLITS = SPLIT_NAMES  # index = the split code of a row
@@ -140,27 +138,6 @@ class FittedEncoding:
         return cls(**data)
 
 
-def event_seconds(column: pa.Array | pa.ChunkedArray, path: Path, name: str) -> npt.NDArray[np.float64]:
-    """Seconds since the epoch from a timestamp or numeric column (naive timestamps are UTC)."""
-    kind = column.type
-    values: npt.NDArray[np.float64]
-    if pa.types.is_timestamp(kind):
-        micros = pc.cast(column, pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
-        values = micros.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
-    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-    else:
-        raise DatasetError(
-            path,
-            name,
-            f"event time has type {kind}",
-            "store seconds since the epoch (int or float) or an ISO timestamp column",
-        )
-    if column.null_count or not np.isfinite(values).all():
-        raise DatasetError(path, name, "event time has null or non-finite values", "give every row its event time")
-    return values
-
-
 def _labels(batch: pa.RecordBatch, task: TaskColumn, path: Path) -> tuple[F32, F32]:
     """(label, observed) for one task; null = not observed; anything but 0/1 is an error."""
     column = batch.column(task.label)
@@ -187,18 +164,6 @@ def _labels(batch: pa.RecordBatch, task: TaskColumn, path: Path) -> tuple[F32, F
         mask = batch.column(task.mask).cast(pa.float64()).to_numpy(zero_copy_only=False)
         observed *= np.nan_to_num(mask, nan=0.0) > 0
     return np.where(present, values, 0.0).astype(np.float32), observed
-
-
-def split_bounds(spec: DatasetSpec) -> tuple[float, float]:
-    """(valid_start, test_start) in seconds for a time split; (inf, inf) otherwise (unused there)."""
-    if spec.split.by == "time" and spec.split.valid_start and spec.split.test_start:
-        return utc_seconds(spec.split.valid_start), utc_seconds(spec.split.test_start)
-    return math.inf, math.inf
-
-
-def utc_seconds(value: datetime) -> float:
-    """Seconds since the epoch; a naive datetime is UTC."""
-    return float((value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp())
 
 
 def fit_encoding(source: TableSource) -> FittedEncoding:

@@ -34,10 +34,8 @@ from app.offline.training.encoding import (
     encode,
     encode_features,
     encode_targets,
-    event_seconds,
-    split_bounds,
-    utc_seconds,
 )
+from app.offline.training.event_time import event_seconds, split_bounds, utc_seconds
 from app.offline.training.spec import DatasetSpec, TrainSpec, load_spec
 from app.offline.training.tabular import TableSource
 from app.serving.features import FeatureEncoder

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from app.artifacts.policy import PolicyFile
 from app.monitoring.multiproc import multiprocess_dir
-from app.serving.attributes import AttributeColumns, equals_mask
+from app.serving.attributes import AttributeColumns, equals_mask, range_mask
 from app.serving.bundle import ServingSnapshot
 from app.serving.columns import Values
 from app.serving.scorer import ScoreOutcome
@@ -131,13 +131,7 @@ def _count(values: Values, matching: Matching) -> int:
     (`app.serving.attributes.equals_mask`), or a number below / above the bounds (a missing value never has it)."""
     value = matching.equals
     if value is None:
-        numbers = np.asarray(values, dtype=np.float64)
-        hit = ~np.isnan(numbers)
-        if matching.below is not None:
-            hit &= numbers < matching.below
-        if matching.above is not None:
-            hit &= numbers > matching.above
-        return int(np.count_nonzero(hit))
+        return int(np.count_nonzero(range_mask(values, matching.below, matching.above)))
     if isinstance(value, (bool, str)) and isinstance(values, list):
         # A list column holds only strings or only booleans (and None): `==` cannot cross the types there
         # (True == 1 needs a number, and number attributes are arrays), so counting by `==` is exact.

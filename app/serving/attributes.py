@@ -16,7 +16,7 @@ from app.errors import InvalidRequest
 from app.serving.columns import Candidates, EncodedStrings, Values, read_column, where
 from app.serving.vectors import read_vectors
 
-__all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask"]
+__all__ = ["AttributeColumns", "equals_mask", "extract_attributes", "missing_mask", "range_mask"]
 
 # number -> float64 [B] with NaN for missing; string/boolean -> list with None for missing; vector -> float64
 # [B, D] with NaN rows for missing.
@@ -87,3 +87,14 @@ def equals_mask(column: Values, value: Any) -> npt.NDArray[np.bool_]:
         return np.fromiter(map(is_, column, repeat(value)), np.bool_, count=len(column))
     kind = type(value)
     return np.fromiter((v == value and type(v) is kind for v in column), np.bool_, count=len(column))
+
+
+def range_mask(column: Values, below: float | None, above: float | None) -> npt.NDArray[np.bool_]:
+    """True where the number attribute is below `below` and above `above` (either optional); a missing value never."""
+    values = np.asarray(column, dtype=np.float64)
+    hit = ~np.isnan(values)
+    if below is not None:
+        hit &= values < below
+    if above is not None:
+        hit &= values > above
+    return hit

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from app.artifacts.policy import SlateRules
 from app.artifacts.policy_ranking import MaxShareRule, MinimumRule, MmrRule, RankingRules
-from app.serving.attributes import AttributeColumns, equals_mask
+from app.serving.attributes import AttributeColumns, equals_mask, range_mask
 from app.serving.slate import SlateResult, apply_caps, occurrence_rank, py_values, value_codes
 
 __all__ = ["RankingTrace", "Shortfall", "rank_slate", "ranking_debug", "seen_mask"]
@@ -144,13 +144,7 @@ def _matching(rule: MaxShareRule | MinimumRule, attributes: AttributeColumns) ->
     column = attributes[rule.attribute]
     if rule.equals is not None:
         return equals_mask(column, rule.equals)
-    values = np.asarray(column, dtype=np.float64)
-    hit = ~np.isnan(values)
-    if rule.below is not None:
-        hit &= values < rule.below
-    if rule.above is not None:
-        hit &= values > rule.above
-    return hit
+    return range_mask(column, rule.below, rule.above)
 
 
 def _apply_share(order: IntArray, matches: Bool, rule: MaxShareRule, top_k: int | None) -> tuple[IntArray, IntArray]:
